@@ -1,0 +1,1 @@
+"""Execution backends: ``reference`` (numpy, the oracle and CPU fallback)."""

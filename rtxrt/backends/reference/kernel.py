@@ -1,0 +1,68 @@
+"""Base class of reference kernels: one small ``OpRun`` subclass per operator.
+
+A subclass is found by its operator name (the class name, or ``op_type`` when the name is
+not a valid class name) and registers itself when its module is imported. ``run`` receives
+the node's inputs as numpy arrays (``None`` for omitted optional inputs) and returns one
+array or a tuple of arrays, one per output.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+
+from ...ir.graph import Graph, Node
+
+# Runs a subgraph with given feeds and an enclosing scope, and returns its outputs.
+SubgraphRunner = Callable[[Graph, dict[str, Any], Mapping[str, Any]], list[Any]]
+
+_KERNELS: dict[tuple[str, str], type["OpRun"]] = {}
+
+
+class OpRun:
+    op_type: ClassVar[str] = ""
+    domain: ClassVar[str] = ""
+    # Values visible where the node runs; the executor sets it before ``run`` for nodes
+    # with subgraphs, which may read values of the enclosing graphs.
+    scope: Mapping[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):
+            return  # shared bases, not operators
+        if "op_type" not in cls.__dict__:
+            cls.op_type = cls.__name__
+        key = (cls.domain, cls.op_type)
+        if key in _KERNELS:
+            raise RuntimeError(f"two reference kernels for {cls.op_type!r}: {_KERNELS[key]} and {cls}")
+        _KERNELS[key] = cls
+
+    def __init__(self, node: Node, opset: int, run_subgraph: SubgraphRunner):
+        self.node = node
+        self.opset = opset
+        self._run_subgraph = run_subgraph
+        self.has_subgraphs = any(True for _ in node.subgraphs())
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.node.attrs.get(key, default)
+
+    def run_subgraph(self, graph: Graph, feeds: dict[str, Any], outer: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run a subgraph attribute with ``feeds``; it sees ``outer`` (default: this node's scope)."""
+        return self._run_subgraph(graph, feeds, self.scope if outer is None else outer)
+
+    def run(self, *inputs: np.ndarray | None) -> np.ndarray | tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+
+def find_kernel(op_type: str, domain: str = "") -> type[OpRun] | None:
+    from . import ops
+
+    ops.load_all()
+    return _KERNELS.get(("" if domain == "ai.onnx" else domain, op_type))
+
+
+def all_kernels() -> dict[tuple[str, str], type[OpRun]]:
+    from . import ops
+
+    ops.load_all()
+    return dict(_KERNELS)

@@ -1,0 +1,66 @@
+"""``rtxrt run MODEL``: run a .rtxir or .onnx on given or random inputs and summarize outputs."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import InputError
+from ..ir.to_onnx import model_to_onnx
+from ..runtime import Session
+from .compare import differences, run_onnxruntime
+from .inputs import load_npz, parse_dims, random_inputs
+from .report import summarize_array, table
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a .rtxir or .onnx model and print output summaries")
+    p.add_argument("model", type=Path)
+    p.add_argument("--inputs", type=Path, help=".npz file with one array per input name")
+    p.add_argument("--dim", action="append", metavar="NAME=SIZE", help="size of a symbolic dim for random inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--save", type=Path, help="write the outputs to this .npz file")
+    p.add_argument("--compare-onnxruntime", action="store_true",
+                   help="also run onnxruntime (CPU) and print max abs/rel error per output")
+    p.add_argument("--onnx", type=Path, help="the original .onnx for --compare-onnxruntime on a .rtxir "
+                   "(default: the .rtxir graph exported back to ONNX)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    session = Session(args.model)
+    print(f"{args.model}: backend {session.backend}")
+    if args.inputs:
+        feeds = load_npz(args.inputs, session.inputs)
+    else:
+        feeds = random_inputs(session.inputs, parse_dims(args.dim), args.seed)
+    for name, value in feeds.items():
+        print(f"  input  {name}: {summarize_array(value)}")
+    start = time.perf_counter()
+    outputs = dict(zip([o.name for o in session.outputs], session.run(None, feeds)))
+    print(f"ran in {1000 * (time.perf_counter() - start):.1f} ms")
+    for name, value in outputs.items():
+        print(f"  output {name}: {summarize_array(value)}")
+    if args.save:
+        np.savez(args.save, **outputs)
+    if args.compare_onnxruntime:
+        reference = _onnx_for_comparison(args, session)
+        diffs = differences(outputs, run_onnxruntime(reference, feeds))
+        print("compared with onnxruntime (CPU):")
+        print(table([(d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}") for d in diffs],
+                    ("output", "max abs err", "max rel err")))
+    return 0
+
+
+def _onnx_for_comparison(args: argparse.Namespace, session: Session) -> onnx.ModelProto:
+    if args.onnx:
+        return onnx.load(str(args.onnx))
+    if args.model.suffix.lower() == ".onnx":
+        return onnx.load(str(args.model))
+    try:
+        return model_to_onnx(session.model)
+    except Exception as exc:
+        raise InputError(f"cannot export the .rtxir graph to ONNX for comparison ({exc}); pass --onnx") from None

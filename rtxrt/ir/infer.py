@@ -1,0 +1,89 @@
+"""Type inference over a whole graph, driven by the op registry."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphError, UnsupportedOpError
+from .dtypes import DType
+from .graph import Dim, Graph, Model, Node, TensorType
+from .ops import InferenceContext, get_schema
+
+
+def infer_types(model: Model) -> Model:
+    """Fill ``types`` for every value of every graph in place; return the model.
+
+    Types already present (declared by the model) are merged with the inferred ones: a
+    known dim wins over a symbol, a symbol over unknown; a conflict is a GraphError.
+    """
+    _infer_graph(model.graph, model.opset, outer={})
+    return model
+
+
+def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None:
+    scope = dict(outer)
+    scope.update(graph.types)
+    for name, array in graph.initializers.items():
+        scope[name] = TensorType.of(array)
+    constants: dict[str, np.ndarray] = dict(graph.initializers)
+    for node in graph.nodes:
+        schema = get_schema(node.op_type, node.domain)
+        if schema is None:
+            raise UnsupportedOpError([(node.domain, node.op_type, node.name)])
+        for sub in node.subgraphs():
+            _infer_graph(sub, opset, scope)
+        input_types = [scope.get(n) if n else None for n in node.inputs]
+        ctx = InferenceContext(node, opset, input_types, [constants.get(n) if n else None for n in node.inputs])
+        try:
+            inferred = schema.infer(ctx)
+        except GraphError:
+            raise
+        except Exception as exc:  # a rule tripping over odd input is still the node's fault
+            raise GraphError(f"{node.label}: type inference failed: {exc}") from exc
+        for name, new in zip(node.outputs, inferred):
+            if not name:
+                continue
+            merged = merge_types(scope.get(name), new, f"{node.label} output {name!r}")
+            if merged is not None:
+                scope[name] = merged
+                graph.types[name] = merged
+        _propagate_constant(node, scope, constants)
+    for name in graph.inputs + graph.outputs:
+        if name in scope:
+            graph.types[name] = scope[name]
+
+
+def merge_types(old: TensorType | None, new: TensorType | None, what: str) -> TensorType | None:
+    if old is None or new is None:
+        return old or new
+    if old.dtype != new.dtype:
+        raise GraphError(f"{what}: declared as {old} but computes {new}")
+    if old.shape is None or new.shape is None:
+        return TensorType(old.dtype, old.shape if new.shape is None else new.shape)
+    if len(old.shape) != len(new.shape):
+        raise GraphError(f"{what}: declared as {old} but computes {new}")
+    return TensorType(old.dtype, tuple(_merge_dim(a, b, what, old, new) for a, b in zip(old.shape, new.shape)))
+
+
+def _merge_dim(a: Dim, b: Dim, what: str, old: TensorType, new: TensorType) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        if a != b:
+            raise GraphError(f"{what}: declared as {old} but computes {new}")
+        return a
+    if isinstance(a, int) or isinstance(b, int):
+        return a if isinstance(a, int) else b
+    return a if a is not None else b
+
+
+def _propagate_constant(node: Node, scope: dict[str, TensorType], constants: dict[str, np.ndarray]) -> None:
+    """Record values that are known before run time and that later rules need (Shape of a
+    static tensor feeding a Reshape, say)."""
+    if node.op_type == "Shape" and node.domain == "" and node.outputs[0]:
+        t = scope.get(node.inputs[0])
+        if t is not None and t.is_static and not node.attrs:
+            constants[node.outputs[0]] = np.array(t.shape, dtype=np.int64)
+    elif node.op_type == "Constant" and "value" in node.attrs and isinstance(node.attrs["value"], np.ndarray):
+        constants[node.outputs[0]] = node.attrs["value"]
+        scope.setdefault(node.outputs[0], TensorType.of(node.attrs["value"]))
+
+
+__all__ = ["infer_types", "merge_types", "DType"]

@@ -1,0 +1,100 @@
+"""The op registry: what each operator accepts and how its output types follow from its inputs.
+
+An ``OpSchema`` declares an operator's arity and its type inference function. Inference gets an
+``InferenceContext`` (input types, attributes, compile-time constants) and returns one
+``TensorType`` per output (``None`` where it cannot tell). Schemas live in the modules of this
+package, one family per module, and register themselves on import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ...errors import GraphError
+from ..graph import Node, TensorType
+
+VARIADIC = 1 << 30
+
+
+@dataclass
+class InferenceContext:
+    node: Node
+    opset: int
+    input_types: list[TensorType | None]
+    constants: list[np.ndarray | None]
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.node.attrs.get(key, default)
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.node.inputs) and bool(self.node.inputs[i])
+
+    def type(self, i: int) -> TensorType:
+        """Type of input ``i``; raises if the input is absent or untyped."""
+        t = self.input_types[i] if i < len(self.input_types) else None
+        if t is None:
+            raise GraphError(f"{self.node.label}: input {i} has no known type")
+        return t
+
+    def constant(self, i: int) -> np.ndarray | None:
+        """Value of input ``i`` when it is known before run time (an initializer or folded)."""
+        return self.constants[i] if i < len(self.constants) else None
+
+    def fail(self, message: str) -> GraphError:
+        return GraphError(f"{self.node.label}: {message}")
+
+
+InferFn = Callable[[InferenceContext], list[TensorType | None]]
+
+
+@dataclass(frozen=True)
+class OpSchema:
+    op_type: str
+    infer: InferFn
+    min_inputs: int = 1
+    max_inputs: int = 1
+    min_outputs: int = 1
+    max_outputs: int = 1
+    domain: str = ""
+
+
+_SCHEMAS: dict[tuple[str, str], OpSchema] = {}
+
+
+def register(
+    op_type: str,
+    infer: InferFn,
+    inputs: int | tuple[int, int] = 1,
+    outputs: int | tuple[int, int] = 1,
+    domain: str = "",
+) -> OpSchema:
+    """Register an operator. ``inputs``/``outputs`` are a count or a (min, max) range;
+    use ``VARIADIC`` as max for unbounded."""
+    lo_in, hi_in = (inputs, inputs) if isinstance(inputs, int) else inputs
+    lo_out, hi_out = (outputs, outputs) if isinstance(outputs, int) else outputs
+    schema = OpSchema(op_type, infer, lo_in, hi_in, lo_out, hi_out, domain)
+    key = (domain, op_type)
+    if key in _SCHEMAS:
+        raise RuntimeError(f"operator {op_type!r} registered twice")
+    _SCHEMAS[key] = schema
+    return schema
+
+
+def get_schema(op_type: str, domain: str = "") -> OpSchema | None:
+    from . import load_all  # schemas register on import
+
+    load_all()
+    return _SCHEMAS.get((_canonical_domain(domain), op_type))
+
+
+def all_schemas() -> dict[tuple[str, str], OpSchema]:
+    from . import load_all
+
+    load_all()
+    return dict(_SCHEMAS)
+
+
+def _canonical_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain

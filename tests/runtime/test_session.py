@@ -1,0 +1,48 @@
+"""rtxrt.Session runs models by input name and rejects inputs that do not fit the model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rtxrt
+from rtxrt.aot import build_rtxir
+from tests.helpers import add_relu_model
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    path = tmp_path_factory.mktemp("session") / "add_relu.rtxir"
+    build_rtxir(add_relu_model(), path)
+    return rtxrt.Session(path)
+
+
+def test_describes_inputs_and_outputs(session):
+    assert [(i.name, i.dtype, i.shape) for i in session.inputs] == [("x", "float32", ("batch", 4))]
+    assert [(o.name, o.dtype, o.shape) for o in session.outputs] == [("y", "float32", ("batch", 4))]
+
+
+def test_runs_with_any_batch_size(session):
+    for batch in (1, 3):
+        x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4) - 3
+        (y,) = session.run(None, {"x": x})
+        np.testing.assert_array_equal(y, np.maximum(x + [-1, 0, 1, 2], 0))
+
+
+@pytest.mark.parametrize(
+    "feeds, message",
+    [
+        ({}, "missing input"),
+        ({"x": np.zeros((1, 4), np.float32), "extra": np.zeros(1)}, "unknown input"),
+        ({"x": np.zeros((1, 4), np.float64)}, "expected dtype float32, got float64"),
+        ({"x": np.zeros((1, 5), np.float32)}, "dim 1 must be 4"),
+        ({"x": np.zeros((4,), np.float32)}, "rank 1"),
+    ],
+)
+def test_bad_inputs_get_a_clear_error(session, feeds, message):
+    with pytest.raises(rtxrt.InputError, match=message):
+        session.run(None, feeds)
+
+
+def test_unknown_output_names_are_rejected(session):
+    with pytest.raises(rtxrt.InputError, match="unknown output 'z'"):
+        session.run(["z"], {"x": np.zeros((1, 4), np.float32)})
