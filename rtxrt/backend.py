@@ -42,7 +42,7 @@ class RtxrtBackend(Backend):
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> RtxrtBackendRep:
         if not cls.supports_device(device):
             raise ValueError(f"rtxrt.backend does not run on device {device!r}")
-        return RtxrtBackendRep(ReferenceExecutor(compile_onnx(model, round_trip=False)))
+        return RtxrtBackendRep(ReferenceExecutor(compile_onnx(model, round_trip=True)))
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple:

@@ -1,0 +1,11 @@
+"""The portable IR file format (.rtxir); see FORMAT.md in this directory."""
+from __future__ import annotations
+
+from .layout import MAJOR as FORMAT_MAJOR, MINOR as FORMAT_MINOR
+from .reader import RtxirInfo, ir_hash, read_header, read_rtxir
+from .writer import to_bytes, write_rtxir
+
+__all__ = [
+    "FORMAT_MAJOR", "FORMAT_MINOR", "RtxirInfo", "ir_hash", "read_header", "read_rtxir",
+    "to_bytes", "write_rtxir",
+]

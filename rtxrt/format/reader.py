@@ -1,0 +1,338 @@
+"""Reading .rtxir files from untrusted sources.
+
+Every section's checksum is verified before it is parsed, and every parsed value is
+validated before use, so a damaged or hostile file raises FormatError and nothing else.
+I/O errors (a missing file, a directory) propagate as OSError.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import mmap
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from ..errors import FormatError
+from ..ir.dtypes import DType
+from ..ir.graph import Graph, Model, Node, TensorType
+from . import layout
+
+@dataclass
+class RtxirInfo:
+    """What ``rtxrt inspect`` shows without parsing the graph."""
+
+    source: str
+    format_version: tuple[int, int]
+    producer: str
+    rtxrt_version: str
+    opsets: dict[str, int]
+    metadata: dict[str, str]
+    options: dict[str, Any]
+    sections: dict[str, int]  # section name -> length in bytes, in file order
+    file_size: int
+    weight_bytes: int  # length of WEIGHTS, including alignment padding
+    ir_hash: str
+
+
+def read_rtxir(source: str | os.PathLike | bytes | bytearray | memoryview, *,
+               mmap_weights: bool = True) -> Model:
+    """Load a Model. From a path with ``mmap_weights``, tensors are read-only views of a
+    memory map of the file; otherwise they are views of the given or read bytes."""
+    with _File.open(source, mmap_weights) as f:
+        for kind in f.sections.keys() - layout.SECTION_NAMES.keys():
+            f.section(kind)  # unknown sections are skipped, but damage in them is still damage
+        meta = f.meta()
+        decoder = _Decoder(f)
+        graph = decoder.graph(decoder.get(f.json(layout.GRAPH), "graph", dict, "GRAPH"), 0, "GRAPH")
+        return Model(graph=graph, opsets=meta["opsets"], producer=meta["producer"],
+                     metadata=meta["metadata"])
+
+
+def read_header(source: str | os.PathLike | bytes | bytearray | memoryview) -> RtxirInfo:
+    """Version, producer, options and sizes; verifies only the header, table and META."""
+    with _File.open(source, True) as f:
+        meta = f.meta()
+        weights = f.sections.get(layout.WEIGHTS)
+        return RtxirInfo(
+            source=f.label, format_version=f.version, producer=meta["producer"],
+            rtxrt_version=meta["rtxrt_version"], opsets=meta["opsets"], metadata=meta["metadata"],
+            options=meta["options"], sections={s.name: s.length for s in f.sections.values()},
+            file_size=len(f.buf), weight_bytes=weights.length if weights else 0, ir_hash=f.ir_hash(),
+        )
+
+
+def ir_hash(source: str | os.PathLike | bytes | bytearray | memoryview) -> str:
+    """Hex digest identifying the file's graph and weights (not META: producer and options
+    do not change what runs). Derived from the checksummed section table, so it is cheap."""
+    with _File.open(source, True) as f:
+        return f.ir_hash()
+
+
+class _File:
+    """An opened .rtxir: the bytes, a label for messages and the checked section table."""
+
+    def __init__(self, buf: Any, label: str):
+        self.buf = buf  # bytes, bytearray, mmap or memoryview; tensors are views of it
+        self.label = label
+        with memoryview(buf) as view:
+            self.version, sections = layout.read_table(view, label)
+        self.sections = {s.kind: s for s in sections}
+        for kind in (layout.META, layout.GRAPH):
+            if kind not in self.sections:
+                self.fail(f"missing section {layout.SECTION_NAMES[kind]}")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def open(source: Any, use_mmap: bool):
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            view = memoryview(source)
+            buf = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+            yield _File(buf, "<bytes>")
+            return
+        label = os.fspath(source)
+        with open(label, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            mapped = None
+            if use_mmap and size > 0:
+                with contextlib.suppress(OSError, ValueError):  # e.g. a pipe: read it instead
+                    mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            if mapped is None:  # read into a bytearray so tensors are writable views of it
+                data = bytearray(size)
+                del data[fh.readinto(data):]
+                if not size:  # pipes and the like report no size
+                    data += fh.read()
+        try:
+            yield _File(mapped if mapped is not None else data, label)
+        except BaseException:
+            if mapped is not None:
+                with contextlib.suppress(BufferError):  # arrays from before the failure may pin it
+                    mapped.close()
+            raise
+
+    def fail(self, message: str) -> NoReturn:
+        raise FormatError(f"{self.label}: {message}")
+
+    def section(self, kind: str) -> memoryview:
+        """The bytes of a section (empty if absent), after verifying its checksum."""
+        s = self.sections.get(kind)
+        if s is None:
+            return memoryview(b"")
+        data = memoryview(self.buf)[s.offset:s.end]
+        if hashlib.sha256(data).digest() != s.sha256:
+            self.fail(f"checksum mismatch in section {s.name} (the file is damaged)")
+        return data
+
+    def json(self, kind: str) -> dict:
+        name = layout.SECTION_NAMES[kind]
+        data = self.section(kind)
+        if len(data) > layout.MAX_JSON_BYTES:
+            self.fail(f"section {name} has {len(data)} bytes of JSON, more than the "
+                      f"{layout.MAX_JSON_BYTES}-byte limit")
+        try:
+            value = json.loads(bytes(data), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        except RecursionError:
+            self.fail(f"section {name}: JSON nested too deeply")
+        except ValueError as e:  # includes JSONDecodeError, UnicodeDecodeError, huge int literals
+            self.fail(f"section {name}: invalid JSON ({e})")
+        if not isinstance(value, dict):
+            self.fail(f"section {name}: expected a JSON object at the top level")
+        return value
+
+    def meta(self) -> dict:
+        check = _Checker(self.label)
+        meta = self.json(layout.META)
+        out = {key: check.get(meta, key, str, "META") for key in ("producer", "rtxrt_version")}
+        opsets = check.get(meta, "opsets", dict, "META")
+        out["opsets"] = {d: check.get(opsets, d, int, "META opsets") for d in opsets}
+        metadata = check.get(meta, "metadata", dict, "META")
+        out["metadata"] = {k: check.get(metadata, k, str, "META metadata") for k in metadata}
+        out["options"] = check.get(meta, "options", dict, "META")
+        return out
+
+    def ir_hash(self) -> str:
+        digest = hashlib.sha256(b"rtxir-ir-hash\0" + self.version[0].to_bytes(2, "little"))
+        for kind in (layout.GRAPH, layout.WEIGHTS):
+            s = self.sections.get(kind)
+            digest.update(s.sha256 if s else hashlib.sha256(b"").digest())
+        return digest.hexdigest()
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"non-standard constant {name}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return out
+
+
+class _Checker:
+    """Structural checks on parsed JSON; every failure names where in the file it is."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def fail(self, where: str, message: str) -> NoReturn:
+        raise FormatError(f"{self.label}: {where}: {message}")
+
+    def get(self, obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+        if type(obj) is not dict:
+            self.fail(where, "expected a JSON object")
+        if key not in obj:
+            self.fail(where, f"missing key {key!r}")
+        value = obj[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if type(value) not in kinds:  # exact: JSON true is not an int
+            names = " or ".join(_JSON_NAMES[k] for k in kinds)
+            self.fail(where, f"{key!r} must be {names}, got {_JSON_NAMES.get(type(value), '?')}")
+        return value
+
+    def strs(self, obj: Any, key: str, where: str) -> list[str]:
+        values = self.get(obj, key, list, where)
+        if not all(type(v) is str for v in values):
+            self.fail(where, f"{key!r} must be a list of strings")
+        return values
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "a boolean", type(None): "null"}
+
+
+class _Decoder(_Checker):
+    """Turns the GRAPH JSON back into IR objects, checking as it goes."""
+
+    def __init__(self, f: _File):
+        super().__init__(f.label)
+        self.buf = f.buf
+        weights = f.sections.get(layout.WEIGHTS)
+        self.weights_start = weights.offset if weights else 0
+        self.weights_len = weights.length if weights else 0
+        if weights is not None and weights.length:
+            f.section(layout.WEIGHTS)  # verify the checksum before trusting any tensor bytes
+
+    def graph(self, obj: Any, depth: int, where: str) -> Graph:
+        if depth > layout.MAX_GRAPH_DEPTH:
+            self.fail(where, f"subgraphs nested deeper than {layout.MAX_GRAPH_DEPTH} levels")
+        name = self.get(obj, "name", str, where)
+        where = f"graph {name!r}"
+        types: dict[str, TensorType] = {}
+        for i, entry in enumerate(self.get(obj, "types", list, where)):
+            value = self.get(entry, "name", str, f"{where} type {i}")
+            if value in types:
+                self.fail(where, f"value {value!r} has two types")
+            types[value] = self.type(entry, f"{where} type of {value!r}")
+        inits: dict[str, np.ndarray] = {}
+        for i, entry in enumerate(self.get(obj, "initializers", list, where)):
+            value = self.get(entry, "name", str, f"{where} initializer {i}")
+            if value in inits:
+                self.fail(where, f"initializer {value!r} appears twice")
+            inits[value] = self.tensor(entry, f"{where} initializer {value!r}")
+        nodes = [self.node(n, depth, f"{where} node {i}") for i, n in enumerate(self.get(obj, "nodes", list, where))]
+        return Graph(nodes=nodes, inputs=self.strs(obj, "inputs", where),
+                     outputs=self.strs(obj, "outputs", where), types=types,
+                     initializers=inits, name=name)
+
+    def node(self, obj: Any, depth: int, where: str) -> Node:
+        node = Node(op_type=self.get(obj, "op_type", str, where), inputs=self.strs(obj, "inputs", where),
+                    outputs=self.strs(obj, "outputs", where), name=self.get(obj, "name", str, where),
+                    domain=self.get(obj, "domain", str, where))
+        where = f"{where} ({node.label})"
+        attrs = self.get(obj, "attrs", dict, where)
+        node.attrs = {key: self.attr(attrs[key], depth, f"{where} attribute {key!r}") for key in attrs}
+        return node
+
+    def attr(self, obj: Any, depth: int, where: str) -> Any:
+        kind = self.get(obj, "kind", str, where)
+        if kind == "none":
+            return None
+        if kind in ("int", "float", "string", "tensor", "graph", "type"):
+            value = self.get(obj, "value", _ATTR_JSON_TYPES[kind], where)
+            return self.attr_item(kind, value, depth, where)
+        if kind in ("ints", "floats", "strings", "tensors", "graphs"):
+            item_kind = kind[:-1]
+            values = self.get(obj, "value", list, where)
+            for i, v in enumerate(values):
+                if type(v) not in _ATTR_JSON_TYPES[item_kind]:
+                    self.fail(f"{where}[{i}]", f"not a valid {item_kind}")
+            return [self.attr_item(item_kind, v, depth, f"{where}[{i}]") for i, v in enumerate(values)]
+        self.fail(where, f"unknown attribute kind {kind!r}")
+
+    def attr_item(self, kind: str, value: Any, depth: int, where: str) -> Any:
+        if kind == "float":
+            return self.float(value, where)
+        if kind == "tensor":
+            return self.tensor(value, where)
+        if kind == "graph":
+            return self.graph(value, depth + 1, where)
+        if kind == "type":
+            return self.type(value, where)
+        return value  # int and string are already checked by type
+
+    def float(self, value: Any, where: str) -> float:
+        if type(value) is str and value not in ("nan", "inf", "-inf"):
+            self.fail(where, f"bad float {value!r:.40}")
+        try:
+            return float(value)
+        except OverflowError:
+            self.fail(where, "float out of range")
+
+    def dtype(self, obj: Any, where: str) -> DType:
+        name = self.get(obj, "dtype", str, where)
+        if name not in _DTYPES:
+            self.fail(where, f"unknown element type {name!r:.40}")
+        return _DTYPES[name]
+
+    def type(self, obj: Any, where: str) -> TensorType:
+        dtype = self.dtype(obj, where)
+        shape = self.get(obj, "shape", (list, type(None)), where)
+        if shape is not None and not all(type(d) in (int, str, type(None)) for d in shape):
+            self.fail(where, "dimensions must be integers, strings or null")
+        return TensorType(dtype, None if shape is None else tuple(shape))
+
+    def tensor(self, obj: Any, where: str) -> np.ndarray:
+        dtype = self.dtype(obj, where)
+        shape = self.get(obj, "shape", list, where)
+        if len(shape) > layout.MAX_RANK or not all(type(d) is int and d >= 0 for d in shape):
+            self.fail(where, f"shape must be at most {layout.MAX_RANK} non-negative integers")
+        count = math.prod(shape)
+        if dtype is DType.STRING:
+            data = self.strs(obj, "data", where)
+            if len(data) != count:
+                self.fail(where, f"{len(data)} strings for shape {shape}")
+            array = np.empty(count, dtype=object)
+            array[:] = data
+            return self.reshape(array, shape, where)
+        offset = self.get(obj, "offset", int, where)
+        nbytes = self.get(obj, "nbytes", int, where)
+        if nbytes != count * dtype.itemsize:
+            self.fail(where, f"nbytes is {nbytes} but shape {shape} of {dtype.short} needs {count * dtype.itemsize}")
+        if offset < 0 or offset % layout.ALIGN:
+            self.fail(where, f"offset {offset} is not a non-negative multiple of {layout.ALIGN}")
+        if offset + nbytes > self.weights_len:
+            self.fail(where, f"bytes [{offset}, {offset + nbytes}) lie outside the "
+                             f"{self.weights_len}-byte WEIGHTS section")
+        array = np.frombuffer(self.buf, dtype=dtype.numpy, count=count, offset=self.weights_start + offset)
+        if sys.byteorder != "little":
+            array = array.byteswap()
+        return self.reshape(array, shape, where)
+
+    def reshape(self, array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+        try:
+            return array.reshape(shape)
+        except ValueError:  # e.g. an empty tensor whose other dims overflow numpy's index type
+            self.fail(where, f"shape {shape} cannot be represented")
+
+
+_DTYPES = {t.short: t for t in DType}
+_ATTR_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float, str), "string": (str,),
+    "tensor": (dict,), "graph": (dict,), "type": (dict,),
+}
