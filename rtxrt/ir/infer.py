@@ -29,8 +29,7 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None
         schema = get_schema(node.op_type, node.domain)
         if schema is None:
             raise UnsupportedOpError([(node.domain, node.op_type, node.name)])
-        for sub in node.subgraphs():
-            _infer_graph(sub, opset, scope)
+        _infer_subgraphs(node, opset, scope)
         input_types = [scope.get(n) if n else None for n in node.inputs]
         ctx = InferenceContext(node, opset, input_types, [constants.get(n) if n else None for n in node.inputs])
         try:
@@ -50,6 +49,23 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None
     for name in graph.inputs + graph.outputs:
         if name in scope:
             graph.types[name] = scope[name]
+
+
+def _infer_subgraphs(node: Node, opset: int, scope: dict[str, TensorType]) -> None:
+    if node.op_type != "If" or node.domain:
+        for sub in node.subgraphs():
+            _infer_graph(sub, opset, scope)
+        return
+    # Only one branch of an If runs: a branch whose types do not work out for these inputs
+    # (one that handles another rank, say) stays untyped unless both fail.
+    errors = []
+    for sub in node.subgraphs():
+        try:
+            _infer_graph(sub, opset, scope)
+        except GraphError as exc:
+            errors.append(exc)
+    if len(errors) == 2:
+        raise errors[0]
 
 
 def merge_types(old: TensorType | None, new: TensorType | None, what: str) -> TensorType | None:

@@ -9,6 +9,7 @@ Node tests are collected in-process from the installed onnx (``collect_testcases
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 import time
@@ -16,6 +17,7 @@ import unittest
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 import onnx.backend.test
 
@@ -116,11 +118,26 @@ def _message(err) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
 
 
+@functools.cache
+def _backend_test() -> onnx.backend.test.BackendTest:
+    # Collecting the node cases runs their generators, which warn on purpose (inf, nan).
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return onnx.backend.test.BackendTest(rtxrt.backend, __name__)
+
+
+@functools.cache
+def _cases(kind: str) -> list:
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return onnx.backend.test.loader.load_model_tests(kind=kind)
+
+
 def run_suite(kind: str = "node", include: str | None = None) -> SuiteReport:
     report = SuiteReport(kind)
     start = time.perf_counter()
-    cases = onnx.backend.test.loader.load_model_tests(kind=kind)
-    backend_test = onnx.backend.test.BackendTest(rtxrt.backend, __name__)
+    cases = _cases(kind)
+    backend_test = _backend_test()
     kind_pattern = {"node": "Node", "real": "Real", "simple": "Simple",
                     "pytorch-converted": "PyTorchConverted", "pytorch-operator": "PyTorchOperator"}[kind]
     names = {c.name for c in cases}
