@@ -17,6 +17,7 @@ from ..ir.graph import Graph, Model, Node
 from ..ir.infer import infer_types
 from ..ir.onnx_codec import attr_from_proto, tensor_to_numpy, type_from_proto
 from ..ir.ops import get_schema
+from .legacy import rewrite_coerced_hardmax
 
 MIN_OPSET = 13
 OnnxSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
@@ -75,6 +76,8 @@ def _upgrade(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
         )
     if version >= MIN_OPSET:
         return proto
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never change the caller's model
+    rewrite_coerced_hardmax(proto)
     try:
         return version_converter.convert_version(proto, MIN_OPSET)
     except Exception as exc:  # the converter raises RuntimeError/ConvertError/IndexError

@@ -91,3 +91,31 @@ def test_initializers_listed_as_inputs_are_weights_not_runtime_inputs():
     model = add_relu_model()
     model.graph.input.append(helper.make_tensor_value_info("bias", TensorProto.FLOAT, [4]))
     assert load_onnx(model).graph.inputs == ["x"]
+
+
+def test_upgrading_keeps_the_old_meaning_of_hardmax():
+    # Opset 11 Hardmax(axis=1) on [2, 3, 4] marks one maximum per batch item (over 12 values).
+    model = make_model(
+        [helper.make_node("Hardmax", ["x"], ["y"], axis=1)],
+        [("x", TensorProto.FLOAT, [2, 3, 4])], [("y", TensorProto.FLOAT, [2, 3, 4])], opset=11,
+    )
+    from rtxrt.backends.reference import ReferenceExecutor
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    y = ReferenceExecutor(load_onnx(model)).run({"x": x})["y"]
+    expected = (x.reshape(2, 12) == x.reshape(2, 12).max(axis=1, keepdims=True)).reshape(2, 3, 4)
+    np.testing.assert_array_equal(y, expected.astype(np.float32))
+
+
+def test_an_if_branch_that_cannot_type_check_for_these_inputs_is_tolerated():
+    # The else branch splits a [5] tensor into 4 parts, which only the then branch avoids.
+    then_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
+                                   [helper.make_tensor_value_info("t", TensorProto.FLOAT, [5])])
+    else_graph = helper.make_graph(
+        [helper.make_node("Split", ["x"], ["e", "e1", "e2", "e3"], axis=0, num_outputs=4)], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    model = make_model(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)],
+        [("c", TensorProto.BOOL, []), ("x", TensorProto.FLOAT, [5])], [("y", TensorProto.FLOAT, None)], opset=18,
+    )
+    assert load_onnx(model).graph.nodes[0].op_type == "If"
