@@ -24,3 +24,17 @@ def rewrite_coerced_hardmax(proto: onnx.ModelProto) -> None:
         ]
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
+
+
+def restore_legacy_resize_defaults(proto: onnx.ModelProto) -> None:
+    """Upsample and Resize before opset 11 sampled at ``x_out / scale`` and took the floor for
+    nearest; the converter's Resize-11+ would fall back to half_pixel and round_prefer_floor.
+    Every Resize in a converted pre-11 model came from such a node, so pin the old behaviour."""
+    for node in proto.graph.node:
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
+            continue
+        present = {a.name for a in node.attribute}
+        if "coordinate_transformation_mode" not in present:
+            node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
+        if "nearest_mode" not in present:
+            node.attribute.append(helper.make_attribute("nearest_mode", "floor"))

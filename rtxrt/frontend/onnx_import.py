@@ -13,11 +13,11 @@ from onnx import version_converter
 
 from ..errors import ModelError, UnsupportedOpError
 from ..ir.checker import check_model
-from ..ir.graph import Graph, Model, Node
+from ..ir.graph import Graph, Model, Node, TensorType
 from ..ir.infer import infer_types
 from ..ir.onnx_codec import attr_from_proto, tensor_to_numpy, type_from_proto
 from ..ir.ops import get_schema
-from .legacy import rewrite_coerced_hardmax
+from .legacy import restore_legacy_resize_defaults, rewrite_coerced_hardmax
 
 MIN_OPSET = 13
 OnnxSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
@@ -79,9 +79,12 @@ def _upgrade(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never change the caller's model
     rewrite_coerced_hardmax(proto)
     try:
-        return version_converter.convert_version(proto, MIN_OPSET)
+        upgraded = version_converter.convert_version(proto, MIN_OPSET)
     except Exception as exc:  # the converter raises RuntimeError/ConvertError/IndexError
         raise ModelError(f"{label}: cannot upgrade opset {version} to {MIN_OPSET}: {exc}") from None
+    if version < 11:
+        restore_legacy_resize_defaults(upgraded)
+    return upgraded
 
 
 def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -102,8 +105,12 @@ def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = F
     for st in g.sparse_initializer:
         initializers[st.values.name] = onnx.numpy_helper.to_array(st)
     types = {}
+    intermediates = {vi.name for vi in g.value_info}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         t = type_from_proto(vi.type)
+        if t is not None and t.shape is not None and vi.name in intermediates:
+            # ONNX inference names dims it cannot relate "unk__N"; rtxrt's rules may do better.
+            t = TensorType(t.dtype, tuple(None if _invented(d) else d for d in t.shape))
         if t is not None:
             types[vi.name] = t
         elif vi.type.WhichOneof("value") not in (None, "tensor_type"):
@@ -124,6 +131,10 @@ def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = F
     # rtxrt treats them as weights, not run-time inputs.
     inputs = [vi.name for vi in g.input if not (top_level and vi.name in initializers)]
     return Graph(nodes, inputs, [vi.name for vi in g.output], types, initializers, g.name or "main")
+
+
+def _invented(dim) -> bool:
+    return isinstance(dim, str) and dim.startswith("unk__")
 
 
 _CONSTANT_FORMS = {

@@ -119,3 +119,15 @@ def test_an_if_branch_that_cannot_type_check_for_these_inputs_is_tolerated():
         [("c", TensorProto.BOOL, []), ("x", TensorProto.FLOAT, [5])], [("y", TensorProto.FLOAT, None)], opset=18,
     )
     assert load_onnx(model).graph.nodes[0].op_type == "If"
+
+
+def test_upgraded_upsample_samples_like_opset_9():
+    model = make_model(
+        [helper.make_node("Upsample", ["x", "scales"], ["y"], mode="linear")],
+        [("x", TensorProto.FLOAT, [1, 3])], [("y", TensorProto.FLOAT, [1, 6])],
+        {"scales": np.array([1.0, 2.0], np.float32)}, opset=9,
+    )
+    from rtxrt.backends.reference import ReferenceExecutor
+
+    y = ReferenceExecutor(load_onnx(model)).run({"x": np.array([[1, 2, 4]], np.float32)})["y"]
+    np.testing.assert_allclose(y, [[1, 1.5, 2, 3, 4, 4]])
