@@ -1,6 +1,8 @@
 """Type inference over a whole graph, driven by the op registry."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 
 from ..errors import GraphError, UnsupportedOpError
@@ -9,17 +11,19 @@ from .graph import Dim, Graph, Model, Node, TensorType
 from .ops import InferenceContext, get_schema
 
 
-def infer_types(model: Model) -> Model:
+def infer_types(model: Model, hints: Mapping[str, TensorType] | None = None) -> Model:
     """Fill ``types`` for every value of every graph in place; return the model.
 
     Types already present (declared by the model) are merged with the inferred ones: a
     known dim wins over a symbol, a symbol over unknown; a conflict is a GraphError.
+    ``hints`` (another tool's guesses, e.g. ONNX's inference) only fill what the rules
+    leave unknown and are ignored where they disagree.
     """
-    _infer_graph(model.graph, model.opset, outer={})
+    _infer_graph(model.graph, model.opset, outer={}, hints=hints or {})
     return model
 
 
-def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None:
+def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: Mapping[str, TensorType]) -> None:
     scope = dict(outer)
     scope.update(graph.types)
     for name, array in graph.initializers.items():
@@ -29,9 +33,11 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None
         schema = get_schema(node.op_type, node.domain)
         if schema is None:
             raise UnsupportedOpError([(node.domain, node.op_type, node.name)])
-        _infer_subgraphs(node, opset, scope)
         input_types = [scope.get(n) if n else None for n in node.inputs]
         ctx = InferenceContext(node, opset, input_types, [constants.get(n) if n else None for n in node.inputs])
+        if schema.subgraph_inputs is not None:
+            _type_subgraph_inputs(node, schema.subgraph_inputs(ctx))
+        _infer_subgraphs(node, opset, scope, hints)
         try:
             inferred = schema.infer(ctx)
         except GraphError:
@@ -41,6 +47,7 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None
         for name, new in zip(node.outputs, inferred):
             if not name:
                 continue
+            new = _refine(new, hints.get(name))
             merged = merge_types(scope.get(name), new, f"{node.label} output {name!r}")
             if merged is not None:
                 scope[name] = merged
@@ -51,21 +58,45 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType]) -> None
             graph.types[name] = scope[name]
 
 
-def _infer_subgraphs(node: Node, opset: int, scope: dict[str, TensorType]) -> None:
+def _type_subgraph_inputs(node: Node, given: dict[str, list[TensorType | None]]) -> None:
+    """Give subgraph inputs that the model left untyped the types the node passes them."""
+    for key, types in given.items():
+        graph = node.attrs.get(key)
+        if isinstance(graph, Graph):
+            for name, t in zip(graph.inputs, types):
+                refined = _refine(graph.types.get(name), t)
+                if refined is not None:
+                    graph.types[name] = refined
+
+
+def _infer_subgraphs(node: Node, opset: int, scope: dict[str, TensorType], hints: Mapping[str, TensorType]) -> None:
     if node.op_type != "If" or node.domain:
         for sub in node.subgraphs():
-            _infer_graph(sub, opset, scope)
+            _infer_graph(sub, opset, scope, hints)
         return
     # Only one branch of an If runs: a branch whose types do not work out for these inputs
     # (one that handles another rank, say) stays untyped unless both fail.
     errors = []
     for sub in node.subgraphs():
         try:
-            _infer_graph(sub, opset, scope)
+            _infer_graph(sub, opset, scope, hints)
         except GraphError as exc:
             errors.append(exc)
     if len(errors) == 2:
         raise errors[0]
+
+
+def _refine(ours: TensorType | None, hint: TensorType | None) -> TensorType | None:
+    """Fill the unknowns of ``ours`` from ``hint`` where the two are compatible."""
+    if ours is None or hint is None:
+        return ours or hint
+    if hint.dtype != ours.dtype or hint.shape is None:
+        return ours
+    if ours.shape is None:
+        return TensorType(ours.dtype, hint.shape)
+    if len(ours.shape) != len(hint.shape):
+        return ours
+    return TensorType(ours.dtype, tuple(h if o is None else o for o, h in zip(ours.shape, hint.shape)))
 
 
 def merge_types(old: TensorType | None, new: TensorType | None, what: str) -> TensorType | None:

@@ -47,6 +47,8 @@ class InferenceContext:
 
 
 InferFn = Callable[[InferenceContext], list[TensorType | None]]
+# For ops with subgraphs: the types of each subgraph attribute's inputs, from the node's.
+SubgraphInputsFn = Callable[[InferenceContext], dict[str, list[TensorType | None]]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class OpSchema:
     min_outputs: int = 1
     max_outputs: int = 1
     domain: str = ""
+    subgraph_inputs: SubgraphInputsFn | None = None
 
 
 _SCHEMAS: dict[tuple[str, str], OpSchema] = {}
@@ -69,12 +72,13 @@ def register(
     inputs: int | tuple[int, int] = 1,
     outputs: int | tuple[int, int] = 1,
     domain: str = "",
+    subgraph_inputs: SubgraphInputsFn | None = None,
 ) -> OpSchema:
     """Register an operator. ``inputs``/``outputs`` are a count or a (min, max) range;
     use ``VARIADIC`` as max for unbounded."""
     lo_in, hi_in = (inputs, inputs) if isinstance(inputs, int) else inputs
     lo_out, hi_out = (outputs, outputs) if isinstance(outputs, int) else outputs
-    schema = OpSchema(op_type, infer, lo_in, hi_in, lo_out, hi_out, domain)
+    schema = OpSchema(op_type, infer, lo_in, hi_in, lo_out, hi_out, domain, subgraph_inputs)
     key = (domain, op_type)
     if key in _SCHEMAS:
         raise RuntimeError(f"operator {op_type!r} registered twice")

@@ -1,0 +1,13 @@
+"""Signal processing: DFT, STFT, the window generators and MelWeightMatrix. Their output
+shapes depend on scalar inputs (lengths, axes), so ONNX's inference, which reads them when
+they are constants, serves."""
+from __future__ import annotations
+
+from .onnx_fallback import onnx_inference
+from .registry import register
+
+register("DFT", onnx_inference, inputs=(1, 3))
+register("STFT", onnx_inference, inputs=(2, 4))
+for _window in ("HannWindow", "HammingWindow", "BlackmanWindow"):
+    register(_window, onnx_inference)
+register("MelWeightMatrix", onnx_inference, inputs=5)
