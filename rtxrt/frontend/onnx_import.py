@@ -29,7 +29,7 @@ def load_onnx(source: OnnxSource) -> Model:
     proto = _upgrade(proto, label)
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
-    proto = _infer_shapes(proto)
+    hints = _onnx_inferred_types(proto)
     graph = _convert_graph(proto.graph, base_dir, top_level=True)
     model = Model(
         graph=graph,
@@ -40,7 +40,7 @@ def load_onnx(source: OnnxSource) -> Model:
     unsupported = [(n.domain, n.op_type, n.name) for n in graph.walk() if get_schema(n.op_type, n.domain) is None]
     if unsupported:
         raise UnsupportedOpError(unsupported)
-    infer_types(model)
+    infer_types(model, hints)
     check_model(model)
     return model
 
@@ -87,12 +87,23 @@ def _upgrade(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     return upgraded
 
 
-def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    # Inference here only adds value_info; rtxrt's own rules check and complete it later.
+def _onnx_inferred_types(proto: onnx.ModelProto) -> dict[str, TensorType]:
+    """ONNX's own inference of the top graph's intermediate types. rtxrt's rules decide;
+    these only fill in what the rules cannot tell (ONNX gets some shapes wrong, e.g. of
+    ConvTranspose with output_shape, so they are never treated as declared)."""
     try:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:
-        return proto
+        return {}
+    hints = {}
+    for vi in inferred.graph.value_info:
+        t = type_from_proto(vi.type)
+        if t is not None and t.shape is not None:
+            # ONNX names dims it cannot relate "unk__N"; those say nothing.
+            t = TensorType(t.dtype, tuple(None if _invented(d) else d for d in t.shape))
+        if t is not None:
+            hints[vi.name] = t
+    return hints
 
 
 def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = False) -> Graph:
@@ -105,12 +116,8 @@ def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = F
     for st in g.sparse_initializer:
         initializers[st.values.name] = onnx.numpy_helper.to_array(st)
     types = {}
-    intermediates = {vi.name for vi in g.value_info}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         t = type_from_proto(vi.type)
-        if t is not None and t.shape is not None and vi.name in intermediates:
-            # ONNX inference names dims it cannot relate "unk__N"; rtxrt's rules may do better.
-            t = TensorType(t.dtype, tuple(None if _invented(d) else d for d in t.shape))
         if t is not None:
             types[vi.name] = t
         elif vi.type.WhichOneof("value") not in (None, "tensor_type"):

@@ -92,3 +92,27 @@ def test_broadcast_rules():
     assert broadcast_shapes([(2, 3), None]) is None
     with pytest.raises(ValueError):
         broadcast_shapes([(2,), (3,)])
+
+
+def test_hints_fill_only_what_the_rules_leave_unknown():
+    # NonZero's output length depends on the data; a hint may supply it, but a hint that
+    # contradicts a rule (Relu keeps the shape) is ignored.
+    types = {"x": TensorType(F32, (2, 3))}
+    nodes = [Node("Relu", ["x"], ["r"]), Node("NonZero", ["r"], ["y"])]
+    hints = {"r": TensorType(F32, (9, 9)), "y": TensorType(DType.INT64, (2, 4))}
+    model = infer_types(model_of(nodes, types=types), hints)
+    assert model.graph.types["r"] == TensorType(F32, (2, 3))
+    assert model.graph.types["y"] == TensorType(DType.INT64, (2, 4))
+
+
+def test_loop_body_inputs_get_their_types_from_the_loop():
+    body = Graph(
+        [Node("Add", ["v_in", "v_in"], ["v_out"]), Node("Identity", ["cond_in"], ["cond_out"])],
+        ["i", "cond_in", "v_in"], ["cond_out", "v_out"],
+    )
+    types = {"x": TensorType(F32, (3,)), "n": TensorType(DType.INT64, ())}
+    model = model_of([Node("Loop", ["n", "", "x"], ["y"], {"body": body})], inputs=("n", "x"), types=types)
+    infer_types(model)
+    assert body.types["i"] == TensorType(DType.INT64, ())
+    assert body.types["v_in"] == TensorType(F32, (None,))  # a carried value may change size per step
+    assert model.graph.types["y"].dtype == F32
