@@ -3,54 +3,28 @@ node through inference and the reference executor and checks that the inferred t
 computed value."""
 from __future__ import annotations
 
+from functools import partial
+
 import ml_dtypes
 import numpy as np
 import pytest
 
-from rtxrt.backends.reference.executor import ReferenceExecutor
 from rtxrt.backends.reference.ops.cast import cast_to
 from rtxrt.errors import GraphError
 from rtxrt.ir.dtypes import DType
-from rtxrt.ir.graph import Graph, Model, Node, TensorType
-from rtxrt.ir.infer import infer_types
+from rtxrt.ir.graph import TensorType
+from tests.reference import one_node
 
 F32 = np.float32
 NAN, INF = np.nan, np.inf
 
-
-def build(op, *inputs, opset=25, outputs=1, **attrs) -> Model:
-    """A one-node model whose inputs are graph inputs; a None input is omitted."""
-    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    graph = Graph(
-        [Node(op, names, [f"out{i}" for i in range(outputs)], attrs, name="n")],
-        [n for n in names if n],
-        [f"out{i}" for i in range(outputs)],
-        types={n: TensorType.of(np.asarray(x)) for n, x in zip(names, inputs) if n},
-    )
-    return infer_types(Model(graph, {"": opset}))
-
-
-def run(op, *inputs, opset=25, outputs=1, **attrs):
-    model = build(op, *inputs, opset=opset, outputs=outputs, **attrs)
-    feeds = {n: np.asarray(x) for n, x in zip(model.graph.inputs, [x for x in inputs if x is not None])}
-    results = ReferenceExecutor(model).run(feeds)
-    values = [results[o] for o in model.graph.outputs]
-    for name, value in zip(model.graph.outputs, values):
-        assert isinstance(value, np.ndarray)
-        assert model.graph.types[name] == TensorType.of(value)
-    return values[0] if outputs == 1 else values
+build = partial(one_node.build, opset=25)
+run = partial(one_node.run, opset=25, shapes="exact")
+infer = partial(one_node.infer, opset=25)
 
 
 def floats(x: np.ndarray) -> list[float]:
     return np.asarray(x).astype(np.float64).tolist()
-
-
-def symbolic(op, types: dict[str, TensorType], n_inputs: int, **attrs) -> TensorType:
-    """The inferred output type of one node over inputs of the given (symbolic) types."""
-    names = list(types)[:n_inputs]
-    graph = Graph([Node(op, names, ["y"], attrs, name="n")], names, ["y"], dict(types))
-    infer_types(Model(graph, {"": 25}))
-    return graph.types["y"]
 
 
 # ---------------------------------------------------------------- Cast
@@ -139,12 +113,12 @@ def test_castlike_takes_the_type_of_its_second_input():
 
 
 def test_cast_inference_keeps_the_shape_and_rejects_unknown_types():
-    x = {"x": TensorType(DType.FLOAT32, ("batch", 3))}
-    assert symbolic("Cast", x, 1, to=int(DType.FLOAT16)) == TensorType(DType.FLOAT16, ("batch", 3))
+    x = TensorType(DType.FLOAT32, ("batch", 3))
+    assert infer("Cast", x, to=int(DType.FLOAT16)) == TensorType(DType.FLOAT16, ("batch", 3))
     with pytest.raises(GraphError, match="element type code 99"):
-        symbolic("Cast", x, 1, to=99)
+        infer("Cast", x, to=99)
     with pytest.raises(GraphError, match="complex"):
-        symbolic("Cast", x, 1, to=int(DType.COMPLEX64))
+        infer("Cast", x, to=int(DType.COMPLEX64))
 
 
 # ---------------------------------------------------------------- BitCast
@@ -222,8 +196,8 @@ def test_dequantize_blocked_with_output_dtype_and_power_of_two_scales():
 
 
 def test_dequantize_inference_rules():
-    types = {"x": TensorType(DType.INT8, ("n", 16)), "s": TensorType(DType.FLOAT16, ())}
-    assert symbolic("DequantizeLinear", types, 2) == TensorType(DType.FLOAT16, ("n", 16))
+    x, scale = TensorType(DType.INT8, ("n", 16)), TensorType(DType.FLOAT16, ())
+    assert infer("DequantizeLinear", x, scale) == TensorType(DType.FLOAT16, ("n", 16))
     with pytest.raises(GraphError, match="zero point is uint8 but the input is int8"):
         build("DequantizeLinear", np.ones(2, np.int8), F32(1), np.uint8(0))
     with pytest.raises(GraphError, match="set output_dtype"):
@@ -249,8 +223,8 @@ def test_matmul_integer_subtracts_per_row_and_per_column_zero_points():
 
 
 def test_matmul_integer_infers_broadcast_batch_dims():
-    types = {"a": TensorType(DType.UINT8, ("batch", 1, "m", 8)), "b": TensorType(DType.INT8, (3, 8, 4))}
-    assert symbolic("MatMulInteger", types, 2) == TensorType(DType.INT32, ("batch", 3, "m", 4))
+    a, b = TensorType(DType.UINT8, ("batch", 1, "m", 8)), TensorType(DType.INT8, (3, 8, 4))
+    assert infer("MatMulInteger", a, b) == TensorType(DType.INT32, ("batch", 3, "m", 4))
 
 
 def test_qlinear_matmul_requantizes_with_rounding_half_to_even():
@@ -284,8 +258,8 @@ def test_conv_integer_with_groups_and_strides():
 
 
 def test_conv_integer_infers_same_padding_with_a_symbolic_batch():
-    types = {"x": TensorType(DType.UINT8, ("n", 3, 7, 7)), "w": TensorType(DType.UINT8, (8, 3, 3, 3))}
-    out = symbolic("ConvInteger", types, 2, auto_pad="SAME_UPPER", strides=[2, 2])
+    x, w = TensorType(DType.UINT8, ("n", 3, 7, 7)), TensorType(DType.UINT8, (8, 3, 3, 3))
+    out = infer("ConvInteger", x, w, auto_pad="SAME_UPPER", strides=[2, 2])
     assert out == TensorType(DType.INT32, ("n", 8, 4, 4))
     with pytest.raises(GraphError, match="channels"):
         build("ConvInteger", np.ones((1, 4, 3, 3), np.uint8), np.ones((2, 3, 1, 1), np.uint8))

@@ -4,49 +4,23 @@ type of the computed value."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-from rtxrt.backends.reference.executor import ReferenceExecutor
 from rtxrt.backends.reference.ops.unary import erf
 from rtxrt.errors import GraphError
 from rtxrt.ir.dtypes import DType
-from rtxrt.ir.graph import Graph, Model, Node, TensorType
-from rtxrt.ir.infer import infer_types
+from rtxrt.ir.graph import TensorType
+from tests.reference import one_node
 
 F32, F16, BF16 = np.float32, np.float16, ml_dtypes.bfloat16
 NAN, INF = np.nan, np.inf
 
-
-def build(op, *inputs, opset=24, **attrs) -> Model:
-    """A one-node model whose inputs are graph inputs; a None input is omitted."""
-    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    graph = Graph(
-        [Node(op, names, ["out"], attrs, name="n")],
-        [n for n in names if n],
-        ["out"],
-        types={n: TensorType.of(np.asarray(x)) for n, x in zip(names, inputs) if n},
-    )
-    return infer_types(Model(graph, {"": opset}))
-
-
-def run(op, *inputs, opset=24, **attrs) -> np.ndarray:
-    model = build(op, *inputs, opset=opset, **attrs)
-    feeds = {n: np.asarray(x) for n, x in zip(model.graph.inputs, [x for x in inputs if x is not None])}
-    y = ReferenceExecutor(model).run(feeds)["out"]
-    assert isinstance(y, np.ndarray)
-    assert model.graph.types["out"] == TensorType.of(y)
-    return y
-
-
-def infer(op, *types: TensorType, **attrs) -> TensorType:
-    """The inferred output type of one node over inputs of the given (symbolic) types."""
-    names = [f"in{i}" for i in range(len(types))]
-    graph = Graph([Node(op, names, ["y"], attrs, name="n")], names, ["y"], dict(zip(names, types)))
-    infer_types(Model(graph, {"": 24}))
-    return graph.types["y"]
+run = partial(one_node.run, opset=24, shapes="exact")
+infer = partial(one_node.infer, opset=24)
 
 
 def floats(x: np.ndarray) -> list[float]:

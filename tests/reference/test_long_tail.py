@@ -3,55 +3,23 @@ reference kernels and their type inference rules. Most cases run one node throug
 and the reference executor and check that the inferred type fits the computed value."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
-from rtxrt.backends.reference.executor import ReferenceExecutor
 from rtxrt.errors import GraphError
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Graph, Model, Node, TensorType
 from rtxrt.ir.infer import infer_types
+from tests.reference import one_node
+from tests.reference.one_node import execute, out_type
 
 F32 = np.float32
 I64 = np.int64
 
-
-def build(op, *inputs, opset=22, outputs=1, consts=(), **attrs) -> Model:
-    """A one-node model; inputs at the indexes in ``consts`` are initializers, the others graph
-    inputs; a None input is omitted."""
-    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    graph = Graph(
-        [Node(op, names, [f"out{i}" for i in range(outputs)], attrs, name="n")],
-        [n for i, n in enumerate(names) if n and i not in consts],
-        [f"out{i}" for i in range(outputs)],
-        types={n: TensorType.of(np.asarray(x)) for i, (n, x) in enumerate(zip(names, inputs)) if n and i not in consts},
-        initializers={n: np.asarray(inputs[i]) for i, n in enumerate(names) if n and i in consts},
-    )
-    return infer_types(Model(graph, {"": opset}))
-
-
-def execute(model: Model, feeds: dict) -> list[np.ndarray]:
-    """Run the model and check every output against its inferred type."""
-    results = ReferenceExecutor(model).run(feeds)
-    values = [results[o] for o in model.graph.outputs]
-    for name, value in zip(model.graph.outputs, values):
-        inferred = model.graph.types[name]
-        assert isinstance(value, np.ndarray)
-        assert inferred.dtype == DType.from_numpy(value.dtype)
-        assert inferred.shape is None or len(inferred.shape) == value.ndim
-        assert all(not isinstance(d, int) or d == v for d, v in zip(inferred.shape or (), value.shape))
-    return values
-
-
-def run(op, *inputs, opset=22, outputs=1, consts=(), **attrs):
-    model = build(op, *inputs, opset=opset, outputs=outputs, consts=consts, **attrs)
-    fed = [np.asarray(x) for i, x in enumerate(inputs) if x is not None and i not in consts]
-    values = execute(model, dict(zip(model.graph.inputs, fed)))
-    return values[0] if outputs == 1 else values
-
-
-def out_type(model: Model, index: int = 0) -> TensorType:
-    return model.graph.types[model.graph.outputs[index]]
+build = partial(one_node.build, opset=22)
+run = partial(one_node.run, opset=22)
 
 
 def t(dtype, *shape) -> TensorType:

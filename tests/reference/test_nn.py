@@ -3,51 +3,21 @@ embeddings. Each case runs one node through type inference and the reference exe
 checks that the inferred type fits the computed value."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
-from rtxrt.backends.reference.executor import ReferenceExecutor
 from rtxrt.errors import GraphError
 from rtxrt.ir.dtypes import DType
-from rtxrt.ir.graph import Graph, Model, Node, TensorType
-from rtxrt.ir.infer import infer_types
+from rtxrt.ir.graph import TensorType
+from tests.reference import one_node
 
 F32 = np.float32
 
-
-def build(op, *inputs, opset=22, outputs=1, **attrs) -> Model:
-    """A one-node model whose inputs are graph inputs; a None input is omitted."""
-    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    outs = [f"out{i}" for i in range(outputs)]
-    graph = Graph(
-        [Node(op, names, outs, attrs, name="n")],
-        [n for n in names if n],
-        outs,
-        types={n: TensorType.of(x) for n, x in zip(names, inputs) if n},
-    )
-    return infer_types(Model(graph, {"": opset}))
-
-
-def run(op, *inputs, opset=22, outputs=1, **attrs):
-    model = build(op, *inputs, opset=opset, outputs=outputs, **attrs)
-    feeds = dict(zip(model.graph.inputs, [x for x in inputs if x is not None]))
-    values = ReferenceExecutor(model).run(feeds)
-    results = [values[o] for o in model.graph.outputs]
-    for name, value in zip(model.graph.outputs, results):
-        inferred = model.graph.types[name]
-        assert isinstance(value, np.ndarray)
-        assert inferred.dtype == DType.from_numpy(value.dtype)
-        assert inferred.shape is not None and len(inferred.shape) == value.ndim
-        assert all(not isinstance(d, int) or d == v for d, v in zip(inferred.shape, value.shape))
-    return results[0] if outputs == 1 else results
-
-
-def infer(op, types: dict[str, TensorType], outputs=1, opset=22, **attrs) -> list[TensorType]:
-    names = list(types)
-    outs = [f"out{i}" for i in range(outputs)]
-    graph = Graph([Node(op, names, outs, attrs, name="n")], names, outs, dict(types))
-    infer_types(Model(graph, {"": opset}))
-    return [graph.types[o] for o in outs]
+build = partial(one_node.build, opset=22)
+run = partial(one_node.run, opset=22, shapes="ranked")
+infer = partial(one_node.infer, opset=22)
 
 
 def row(*values, dtype=F32) -> np.ndarray:
@@ -115,9 +85,9 @@ def test_float16_conv_accumulates_in_float32():
 def test_conv_inference_keeps_symbols_where_the_size_cannot_change():
     x = TensorType(DType.FLOAT32, ("batch", 3, "h", "w"))
     w = TensorType(DType.FLOAT32, (8, 3, 3, 3))
-    assert infer("Conv", {"x": x, "w": w}, pads=[1, 1, 1, 1])[0].shape == ("batch", 8, "h", "w")
-    assert infer("Conv", {"x": x, "w": w}, auto_pad="SAME_UPPER")[0].shape == ("batch", 8, "h", "w")
-    assert infer("Conv", {"x": x, "w": w}, strides=[2, 2])[0].shape == ("batch", 8, None, None)
+    assert infer("Conv", x, w, pads=[1, 1, 1, 1]).shape == ("batch", 8, "h", "w")
+    assert infer("Conv", x, w, auto_pad="SAME_UPPER").shape == ("batch", 8, "h", "w")
+    assert infer("Conv", x, w, strides=[2, 2]).shape == ("batch", 8, None, None)
 
 
 def test_conv_inference_rejects_channels_that_do_not_fit_the_filters():
@@ -206,11 +176,11 @@ def test_max_unpool_puts_values_back_where_max_pool_found_them():
 
 def test_pool_inference_needs_a_kernel_and_gives_int64_indices():
     x = TensorType(DType.FLOAT16, ("n", 3, 5, 5))
-    y, i = infer("MaxPool", {"x": x}, outputs=2, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+    y, i = infer("MaxPool", x, outputs=2, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
     assert y == TensorType(DType.FLOAT16, ("n", 3, 3, 3)) and i.dtype == DType.INT64
-    assert infer("GlobalAveragePool", {"x": x})[0].shape == ("n", 3, 1, 1)
+    assert infer("GlobalAveragePool", x).shape == ("n", 3, 1, 1)
     with pytest.raises(GraphError, match="kernel_shape"):
-        infer("AveragePool", {"x": x})
+        infer("AveragePool", x)
 
 
 # ---------------------------------------------------------------- normalization
@@ -245,7 +215,7 @@ def test_layer_normalization_returns_mean_and_inverse_std_in_the_stash_type():
                            outputs=3, epsilon=0.0, opset=17)
     assert y.dtype == np.float16 and y.tolist() == [[-1, 3], [-1, 3]]
     assert mean.dtype == np.float32 and mean.tolist() == [[2], [2]] and inv_std.tolist() == [[1], [0.5]]
-    stats = infer("LayerNormalization", {"x": TensorType(DType.FLOAT16, ("b", "s", 8)), "s": TensorType(DType.FLOAT16, (8,))},
+    stats = infer("LayerNormalization", TensorType(DType.FLOAT16, ("b", "s", 8)), TensorType(DType.FLOAT16, (8,)),
                   outputs=3, axis=1)[1]
     assert stats == TensorType(DType.FLOAT32, ("b", 1, 1))
 
@@ -327,12 +297,12 @@ def test_attention_ignores_keys_past_the_nonpadded_length():
 
 def test_attention_inference_gives_present_and_score_shapes():
     f = lambda *shape: TensorType(DType.FLOAT32, shape)  # noqa: E731
-    types = {"q": f("b", 8, "s", 64), "k": f("b", 2, "s", 64), "v": f("b", 2, "s", 32),
-             "m": TensorType(DType.BOOL, ("s", 10)), "pk": f("b", 2, 6, 64), "pv": f("b", 2, 6, 32)}
-    y, pk, pv, qk = infer("Attention", types, outputs=4, opset=23)
+    q, k, v = f("b", 8, "s", 64), f("b", 2, "s", 64), f("b", 2, "s", 32)
+    mask, past_k, past_v = TensorType(DType.BOOL, ("s", 10)), f("b", 2, 6, 64), f("b", 2, 6, 32)
+    y, pk, pv, qk = infer("Attention", q, k, v, mask, past_k, past_v, outputs=4, opset=23)
     assert y.shape == ("b", 8, "s", 32) and pv.shape == ("b", 2, None, 32) and qk.shape == ("b", 8, "s", None)
     with pytest.raises(GraphError, match="heads"):
-        infer("Attention", {"q": f(1, 3, 4, 8), "k": f(1, 2, 4, 8), "v": f(1, 2, 4, 8)}, opset=23)
+        infer("Attention", f(1, 3, 4, 8), f(1, 2, 4, 8), f(1, 2, 4, 8), opset=23)
 
 
 def test_rotary_embedding_rotates_feature_pairs_by_position():

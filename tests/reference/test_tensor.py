@@ -5,6 +5,8 @@ constants (initializers), as shape-like inputs usually are; it checks that the i
 every output fits the computed value. ``infer`` checks rules on symbolic shapes alone."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from rtxrt.errors import ExecutionError, GraphError
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Graph, Model, Node, TensorType
 from rtxrt.ir.infer import infer_types
+from tests.reference import one_node
 
 F32, I64 = np.float32, np.int64
 INT64_MAX = np.iinfo(np.int64).max
@@ -22,49 +25,14 @@ def i64(*values) -> np.ndarray:
     return np.array(values, I64)
 
 
-def build(op, x, *constants, opset=21, outputs=1, **attrs) -> Model:
-    names = ["x"] + [f"c{i}" if c is not None else "" for i, c in enumerate(constants)]
-    graph = Graph(
-        [Node(op, names, [f"y{i}" for i in range(outputs)], attrs, name="n")],
-        ["x"],
-        [f"y{i}" for i in range(outputs)],
-        types={"x": TensorType.of(np.asarray(x))},
-        initializers={n: np.asarray(c) for n, c in zip(names[1:], constants) if c is not None},
-    )
-    return infer_types(Model(graph, {"": opset}))
-
-
-def run(op, x, *constants, opset=21, outputs=1, **attrs):
-    model = build(op, x, *constants, opset=opset, outputs=outputs, **attrs)
-    results = ReferenceExecutor(model).run({"x": np.asarray(x)})
-    values = [results[o] for o in model.graph.outputs]
-    for name, value in zip(model.graph.outputs, values):
-        assert isinstance(value, np.ndarray)
-        inferred = model.graph.types[name]
-        assert inferred.dtype == DType.from_numpy(value.dtype)
-        assert inferred.shape is None or len(inferred.shape) == value.ndim
-        known = [(d, v) for d, v in zip(inferred.shape or (), value.shape) if isinstance(d, int)]
-        assert all(d == v for d, v in known), (inferred, value.shape)
-    return values[0] if outputs == 1 else values
-
-
-def infer(op, x_shape, *constants, dtype=DType.FLOAT32, opset=21, outputs=1, **attrs):
-    """Inferred output types of one node over an input of the given (symbolic) shape."""
-    names = ["x"] + [f"c{i}" if c is not None else "" for i, c in enumerate(constants)]
-    graph = Graph(
-        [Node(op, names, [f"y{i}" for i in range(outputs)], attrs, name="n")],
-        ["x"],
-        [f"y{i}" for i in range(outputs)],
-        types={"x": TensorType(dtype, x_shape)},
-        initializers={n: np.asarray(c) for n, c in zip(names[1:], constants) if c is not None},
-    )
-    infer_types(Model(graph, {"": opset}))
-    types = [graph.types.get(f"y{i}") for i in range(outputs)]
-    return types[0] if outputs == 1 else types
+build = partial(one_node.build, opset=21, consts=slice(1, None))
+run = partial(one_node.run, opset=21, consts=slice(1, None))
+infer = partial(one_node.infer, opset=21, consts=slice(1, None))
 
 
 def shape_of(op, x_shape, *constants, **attrs):
-    return infer(op, x_shape, *constants, **attrs).shape
+    """The inferred output shape of one node over a float32 input of the given (symbolic) shape."""
+    return infer(op, TensorType(DType.FLOAT32, x_shape), *constants, **attrs).shape
 
 
 X = np.arange(24, dtype=F32).reshape(2, 3, 4)
@@ -104,7 +72,7 @@ def test_shape_slices_with_start_and_end_and_size_counts_elements():
     assert run("Shape", X, start=1, end=-1).tolist() == [3]
     assert run("Shape", X, start=5).tolist() == []  # clamped
     assert run("Size", X).tolist() == 24
-    assert infer("Shape", ("b", "s"), start=1) == TensorType(DType.INT64, (1,))
+    assert infer("Shape", TensorType(DType.FLOAT32, ("b", "s")), start=1) == TensorType(DType.INT64, (1,))
 
 
 # ---------------------------------------------------------------- reshaping
@@ -192,7 +160,7 @@ def test_split_into_equal_parts_and_an_uneven_last_part():
     parts = run("Split", X, i64(1, 0, 2), axis=1, outputs=3)
     assert [p.shape for p in parts] == [(2, 1, 4), (2, 0, 4), (2, 2, 4)]
     assert [p.shape for p in run("Split", X, opset=11, axis=2, split=[3, 1], outputs=2)] == [(2, 3, 3), (2, 3, 1)]
-    assert [t.shape for t in infer("Split", ("b", 8), axis=1, outputs=2)] == [("b", 4), ("b", 4)]
+    assert [t.shape for t in infer("Split", TensorType(DType.FLOAT32, ("b", 8)), axis=1, outputs=2)] == [("b", 4), ("b", 4)]
 
 
 def test_split_sizes_must_add_up():
