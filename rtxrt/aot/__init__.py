@@ -1,4 +1,6 @@
 """The AOT stage: ONNX → optimized, hardware-agnostic IR → .rtxir."""
-from .compile import AotOptions, build_rtxir, compile_onnx
+from .compile import AotResult, aot_compile, build_rtxir, compile_onnx
+from .options import AotOptions
+from .report import AotReport
 
-__all__ = ["AotOptions", "build_rtxir", "compile_onnx"]
+__all__ = ["AotOptions", "AotReport", "AotResult", "aot_compile", "build_rtxir", "compile_onnx"]

@@ -1,28 +1,38 @@
-"""The AOT pipeline: import, (optimization passes land here), check, write .rtxir."""
+"""The AOT stage end to end: import, optimize, check, write .rtxir."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass
 
 from ..frontend.onnx_import import OnnxSource, load_onnx
 from ..ir.graph import Model
+from .options import AotOptions
+from .pipeline import optimize
+from .report import AotReport
 
 
-@dataclass(frozen=True)
-class AotOptions:
-    """Options recorded in the .rtxir file; they are part of its identity."""
+@dataclass
+class AotResult:
+    model: Model
+    report: AotReport
 
-    precision: str = "fp32"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+def aot_compile(source: OnnxSource, options: AotOptions | None = None) -> AotResult:
+    """Import an ONNX model and run the optimization pipeline."""
+    options = options or AotOptions()
+    start = time.perf_counter()
+    model = load_onnx(source)
+    report = optimize(model, options) if options.optimize else AotReport(len(model.graph.nodes), len(model.graph.nodes))
+    report.seconds = time.perf_counter() - start
+    return AotResult(model, report)
 
 
 def compile_onnx(source: OnnxSource, options: AotOptions | None = None, *, round_trip: bool = False) -> Model:
-    """Import and optimize an ONNX model. With ``round_trip`` the result is serialized to
-    .rtxir bytes and read back, exactly as a saved file would be."""
+    """The optimized IR of an ONNX model. With ``round_trip`` it is serialized to .rtxir bytes
+    and read back, exactly as a saved file would be."""
     options = options or AotOptions()
-    model = load_onnx(source)
+    model = aot_compile(source, options).model
     if round_trip:
         from ..format import read_rtxir, to_bytes
 
@@ -30,11 +40,11 @@ def compile_onnx(source: OnnxSource, options: AotOptions | None = None, *, round
     return model
 
 
-def build_rtxir(source: OnnxSource, destination: str | os.PathLike, options: AotOptions | None = None) -> Model:
-    """``rtxrt aot``: compile an ONNX model and write the .rtxir file; returns the IR."""
+def build_rtxir(source: OnnxSource, destination: str | os.PathLike, options: AotOptions | None = None) -> AotResult:
+    """``rtxrt aot``: compile an ONNX model and write the .rtxir file."""
     from ..format import write_rtxir
 
     options = options or AotOptions()
-    model = compile_onnx(source, options)
-    write_rtxir(model, destination, options=options.to_dict())
-    return model
+    result = aot_compile(source, options)
+    write_rtxir(result.model, destination, options=options.to_dict())
+    return result

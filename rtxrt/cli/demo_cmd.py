@@ -15,7 +15,7 @@ from ..runtime import Session
 from ..runtime.device import find_gpu
 from ..samples import DEFAULT_MODEL_NAME, default_model
 from .compare import differences, onnxruntime_available, run_onnxruntime
-from .report import format_bytes
+from ..formatting import format_bytes
 
 TOLERANCE = 1e-4  # both sides compute in float32; only summation order differs
 
@@ -42,7 +42,7 @@ def _demo(workdir: Path, batch: int) -> int:
     print(f"1. default model {DEFAULT_MODEL_NAME}: {len(proto.graph.node)} ONNX nodes -> {onnx_path}")
 
     start = time.perf_counter()
-    model = build_rtxir(onnx_path, rtxir_path, AotOptions())
+    model = build_rtxir(onnx_path, rtxir_path, AotOptions()).model
     print(f"2. rtxrt aot: {rtxir_path.name} ({format_bytes(rtxir_path.stat().st_size)}, "
           f"{len(model.graph.nodes)} nodes) in {time.perf_counter() - start:.2f} s")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..format import read_header, read_rtxir
 from ..ir.graph import Graph, Model, TensorType
-from .report import format_bytes, table
+from ..formatting import format_bytes, table
 
 
 def add_parser(sub) -> None:

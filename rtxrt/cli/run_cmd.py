@@ -13,7 +13,7 @@ from ..ir.to_onnx import model_to_onnx
 from ..runtime import Session
 from .compare import differences, run_onnxruntime
 from .inputs import load_npz, parse_dims, random_inputs
-from .report import summarize_array, table
+from ..formatting import summarize_array, table
 
 
 def add_parser(sub) -> None:

@@ -14,7 +14,7 @@ from ..errors import FormatError
 # "\x89" catches 7-bit channels; "\r\n" catches text-mode line-ending conversion either way.
 MAGIC = b"\x89RTXIR\r\n"
 MAJOR = 1
-MINOR = 0
+MINOR = 1
 
 # magic, major, minor, section count, file size, reserved, SHA-256 of bytes [0, 32) + table.
 HEADER = struct.Struct("<8sHHIQ8s32s")

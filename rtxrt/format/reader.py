@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..ir.dtypes import DType
-from ..ir.graph import Graph, Model, Node, TensorType
+from ..ir.graph import Graph, Model, Node, NodePrecision, Storage, TensorType
 from . import layout
 
 @dataclass
@@ -236,9 +236,14 @@ class _Decoder(_Checker):
                 self.fail(where, f"initializer {value!r} appears twice")
             inits[value] = self.tensor(entry, f"{where} initializer {value!r}")
         nodes = [self.node(n, depth, f"{where} node {i}") for i, n in enumerate(self.get(obj, "nodes", list, where))]
+        storage: dict[str, Storage] = {}
+        for i, entry in enumerate(self.get(obj, "storage", list, where) if "storage" in obj else []):
+            value = self.get(entry, "name", str, f"{where} storage {i}")
+            what = f"{where} storage of {value!r}"
+            storage[value] = Storage(self.dtype(entry, what), *(self.get(entry, k, str, what) for k in ("layout", "scale", "zero_point")))
         return Graph(nodes=nodes, inputs=self.strs(obj, "inputs", where),
                      outputs=self.strs(obj, "outputs", where), types=types,
-                     initializers=inits, name=name)
+                     initializers=inits, name=name, storage=storage)
 
     def node(self, obj: Any, depth: int, where: str) -> Node:
         node = Node(op_type=self.get(obj, "op_type", str, where), inputs=self.strs(obj, "inputs", where),
@@ -247,6 +252,10 @@ class _Decoder(_Checker):
         where = f"{where} ({node.label})"
         attrs = self.get(obj, "attrs", dict, where)
         node.attrs = {key: self.attr(attrs[key], depth, f"{where} attribute {key!r}") for key in attrs}
+        if "precision" in obj:  # optional
+            precision = self.get(obj, "precision", dict, where)
+            node.precision = NodePrecision(self.get(precision, "compute", str, f"{where} precision"),
+                                           self.get(precision, "accumulate", str, f"{where} precision"))
         return node
 
     def attr(self, obj: Any, depth: int, where: str) -> Any:

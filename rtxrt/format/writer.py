@@ -153,7 +153,7 @@ def _encode_graph(graph: Graph, weights: _Weights, depth: int) -> dict:
         if not isinstance(t, TensorType):
             raise FormatError(f"cannot store the type of {name!r} in {where}: not a TensorType")
         types.append({"name": _str(name, f"value name in {where}"), **_encode_type(t, where)})
-    return {
+    encoded = {
         "name": _str(graph.name, "graph name"),
         "inputs": _strs(graph.inputs, f"inputs of {where}"),
         "outputs": _strs(graph.outputs, f"outputs of {where}"),
@@ -161,6 +161,14 @@ def _encode_graph(graph: Graph, weights: _Weights, depth: int) -> dict:
         "initializers": inits,
         "nodes": [_encode_node(n, weights, depth, f"{where} node {i}") for i, n in enumerate(graph.nodes)],
     }
+    if graph.storage:  # optional: absent means every value is stored as its logical type
+        encoded["storage"] = [
+            {"name": _str(name, f"value name in {where}"), "dtype": DType(st.dtype).short,
+             "layout": _str(st.layout, "layout"), "scale": _str(st.scale, "scale"),
+             "zero_point": _str(st.zero_point, "zero_point")}
+            for name, st in sorted(graph.storage.items())
+        ]
+    return encoded
 
 
 def _encode_node(node: Node, weights: _Weights, depth: int, where: str) -> dict:
@@ -177,6 +185,9 @@ def _encode_node(node: Node, weights: _Weights, depth: int, where: str) -> dict:
         "inputs": _strs(node.inputs, f"inputs of {where}"),
         "outputs": _strs(node.outputs, f"outputs of {where}"),
         "attrs": attrs,
+        **({"precision": {"compute": _str(node.precision.compute, "compute precision"),
+                          "accumulate": _str(node.precision.accumulate, "accumulate precision")}}
+           if node.precision is not None else {}),
     }
 
 

@@ -45,6 +45,31 @@ class TensorType:
         return TensorType(DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))
 
 
+@dataclass(frozen=True)
+class NodePrecision:
+    """The precision a backend should compute a node in: ``compute`` is the math mode of
+    multiplies ("fp32", "tf32", "fp16", "bf16", later "int8"/"fp8"), ``accumulate`` the type of
+    sums, reductions and statistics ("fp32" or "fp16")."""
+
+    compute: str
+    accumulate: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a backend stores a value on the device. The logical type stays ``Graph.types``'s:
+    annotations never change what the graph computes, only how a backend may compute it.
+
+    ``layout`` is "" (as the logical shape says) or "NHWC" (a logical N,C,H,W... tensor kept
+    channels-last in memory). ``scale``/``zero_point`` name the tensors of a quantized
+    (int8/fp8) storage type."""
+
+    dtype: DType
+    layout: str = ""
+    scale: str = ""
+    zero_point: str = ""
+
+
 @dataclass
 class Node:
     """One operator application. ``attrs`` holds plain Python values: int, float, str,
@@ -56,6 +81,7 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     domain: str = ""
+    precision: NodePrecision | None = None
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
@@ -79,6 +105,8 @@ class Graph:
     types: dict[str, TensorType] = field(default_factory=dict)
     initializers: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = "main"
+    # Device storage of values whose storage differs from their logical type (see Storage).
+    storage: dict[str, Storage] = field(default_factory=dict)
 
     def producers(self) -> dict[str, Node]:
         """Map from value name to the node that defines it."""

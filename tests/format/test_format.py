@@ -375,7 +375,7 @@ def test_newer_minor_version_with_unknown_keys_and_sections_is_accepted():
     parts = sections_of(to_bytes(model))
     graph = json.loads(parts[layout.GRAPH])
     graph["future_key"] = {"anything": [1, 2]}
-    graph["graph"]["nodes"][0]["precision"] = "fp16"
+    graph["graph"]["nodes"][0]["future_node_key"] = "fp16"
     parts[layout.GRAPH] = canonical_json(graph, "GRAPH")
     parts["XTRA"] = b"unknown section contents"
     data = repack(parts, version=(layout.MAJOR, layout.MINOR + 7))
@@ -475,3 +475,15 @@ def test_misplaced_sections_and_non_zero_padding_are_refused():
     padded = bytearray(data)
     padded[table_end] = 1  # padding before META; no section checksum covers it
     expect_format_error(bytes(padded), "non-zero padding")
+
+
+def test_precision_and_storage_annotations_round_trip():
+    from rtxrt.ir.graph import NodePrecision, Storage
+
+    graph = Graph([Node("Relu", ["x"], ["y"], name="r", precision=NodePrecision("fp16", "fp32"))], ["x"], ["y"],
+                  {"x": TensorType(DType.FLOAT32, (1, 3, 4, 4)), "y": TensorType(DType.FLOAT32, (1, 3, 4, 4))},
+                  storage={"y": Storage(DType.FLOAT16, "NHWC")})
+    back = read_rtxir(to_bytes(Model(graph, {"": 17})))
+    assert back.graph.nodes[0].precision == NodePrecision("fp16", "fp32")
+    assert back.graph.storage == {"y": Storage(DType.FLOAT16, "NHWC")}
+    assert to_bytes(back) == to_bytes(Model(graph, {"": 17}))

@@ -1,4 +1,4 @@
-"""Small formatting helpers shared by the CLI commands."""
+"""Plain-text formatting shared by reports and the CLI: sizes, tables, array summaries."""
 from __future__ import annotations
 
 import numpy as np
