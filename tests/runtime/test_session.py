@@ -46,3 +46,17 @@ def test_bad_inputs_get_a_clear_error(session, feeds, message):
 def test_unknown_output_names_are_rejected(session):
     with pytest.raises(rtxrt.InputError, match="unknown output 'z'"):
         session.run(["z"], {"x": np.zeros((1, 4), np.float32)})
+
+
+def test_a_symbolic_dim_must_have_one_size_across_inputs(tmp_path):
+    from onnx import TensorProto, helper
+
+    from tests.helpers import make_model
+
+    model = make_model([helper.make_node("Add", ["a", "b"], ["y"])],
+                       [("a", TensorProto.FLOAT, ["n", 2]), ("b", TensorProto.FLOAT, ["n", 2])],
+                       [("y", TensorProto.FLOAT, ["n", 2])])
+    build_rtxir(model, tmp_path / "add.rtxir")
+    session = rtxrt.Session(tmp_path / "add.rtxir")
+    with pytest.raises(rtxrt.InputError, match="'n'"):
+        session.run(None, {"a": np.zeros((2, 2), np.float32), "b": np.zeros((3, 2), np.float32)})
