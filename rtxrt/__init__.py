@@ -10,5 +10,13 @@ from .runtime import IOInfo, Session  # noqa: E402
 
 __all__ = [
     "__version__", "Session", "IOInfo", "RtxrtError", "ModelError", "UnsupportedOpError",
-    "GraphError", "FormatError", "InputError", "ExecutionError",
+    "GraphError", "FormatError", "InputError", "ExecutionError", "refit",
 ]
+
+
+def __getattr__(name: str):  # rtxrt.refit imports the AOT stage (and onnx) only when used
+    if name == "refit":
+        from .aot.refit import refit
+
+        return refit
+    raise AttributeError(f"module 'rtxrt' has no attribute {name!r}")

@@ -5,17 +5,21 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..format import RefitSource
 from ..frontend.onnx_import import OnnxSource, load_onnx
 from ..ir.graph import Model
 from .options import AotOptions
 from .pipeline import optimize
 from .report import AotReport
+from .weightless import source_recipe, strip_weights
 
 
 @dataclass
 class AotResult:
     model: Model
     report: AotReport
+    # The imported model before the passes, weights left out (weightless builds only).
+    source: RefitSource | None = None
 
 
 def aot_compile(source: OnnxSource, options: AotOptions | None = None) -> AotResult:
@@ -23,9 +27,11 @@ def aot_compile(source: OnnxSource, options: AotOptions | None = None) -> AotRes
     options = options or AotOptions()
     start = time.perf_counter()
     model = load_onnx(source)
+    recipe = source_recipe(model) if options.weightless else None
     report = optimize(model, options) if options.optimize else AotReport(len(model.graph.nodes), len(model.graph.nodes))
     report.seconds = time.perf_counter() - start
-    return AotResult(model, report)
+    report.weightless = options.weightless
+    return AotResult(model, report, recipe)
 
 
 def compile_onnx(source: OnnxSource, options: AotOptions | None = None, *, round_trip: bool = False) -> Model:
@@ -46,5 +52,8 @@ def build_rtxir(source: OnnxSource, destination: str | os.PathLike, options: Aot
 
     options = options or AotOptions()
     result = aot_compile(source, options)
-    write_rtxir(result.model, destination, options=options.to_dict())
+    if options.weightless:
+        write_rtxir(strip_weights(result.model), destination, options=options.to_dict(), source=result.source)
+    else:
+        write_rtxir(result.model, destination, options=options.to_dict())
     return result

@@ -19,8 +19,8 @@ Pass = Callable[[Model, AotOptions], PassResult]
 # and after it, to fold the weight arithmetic fusion leaves behind.
 _CLEANUP = [
     ("noop_removal", "remove_noops"),
-    ("constant_folding", "fold_constants"),
     ("shape_folding", "fold_shape_subgraphs"),
+    ("constant_folding", "fold_constants"),
     ("cse", "eliminate_common_subexpressions"),
     ("dead_code", "eliminate_dead_code"),
 ]
@@ -49,10 +49,7 @@ def optimize(model: Model, options: AotOptions) -> AotReport:
     re-typed and re-checked, so a faulty rewrite is caught at the pass that made it."""
     report = AotReport(nodes_before=len(model.graph.nodes))
     for module, function in PIPELINE:
-        try:  # TEMPORARY while the passes are being written: skip those not there yet
-            run_pass = load_pass(module, function)
-        except ModuleNotFoundError:
-            continue
+        run_pass = load_pass(module, function)
         start = time.perf_counter()
         result = run_pass(model, options)
         if result.changed:

@@ -26,6 +26,8 @@ class AotReport:
     device_weight_bytes_by_dtype: dict[str, int] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # A weightless build writes no weight bytes; refit attaches them later.
+    weightless: bool = False
 
     def record(self, name: str, seconds: float, result: PassResult) -> None:
         for record in self.passes:  # passes that run twice (cleanup) are summed
@@ -64,6 +66,7 @@ class AotReport:
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "seconds": round(self.seconds, 4),
+            "weightless": self.weightless,
             "fusions": dict(sorted(self.fusions.items())),
             "weight_bytes_by_dtype": self.weight_bytes_by_dtype,
             "device_weight_bytes_by_dtype": self.device_weight_bytes_by_dtype,
@@ -78,9 +81,10 @@ class AotReport:
         lines = [f"nodes: {self.nodes_before} -> {self.nodes_after}"]
         if self.fusions:
             lines.append("fusions: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.fusions.items())))
-        lines.append("weights: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in self.weight_bytes_by_dtype.items())
-                     + " in the file; on the device: "
-                     + ", ".join(f"{k} {format_bytes(v)}" for k, v in self.device_weight_bytes_by_dtype.items()))
+        weights = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.weight_bytes_by_dtype.items()) or "none"
+        where = "left out of the file (weightless: attach them with rtxrt refit)" if self.weightless else "in the file"
+        lines.append(f"weights: {weights} {where}; on the device: "
+                     + (", ".join(f"{k} {format_bytes(v)}" for k, v in self.device_weight_bytes_by_dtype.items()) or "none"))
         rows = [(r.name, f"{1000 * r.seconds:.1f} ms", ", ".join(f"{k} {v}" for k, v in sorted(r.changes.items())) or "-")
                 for r in self.passes]
         lines.append(table(rows, ("pass", "time", "changes")))

@@ -28,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
     opsets = ", ".join(f"{domain or 'ai.onnx'} {version}" for domain, version in sorted(model.opsets.items()))
     print(f"  opsets: {opsets}")
     print(f"  sections: {', '.join(f'{k} {format_bytes(v)}' for k, v in info.sections.items())}")
+    if graph.stripped:  # a weightless file (rtxrt aot --weightless)
+        from math import prod
+
+        left_out = sum(prod(t.shape) * t.dtype.itemsize for t in graph.stripped.values())
+        print(f"  weightless: {len(graph.stripped)} initializers ({format_bytes(left_out)}) left out; "
+              "attach them with `rtxrt refit`")
     print("\ninputs:")
     for name in graph.inputs:
         print(f"  {name}: {_type(graph, name)}")
@@ -39,14 +45,48 @@ def run(args: argparse.Namespace) -> int:
     ops = Counter(node.op_type if not node.domain else f"{node.domain}::{node.op_type}" for node in graph.walk())
     print(table(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])), ("op", "count")))
     print("\nprecisions:")
-    print(table(_precisions(model), ("dtype", "nodes computing in it", "weights", "weight bytes")))
+    print(table(_precisions(model), ("logical dtype", "nodes producing it", "weights", "weight bytes")))
+    _print_annotations(graph)
     if args.nodes:
         print("\nnodes:")
         for node in graph.nodes:
             ins = ", ".join(f"{n}: {_type(graph, n)}" for n in node.inputs if n)
-            outs = ", ".join(f"{n}: {_type(graph, n)}" for n in node.outputs if n)
-            print(f"  {node.name} = {node.op_type}({ins}) -> {outs}")
+            outs = ", ".join(f"{n}: {_type(graph, n)}{_stored(graph, n)}" for n in node.outputs if n)
+            precision = f"  [{node.precision.compute}, accumulate {node.precision.accumulate}]" if node.precision else ""
+            print(f"  {node.name} = {node.op_type}({ins}) -> {outs}{precision}")
     return 0
+
+
+def _print_annotations(graph: Graph) -> None:
+    """What --precision and the layout pass decided: compute precisions and device storage."""
+    if not graph.storage and all(node.precision is None for node in graph.nodes):
+        print("no precision or layout annotations: every node computes in its logical types")
+        return
+    computes = Counter((n.precision.compute, n.precision.accumulate) if n.precision else ("-", "-") for n in graph.nodes)
+    rows = [(c, a, k) for (c, a), k in sorted(computes.items(), key=lambda kv: (-kv[1], kv[0]))]
+    print("\ncompute (- : as the logical types say):")
+    print(table(rows, ("compute", "accumulate", "nodes")))
+    values: Counter = Counter()
+    weights: Counter = Counter()
+    weight_bytes: Counter = Counter()
+    for name, st in graph.storage.items():
+        kind = (st.dtype.short, st.layout or "-")
+        if name in graph.initializers:
+            weights[kind] += 1
+            weight_bytes[kind] += int(graph.initializers[name].size) * st.dtype.itemsize
+        else:
+            values[kind] += 1
+    kinds = sorted(set(values) | set(weights))
+    print("\ndevice storage (values stored unlike their logical type; layout - : logical):")
+    print(table([(d, layout, values[(d, layout)], weights[(d, layout)], format_bytes(weight_bytes[(d, layout)]))
+                 for d, layout in kinds], ("dtype", "layout", "values", "weights", "weight bytes")))
+
+
+def _stored(graph: Graph, name: str) -> str:
+    st = graph.storage.get(name)
+    if st is None:
+        return ""
+    return f" stored {st.dtype.short}" + (f" {st.layout}" if st.layout else "")
 
 
 def _type(graph: Graph, name: str) -> str:

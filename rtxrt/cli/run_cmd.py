@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--compare-onnxruntime", action="store_true",
                    help="also run onnxruntime (CPU) and print max abs/rel error per output")
     p.add_argument("--onnx", type=Path, help="the original .onnx for --compare-onnxruntime on a .rtxir "
-                   "(default: the .rtxir graph exported back to ONNX)")
+                   "(needed when the .rtxir holds fused ops; else the graph is exported back to ONNX)")
     p.set_defaults(handler=run)
 
 
@@ -60,6 +60,10 @@ def _onnx_for_comparison(args: argparse.Namespace, session: Session) -> onnx.Mod
         return onnx.load(str(args.onnx))
     if args.model.suffix.lower() == ".onnx":
         return onnx.load(str(args.model))
+    fused = sorted({n.op_type for n in session.model.graph.walk() if n.domain == "rtxrt"})
+    if fused:
+        raise InputError(f"the .rtxir holds fused ops onnxruntime does not know ({', '.join(fused)}); "
+                         "pass the original model with --onnx MODEL.onnx")
     try:
         return model_to_onnx(session.model)
     except Exception as exc:

@@ -22,6 +22,7 @@ from ..errors import FormatError
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Model, Node, NodePrecision, Storage, TensorType
 from . import layout
+from .writer import RefitSource
 
 @dataclass
 class RtxirInfo:
@@ -52,6 +53,37 @@ def read_rtxir(source: str | os.PathLike | bytes | bytearray | memoryview, *,
         graph = decoder.graph(decoder.get(f.json(layout.GRAPH), "graph", dict, "GRAPH"), 0, "GRAPH")
         return Model(graph=graph, opsets=meta["opsets"], producer=meta["producer"],
                      metadata=meta["metadata"])
+
+
+@dataclass
+class RefitRecipe:
+    """What refit needs from a file: its optimized graph, the build's options and version,
+    and, for a weightless file, the source model to replay (None in a file with weights)."""
+
+    model: Model
+    options: dict[str, Any]
+    rtxrt_version: str
+    source: RefitSource | None
+
+
+def read_refit_recipe(source: str | os.PathLike | bytes | bytearray | memoryview) -> RefitRecipe:
+    """Read a file for refit; tensors are writable copies, independent of the file."""
+    with _File.open(source, False) as f:
+        for kind in f.sections.keys() - layout.SECTION_NAMES.keys():
+            f.section(kind)
+        meta = f.meta()
+        decoder = _Decoder(f)
+        top = f.json(layout.GRAPH)
+        model = Model(graph=decoder.graph(decoder.get(top, "graph", dict, "GRAPH"), 0, "GRAPH"),
+                      opsets=meta["opsets"], producer=meta["producer"], metadata=meta["metadata"])
+        recipe = None
+        if "source" in top:
+            obj = decoder.get(top, "source", dict, "GRAPH")
+            info = decoder.model_info(obj, "GRAPH source")
+            order: list[str] = []
+            graph = decoder.graph(decoder.get(obj, "graph", dict, "GRAPH source"), 0, "GRAPH source", order)
+            recipe = RefitSource(Model(graph=graph, **info), order)
+        return RefitRecipe(model, meta["options"], meta["rtxrt_version"], recipe)
 
 
 def read_header(source: str | os.PathLike | bytes | bytearray | memoryview) -> RtxirInfo:
@@ -147,11 +179,8 @@ class _File:
     def meta(self) -> dict:
         check = _Checker(self.label)
         meta = self.json(layout.META)
-        out = {key: check.get(meta, key, str, "META") for key in ("producer", "rtxrt_version")}
-        opsets = check.get(meta, "opsets", dict, "META")
-        out["opsets"] = {d: check.get(opsets, d, int, "META opsets") for d in opsets}
-        metadata = check.get(meta, "metadata", dict, "META")
-        out["metadata"] = {k: check.get(metadata, k, str, "META metadata") for k in metadata}
+        out = check.model_info(meta, "META")
+        out["rtxrt_version"] = check.get(meta, "rtxrt_version", str, "META")
         out["options"] = check.get(meta, "options", dict, "META")
         return out
 
@@ -201,6 +230,14 @@ class _Checker:
             self.fail(where, f"{key!r} must be a list of strings")
         return values
 
+    def model_info(self, obj: Any, where: str) -> dict:
+        """producer, opsets and metadata, as META and a weightless file's source hold them."""
+        opsets = self.get(obj, "opsets", dict, where)
+        metadata = self.get(obj, "metadata", dict, where)
+        return {"producer": self.get(obj, "producer", str, where),
+                "opsets": {d: self.get(opsets, d, int, f"{where} opsets") for d in opsets},
+                "metadata": {k: self.get(metadata, k, str, f"{where} metadata") for k in metadata}}
+
 
 _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                float: "a number", bool: "a boolean", type(None): "null"}
@@ -218,7 +255,8 @@ class _Decoder(_Checker):
         if weights is not None and weights.length:
             f.section(layout.WEIGHTS)  # verify the checksum before trusting any tensor bytes
 
-    def graph(self, obj: Any, depth: int, where: str) -> Graph:
+    def graph(self, obj: Any, depth: int, where: str, order: list[str] | None = None) -> Graph:
+        """``order``, if given, receives the initializer names, kept and stripped, in file order."""
         if depth > layout.MAX_GRAPH_DEPTH:
             self.fail(where, f"subgraphs nested deeper than {layout.MAX_GRAPH_DEPTH} levels")
         name = self.get(obj, "name", str, where)
@@ -230,11 +268,17 @@ class _Decoder(_Checker):
                 self.fail(where, f"value {value!r} has two types")
             types[value] = self.type(entry, f"{where} type of {value!r}")
         inits: dict[str, np.ndarray] = {}
+        stripped: dict[str, TensorType] = {}
         for i, entry in enumerate(self.get(obj, "initializers", list, where)):
             value = self.get(entry, "name", str, f"{where} initializer {i}")
-            if value in inits:
+            if value in inits or value in stripped:
                 self.fail(where, f"initializer {value!r} appears twice")
-            inits[value] = self.tensor(entry, f"{where} initializer {value!r}")
+            if order is not None:
+                order.append(value)
+            if "stripped" in entry:  # a weightless file: a type, no bytes
+                stripped[value] = self.stripped(entry, f"{where} initializer {value!r}")
+            else:
+                inits[value] = self.tensor(entry, f"{where} initializer {value!r}")
         nodes = [self.node(n, depth, f"{where} node {i}") for i, n in enumerate(self.get(obj, "nodes", list, where))]
         storage: dict[str, Storage] = {}
         for i, entry in enumerate(self.get(obj, "storage", list, where) if "storage" in obj else []):
@@ -243,7 +287,7 @@ class _Decoder(_Checker):
             storage[value] = Storage(self.dtype(entry, what), *(self.get(entry, k, str, what) for k in ("layout", "scale", "zero_point")))
         return Graph(nodes=nodes, inputs=self.strs(obj, "inputs", where),
                      outputs=self.strs(obj, "outputs", where), types=types,
-                     initializers=inits, name=name, storage=storage)
+                     initializers=inits, name=name, storage=storage, stripped=stripped)
 
     def node(self, obj: Any, depth: int, where: str) -> Node:
         node = Node(op_type=self.get(obj, "op_type", str, where), inputs=self.strs(obj, "inputs", where),
@@ -305,6 +349,14 @@ class _Decoder(_Checker):
         if shape is not None and not all(type(d) in (int, str, type(None)) for d in shape):
             self.fail(where, "dimensions must be integers, strings or null")
         return TensorType(dtype, None if shape is None else tuple(shape))
+
+    def stripped(self, obj: Any, where: str) -> TensorType:
+        if self.get(obj, "stripped", bool, where) is not True:
+            self.fail(where, "'stripped' must be true when present")
+        t = self.type(obj, where)
+        if t.shape is None or len(t.shape) > layout.MAX_RANK or not all(type(d) is int and d >= 0 for d in t.shape):
+            self.fail(where, f"shape must be at most {layout.MAX_RANK} non-negative integers")
+        return t
 
     def tensor(self, obj: Any, where: str) -> np.ndarray:
         dtype = self.dtype(obj, where)

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterable, Union
 
 import numpy as np
@@ -22,13 +23,24 @@ from .layout import Section
 Chunk = Union[bytes, np.ndarray]  # np.ndarray chunks are 1-D uint8
 
 
+@dataclass
+class RefitSource:
+    """What a weightless file keeps so that refit can rebuild its weights: the imported model
+    before the AOT passes (its large initializers in ``Graph.stripped``) and the order of its
+    initializers, kept and stripped together, which the passes' result may depend on."""
+
+    model: Model
+    initializer_order: list[str]
+
+
 def write_rtxir(model: Model, destination: str | os.PathLike | BinaryIO, *,
-                options: dict | None = None) -> None:
+                options: dict | None = None, source: RefitSource | None = None) -> None:
     """Write ``model`` to a path (atomically, via a temporary file) or a binary stream.
 
-    ``options`` (the AOT options used) are stored in META for ``rtxrt inspect``.
+    ``options`` (the AOT options used) are stored in META for ``rtxrt inspect``. ``source``
+    makes a weightless file's refit recipe (see FORMAT.md, "Weightless files").
     """
-    parts = _encode(model, options)
+    parts = _encode(model, options, source)
     if not isinstance(destination, (str, os.PathLike)):
         pack_sections(destination, parts)
         return
@@ -46,10 +58,20 @@ def write_rtxir(model: Model, destination: str | os.PathLike | BinaryIO, *,
         raise
 
 
-def to_bytes(model: Model, *, options: dict | None = None) -> bytes:
+def to_bytes(model: Model, *, options: dict | None = None, source: RefitSource | None = None) -> bytes:
     stream = io.BytesIO()
-    write_rtxir(model, stream, options=options)
+    write_rtxir(model, stream, options=options, source=source)
     return stream.getvalue()
+
+
+def graph_digest(graph: Graph) -> str:
+    """SHA-256 of ``graph`` as the writer stores it (JSON and tensor bytes): equal digests mean
+    equal graphs, stripped initializers compared by name and type only."""
+    weights = _Weights()
+    digest = hashlib.sha256(canonical_json(_encode_graph(graph, weights, 0), "graph"))
+    for chunk in weights.chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def pack_sections(stream: BinaryIO, parts: list[tuple[str, list[Chunk]]], *,
@@ -88,23 +110,28 @@ def canonical_json(value: Any, what: str) -> bytes:
     return text.encode("ascii")
 
 
-def _encode(model: Model, options: dict | None) -> list[tuple[str, list[Chunk]]]:
+def _encode(model: Model, options: dict | None, source: RefitSource | None) -> list[tuple[str, list[Chunk]]]:
     if options is not None and not isinstance(options, dict):
         raise FormatError(f"cannot store options: expected a dict, got {type(options).__name__}")
-    meta = {
-        "producer": _str(model.producer, "model producer"),
-        "rtxrt_version": str(_rtxrt_version),
-        "opsets": {_str(d, "opset domain"): _int(v, f"opset of domain {d!r}") for d, v in model.opsets.items()},
-        "metadata": {_str(k, "metadata key"): _str(v, f"metadata {k!r}") for k, v in model.metadata.items()},
-        "options": options or {},
-    }
+    meta = {**_encode_model_info(model), "rtxrt_version": str(_rtxrt_version), "options": options or {}}
     weights = _Weights()
     graph = {"graph": _encode_graph(model.graph, weights, 0)}
+    if source is not None:  # a weightless file: the recipe refit replays
+        graph["source"] = {**_encode_model_info(source.model),
+                           "graph": _encode_graph(source.model.graph, weights, 0, source.initializer_order)}
     return [
         (layout.META, [canonical_json(meta, "META")]),
         (layout.GRAPH, [canonical_json(graph, "GRAPH")]),
         (layout.WEIGHTS, weights.chunks),
     ]
+
+
+def _encode_model_info(model: Model) -> dict:
+    return {
+        "producer": _str(model.producer, "model producer"),
+        "opsets": {_str(d, "opset domain"): _int(v, f"opset of domain {d!r}") for d, v in model.opsets.items()},
+        "metadata": {_str(k, "metadata key"): _str(v, f"metadata {k!r}") for k, v in model.metadata.items()},
+    }
 
 
 class _Weights:
@@ -137,17 +164,32 @@ class _Weights:
         return desc
 
 
-def _encode_graph(graph: Graph, weights: _Weights, depth: int) -> dict:
+def _encode_graph(graph: Graph, weights: _Weights, depth: int, order: list[str] | None = None) -> dict:
+    """``order`` lists the initializers, kept and stripped, in the order to store them
+    (default: kept ones, then stripped ones)."""
     if depth > layout.MAX_GRAPH_DEPTH:
         raise FormatError(f"cannot store graph {graph.name!r}: subgraphs nested deeper than "
                           f"{layout.MAX_GRAPH_DEPTH} levels")
     where = f"graph {graph.name!r}"
+    if order is None:
+        order = [*graph.initializers, *graph.stripped]
+    if len(set(order)) != len(order) or set(order) != graph.initializers.keys() | graph.stripped.keys():
+        raise FormatError(f"cannot store {where}: the initializer order does not list each "
+                          "initializer, kept or stripped, exactly once")
     inits = []
-    for name, array in graph.initializers.items():
+    for name in order:
+        entry = {"name": _str(name, f"initializer name in {where}")}
+        if name in graph.stripped:  # no bytes: "stripped" tells readers that refit attaches them
+            t = graph.stripped[name]
+            if name in graph.initializers or not isinstance(t, TensorType) or not t.is_static:
+                raise FormatError(f"cannot store stripped initializer {name!r} of {where}: "
+                                  "it needs one static type and no data")
+            inits.append({**entry, **_encode_type(t, where), "stripped": True})
+            continue
+        array = graph.initializers[name]
         if not isinstance(array, np.ndarray):
             raise FormatError(f"cannot store initializer {name!r} of {where}: not a numpy array")
-        inits.append({"name": _str(name, f"initializer name in {where}"),
-                      **weights.add(array, f"initializer {name!r} of {where}")})
+        inits.append({**entry, **weights.add(array, f"initializer {name!r} of {where}")})
     types = []
     for name, t in graph.types.items():
         if not isinstance(t, TensorType):

@@ -92,7 +92,7 @@ def _onnx_inferred_types(proto: onnx.ModelProto) -> dict[str, TensorType]:
     these only fill in what the rules cannot tell (ONNX gets some shapes wrong, e.g. of
     ConvTranspose with output_shape, so they are never treated as declared)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_without_large_weights(proto), data_prop=True)
     except Exception:
         return {}
     hints = {}
@@ -104,6 +104,28 @@ def _onnx_inferred_types(proto: onnx.ModelProto) -> dict[str, TensorType]:
         if t is not None:
             hints[vi.name] = t
     return hints
+
+
+def _without_large_weights(proto: onnx.ModelProto, limit: int = 1024) -> onnx.ModelProto:
+    """A copy for shape inference in which large initializers are typed inputs: inference
+    needs their types, and the values only of small ones (shape tensors); copying and
+    serializing the weights was most of the import time."""
+    graph = proto.graph
+    light = onnx.GraphProto(name=graph.name)
+    light.node.extend(graph.node)
+    light.input.extend(graph.input)
+    light.output.extend(graph.output)
+    light.value_info.extend(graph.value_info)
+    declared = {vi.name for vi in graph.input}
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() > limit:
+            if tensor.name not in declared:
+                light.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+        else:
+            light.initializer.append(tensor)
+    model = onnx.ModelProto(ir_version=proto.ir_version, graph=light)
+    model.opset_import.extend(proto.opset_import)
+    return model
 
 
 def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = False) -> Graph:

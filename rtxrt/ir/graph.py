@@ -92,9 +92,11 @@ class Node:
         return f"{self.op_type} node {self.name!r}" if self.name else f"{self.op_type} node"
 
     def subgraphs(self) -> Iterator["Graph"]:
+        """Graph-valued attributes, including those in lists of graphs."""
         for value in self.attrs.values():
-            if isinstance(value, Graph):
-                yield value
+            for item in value if isinstance(value, list) else (value,):
+                if isinstance(item, Graph):
+                    yield item
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Graph:
     name: str = "main"
     # Device storage of values whose storage differs from their logical type (see Storage).
     storage: dict[str, Storage] = field(default_factory=dict)
+    # Initializers a weightless file leaves out (name -> type); refit attaches them.
+    stripped: dict[str, TensorType] = field(default_factory=dict)
 
     def producers(self) -> dict[str, Node]:
         """Map from value name to the node that defines it."""
@@ -127,6 +131,13 @@ class Graph:
             yield node
             for sub in node.subgraphs():
                 yield from sub.walk()
+
+    def graphs(self) -> Iterator["Graph"]:
+        """This graph and every graph nested in it."""
+        yield self
+        for node in self.nodes:
+            for sub in node.subgraphs():
+                yield from sub.graphs()
 
     def weight_bytes(self) -> int:
         return sum(int(a.nbytes) for a in self.initializers.values())

@@ -40,17 +40,22 @@ def test_inspect_shows_io_op_counts_and_precisions(default_rtxir, capsys):
     out = capsys.readouterr().out
     assert "image: float32[batch,3,64,64]" in out
     assert "probabilities: float32[batch,10]" in out
-    assert "Conv" in out and "BatchNormalization" in out
-    assert "precisions:" in out and "float32" in out
+    assert "rtxrt::FusedConv" in out and "BatchNormalization" not in out  # folded and fused by aot
+    assert "float32" in out
 
 
-def test_run_matches_onnxruntime(default_rtxir, capsys):
-    assert main(["run", str(default_rtxir), "--dim", "batch=2", "--compare-onnxruntime"]) == 0
+def test_run_matches_onnxruntime_on_the_original_model(default_onnx, default_rtxir, capsys):
+    assert main(["run", str(default_rtxir), "--dim", "batch=2", "--compare-onnxruntime", "--onnx", str(default_onnx)]) == 0
     out = capsys.readouterr().out
     assert "float32[2, 10]" in out
     row = next(line for line in out.splitlines() if line.startswith("probabilities "))
     max_abs = float(row.split()[1])
     assert max_abs < 1e-5
+
+
+def test_comparing_a_fused_model_needs_the_original(default_rtxir, capsys):
+    assert main(["run", str(default_rtxir), "--compare-onnxruntime"]) == 1
+    assert "--onnx" in capsys.readouterr().err
 
 
 def test_run_reads_inputs_from_npz_and_saves_outputs(default_rtxir, tmp_path):

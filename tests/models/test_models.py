@@ -2,13 +2,19 @@
 ``rtxrt.Session`` (numpy reference backend), compared with ONNX Runtime (CPU) on the original
 ONNX file, on fresh random inputs.
 
-The models (tests/models/zoo.py) are ResNet-18, ResNet-50, MobileNetV3-small and a small UNet
-written in plain torch, and a transformers BERT-style encoder with dynamic batch and sequence
-axes. Each is exported once per session (conftest.py).
+The models (tests/models/zoo.py) are ResNet-18, ResNet-50, MobileNetV3-small, a small UNet and
+ViT-B/16 written in plain torch, and a transformers BERT-style encoder and GPT-2-style decoder
+with dynamic batch and sequence axes. Each is exported once per session (conftest.py).
+
+The .rtxir files are optimized (fused) by the AOT passes and the ONNX files are not, so
+``test_matches_onnxruntime`` is the issue's check that every fused graph computes the same
+function as the unfused one.
 
 CPU only: these tests need no GPU and run in CI (nothing here is marked ``gpu``). The whole
-file takes about 10 s on a 2-core machine (budget: a minute), exports included: images are
-1x3x64x64 and BERT is hidden 128, 2 layers.
+directory takes about 25 s on an idle 2-core machine (budget: two minutes), exports included:
+CNN images are 1x3x64x64, BERT and GPT-2 are hidden 128 with 2 layers; ViT-B/16 is full size
+(86M parameters, 1x3x224x224) and takes about half the time, mostly exporting and compiling its
+344 MB of weights three times (the fixture, and the two determinism tests).
 
 When outputs disagree the failure message names the first ONNX node whose output differs
 (every intermediate is made a graph output and both runtimes run it), so an op bug points at
@@ -41,10 +47,11 @@ RTOL = 1e-4
 ATOL = 1e-4
 
 # Input seeds differ from the export seed (zoo.EXPORT_SEED = 0) so the outputs are not the ones
-# the exporter traced with. BERT runs at two (batch, sequence) sizes, both different from the
-# export's (2, 16), to exercise the dynamic axes; the same Session serves both.
+# the exporter traced with. BERT and GPT-2 run at two (batch, sequence) sizes, both different from
+# the export's (2, 16), to exercise the dynamic axes; the same Session serves both.
 INPUT_CASES: dict[str, list[dict]] = {
     "bert": [dict(seed=1, batch=1, seq=7), dict(seed=2, batch=3, seq=19)],
+    "gpt2": [dict(seed=1, batch=1, seq=7), dict(seed=2, batch=3, seq=19)],
 }
 DEFAULT_CASES = [dict(seed=1)]
 

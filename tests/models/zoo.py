@@ -1,21 +1,27 @@
 """Model zoo for the model tests: real architectures written in plain torch (torchvision does
-not import beside the local torch CPU wheel) plus a transformers BERT-style encoder.
+not import beside the local torch CPU wheel) plus transformers BERT-style and GPT-2-style models.
 
 Every model gets seeded random weights and is exported to ONNX at test time with the
 TorchScript exporter (``dynamo=False``), constant folding on. ``export(name, path)`` returns an
 ``ExportedModel``: the ONNX path and ``make_inputs(seed, **sizes)``, which draws fresh random
 inputs as a dict of numpy arrays keyed by graph input name.
 
-Sizes are kept small (1x3x64x64 images, BERT hidden 128) so that exporting and running every
-model on the numpy reference backend stays within a CI budget, but the architectures are the
-real ones: ResNet-18 (BasicBlock 2-2-2-2), ResNet-50 (Bottleneck 3-4-6-3), MobileNetV3-small
-(inverted residuals, squeeze-excite, hardswish/hardsigmoid), a UNet (two levels, max-pool
-down, ConvTranspose and Resize up, skip Concat, BatchNorm and GroupNorm).
+Sizes are kept small (1x3x64x64 images, BERT and GPT-2 hidden 128, 2 layers) so that exporting
+and running every model on the numpy reference backend stays within a CI budget, but the
+architectures are the real ones: ResNet-18 (BasicBlock 2-2-2-2), ResNet-50 (Bottleneck
+3-4-6-3), MobileNetV3-small (inverted residuals, squeeze-excite, hardswish/hardsigmoid), a UNet
+(two levels, max-pool down, ConvTranspose and Resize up, skip Concat, BatchNorm and GroupNorm).
+ViT-B/16 is full size (12 layers, hidden 768, 86M parameters, 1x3x224x224): its cost is in the
+weights, which a smaller image would not shrink. ``export(..., image_size=224)`` gives the
+CNNs at full resolution too (the AOT benchmark uses it).
 
 What the exporter leaves in the graphs: BatchNorm is folded into the preceding Conv
 (constant folding in eval mode); GroupNorm becomes Reshape + InstanceNormalization + Reshape +
 Mul + Add; BERT keeps LayerNormalization, MatMul/Softmax attention, Erf GELU, and the
-attention-mask arithmetic (Where/Expand/Range...) on symbolic batch and sequence axes.
+attention-mask arithmetic (Where/Expand/Range...) on symbolic batch and sequence axes. ViT
+keeps LayerNormalization, MatMul + Add projections, a fused QKV MatMul split into Q, K and V,
+MatMul/Mul/Softmax attention and Erf GELU. GPT-2 has Gemm projections (its Conv1D), the causal
+mask as a Where on a sliced boolean table, tanh GELU written out (Pow/Mul/Add/Tanh).
 """
 from __future__ import annotations
 
@@ -249,6 +255,88 @@ class UNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# ViT-B/16 (Dosovitskiy et al. 2020); one fused QKV projection, as torchvision and timm have it
+# ---------------------------------------------------------------------------------------------
+
+
+class ViTAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection, written out as MatMul/Softmax
+    (so the export shows the pattern the attention fusion must find, not an opaque op)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5  # a Python float: exported as a constant
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, d)
+        return self.proj(out)
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm encoder block: x + attn(LN(x)), then x + MLP(LN(x)) with exact (erf) GELU."""
+
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ViTAttention(dim, heads)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionTransformer(nn.Module):
+    """ViT-B/16 by default: 16x16 patches (a strided Conv), a class token, learned position
+    embeddings, 12 blocks of hidden 768, 12 heads, MLP 3072, a final LayerNorm and a linear
+    head on the class token. The position table is sized for ``image_size``."""
+
+    def __init__(self, image_size: int = 224, patch: int = 16, dim: int = 768, depth: int = 12,
+                 heads: int = 12, mlp: int = 3072, num_classes: int = 1000):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, (image_size // patch) ** 2 + 1, dim))
+        self.blocks = nn.Sequential(*[ViTBlock(dim, heads, mlp) for _ in range(depth)])
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        return self.head(self.ln(self.blocks(x))[:, 0])
+
+
+def vit_b16(image_size: int = 224) -> nn.Module:
+    return VisionTransformer(image_size=image_size)
+
+
+def _randomize_vit(model: VisionTransformer, seed: int) -> VisionTransformer:
+    """Seeded weights where every part shows: torchvision starts the class token at zero and
+    the position table at std 0.02, next to patch embeddings of std ~0.6, so a wrong Concat or
+    position Add would hardly move the logits; here both are drawn at std 0.5. LayerNorm's affine
+    weights are random (0.5 to 1.5, bias std 0.1) so a misfused LayerNorm shows too. Linear and
+    Conv weights keep torch's default (uniform, ~1/sqrt(3 fan_in)), which keeps each block's
+    attention and MLP branches the same order as the residual stream."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        model.class_token.copy_(torch.randn(model.class_token.shape, generator=g) * 0.5)
+        model.pos_embedding.copy_(torch.randn(model.pos_embedding.shape, generator=g) * 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
 # BERT-style encoder (transformers)
 # ---------------------------------------------------------------------------------------------
 
@@ -284,6 +372,39 @@ class BertWrapper(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True)
         return out.last_hidden_state, out.pooler_output
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT-2-style decoder (transformers)
+# ---------------------------------------------------------------------------------------------
+
+GPT2_VOCAB = 1000
+
+
+def gpt2_config():
+    from transformers import GPT2Config
+
+    config = GPT2Config(
+        vocab_size=GPT2_VOCAB, n_positions=128, n_embd=128, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+        initializer_range=0.1,  # as for BERT: so that attention and the causal mask matter
+    )
+    config._attn_implementation = "eager"  # plain MatMul/Softmax with the causal Where
+    return config
+
+
+class GPT2Wrapper(nn.Module):
+    """Positional (input_ids, attention_mask) → last_hidden_state; no key/value cache."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import GPT2Model
+
+        self.gpt2 = GPT2Model(gpt2_config())
+
+    def forward(self, input_ids, attention_mask):
+        out = self.gpt2(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        return out.last_hidden_state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,6 +444,17 @@ def _bert_inputs(seed: int, batch: int = 2, seq: int = 16) -> dict[str, np.ndarr
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type}
 
 
+def _gpt2_inputs(seed: int, batch: int = 2, seq: int = 16) -> dict[str, np.ndarray]:
+    """Token ids anywhere in the vocabulary; right padding (a random-length prefix of at least
+    one token is real), so with the causal mask every query still sees at least one key."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, GPT2_VOCAB, size=(batch, seq), dtype=np.int64)
+    lengths = rng.integers(1, seq + 1, size=batch)
+    lengths[0] = max(1, seq - 3)  # at least one row certainly has padding
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 # name -> (constructor, input shape)
 CNN_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resnet18": (resnet18, (1, 3, 64, 64)),
@@ -330,7 +462,33 @@ CNN_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mobilenetv3_small": (MobileNetV3Small, (1, 3, 64, 64)),
     "unet": (UNet, (1, 3, 64, 64)),
 }
-MODEL_NAMES = [*CNN_MODELS, "bert"]
+# Image models with a single "input"; ViT-B/16 at its real size (weights dominate the cost of
+# exporting and compiling it, 86M parameters, not the image: 224x224 runs in 0.3 s).
+IMAGE_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    **CNN_MODELS,
+    "vit_b16": (vit_b16, (1, 3, 224, 224)),
+}
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """A transformers model taking (batch, sequence) token inputs, all dynamic on both axes."""
+
+    build: Callable[[], nn.Module]
+    inputs: list[str]
+    # output name -> its dynamic axes
+    outputs: dict[str, dict[int, str]]
+    make_inputs: Callable[..., dict[str, np.ndarray]]
+
+
+TEXT_MODELS: dict[str, TextModel] = {
+    "bert": TextModel(BertWrapper, ["input_ids", "attention_mask", "token_type_ids"],
+                      {"last_hidden_state": {0: "batch", 1: "sequence"}, "pooler_output": {0: "batch"}},
+                      _bert_inputs),
+    "gpt2": TextModel(GPT2Wrapper, ["input_ids", "attention_mask"],
+                      {"last_hidden_state": {0: "batch", 1: "sequence"}}, _gpt2_inputs),
+}
+MODEL_NAMES = [*IMAGE_MODELS, *TEXT_MODELS]
 
 
 def _randomize(model: nn.Module, seed: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -366,36 +524,41 @@ def _randomize(model: nn.Module, seed: int, input_shape: tuple[int, ...]) -> nn.
     return model.eval()
 
 
-def build_torch(name: str) -> nn.Module:
-    """The torch model ``name`` in eval mode, with the same seeded weights on every call."""
+def build_torch(name: str, image_size: int | None = None) -> nn.Module:
+    """The torch model ``name`` in eval mode, with the same seeded weights on every call.
+    ``image_size`` overrides an image model's height and width (ViT's position table follows
+    it; the CNNs' BatchNorm statistics are measured at it)."""
     torch.manual_seed(EXPORT_SEED)
-    if name == "bert":
-        return BertWrapper().eval()
+    if name in TEXT_MODELS:
+        return TEXT_MODELS[name].build().eval()
+    if name == "vit_b16":
+        return _randomize_vit(vit_b16(image_size or IMAGE_MODELS[name][1][-1]), EXPORT_SEED)
     ctor, shape = CNN_MODELS[name]
-    return _randomize(ctor(), EXPORT_SEED, shape)
+    return _randomize(ctor(), EXPORT_SEED, _image_shape(shape, image_size))
 
 
-def export(name: str, path: str | os.PathLike) -> ExportedModel:
-    """Export model ``name`` (one of MODEL_NAMES) with seeded random weights to ``path``."""
+def _image_shape(shape: tuple[int, ...], image_size: int | None) -> tuple[int, ...]:
+    return shape if image_size is None else (*shape[:-2], image_size, image_size)
+
+
+def export(name: str, path: str | os.PathLike, image_size: int | None = None) -> ExportedModel:
+    """Export model ``name`` (one of MODEL_NAMES) with seeded random weights to ``path``;
+    ``image_size`` (image models only) replaces the zoo's default height and width."""
     path = os.fspath(path)
-    model = build_torch(name)
+    model = build_torch(name, image_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if name == "bert":
-            names = ["input_ids", "attention_mask", "token_type_ids"]
-            sample = _bert_inputs(EXPORT_SEED, batch=2, seq=16)
-            args = tuple(torch.from_numpy(sample[n]) for n in names)
-            outputs = ["last_hidden_state", "pooler_output"]
-            dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
-            dynamic["last_hidden_state"] = {0: "batch", 1: "sequence"}
-            dynamic["pooler_output"] = {0: "batch"}
+        if name in TEXT_MODELS:
+            spec = TEXT_MODELS[name]
+            sample = spec.make_inputs(EXPORT_SEED, batch=2, seq=16)
+            args = tuple(torch.from_numpy(sample[n]) for n in spec.inputs)
+            dynamic = {n: {0: "batch", 1: "sequence"} for n in spec.inputs} | spec.outputs
             torch.onnx.export(
                 model, args, path, dynamo=False, opset_version=OPSET, do_constant_folding=True,
-                input_names=names, output_names=outputs, dynamic_axes=dynamic,
+                input_names=spec.inputs, output_names=list(spec.outputs), dynamic_axes=dynamic,
             )
-            return ExportedModel(name, path, _bert_inputs, names, outputs)
-        _, shape = CNN_MODELS[name]
-        make = _image_inputs(shape)
+            return ExportedModel(name, path, spec.make_inputs, list(spec.inputs), list(spec.outputs))
+        make = _image_inputs(_image_shape(IMAGE_MODELS[name][1], image_size))
         x = torch.from_numpy(make(EXPORT_SEED)["input"])
         torch.onnx.export(
             model, (x,), path, dynamo=False, opset_version=OPSET, do_constant_folding=True,

@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...errors import ExecutionError, InputError, RtxrtError, UnsupportedOpError
+from ...errors import ExecutionError, InputError, ModelError, RtxrtError, UnsupportedOpError
 from ...ir.dtypes import DType
 from ...ir.graph import Graph, Model, TensorType
 from .kernel import OpRun, find_kernel
@@ -17,6 +17,7 @@ class ReferenceExecutor:
     def __init__(self, model: Model):
         self.model = model
         self._kernels: dict[int, OpRun] = {}
+        _refuse_weightless(model.graph)
         missing = []
         for node in model.graph.walk():
             if find_kernel(node.op_type, node.domain) is None:
@@ -88,6 +89,17 @@ class ReferenceExecutor:
     def _subgraph_runner(self, graph: Graph, feeds: dict[str, Any], outer: Mapping[str, Any]) -> list[Any]:
         results = self._run_graph(graph, dict(feeds), outer, keep=set(graph.outputs))
         return [results[o] for o in graph.outputs]
+
+
+def _refuse_weightless(graph: Graph) -> None:
+    if graph.stripped:
+        name, more = next(iter(graph.stripped)), len(graph.stripped) - 1
+        raise ModelError(f"this is a weightless model: it lacks weight {name!r}{f' and {more} more' if more else ''}; "
+                         "attach them first with `rtxrt refit MODEL.rtxir --weights ORIGINAL.onnx|"
+                         "WEIGHTS.safetensors -o FULL.rtxir` (or rtxrt.refit)")
+    for node in graph.nodes:
+        for sub in node.subgraphs():
+            _refuse_weightless(sub)
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""AOT optimization passes: one module per pass, each a function ``(model, options) -> PassResult``."""

@@ -1,0 +1,59 @@
+"""rtxrt::Elementwise: a DAG of elementwise and broadcasting ops run as one node, which the
+JIT compiles into one kernel.
+
+Attribute ``body`` is a graph of default-domain ops from ``ELEMENTWISE_OPS``; it reads only
+its own inputs and initializers (one-element constants), which are the node's inputs in
+order, and its outputs are the node's outputs in order. Every body op broadcasts its
+inputs, so an output's shape is the broadcast of the inputs it depends on.
+"""
+from __future__ import annotations
+
+from ..graph import Graph, TensorType
+from .registry import VARIADIC, InferenceContext, register
+
+ELEMENTWISE_OPS = frozenset({
+    # unary math and activations
+    "Abs", "Neg", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Erf",
+    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign",
+    "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Mish", "Swish", "Gelu", "PRelu", "Clip",
+    "Not", "BitwiseNot", "IsNaN", "IsInf", "Cast",
+    # binary and variadic, broadcasting
+    "Add", "Sub", "Mul", "Div", "Mod", "Pow", "Min", "Max", "Sum", "Mean",
+    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
+    "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "Where",
+})
+
+
+def _body(ctx: InferenceContext) -> Graph:
+    body = ctx.attr("body")
+    if not isinstance(body, Graph):
+        raise ctx.fail("attribute 'body' must be a graph")
+    if len(body.inputs) != len(ctx.node.inputs) or len(body.outputs) != len(ctx.node.outputs):
+        raise ctx.fail(
+            f"has {len(ctx.node.inputs)} input(s) and {len(ctx.node.outputs)} output(s) but its body "
+            f"takes {len(body.inputs)} and returns {len(body.outputs)}"
+        )
+    defined = set(body.inputs) | set(body.initializers)
+    for node in body.nodes:
+        if node.domain or node.op_type not in ELEMENTWISE_OPS:
+            raise ctx.fail(f"body holds {node.label}, which is not an elementwise op")
+        outside = [n for n in node.inputs if n and n not in defined]
+        if outside:
+            raise ctx.fail(f"body {node.label} reads {outside[0]!r} from outside the body")
+        defined.update(n for n in node.outputs if n)
+    return body
+
+
+def _infer(ctx: InferenceContext) -> list[TensorType | None]:
+    """The body has been typed from the node's inputs (see _body_inputs) before this runs."""
+    body = _body(ctx)
+    return [body.types.get(name) for name in body.outputs]
+
+
+def _body_inputs(ctx: InferenceContext) -> dict[str, list[TensorType | None]]:
+    return {"body": list(ctx.input_types)}
+
+
+register("Elementwise", _infer, inputs=(1, VARIADIC), outputs=(1, VARIADIC), domain="rtxrt",
+         subgraph_inputs=_body_inputs)
