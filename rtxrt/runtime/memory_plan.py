@@ -1,0 +1,456 @@
+"""Static memory plan: one device arena for every intermediate value of a graph.
+
+Each value the graph's nodes define (not graph inputs, which the caller owns, nor
+initializers, which live in the weight arena) gets an offset in the arena. Values whose
+lifetimes do not overlap share bytes. A value lives from the node that writes it to the last
+node that reads it (a node reading it from inside a subgraph counts); graph outputs live to
+the end. Nodes never write in place: a node's outputs never share bytes with its inputs.
+
+Offsets come from the "greedy by size" heuristic (Pisarchyk & Lee 2020, as TensorRT and TVM
+plan): the largest buffer first, each into the smallest gap left between already placed
+buffers whose lifetimes overlap its own (best fit), or above them all where no gap fits.
+
+With ``allow_views`` the output of a pure view op (Reshape, Squeeze, Unsqueeze, Flatten,
+Identity) shares its source's buffer when the view is the source's last reader and both are
+stored alike; the shared buffer then lives as long as any value in it.
+
+Only the top-level graph is planned: the values inside subgraphs (an Elementwise body, an If
+branch) belong to whatever runs those nodes.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..backends.reference.kernel import find_kernel
+from ..errors import GraphError, InputError
+from ..ir.dtypes import DType
+from ..ir.graph import Graph, Model, Node, TensorType
+from ..ir.infer import infer_types
+
+ALIGNMENT = 256
+VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
+_MAX_SHAPE_VALUE = 1 << 16  # elements of a shape value worth evaluating at plan time
+_SUB_BYTE_BITS = {DType.UINT4: 4, DType.INT4: 4, DType.FLOAT4E2M1: 4, DType.UINT2: 2, DType.INT2: 2}
+
+
+class PlanError(GraphError):
+    """A memory plan would let a value be overwritten while it is still needed."""
+
+
+@dataclass
+class MemoryPlan:
+    """Where every intermediate value lives in the arena.
+
+    ``lifetimes[v]`` is (first, last) node index, inclusive, during which v's bytes must hold
+    v (``len(nodes)`` stands for "after the last node": graph outputs). ``aliases`` maps a view
+    to the value whose buffer it shares (the first value written into that buffer).
+    """
+
+    offsets: dict[str, int]
+    sizes: dict[str, int]
+    lifetimes: dict[str, tuple[int, int]]
+    arena_bytes: int
+    naive_bytes: int
+    # Most bytes live at once (each buffer rounded up to the alignment): no plan of these
+    # buffers fits in less, so arena_bytes / lower_bound_bytes measures the heuristic.
+    lower_bound_bytes: int
+    aliases: dict[str, str] = field(default_factory=dict)
+    alignment: int = ALIGNMENT
+
+    @property
+    def reuse_ratio(self) -> float:
+        """How many times smaller the arena is than giving every value its own buffer."""
+        return self.naive_bytes / self.arena_bytes if self.arena_bytes else 1.0
+
+    def describe(self) -> str:
+        views = f" ({len(self.aliases)} views)" if self.aliases else ""
+        return (
+            f"memory plan: {len(self.offsets)} values{views}, arena {_mib(self.arena_bytes)} "
+            f"(live peak {_mib(self.lower_bound_bytes)}), naive {_mib(self.naive_bytes)}, "
+            f"reuse {self.reuse_ratio:.2f}x"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes
+# --------------------------------------------------------------------------------------------
+
+
+def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model:
+    """A copy of ``model`` (weights shared, not copied) whose values all have static shapes:
+    the inputs' symbolic dims are bound from ``input_shapes`` and type inference reruns."""
+    graph = model.graph
+    data_inputs = [n for n in graph.inputs if n not in graph.initializers]
+    unknown = sorted(set(input_shapes) - set(data_inputs))
+    missing = [n for n in data_inputs if n not in input_shapes]
+    if unknown or missing:
+        raise InputError(f"input shapes: unknown input(s) {unknown}, missing {missing}; the model takes {data_inputs}")
+    bindings: dict[str, int] = {}
+    for name in data_inputs:
+        shape = tuple(int(d) for d in input_shapes[name])
+        declared = graph.types.get(name)
+        if declared is None or declared.shape is None:
+            continue
+        if len(declared.shape) != len(shape):
+            raise InputError(f"input {name!r}: shape {shape} does not fit {declared}")
+        for dim, size in zip(declared.shape, shape):
+            if isinstance(dim, int) and dim != size:
+                raise InputError(f"input {name!r}: shape {shape} does not fit {declared}")
+            if isinstance(dim, str) and bindings.setdefault(dim, size) != size:
+                raise InputError(f"input {name!r}: dim {dim!r} is {size} here but {bindings[dim]} elsewhere")
+
+    shared = {id(a): a for g in graph.graphs() for a in g.initializers.values()}
+    result = copy.deepcopy(model, memo=shared)
+    for g in result.graph.graphs():
+        for name, t in list(g.types.items()):
+            if t.shape is None:
+                continue
+            t = TensorType(t.dtype, tuple(bindings.get(d, d) if isinstance(d, str) else d for d in t.shape))
+            if t.is_static:
+                g.types[name] = t
+            else:  # recomputed from the inputs below
+                del g.types[name]
+    for name in data_inputs:
+        dtype = graph.types[name].dtype if name in graph.types else None
+        if dtype is None:
+            raise InputError(f"input {name!r} has no declared element type")
+        result.graph.types[name] = TensorType(dtype, tuple(int(d) for d in input_shapes[name]))
+    _infer_with_shape_values(result)
+    return result
+
+
+def _infer_with_shape_values(model: Model) -> None:
+    """Infer types; where a shape depends on values computed from shapes (Shape -> Gather ->
+    Range -> Slice, as exporters write), evaluate those small integer values with the
+    reference kernels, lend them to inference as constants and infer again, until nothing
+    new is learned. The graph itself is left as it was."""
+    graph = model.graph
+    lent: set[str] = set()
+    try:
+        while True:
+            infer_types(model)
+            known = _shape_values(model)
+            if not known:
+                break
+            graph.initializers.update(known)
+            lent.update(known)
+    finally:
+        for name in lent:
+            del graph.initializers[name]
+
+
+def _shape_values(model: Model) -> dict[str, np.ndarray]:
+    """Integer and boolean values (at most 64 Ki elements each) that follow from the static
+    shapes and the initializers (lent ones included), not known yet."""
+    graph = model.graph
+    known: dict[str, np.ndarray] = dict(graph.initializers)
+    new: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        outs = [graph.types.get(o) for o in node.outputs if o]
+        if not outs or any(o in known for o in node.outputs if o) or any(True for _ in node.subgraphs()):
+            continue
+        if any(t is None or not (t.dtype.is_integer or t.dtype == DType.BOOL) for t in outs):
+            continue
+        if node.op_type == "Shape" and not node.domain and not node.attrs:
+            t = graph.types.get(node.inputs[0])
+            values = [np.array(t.shape, dtype=np.int64)] if t is not None and t.is_static else None
+        elif (node.op_type in _RANDOM_OPS or any(n and n not in known for n in node.inputs)
+              or any(t.is_static and np.prod(t.shape) > _MAX_SHAPE_VALUE for t in outs)):
+            values = None
+        else:
+            values = _evaluate(node, model.opset, [known[n] if n else None for n in node.inputs])
+        for name, value, t in zip([o for o in node.outputs if o], values or (), outs):
+            value = np.asarray(value, dtype=t.dtype.numpy)
+            if value.size <= _MAX_SHAPE_VALUE:
+                known[name] = new[name] = value
+    return new
+
+
+def _evaluate(node: Node, opset: int, inputs: list[np.ndarray | None]) -> list[np.ndarray] | None:
+    kernel = find_kernel(node.op_type, node.domain)
+    if kernel is None:
+        return None
+    try:
+        values = kernel(node, opset, None).run(*inputs)
+    except Exception:  # left to run time, where the error names the node
+        return None
+    return list(values) if isinstance(values, (tuple, list)) else [values]
+
+
+def value_nbytes(graph: Graph) -> dict[str, int]:
+    """Bytes of every value the plan places, in its storage type (``graph.storage``) where it
+    has one, else its logical type. Shapes must be static (see ``specialize``)."""
+    sizes: dict[str, int] = {}
+    for name in planned_values(graph):
+        t = graph.types.get(name)
+        if t is None or not t.is_static:
+            raise GraphError(f"value {name!r} has no static shape ({t}); specialize the model to input shapes first")
+        storage = graph.storage.get(name)
+        sizes[name] = tensor_nbytes(storage.dtype if storage else t.dtype, t.shape, name)
+    return sizes
+
+
+def tensor_nbytes(dtype: DType, shape: Sequence[int], name: str = "") -> int:
+    if dtype == DType.STRING:
+        raise GraphError(f"value {name!r} holds strings, which have no device storage")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    bits = _SUB_BYTE_BITS.get(dtype)
+    return (count * bits + 7) // 8 if bits else count * dtype.itemsize
+
+
+# --------------------------------------------------------------------------------------------
+# Liveness
+# --------------------------------------------------------------------------------------------
+
+
+def planned_values(graph: Graph) -> list[str]:
+    """Values the plan places, in the order nodes define them."""
+    external = set(graph.inputs) | set(graph.initializers)
+    return [o for node in graph.nodes for o in node.outputs if o and o not in external]
+
+
+def read_steps(graph: Graph) -> dict[str, list[int]]:
+    """Node indices at which each value is read, directly or from inside a subgraph."""
+    reads: dict[str, list[int]] = {}
+    for step, node in enumerate(graph.nodes):
+        for name in node_reads(node):
+            reads.setdefault(name, []).append(step)
+    return reads
+
+
+def node_reads(node: Node) -> set[str]:
+    """What a node reads from its graph: its inputs and its subgraphs' outer-scope values."""
+    names = {n for n in node.inputs if n}
+    for sub in node.subgraphs():
+        defined = set()
+        used = set()
+        for g in sub.graphs():
+            defined.update(g.inputs, g.initializers)
+            for inner in g.nodes:
+                defined.update(inner.outputs)
+                used.update(n for n in inner.inputs if n)
+            used.update(g.outputs)
+        names |= used - defined
+    return names
+
+
+def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
+    """(first, last) node index, inclusive, during which each planned value must be kept."""
+    reads = read_steps(graph)
+    end = len(graph.nodes)
+    outputs = set(graph.outputs)
+    spans: dict[str, tuple[int, int]] = {}
+    for step, node in enumerate(graph.nodes):
+        for name in node.outputs:
+            if name and name not in spans:
+                last = end if name in outputs else max(reads.get(name, ()), default=step)
+                spans[name] = (step, max(step, last))
+    return {name: spans[name] for name in planned_values(graph)}
+
+
+def find_views(graph: Graph, sizes: Mapping[str, int]) -> dict[str, str]:
+    """View outputs that may share their source's buffer: view -> root (first value written
+    into the buffer). A view qualifies when its source is planned, is not a graph output,
+    has no reader after the view, and is stored like the view (same bytes, dtype, layout)."""
+    spans = lifetimes(graph)
+    aliases: dict[str, str] = {}
+    outputs = set(graph.outputs)
+    for step, node in enumerate(graph.nodes):
+        if node.domain or node.op_type not in VIEW_OPS or not node.inputs or not node.outputs[0]:
+            continue
+        src, out = node.inputs[0], node.outputs[0]
+        if src not in spans or src in outputs or spans[src][1] != step:
+            continue
+        if sizes.get(src) != sizes.get(out) or _stored_as(graph, src) != _stored_as(graph, out):
+            continue
+        aliases[out] = aliases.get(src, src)
+    return aliases
+
+
+def _stored_as(graph: Graph, name: str) -> tuple:
+    storage = graph.storage.get(name)
+    if storage is not None:
+        return storage.dtype, storage.layout, storage.scale, storage.zero_point
+    t = graph.types.get(name)
+    return (t.dtype if t else None), "", "", ""
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Buffer:
+    root: str
+    size: int
+    first: int
+    last: int
+    offset: int = 0
+
+
+def plan_memory(
+    graph: Graph,
+    nbytes: Mapping[str, int] | None = None,
+    *,
+    allow_views: bool = False,
+    alignment: int = ALIGNMENT,
+    check: bool = False,
+) -> MemoryPlan:
+    """Plan the arena of ``graph``'s intermediate values.
+
+    ``nbytes`` gives each planned value's size; without it sizes come from the graph's static
+    types and storage (``value_nbytes``). ``check`` validates the result with ``check_plan``.
+    """
+    sizes = {name: int(n) for name, n in (nbytes if nbytes is not None else value_nbytes(graph)).items()}
+    planned = planned_values(graph)
+    missing = [v for v in planned if v not in sizes]
+    if missing:
+        raise GraphError(f"no size given for {len(missing)} value(s), first {missing[0]!r}")
+    sizes = {v: sizes[v] for v in planned}
+    spans = lifetimes(graph)
+    aliases = find_views(graph, sizes) if allow_views else {}
+
+    buffers: dict[str, _Buffer] = {}
+    for name in planned:
+        root = aliases.get(name, name)
+        first, last = spans[name]
+        buf = buffers.setdefault(root, _Buffer(root, sizes[name], first, last))
+        buf.size, buf.first, buf.last = max(buf.size, sizes[name]), min(buf.first, first), max(buf.last, last)
+
+    placed: list[_Buffer] = []
+    for buf in sorted(buffers.values(), key=lambda b: (-b.size, b.first, b.first - b.last, b.root)):
+        if buf.size:
+            buf.offset = _best_fit(buf, placed, alignment)
+            placed.append(buf)
+
+    arena = _align(max((b.offset + b.size for b in placed), default=0), alignment)
+    plan = MemoryPlan(
+        offsets={v: buffers[aliases.get(v, v)].offset for v in planned},
+        sizes=sizes,
+        lifetimes=spans,
+        arena_bytes=arena,
+        naive_bytes=sum(_align(s, alignment) for s in sizes.values()),
+        lower_bound_bytes=_live_peak(list(buffers.values()), len(graph.nodes), alignment),
+        aliases=aliases,
+        alignment=alignment,
+    )
+    if check:
+        check_plan(plan, graph)
+    return plan
+
+
+def plan_model(
+    model: Model, input_shapes: Mapping[str, Sequence[int]], *, allow_views: bool = False, check: bool = False
+) -> MemoryPlan:
+    """The plan of ``model``'s main graph at these concrete input shapes."""
+    return plan_memory(specialize(model, input_shapes).graph, allow_views=allow_views, check=check)
+
+
+def _best_fit(buf: _Buffer, placed: list[_Buffer], alignment: int) -> int:
+    """The smallest gap among the placed buffers alive with ``buf`` that holds it, else the
+    lowest offset above them all."""
+    cursor, best, best_gap = 0, None, None
+    for other in sorted((p for p in placed if p.first <= buf.last and buf.first <= p.last), key=lambda p: p.offset):
+        gap = other.offset - cursor
+        if gap >= buf.size and (best_gap is None or gap < best_gap):
+            best, best_gap = cursor, gap
+        cursor = max(cursor, _align(other.offset + other.size, alignment))
+    return cursor if best is None else best
+
+
+def _live_peak(buffers: list[_Buffer], steps: int, alignment: int) -> int:
+    delta = [0] * (steps + 2)
+    for b in buffers:
+        delta[b.first] += _align(b.size, alignment)
+        delta[b.last + 1] -= _align(b.size, alignment)
+    peak = live = 0
+    for d in delta:
+        live += d
+        peak = max(peak, live)
+    return peak
+
+
+def _align(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def check_plan(plan: MemoryPlan, graph: Graph) -> None:
+    """Raise PlanError unless the plan is safe for ``graph``: run the nodes in order and,
+    whenever one writes a buffer, require that no other value still needed later (read by
+    this or a later node, or a graph output) occupies any of its bytes. Also checks that every
+    value is placed, aligned and inside the arena, and that each alias is a real view."""
+    reads = read_steps(graph)
+    outputs = set(graph.outputs)
+    end = len(graph.nodes)
+    producers = {o: (step, node) for step, node in enumerate(graph.nodes) for o in node.outputs if o}
+    planned = planned_values(graph)
+    for name in planned:
+        if name not in plan.offsets:
+            raise PlanError(f"value {name!r} has no place in the plan")
+        off, size = plan.offsets[name], plan.sizes[name]
+        if off % plan.alignment or off < 0 or off + size > plan.arena_bytes:
+            raise PlanError(f"value {name!r} at [{off}, {off + size}) is unaligned or outside the {plan.arena_bytes}-byte arena")
+    root = {v: plan.aliases.get(v, v) for v in planned}
+    for view, src_root in plan.aliases.items():
+        _, node = producers[view]
+        if node.domain or node.op_type not in VIEW_OPS or root.get(node.inputs[0]) != src_root:
+            raise PlanError(f"{node.label} output {view!r} shares {src_root!r}'s buffer but is not a view of it")
+        if plan.offsets[view] != plan.offsets[src_root] or plan.sizes[view] > plan.sizes[src_root]:
+            raise PlanError(f"view {view!r} does not lie within {src_root!r}'s buffer")
+
+    needed_until: dict[str, int] = {}  # root -> last step any value in its buffer is needed
+    for v in planned:
+        last = end if v in outputs else max(reads.get(v, ()), default=producers[v][0])
+        needed_until[root[v]] = max(needed_until.get(root[v], -1), last)
+    written: list[str] = []  # roots written so far and still needed
+    for step, node in enumerate(graph.nodes):
+        written = [w for w in written if needed_until[w] >= step]
+        new = [o for o in node.outputs if o in root and root[o] == o]
+        for out in new:
+            lo, hi = plan.offsets[out], plan.offsets[out] + plan.sizes[out]
+            for other in written + [o for o in new if o != out]:
+                if plan.sizes[other] == 0 or hi == lo:
+                    continue
+                olo, ohi = plan.offsets[other], plan.offsets[other] + plan.sizes[other]
+                if lo < ohi and olo < hi:
+                    raise PlanError(
+                        f"{node.label} writes {out!r} at [{lo}, {hi}) over {other!r} at [{olo}, {ohi}), "
+                        f"which is needed until node {needed_until[other]}"
+                    )
+        written.extend(new)
+
+
+__all__ = [
+    "ALIGNMENT",
+    "VIEW_OPS",
+    "MemoryPlan",
+    "PlanError",
+    "check_plan",
+    "find_views",
+    "lifetimes",
+    "node_reads",
+    "plan_memory",
+    "plan_model",
+    "planned_values",
+    "read_steps",
+    "specialize",
+    "tensor_nbytes",
+    "value_nbytes",
+]
