@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
     print("outputs:")
     for name in graph.outputs:
         print(f"  {name}: {_type(graph, name)}")
-    nested = sum(1 for _ in graph.walk()) - len(graph.nodes)
-    print(f"\n{len(graph.nodes)} nodes" + (f" (+{nested} in subgraphs)" if nested else "") + ":")
-    ops = Counter(node.op_type if not node.domain else f"{node.domain}::{node.op_type}" for node in graph.walk())
-    print(table(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])), ("op", "count")))
+    print(f"\n{len(graph.nodes)} nodes:")
+    print(_op_table(graph.nodes))
+    inner = [n for node in graph.nodes for sub in node.subgraphs() for n in sub.walk()]
+    if inner:  # bodies of fused elementwise nodes and control flow, counted apart
+        print(f"\n{len(inner)} nodes inside subgraphs (fused bodies, If/Loop/Scan):")
+        print(_op_table(inner))
     print("\nprecisions:")
     print(table(_precisions(model), ("logical dtype", "nodes producing it", "weights", "weight bytes")))
     _print_annotations(graph)
@@ -87,6 +89,11 @@ def _stored(graph: Graph, name: str) -> str:
     if st is None:
         return ""
     return f" stored {st.dtype.short}" + (f" {st.layout}" if st.layout else "")
+
+
+def _op_table(nodes) -> str:
+    ops = Counter(node.op_type if not node.domain else f"{node.domain}::{node.op_type}" for node in nodes)
+    return table(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])), ("op", "count"))
 
 
 def _type(graph: Graph, name: str) -> str:
