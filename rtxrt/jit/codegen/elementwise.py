@@ -25,9 +25,8 @@ from ...ir.graph import Graph, Node, TensorType
 from ...ir.ops.elementwise_chain import ELEMENTWISE_OPS
 from . import CodegenError
 from . import ctypes_map as C
+from .kernel_source import BLOCK, KernelArg, KernelSource, LaunchPolicy
 
-BLOCK = 256
-MAX_GRID = 2**31 - 1
 _ONNX = ("", "ai.onnx")
 _NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 
@@ -71,52 +70,6 @@ template <typename U> __device__ __forceinline__ U rtx_ipow(U base, unsigned lon
   return r;
 }
 """
-
-
-@dataclass(frozen=True)
-class KernelArg:
-    """One pointer parameter: an input (``index`` is its position among the node's inputs,
-    omitted optional inputs have none) or an output (its position among the outputs)."""
-
-    name: str
-    role: str  # "input" or "output"
-    index: int
-    dtype: DType  # storage type in memory
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class LaunchPolicy:
-    """A 1-D grid-stride launch over ``elements`` output elements. Any grid size is correct;
-    ``grid()`` gives one thread per element, or ``sm_count * blocks_per_sm`` blocks when the
-    caller prefers fewer, longer-lived ones. ``grid() == 0``: nothing to do, do not launch."""
-
-    elements: int
-    block: int = BLOCK
-
-    def grid(self, sm_count: int | None = None, blocks_per_sm: int = 8) -> int:
-        blocks = min(-(-self.elements // self.block), MAX_GRID)
-        return min(blocks, sm_count * blocks_per_sm) if sm_count else blocks
-
-
-@dataclass(frozen=True)
-class KernelSource:
-    """A generated kernel: ``name`` is a hash of ``source`` (same source, same name: compile
-    once, cache by it); the kernel's parameters are ``args`` in order, all pointers to
-    contiguous row-major buffers."""
-
-    name: str
-    source: str
-    launch: LaunchPolicy
-    args: tuple[KernelArg, ...]
-
-    @property
-    def inputs(self) -> tuple[KernelArg, ...]:
-        return tuple(a for a in self.args if a.role == "input")
-
-    @property
-    def outputs(self) -> tuple[KernelArg, ...]:
-        return tuple(a for a in self.args if a.role == "output")
 
 
 def elementwise_kernel(node: Node, inputs: Sequence[TensorType | None],

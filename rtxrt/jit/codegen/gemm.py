@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from ...ir.activations import RESIDUALS, activation_params
 from ...ir.dtypes import DType
 from . import CodegenError
+from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from . import ctypes_map as C
-from .elementwise import KernelArg, KernelSource
+from .kernel_source import KernelArg, KernelSource
 
 INPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16)
 OUTPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
@@ -360,51 +361,6 @@ def _args(p: GemmProblem) -> tuple[KernelArg, ...]:
 
 # ---------------------------------------------------------------- the source
 
-# Activations built on libm functions are called rather than inlined: inlined at each of the
-# up to 256 outputs a thread writes, they would multiply the code (and NVRTC's time) by 3.
-_CALLED = frozenset({"sigmoid", "tanh", "silu", "gelu", "gelu_tanh"})
-
-
-def _activation(p: GemmProblem) -> str:
-    """The body of ``float rtx_act(float x)``: the activation in fp32, as the reference's
-    epilogue computes it (NaN-propagating max/min as numpy's maximum/minimum)."""
-    def lit(value: float) -> str:
-        return C.literal(value, F32)
-
-    one, zero, half = lit(1.0), lit(0.0), lit(0.5)
-    q = p.params
-
-    def hard_sigmoid(alpha: float, beta: float) -> str:
-        return f"rtx_min(rtx_max({lit(alpha)} * x + {lit(beta)}, {zero}), {one})"
-
-    sigmoid = f"({one} / ({one} + expf(-x)))"
-    name = p.activation
-    if name == "none":
-        return "x"
-    if name == "relu":
-        return f"rtx_max(x, {zero})"
-    if name == "leaky_relu":
-        return f"(x < {zero} ? x * {lit(q['alpha'])} : x)"
-    if name == "clip":
-        return f"rtx_min(rtx_max(x, {lit(q['min'])}), {lit(q['max'])})"
-    if name == "sigmoid":
-        return sigmoid
-    if name == "tanh":
-        return "tanhf(x)"
-    if name == "hard_sigmoid":
-        return hard_sigmoid(q["alpha"], q["beta"])
-    if name == "hard_swish":
-        return f"(x * {hard_sigmoid(1 / 6, 0.5)})"
-    if name == "silu":
-        return f"(x * {sigmoid})"
-    if name == "gelu":  # 1 + erf(t) as erfc(-t): accurate where erf(t) nears -1
-        return f"({half} * x * erfcf(-(x / {lit(math.sqrt(2))})))"
-    if name == "gelu_tanh":
-        inner = f"{lit(math.sqrt(2 / math.pi))} * (x + {lit(0.044715)} * (x * x * x))"
-        return f"({half} * x * ({one} + tanhf({inner})))"
-    raise CodegenError(f"the GEMM epilogue has no activation {name!r}")  # pragma: no cover
-
-
 def _source(p: GemmProblem, t: GemmTactic) -> str:
     out_c = C.storage_type(p.out_dtype)
 
@@ -456,8 +412,8 @@ constexpr bool VEC_A = {str(p.vector_a).lower()}, VEC_B = {str(p.vector_b).lower
 constexpr int D_ALIGN = {2 * p.out_dtype.itemsize};  // bytes, for paired stores
 """
     return (C.PRELUDE + consts + _BODY
-              .replace("__ACTIVATION__", _activation(p))
-              .replace("__ACT_INLINE__", "__noinline__" if p.activation in _CALLED else "__forceinline__")
+              .replace("__ACTIVATION__", activation_expr(p.activation, p.params))
+              .replace("__ACT_INLINE__", "__noinline__" if p.activation in CALLED_ACTIVATIONS else "__forceinline__")
               .replace("__EPILOGUE__", " ".join(epilogue))
               .replace("__PAIR_STORE__", pair_store)
               .replace("__STORE__", store)

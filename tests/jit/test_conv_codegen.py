@@ -1,0 +1,216 @@
+"""FusedConv codegen (rtxrt/jit/codegen/conv.py) without a GPU: every kernel of every plan in
+``CASES`` compiles with NVRTC for every supported arch, plans list the right launches and
+buffers, the host-side weight packing matches the patch matrix's column order (checked in
+numpy against the reference Conv), and what the generator does not cover is a CodegenError.
+
+``CASES`` covers: im2col + GEMM from NHWC and from NCHW, strided, padded, dilated, SAME
+padding, the direct 1x1 GEMM, depthwise from both layouts with every activation and residual,
+fp16 and bf16 (bf16 GEMMs are refused on sm_75, which generation says)."""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rtxrt.backends.reference.kernel import find_kernel
+from rtxrt.ir.activations import ACTIVATIONS, RESIDUALS
+from rtxrt.ir.dtypes import DType
+from rtxrt.ir.graph import Node, TensorType
+from rtxrt.ir.ops.conv import sliding_window
+from rtxrt.jit.codegen import CodegenError
+from rtxrt.jit.codegen.conv import conv_gemm_tactics, conv_plan, pack_conv_weights
+from rtxrt.jit.codegen.gemm import mma_instruction
+from rtxrt.jit.device import SUPPORTED_ARCHS
+from rtxrt.jit.nvrtc import compile_cubin
+
+F16, BF16 = DType.FLOAT16, DType.BFLOAT16
+PARAMS = {"leaky_relu": (0.2,), "clip": (-0.5, 0.75), "hard_sigmoid": (0.25, 0.4)}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    x: tuple[int, int, int, int]  # NCHW
+    w: tuple[int, int, int, int]  # OIHW
+    attrs: dict[str, Any] = field(hash=False)
+    layout: str = "NHWC"
+    dtype: DType = F16
+    bias: bool = True
+
+    def plan(self):
+        return conv_plan(TensorType(self.dtype, self.x), self.w, self.attrs, self.dtype, self.layout, bias=self.bias)
+
+
+P1 = {"pads": [1, 1, 1, 1]}
+CASES = [
+    Case("3x3s1p1-relu-resbefore", (1, 64, 56, 56), (64, 64, 3, 3),
+         {**P1, "activation": "relu", "residual": "before_activation"}),
+    Case("7x7s2p3-nchw-relu", (1, 3, 224, 224), (64, 3, 7, 7),
+         {"pads": [3, 3, 3, 3], "strides": [2, 2], "activation": "relu"}, "NCHW"),
+    Case("1x1-direct-resafter", (1, 256, 14, 14), (1024, 256, 1, 1), {"residual": "after_activation"}),
+    Case("1x1s2-im2col", (2, 64, 28, 28), (128, 64, 1, 1), {"strides": [2, 2]}, bias=False),
+    Case("3x3s2-bf16", (1, 128, 28, 28), (256, 128, 3, 3), {**P1, "strides": [2, 2], "activation": "relu"},
+         dtype=BF16),
+    Case("odd-dilated-same", (2, 5, 13, 11), (7, 5, 3, 2),
+         {"auto_pad": "SAME_UPPER", "dilations": [2, 1], "activation": "silu"}),
+    Case("odd-nchw-asym", (1, 6, 9, 10), (10, 6, 2, 3), {"pads": [0, 1, 2, 1], "strides": [2, 1]}, "NCHW"),
+] + [
+    Case(f"dw-{act}-{RESIDUALS[i % 3]}-{'nchw' if i % 2 else 'nhwc'}-{(BF16 if i % 4 == 3 else F16).short}",
+         (2 if i % 3 == 0 else 1, 32, 15, 14), (32, 1, 3, 3),
+         {"group": 32, "pads": [1, 1, 1, 1], "strides": [1 + i % 2] * 2, "activation": act,
+          "activation_params": list(PARAMS.get(act, ())), "residual": RESIDUALS[i % 3]},
+         "NCHW" if i % 2 else "NHWC", BF16 if i % 4 == 3 else F16, bias=i % 5 != 4)
+    for i, act in enumerate(ACTIVATIONS)
+]
+
+
+def test_the_catalogue_covers_each_tactic_and_epilogue():
+    plans = [c.plan() for c in CASES]
+    assert {p.tactic for p in plans} == {"im2col_gemm", "gemm", "depthwise"}
+    assert {c.attrs.get("activation") for c in CASES if c.attrs.get("group")} == set(ACTIVATIONS)
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_every_kernel_compiles_for_every_supported_arch():
+    started = time.perf_counter()
+    jobs: dict[tuple[str, str], str] = {}
+    for case, arch in itertools.product(CASES, SUPPORTED_ARCHS):
+        for step in case.plan().steps:
+            gemm = getattr(step.kernel, "problem", None)
+            if gemm is not None and case.dtype == BF16 and arch == "sm_75":
+                with pytest.raises(CodegenError, match="bf16 GEMM needs sm_80"):
+                    mma_instruction(arch, gemm.dtype)
+                continue
+            jobs.setdefault((step.kernel.name, arch), step.kernel.source)
+    with ThreadPoolExecutor(max(2, min(32, os.cpu_count() or 1))) as pool:
+        futures = {key: pool.submit(compile_cubin, src, *key) for key, src in jobs.items()}
+        cubins = {key: f.result() for key, f in futures.items()}
+    assert all(c.startswith(b"\x7fELF") for c in cubins.values())
+    assert {arch for _, arch in cubins} == set(SUPPORTED_ARCHS)
+    print(f"\n{len(CASES)} conv cases -> {len({n for n, _ in jobs})} kernels, {len(cubins)} cubins "
+          f"in {time.perf_counter() - started:.1f} s")
+
+
+# ---------------------------------------------------------------- plans
+
+def test_im2col_plan_lists_its_launches_and_buffers():
+    plan = CASES[0].plan()
+    assert plan.tactic == "im2col_gemm" and plan.out_shape == (1, 56, 56, 64) and plan.k_padded == 576
+    im2col, gemm = plan.steps
+    assert im2col.buffers == ("X", "workspace") and im2col.kernel.name.startswith("rtx_im2col_")
+    assert gemm.buffers == ("workspace", "W", "bias", "Z", "Y") and gemm.kernel.name.startswith("rtx_gemm_")
+    assert plan.workspace_bytes == 56 * 56 * 576 * 2
+    assert plan.buffers == {"X": ((1, 56, 56, 64), F16), "W": ((64, 576), F16), "workspace": ((3136, 576), F16),
+                            "bias": ((64,), F16), "Z": ((1, 56, 56, 64), F16), "Y": ((1, 56, 56, 64), F16)}
+    p = plan.gemm
+    assert (p.m, p.n, p.k, p.trans_b, p.activation, p.residual) == (3136, 64, 576, True, "relu", "before_activation")
+    assert conv_gemm_tactics(plan) and all(s.grid[0] > 0 for s in plan.steps)
+
+
+def test_first_conv_pads_k_to_a_multiple_of_8_and_reads_nchw():
+    plan = CASES[1].plan()
+    assert plan.k_padded == 152 and plan.buffers["X"] == ((1, 3, 224, 224), F16)
+    assert plan.out_shape == (1, 112, 112, 64) and plan.gemm.vector_a and plan.gemm.vector_b
+    assert "Z" not in plan.buffers and plan.steps[1].buffers == ("workspace", "W", "bias", "Y")
+
+
+def test_a_1x1_conv_over_nhwc_skips_im2col():
+    plan = CASES[2].plan()
+    assert plan.tactic == "gemm" and plan.workspace_bytes == 0 and "workspace" not in plan.buffers
+    (step,) = plan.steps
+    assert step.buffers == ("X", "W", "bias", "Z", "Y") and plan.k_padded == 256
+    nchw = conv_plan((1, 256, 14, 14), (1024, 256, 1, 1), {}, F16, "NCHW")
+    assert nchw.tactic == "im2col_gemm"  # channels are not innermost: the copy transposes
+
+
+def test_depthwise_plan_is_one_direct_kernel():
+    plan = conv_plan((2, 32, 15, 14), (32, 1, 3, 3), {"group": 32, "pads": [1, 1, 1, 1], "residual":
+                                                      "after_activation"}, F16, bias=True)
+    assert plan.tactic == "depthwise" and plan.gemm is None and plan.workspace_bytes == 0
+    (step,) = plan.steps
+    assert step.buffers == ("X", "W", "bias", "Z", "Y") and step.kernel.name.startswith("rtx_dwconv_")
+    assert plan.buffers["W"] == ((32, 9), F16) and plan.out_shape == (2, 15, 14, 32)
+    assert step.grid[0] * step.block[0] >= 2 * 15 * 14 * 32
+
+
+def test_names_are_hashes_and_fp16_bf16_share_im2col():
+    a, b = CASES[0].plan(), CASES[0].plan()
+    assert [s.kernel.name for s in a.steps] == [s.kernel.name for s in b.steps]
+    bf = conv_plan((1, 64, 56, 56), (64, 64, 3, 3), CASES[0].attrs, BF16, bias=True)
+    assert bf.steps[0].kernel.name == a.steps[0].kernel.name and bf.steps[1].kernel.name != a.steps[1].kernel.name
+    assert all("__RTX_KERNEL__" not in s.kernel.source and s.kernel.name in s.kernel.source for s in a.steps)
+
+
+@pytest.mark.parametrize("args, message", [
+    (((1, 8, 9, 9), (8, 4, 3, 3), {"group": 2}), "group 1 and depthwise"),
+    (((1, 8, 9, 9), (16, 1, 3, 3), {"group": 8}), "group 1 and depthwise"),  # channel multiplier
+    (((1, 8, 9), (8, 8, 3), {}), "2-D"),
+    (((1, 8, 9, 9), (8, 8, 3, 3, 3), {}), "2-D"),
+    (((1, 8, None, 9), (8, 8, 3, 3), {}), "static"),
+    (((1, 8, 9, 9), (8, 7, 3, 3), {}), "channels"),
+    (((1, 8, 2, 2), (8, 8, 3, 3), {}), "empty"),
+    (((1, 8, 9, 9), (8, 8, 3, 3), {"strides": [0, 1]}), "strides"),
+    (((1, 8, 9, 9), (8, 8, 3, 3), {"activation": "swish"}), "activation"),
+    (((1, 8, 9, 9), (8, 8, 3, 3), {"kernel_shape": [2, 2]}), "kernel_shape"),
+])
+def test_what_is_not_covered_is_a_codegen_error(args, message):
+    with pytest.raises(CodegenError, match=message):
+        conv_plan(*args, F16)
+
+
+def test_storage_type_and_layout_are_checked():
+    with pytest.raises(CodegenError, match="float16 or bfloat16"):
+        conv_plan((1, 8, 9, 9), (8, 8, 3, 3), {}, DType.FLOAT32)
+    with pytest.raises(CodegenError, match="layout"):
+        conv_plan((1, 8, 9, 9), (8, 8, 3, 3), {}, F16, "CHWN")
+    with pytest.raises(ValueError, match="plan was made"):
+        CASES[0].plan().pack_weights(np.zeros((64, 64, 1, 1), np.float16))
+
+
+# ---------------------------------------------------------------- the layout contract, in numpy
+
+def patch_matrix(x_nchw: np.ndarray, plan, attrs) -> np.ndarray:
+    """What the im2col kernel writes: rows (n, oh, ow), columns (kh, kw, c), zero padded."""
+    n, c, h, w = x_nchw.shape
+    _, oh, ow, _ = plan.out_shape
+    _, _, kh, kw = plan.w_shape
+    win = sliding_window(attrs, (h, w), (kh, kw))
+    consts = {"SH": win.strides[0], "SW": win.strides[1], "PH": win.pads[0], "PW": win.pads[1],
+              "DH": win.dilations[0], "DW": win.dilations[1]}
+    cols = np.zeros((n, oh, ow, kh, kw, c), np.float64)
+    for i, j in itertools.product(range(kh), range(kw)):
+        for y, z in itertools.product(range(oh), range(ow)):
+            ih = y * consts["SH"] - consts["PH"] + i * consts["DH"]
+            iw = z * consts["SW"] - consts["PW"] + j * consts["DW"]
+            if 0 <= ih < h and 0 <= iw < w:
+                cols[:, y, z, i, j, :] = x_nchw[:, :, ih, iw]
+    flat = cols.reshape(n * oh * ow, -1)
+    return np.pad(flat, ((0, 0), (0, plan.k_padded - flat.shape[1])))
+
+
+@pytest.mark.parametrize("case", [CASES[5], CASES[6]], ids=lambda c: c.id)
+def test_packed_weights_times_the_patch_matrix_is_the_reference_conv(case):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, case.x)
+    w = rng.uniform(-1, 1, case.w)
+    plan = case.plan()
+    y = patch_matrix(x, plan, case.attrs) @ plan.pack_weights(w).T  # [N*OH*OW, OC] = NHWC
+    attrs = {k: v for k, v in case.attrs.items() if k not in ("activation", "residual", "activation_params")}
+    ref = find_kernel("Conv")(Node("Conv", ["x", "w"], ["y"], attrs), 1, lambda *a: []).run(x, w)
+    np.testing.assert_allclose(y.reshape(plan.out_shape).transpose(0, 3, 1, 2), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_pack_conv_weights_is_ohwi_flattened_and_zero_padded():
+    w = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    packed = pack_conv_weights(w, 16)
+    assert packed.shape == (2, 16) and not packed[:, 12:].any()
+    np.testing.assert_array_equal(packed[:, :12], w.transpose(0, 2, 3, 1).reshape(2, 12))
+    assert pack_conv_weights(w).shape == (2, 12)
+    with pytest.raises(ValueError):
+        pack_conv_weights(w, 8)
