@@ -15,7 +15,7 @@ from ..errors import ModelError, UnsupportedOpError
 from ..ir.checker import check_model
 from ..ir.graph import Graph, Model, Node, TensorType
 from ..ir.infer import infer_types
-from ..ir.onnx_codec import attr_from_proto, tensor_to_numpy, type_from_proto
+from ..ir.onnx_codec import attr_from_proto, sparse_to_numpy, tensor_to_numpy, type_from_proto
 from ..ir.ops import get_schema
 from .legacy import restore_legacy_resize_defaults, rewrite_coerced_hardmax
 
@@ -136,7 +136,10 @@ def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = F
         except Exception as exc:
             raise ModelError(f"initializer {t.name!r}: cannot read its data ({exc})") from None
     for st in g.sparse_initializer:
-        initializers[st.values.name] = onnx.numpy_helper.to_array(st)
+        try:
+            initializers[st.values.name] = sparse_to_numpy(st, base_dir)
+        except Exception as exc:
+            raise ModelError(f"sparse initializer {st.values.name!r}: cannot read its data ({exc})") from None
     types = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         t = type_from_proto(vi.type)

@@ -22,6 +22,19 @@ def tensor_to_numpy(proto: onnx.TensorProto, base_dir: str | None = None) -> np.
     return array
 
 
+def sparse_to_numpy(proto: onnx.SparseTensorProto, base_dir: str | None = None) -> np.ndarray:
+    """The dense array of a sparse tensor: zeros except at ``indices``, which are either
+    [NNZ] positions in the flattened tensor or [NNZ, rank] coordinates."""
+    values = tensor_to_numpy(proto.values, base_dir)
+    indices = tensor_to_numpy(proto.indices, base_dir)
+    dense = np.zeros(tuple(proto.dims), dtype=values.dtype)
+    if indices.ndim == 1:
+        dense.reshape(-1)[indices] = values
+    else:
+        dense[tuple(indices.T)] = values
+    return dense
+
+
 def numpy_to_tensor(array: np.ndarray, name: str = "") -> onnx.TensorProto:
     if array.dtype == object:
         return helper.make_tensor(
@@ -69,7 +82,7 @@ def attr_from_proto(attr: AttributeProto, graph_from_proto: Callable[[onnx.Graph
     if kind == AttributeProto.TENSOR:
         return tensor_to_numpy(attr.t)
     if kind == AttributeProto.SPARSE_TENSOR:
-        return numpy_helper.to_array(attr.sparse_tensor)
+        return sparse_to_numpy(attr.sparse_tensor)
     if kind == AttributeProto.GRAPH:
         return graph_from_proto(attr.g)
     if kind == AttributeProto.FLOATS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from rtxrt.errors import ModelError, UnsupportedOpError
 from rtxrt.frontend import load_onnx
@@ -131,3 +131,21 @@ def test_upgraded_upsample_samples_like_opset_9():
 
     y = ReferenceExecutor(load_onnx(model)).run({"x": np.array([[1, 2, 4]], np.float32)})["y"]
     np.testing.assert_allclose(y, [[1, 1.5, 2, 3, 4, 4]])
+
+
+def test_sparse_initializers_and_sparse_constants_become_dense_tensors():
+    def sparse(name, values, indices):
+        return helper.make_sparse_tensor(numpy_helper.from_array(np.array(values, np.float32), name),
+                                         numpy_helper.from_array(np.array(indices, np.int64), f"{name}_idx"),
+                                         [2, 3])
+
+    dense = np.array([[0, 5, 0], [0, 0, 7]], np.float32)
+    model = make_model(
+        [helper.make_node("Constant", [], ["c"], sparse_value=sparse("c", [5, 7], [[0, 1], [1, 2]])),
+         helper.make_node("Add", ["x", "w"], ["s"]), helper.make_node("Add", ["s", "c"], ["y"])],
+        [("x", TensorProto.FLOAT, [2, 3])], [("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model.graph.sparse_initializer.append(sparse("w", [5, 7], [1, 5]))  # linear indices
+    graph = load_onnx(model).graph
+    np.testing.assert_array_equal(graph.initializers["w"], dense)
+    np.testing.assert_array_equal(graph.nodes[0].attrs["value"], dense)

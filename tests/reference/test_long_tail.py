@@ -44,6 +44,18 @@ def test_if_runs_the_branch_its_condition_picks_and_branches_see_the_enclosing_s
     assert execute(model, {"cond": np.array(False), "a": a, "b": b})[0].tolist() == [3, 4]
 
 
+def test_a_branch_may_return_an_enclosing_value_whose_last_node_reader_ran_before_the_if():
+    # r is read by Neg before the If; the then branch returns r itself, with no node reading it.
+    then_branch = Graph([], [], ["r"], name="then")
+    else_branch = Graph([], [], ["n"], name="else")
+    nodes = [Node("Relu", ["x"], ["r"], name="relu"), Node("Neg", ["r"], ["n"], name="neg"),
+             Node("If", ["cond"], ["y"], {"then_branch": then_branch, "else_branch": else_branch}, name="if")]
+    model = infer_types(Model(Graph(nodes, ["cond", "x"], ["y"], {"cond": t(np.bool_), "x": t(F32, 2)}), {"": 21}))
+    x = np.array([-1, 2], F32)
+    assert execute(model, {"cond": np.array(True), "x": x})[0].tolist() == [0, 2]
+    assert execute(model, {"cond": np.array(False), "x": x})[0].tolist() == [-0.0, -2]
+
+
 def test_if_output_type_keeps_what_both_branches_agree_on():
     assert out_type(if_model(t(F32, 2, "n"), t(F32, 2, "n"))) == t(F32, 2, "n")
     assert out_type(if_model(t(F32, 2, 3), t(F32, 2, 5))) == t(F32, 2, None)

@@ -145,14 +145,17 @@ def _check_one(name: str, array: np.ndarray, declared: TensorType, symbols: dict
 
 
 def _last_uses(graph: Graph) -> dict[str, int]:
+    """The index of the last node of ``graph`` that reads each value, its subgraphs included."""
     last: dict[str, int] = {}
     for index, node in enumerate(graph.nodes):
         for name in node.inputs:
-            if name:
-                last[name] = index
-        for sub in node.subgraphs():  # values a subgraph reads from this scope stay alive
-            for inner in sub.walk():
-                for name in inner.inputs:
-                    if name:
-                        last[name] = max(last.get(name, index), index)
+            last[name] = index
+        for sub in node.subgraphs():  # values a subgraph reads or returns from this scope stay alive
+            for inner in sub.graphs():
+                for name in inner.outputs:
+                    last[name] = index
+                for inner_node in inner.nodes:
+                    for name in inner_node.inputs:
+                        last[name] = index
+    last.pop("", None)
     return last
