@@ -57,12 +57,12 @@ def align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def place(kinds_lengths: list[tuple[str, int]]) -> tuple[list[int], int]:
-    """Offsets of sections laid out in order, each at the next multiple of ALIGN, and the
-    resulting file size. The layout is canonical: readers reject any other placement."""
-    pos = HEADER.size + ENTRY.size * len(kinds_lengths)
+def place(lengths: list[int]) -> tuple[list[int], int]:
+    """Offsets of sections of these lengths laid out in order, each at the next multiple of
+    ALIGN, and the resulting file size. The layout is canonical: readers reject any other placement."""
+    pos = HEADER.size + ENTRY.size * len(lengths)
     offsets = []
-    for _, length in kinds_lengths:
+    for length in lengths:
         pos = align(pos)
         offsets.append(pos)
         pos += length
@@ -130,7 +130,7 @@ def read_table(buf: memoryview, label: str) -> tuple[tuple[int, int], list[Secti
             raise bad(f"section {section.name} appears twice")
         sections.append(section)
 
-    offsets, expected_size = place([(s.kind, s.length) for s in sections])
+    offsets, expected_size = place([s.length for s in sections])
     for section, expected in zip(sections, offsets):
         if section.offset != expected:
             raise bad(f"section {section.name} starts at byte {section.offset}, expected {expected} "
@@ -141,8 +141,7 @@ def read_table(buf: memoryview, label: str) -> tuple[tuple[int, int], list[Secti
     if file_size != expected_size:
         raise bad(f"header says the file has {file_size} bytes but its sections end at byte "
                   f"{expected_size} (the file is damaged)")
-    if size < file_size:
-        raise bad(f"truncated: the file should have {file_size} bytes but has {size}")
+    # Every section ends within the file (checked above), so it cannot be shorter than file_size.
     if size > file_size:
         raise bad(f"the file has {size} bytes but should have {file_size} (trailing data)")
     # Padding is not covered by any checksum, so insist it is zero: then every byte is checked.

@@ -46,13 +46,8 @@ def read_rtxir(source: str | os.PathLike | bytes | bytearray | memoryview, *,
     """Load a Model. From a path with ``mmap_weights``, tensors are read-only views of a
     memory map of the file; otherwise they are views of the given or read bytes."""
     with _File.open(source, mmap_weights) as f:
-        for kind in f.sections.keys() - layout.SECTION_NAMES.keys():
-            f.section(kind)  # unknown sections are skipped, but damage in them is still damage
-        meta = f.meta()
-        decoder = _Decoder(f)
-        graph = decoder.graph(decoder.get(f.json(layout.GRAPH), "graph", dict, "GRAPH"), 0, "GRAPH")
-        return Model(graph=graph, opsets=meta["opsets"], producer=meta["producer"],
-                     metadata=meta["metadata"])
+        model, _, _, _ = _read_model(f)
+        return model
 
 
 @dataclass
@@ -69,13 +64,7 @@ class RefitRecipe:
 def read_refit_recipe(source: str | os.PathLike | bytes | bytearray | memoryview) -> RefitRecipe:
     """Read a file for refit; tensors are writable copies, independent of the file."""
     with _File.open(source, False) as f:
-        for kind in f.sections.keys() - layout.SECTION_NAMES.keys():
-            f.section(kind)
-        meta = f.meta()
-        decoder = _Decoder(f)
-        top = f.json(layout.GRAPH)
-        model = Model(graph=decoder.graph(decoder.get(top, "graph", dict, "GRAPH"), 0, "GRAPH"),
-                      opsets=meta["opsets"], producer=meta["producer"], metadata=meta["metadata"])
+        model, meta, top, decoder = _read_model(f)
         recipe = None
         if "source" in top:
             obj = decoder.get(top, "source", dict, "GRAPH")
@@ -84,6 +73,18 @@ def read_refit_recipe(source: str | os.PathLike | bytes | bytearray | memoryview
             graph = decoder.graph(decoder.get(obj, "graph", dict, "GRAPH source"), 0, "GRAPH source", order)
             recipe = RefitSource(Model(graph=graph, **info), order)
         return RefitRecipe(model, meta["options"], meta["rtxrt_version"], recipe)
+
+
+def _read_model(f: "_File") -> tuple[Model, dict, dict, "_Decoder"]:
+    """The model of a file, its checked META, its GRAPH JSON and the decoder that read it."""
+    for kind in f.sections.keys() - layout.SECTION_NAMES.keys():
+        f.section(kind)  # unknown sections are skipped, but damage in them is still damage
+    meta = f.meta()
+    decoder = _Decoder(f)
+    top = f.json(layout.GRAPH)
+    model = Model(graph=decoder.graph(decoder.get(top, "graph", dict, "GRAPH"), 0, "GRAPH"),
+                  opsets=meta["opsets"], producer=meta["producer"], metadata=meta["metadata"])
+    return model, meta, top, decoder
 
 
 def read_header(source: str | os.PathLike | bytes | bytearray | memoryview) -> RtxirInfo:

@@ -86,7 +86,7 @@ def pack_sections(stream: BinaryIO, parts: list[tuple[str, list[Chunk]]], *,
         for chunk in chunks:
             digest.update(chunk)
         measured.append((kind, sum(len(c) for c in chunks), digest.digest()))
-    offsets, file_size = layout.place([(kind, length) for kind, length, _ in measured])
+    offsets, file_size = layout.place([length for _, length, _ in measured])
     sections = [Section(kind, off, length, sha) for (kind, length, sha), off in zip(measured, offsets)]
     header = layout.pack_header(sections, file_size, version)
     stream.write(header)

@@ -68,7 +68,3 @@ def normalize_axis(ctx: InferenceContext, axis: int, rank: int) -> int:
 
 def as_int_list(array: np.ndarray | None) -> list[int] | None:
     return None if array is None else [int(v) for v in np.asarray(array).reshape(-1)]
-
-
-def unknown_shape(dtype: DType, count: int = 1) -> list[TensorType | None]:
-    return [TensorType(dtype, None) for _ in range(count)]
