@@ -28,7 +28,11 @@ def aot_compile(source: OnnxSource, options: AotOptions | None = None) -> AotRes
     start = time.perf_counter()
     model = load_onnx(source)
     recipe = source_recipe(model) if options.weightless else None
-    report = optimize(model, options) if options.optimize else AotReport(len(model.graph.nodes), len(model.graph.nodes))
+    if options.optimize:
+        report = optimize(model, options)
+    else:
+        report = AotReport(nodes_before=len(model.graph.nodes))
+        report.finish(model)
     report.seconds = time.perf_counter() - start
     report.weightless = options.weightless
     return AotResult(model, report, recipe)

@@ -21,12 +21,10 @@ from rtxrt.aot.pipeline import _CLEANUP, load_pass
 from rtxrt.backends.reference.executor import ReferenceExecutor
 from rtxrt.format import to_bytes
 from rtxrt.frontend.onnx_import import load_onnx
-from rtxrt.ir.checker import check_model
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Graph, Model, Node, TensorType
 from rtxrt.ir.infer import infer_types
-from rtxrt.ir.rewrite import prune_types
-from tests.aot.helpers import ops, recheck
+from tests.aot.helpers import apply, ops, recheck
 from tests.helpers import make_model
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
@@ -394,8 +392,5 @@ def test_the_light_resnet50_weight_generators_fold_away():
     model = load_onnx(onnx.load(LIGHT_RESNET50))
     assert len(model.graph.nodes) == 415
     for module, function in _CLEANUP:
-        if load_pass(module, function)(model, AotOptions()).changed:
-            prune_types(model.graph)
-            infer_types(model)
-            check_model(model)
+        apply(load_pass(module, function), model)
     assert "ConstantOfShape" not in ops(model) and len(model.graph.nodes) == 415 - 239

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from rtxrt.aot import aot_compile
+from rtxrt.aot import AotOptions, aot_compile
 from rtxrt.aot.passes.fold_batchnorm import fold_batchnorm
 from rtxrt.aot.passes.fuse_conv import fuse_conv
 from rtxrt.aot.passes.fuse_gemm import fuse_gemm
@@ -472,3 +472,12 @@ def test_light_zoo_resnet50_falls_to_at_most_80_nodes():
     assert report.nodes_before == 415 and report.nodes_after <= 80
     assert report.fusions["BatchNormalization→Conv"] == 53
     assert sum(v for k, v in report.fusions.items() if k.startswith("Conv")) == 53
+
+
+def test_a_build_without_the_passes_still_reports_its_weights_and_ops():
+    """--no-optimize runs no pass, but the report still describes the graph it writes."""
+    proto = build([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], X, {"y": OUT}, {"w": rand(8, 4, 3, 3)})
+    report = aot_compile(proto, AotOptions(optimize=False)).report
+    assert (report.nodes_before, report.nodes_after, report.passes) == (1, 1, [])
+    assert report.weight_bytes_by_dtype == report.device_weight_bytes_by_dtype == {"float32": 8 * 4 * 3 * 3 * 4}
+    assert report.op_counts == {"Conv": 1}

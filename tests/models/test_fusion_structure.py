@@ -168,7 +168,8 @@ def test_attention_and_layernorm_one_node_each(name, zoo_build):
         q = graph.types[node.inputs[0]]
         heads = q.shape[1] if q.rank == 4 else node.attr("q_num_heads")
         assert heads == want.heads, f"{node.label}: {heads} heads, want {want.heads}"
-        scale = node.attr("scale", want.head_size ** -0.5)  # ONNX's default is 1/sqrt(head size)
+        head_size = q.shape[3] if q.rank == 4 else q.shape[2] // heads
+        scale = node.attr("scale", head_size ** -0.5)  # ONNX's default: 1/sqrt of q's head size
         assert scale == pytest.approx(want.head_size ** -0.5, rel=1e-6), f"{node.label}: scale {scale}"
         has_mask = len(node.inputs) > 3 and bool(node.inputs[3]) or bool(node.attr("is_causal", 0))
         assert has_mask == want.masked, f"{node.label}: inputs {node.inputs}, attributes {node.attrs}"

@@ -195,14 +195,14 @@ class ShapeAnalysis:
             except ValueError:
                 better = None
         elif node.op_type == "Slice":
-            better = self._slice_prefix(node, p, x)
+            better = self._slice_prefix(p, x)
         elif node.op_type in _BROADCASTING:
             better = self._broadcast_prefix(node)
         if better is None or len(better) != len(t.shape):
             return t
         return TensorType(t.dtype, tuple(b if d is None else d for d, b in zip(t.shape, better)))
 
-    def _slice_prefix(self, node: Node, p: list[Partial | None], x: TensorType | None) -> tuple[Dim, ...] | None:
+    def _slice_prefix(self, p: list[Partial | None], x: TensorType | None) -> tuple[Dim, ...] | None:
         """``table[:n]`` along an axis of static size D: min(n, D), named by a fresh symbol
         remembered as "at most n" (see _broadcast_prefix)."""
         if x is None or x.shape is None or len(p) < 4 or any(q is None or len(q.elems) != 1 for q in p[1:4]):
