@@ -9,9 +9,7 @@ fp16 and bf16 (bf16 GEMMs are refused on sm_75, which generation says)."""
 from __future__ import annotations
 
 import itertools
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +25,8 @@ from rtxrt.jit.codegen import CodegenError
 from rtxrt.jit.codegen.conv import conv_gemm_tactics, conv_plan, pack_conv_weights
 from rtxrt.jit.codegen.gemm import mma_instruction
 from rtxrt.jit.device import SUPPORTED_ARCHS
-from rtxrt.jit.nvrtc import compile_cubin
+
+from .helpers import compile_jobs
 
 F16, BF16 = DType.FLOAT16, DType.BFLOAT16
 PARAMS = {"leaky_relu": (0.2,), "clip": (-0.5, 0.75), "hard_sigmoid": (0.25, 0.4)}
@@ -88,9 +87,7 @@ def test_every_kernel_compiles_for_every_supported_arch():
                     mma_instruction(arch, gemm.dtype)
                 continue
             jobs.setdefault((step.kernel.name, arch), step.kernel.source)
-    with ThreadPoolExecutor(max(2, min(32, os.cpu_count() or 1))) as pool:
-        futures = {key: pool.submit(compile_cubin, src, *key) for key, src in jobs.items()}
-        cubins = {key: f.result() for key, f in futures.items()}
+    cubins = compile_jobs(jobs)
     assert all(c.startswith(b"\x7fELF") for c in cubins.values())
     assert {arch for _, arch in cubins} == set(SUPPORTED_ARCHS)
     print(f"\n{len(CASES)} conv cases -> {len({n for n, _ in jobs})} kernels, {len(cubins)} cubins "

@@ -11,9 +11,7 @@ operands, padded leading dims). bf16 is skipped on sm_75, where generation says 
 from __future__ import annotations
 
 import itertools
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -31,6 +29,8 @@ from rtxrt.jit.codegen.gemm import (
     mma_instruction,
 )
 from rtxrt.jit.device import SUPPORTED_ARCHS
+
+from .helpers import compile_jobs
 from rtxrt.jit.nvrtc import KernelCompileError, compile_cubin
 
 F16, BF16, F32 = DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32
@@ -112,9 +112,7 @@ def test_every_kernel_compiles_for_every_supported_arch():
         kernel = gemm_kernel(case.problem, case.tactic, arch)
         jobs.setdefault((kernel.name, arch), kernel.source)
     generated = time.perf_counter() - started
-    with ThreadPoolExecutor(max(2, min(32, os.cpu_count() or 1))) as pool:
-        futures = {key: pool.submit(compile_cubin, source, key[0], key[1]) for key, source in jobs.items()}
-        cubins = {key: future.result() for key, future in futures.items()}
+    cubins = compile_jobs(jobs)
     assert all(c.startswith(b"\x7fELF") and len(c) > 4096 for c in cubins.values())
     assert {arch for _, arch in cubins} == set(SUPPORTED_ARCHS)
     print(f"\n{len(CASES)} cases -> {len({n for n, _ in jobs})} distinct kernels, generated in {generated:.2f} s; "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import zlib
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -29,6 +28,8 @@ from rtxrt.jit.codegen import CodegenError
 from rtxrt.jit.codegen.conv import ConvPlan, conv_plan
 from rtxrt.jit.codegen.gemm import mma_instruction
 from rtxrt.jit.nvrtc import compile_many
+
+from .helpers import random, storage, to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -64,20 +65,6 @@ CASES = [
 ]
 
 
-def storage(dtype: DType) -> np.dtype:
-    return np.dtype(ml_dtypes.bfloat16) if dtype == BF16 else np.dtype(np.float16)
-
-
-def random(rng: np.random.Generator, shape: tuple[int, ...], dtype: DType, scale: float = 1.0) -> np.ndarray:
-    values = (rng.uniform(-1.0, 1.0, shape) * scale).astype(storage(dtype))
-    values[values == 0] = storage(dtype).type(scale)  # never zeros
-    return values
-
-
-def to_device(array: np.ndarray):
-    import cupy
-
-    return cupy.asarray(np.ascontiguousarray(array).view(np.uint16))
 
 
 @pytest.fixture(scope="module")

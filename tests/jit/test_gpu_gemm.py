@@ -25,7 +25,6 @@ import statistics
 import zlib
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -43,6 +42,8 @@ from rtxrt.jit.codegen.gemm import (
     mma_instruction,
 )
 from rtxrt.jit.nvrtc import compile_many
+
+from .helpers import random, storage, to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -147,22 +148,6 @@ def kernels(device, tmp_path_factory) -> Kernels:
 
 # ---------------------------------------------------------------- helpers
 
-def storage(dtype: DType) -> np.dtype:
-    return np.dtype(ml_dtypes.bfloat16) if dtype == BF16 else np.dtype(dtype.numpy)
-
-
-def random(rng: np.random.Generator, shape: tuple[int, ...], dtype: DType, scale: float = 1.0) -> np.ndarray:
-    values = (rng.uniform(-1.0, 1.0, shape) * scale).astype(storage(dtype))
-    values[values == 0] = storage(dtype).type(scale)  # never zeros
-    return values
-
-
-def to_device(array: np.ndarray):
-    """CuPy has no bfloat16: 16-bit floats travel as their bits."""
-    import cupy
-
-    array = np.ascontiguousarray(array)
-    return cupy.asarray(array.view(np.uint16) if array.itemsize == 2 else array)
 
 
 def poisoned(shape: tuple[int, ...], dtype: DType):

@@ -25,7 +25,6 @@ differ from it by one ulp.)
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,13 +38,13 @@ from ...ir.ops.conv import sliding_window
 from . import CodegenError
 from . import ctypes_map as C
 from .elementwise import KernelArg, KernelSource, LaunchPolicy
+from .kernel_source import KERNEL_NAME, kernel_name
 from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from .gemm import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
 
 LAYOUTS = ("NHWC", "NCHW")
 STORAGE_DTYPES = (DType.FLOAT16, DType.BFLOAT16)
 K_ALIGN = 8  # patch-matrix columns are padded to this many: 16-byte rows for the GEMM
-_NAME = "__RTX_KERNEL__"
 
 
 @dataclass(frozen=True)
@@ -241,8 +240,8 @@ class _Geometry:
 
 
 def _named(prefix: str, source: str) -> tuple[str, str]:
-    name = prefix + hashlib.sha256(source.encode()).hexdigest()[:20]
-    return name, source.replace(_NAME, name)
+    name = kernel_name(prefix, source)
+    return name, source.replace(KERNEL_NAME, name)
 
 
 def _im2col_kernel(g: _Geometry, k: int, dtype: DType) -> KernelSource:
@@ -253,7 +252,7 @@ def _im2col_kernel(g: _Geometry, k: int, dtype: DType) -> KernelSource:
     source = f"""{g.constants()}constexpr int KC = {g.kh * g.kw * g.c}, KP = {k};
 constexpr long long TOTAL = {m}LL * KP;
 
-extern "C" __global__ void __launch_bounds__(256) {_NAME}(const unsigned short* __restrict__ X,
+extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const unsigned short* __restrict__ X,
                                                           unsigned short* __restrict__ workspace) {{
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
        i += (long long)gridDim.x * blockDim.x) {{
@@ -310,7 +309,7 @@ template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) {{ return (
 template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) {{ return (a <= b || a != a) ? a : b; }}
 __device__ {inline} float rtx_act(float x) {{ return {activation_expr(p.activation, p.params)}; }}
 
-extern "C" __global__ void __launch_bounds__(256) {_NAME}({", ".join(params)}) {{
+extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(params)}) {{
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
        i += (long long)gridDim.x * blockDim.x) {{
     const int c = (int)(i % C);

@@ -15,7 +15,6 @@ the tiled output. Neighbouring dims walked alike are merged, so few divisions re
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 
@@ -24,12 +23,12 @@ import numpy as np
 from ...ir.dtypes import DType
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import BLOCK, KernelArg, KernelSource, LaunchPolicy
+from .kernel_source import (KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, grid_stride_loop, index_type,
+                            kernel_name, loop_kernel)
 
 MAX_CONCAT_INPUTS = 8
 CAST_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
 _BYTES = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long"}
-_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 _INT32_LIMIT = 2**31
 
 
@@ -142,7 +141,7 @@ def concat_kernel(shapes: Sequence[Sequence[int]], axis: int, dtype: DType) -> K
     outer = math.prod(out[:axis])
     rows = [math.prod(s[axis:]) for s in shapes]  # elements of one input row
     width = sum(rows)
-    index, suffix = _index_type(total)
+    index, suffix = index_type(total)
     elem = _BYTES[dtype.itemsize]
     body = []
     if outer > 1:
@@ -181,7 +180,7 @@ def gather_kernel(shape: Sequence[int], indices_shape: Sequence[int], axis: int,
     outer, size, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
     count = math.prod(indices_shape)
     total = math.prod(out)
-    index, suffix = _index_type(max(total, math.prod(shape)))
+    index, suffix = index_type(max(total, math.prod(shape)))
     elem = _BYTES[dtype.itemsize]
     body = [
         f"{index} r = i;",
@@ -210,7 +209,7 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
     C.check(src), C.check(dst)
     total = math.prod(out)
     dims, walk = _collapse(list(out), list(mults))
-    index, suffix = _index_type(max(total, math.prod(in_shape)))
+    index, suffix = index_type(max(total, math.prod(in_shape)))
     wide = max(total, math.prod(in_shape)) >= _INT32_LIMIT
     offset_type, lsuf = ("long long", "LL") if wide else ("int", "")
     body = []
@@ -262,34 +261,20 @@ def _collapse(dims: list[int], mults: list[int]) -> tuple[list[int], list[int]]:
 
 def _kernel_source(comment: str, params: list[str], total: int, body: list[str], prelude: bool = False,
                    index: tuple[str, str] | None = None) -> str:
-    index, suffix = index or _index_type(total)
-    return "\n".join([
-        f"// rtxrt data movement kernel: {comment}",
-        *([C.PRELUDE.strip()] if prelude else []),
-        f'extern "C" __global__ void __launch_bounds__({BLOCK}) {_NAME}({", ".join(params)}) {{',
-        (f"  for ({index} i = blockIdx.x * ({index})blockDim.x + threadIdx.x; i < {total}{suffix};"
-         f" i += ({index})gridDim.x * blockDim.x) {{"),
-        *(f"    {line}" for line in body),
-        "  }",
-        "}",
-        "",
-    ])
+    index, suffix = index or index_type(total)
+    head = [f"// rtxrt data movement kernel: {comment}", *([C.PRELUDE.strip()] if prelude else [])]
+    return loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
 
 
 def _finish(prefix: str, source: str, total: int, args: list[KernelArg]) -> KernelSource:
-    name = prefix + hashlib.sha256(source.encode()).hexdigest()[:20]
-    return KernelSource(name, source.replace(_NAME, name), LaunchPolicy(total), tuple(args))
+    name = kernel_name(prefix, source)
+    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(total), tuple(args))
 
 
 def _with_output_shape(kernel: KernelSource, shape: tuple[int, ...]) -> KernelSource:
     args = tuple(KernelArg(a.name, a.role, a.index, a.dtype, shape) if a.role == "output" else a
                  for a in kernel.args)
     return KernelSource(kernel.name, kernel.source, kernel.launch, args)
-
-
-def _index_type(total: int) -> tuple[str, str]:
-    """32-bit loop indexes while ``i + gridDim * blockDim`` cannot wrap, else 64-bit."""
-    return ("unsigned int", "u") if 2 * total + BLOCK < 2**32 else ("unsigned long long", "ull")
 
 
 def _contiguous(shape: Sequence[int]) -> list[int]:

@@ -13,7 +13,6 @@ and the runtime runs that node with the reference backend.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ from ...ir.graph import Graph, Node, TensorType
 from ...ir.ops.elementwise_chain import ELEMENTWISE_OPS
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import BLOCK, KernelArg, KernelSource, LaunchPolicy
+from .kernel_source import (KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, grid_stride_loop, index_type,
+                            kernel_name, loop_kernel)
 
 _ONNX = ("", "ai.onnx")
-_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 
 # Device helpers the op expressions use: NaN-propagating min/max (numpy's maximum/minimum),
 # numpy's logaddexp(0, x), Python's float and integer modulo, and wrapping integer power.
@@ -148,8 +147,8 @@ class _Generator:
                 for k, (p, t) in enumerate(zip(self.positions, self.inputs))]
         args += [KernelArg(f"out{j}", "output", j, C.check(d), shape) for j, d in enumerate(storage)]
         source = self._source(shape, args, outputs)
-        name = "rtx_ew_" + hashlib.sha256(source.encode()).hexdigest()[:20]
-        return KernelSource(name, source.replace(_NAME, name), LaunchPolicy(math.prod(shape)), tuple(args))
+        name = kernel_name("rtx_ew_", source)
+        return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(math.prod(shape)), tuple(args))
 
     # ---------------------------------------------------------------- ops
 
@@ -178,8 +177,7 @@ class _Generator:
 
     def _source(self, shape: tuple[int, ...], args: list[KernelArg], outputs: list[_Value]) -> str:
         total = math.prod(shape)
-        small = 2 * total + BLOCK < 2**32
-        index, suffix = ("unsigned int", "u") if small else ("unsigned long long", "ull")
+        index, suffix = index_type(total)
         dims, strides = _collapse(shape, [self._strides(a.shape, shape) for a in args if a.role == "input"])
         coords = [f"c{d}" for d in range(len(dims))]
         read = {n for node in self.body.nodes for n in node.inputs} | set(self.body.outputs)
@@ -206,17 +204,9 @@ class _Generator:
                 expr = C.round_to(expr, value.dtype)
             lines.append(f"const {C.register_type(value.dtype)} {value.var} = {expr};")
         body = [*_coordinates(dims, coords, index, strides), *loads, *lines, *stores]
-        return "\n".join([
-            f"// rtxrt elementwise kernel: {', '.join(ops)} over shape {list(shape)}",
-            C.PRELUDE.strip(), HELPERS.strip(),
-            f'extern "C" __global__ void __launch_bounds__({BLOCK}) {_NAME}({", ".join(params)}) {{',
-            (f"  for ({index} i = blockIdx.x * ({index})blockDim.x + threadIdx.x; i < {total}{suffix};"
-             f" i += ({index})gridDim.x * blockDim.x) {{"),
-            *(f"    {line}" for line in body),
-            "  }",
-            "}",
-            "",
-        ])
+        head = [f"// rtxrt elementwise kernel: {', '.join(ops)} over shape {list(shape)}",
+                C.PRELUDE.strip(), HELPERS.strip()]
+        return loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
 
     def _strides(self, shape: tuple[int, ...], space: tuple[int, ...]) -> list[int]:
         """Element strides of a contiguous input of ``shape`` over the iteration ``space``:

@@ -32,7 +32,6 @@ elementwise kernels: the kernel's parameters are pointers only (``KernelSource.a
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -41,7 +40,7 @@ from ...ir.dtypes import DType
 from . import CodegenError
 from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from . import ctypes_map as C
-from .kernel_source import KernelArg, KernelSource
+from .kernel_source import KERNEL_NAME, KernelArg, KernelSource, kernel_name
 
 INPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16)
 OUTPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
@@ -49,7 +48,6 @@ MAX_STATIC_SMEM = 48 * 1024  # bytes of static shared memory a block may declare
 MAX_GRID_X, MAX_GRID_YZ = 2**31 - 1, 65535
 MAX_DIM = 2**31 - 1 - 256  # M, N, K: 32-bit row and column indexes, a tile beyond the edge
 PAD = 8  # elements of padding per shared-memory row (16 bytes): conflict-free ldmatrix
-_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 F32 = DType.FLOAT32
 
 
@@ -340,8 +338,8 @@ def gemm_kernel(problem: GemmProblem, tactic: GemmTactic, arch: str | None = Non
     launch = GemmLaunch(tactic.grid(problem), (tactic.threads, 1, 1),
                         2 * tactic.stages * (_a_tile(tactic) + _b_tile(tactic, problem.trans_b)))
     source = _source(problem, tactic)
-    name = "rtx_gemm_" + hashlib.sha256(source.encode()).hexdigest()[:20]
-    return GemmKernel(name, source.replace(_NAME, name), launch, _args(problem), problem, tactic)
+    name = kernel_name("rtx_gemm_", source)
+    return GemmKernel(name, source.replace(KERNEL_NAME, name), launch, _args(problem), problem, tactic)
 
 
 def _args(p: GemmProblem) -> tuple[KernelArg, ...]:

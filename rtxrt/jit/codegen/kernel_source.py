@@ -5,6 +5,8 @@ This module imports nothing from the generators, so each of them can import it.
 """
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...ir.dtypes import DType
@@ -57,3 +59,39 @@ class KernelSource:
     @property
     def outputs(self) -> tuple[KernelArg, ...]:
         return tuple(a for a in self.args if a.role == "output")
+
+
+KERNEL_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
+
+
+def kernel_name(prefix: str, source: str) -> str:
+    """``prefix`` and a hash of ``source``: the same source gets the same name."""
+    return prefix + hashlib.sha256(source.encode()).hexdigest()[:20]
+
+
+def index_type(total: int) -> tuple[str, str]:
+    """32-bit loop indexes while ``i + gridDim * blockDim`` cannot wrap, else 64-bit."""
+    return ("unsigned int", "u") if 2 * total + BLOCK < 2**32 else ("unsigned long long", "ull")
+
+
+def grid_stride_loop(index: str, suffix: str, total: int, var: str = "i") -> str:
+    """The opening line of a loop of ``var`` over ``[0, total)``, one step a thread of the grid."""
+    return (f"for ({index} {var} = blockIdx.x * ({index})blockDim.x + threadIdx.x; {var} < {total}{suffix};"
+            f" {var} += ({index})gridDim.x * blockDim.x) {{")
+
+
+def loop_kernel(head: Sequence[str], params: Sequence[str], loop: str, body: Sequence[str], *,
+                block: int = BLOCK, before_loop: Sequence[str] = ()) -> str:
+    """The source of a kernel named ``KERNEL_NAME``: the ``head`` lines (comment, preludes), then
+    ``extern "C" __global__`` over ``params``, whose body is ``loop`` (an opening ``for`` line)
+    around the ``body`` lines."""
+    return "\n".join([
+        *head,
+        f'extern "C" __global__ void __launch_bounds__({block}) {KERNEL_NAME}({", ".join(params)}) {{',
+        *before_loop,
+        f"  {loop}",
+        *(f"    {line}" for line in body),
+        "  }",
+        "}",
+        "",
+    ])

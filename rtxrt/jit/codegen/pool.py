@@ -13,7 +13,6 @@ MaxPool's optional Indices output is not generated (CodegenError).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,12 +21,11 @@ from ...ir.dtypes import DType
 from ...ir.ops.conv import sliding_window
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import BLOCK, KernelArg, KernelSource, LaunchPolicy
+from .kernel_source import KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, grid_stride_loop, index_type, kernel_name, loop_kernel
 
 POOL_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
 LAYOUTS = ("NCHW", "NHWC")
 WARP = 32
-_NAME = "__RTX_KERNEL__"
 _NEG_INF = "__uint_as_float(0xff800000u)"
 # NaN-propagating max (numpy's max over a global window propagates NaN)
 _GMAX = "((v > acc || v != v) ? v : acc)"
@@ -66,7 +64,7 @@ def _window_pool(op_type: str, shape: tuple[int, ...], dtype: DType, attrs: dict
     top, left, bottom, right = win.pads
     out = (n, c, oh, ow) if layout == "NCHW" else (n, oh, ow, c)
     total = math.prod(out)
-    index, suffix = _index_type(max(total, math.prod(shape)))
+    index, suffix = index_type(max(total, math.prod(shape)))
     off = "long long" if math.prod(shape) >= 2**31 else "int"
     if layout == "NCHW":
         coords = [f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
@@ -121,8 +119,7 @@ def _window_pool(op_type: str, shape: tuple[int, ...], dtype: DType, attrs: dict
         ]
     comment = (f"{op_type} {layout} {list(shape)} -> {list(out)} kernel {[kh, kw]} strides {[sh, sw]} "
                f"dilations {[dh, dw]} pads {list(win.pads)}")
-    loop = (f"for ({index} i = blockIdx.x * ({index})blockDim.x + threadIdx.x; i < {total}{suffix};"
-            f" i += ({index})gridDim.x * blockDim.x) {{")
+    loop = grid_stride_loop(index, suffix, total)
     return _finish("rtx_pool_", comment, dtype, shape, out, loop, body, total)
 
 
@@ -137,7 +134,7 @@ def _global_pool(average: bool, shape: tuple[int, ...], dtype: DType, layout: st
     spatial = math.prod(shape[2:] if layout == "NCHW" else shape[1:-1])
     out = (n, c, *[1] * (len(shape) - 2)) if layout == "NCHW" else (n, *[1] * (len(shape) - 2), c)
     outputs = n * c
-    index, suffix = _index_type(max(outputs * WARP, math.prod(shape)))
+    index, suffix = index_type(max(outputs * WARP, math.prod(shape)))
     init = "0.0f" if average else _NEG_INF
     combine = "acc += v;" if average else f"acc = {_GMAX};"
     result = f"acc / {C.literal(float(spatial), DType.FLOAT32)}" if average else "acc"
@@ -158,8 +155,7 @@ def _global_pool(average: bool, shape: tuple[int, ...], dtype: DType, layout: st
         ]
     else:
         threads = outputs
-        loop = (f"for ({index} o = blockIdx.x * ({index})blockDim.x + threadIdx.x; o < {outputs}{suffix};"
-                f" o += ({index})gridDim.x * blockDim.x) {{")
+        loop = grid_stride_loop(index, suffix, outputs, "o")
         body = [
             f"const {index} base = (o / {c}{suffix}) * {spatial * c}{suffix} + o % {c}{suffix};",
             f"float acc = {init};",
@@ -175,21 +171,8 @@ def _global_pool(average: bool, shape: tuple[int, ...], dtype: DType, layout: st
 def _finish(prefix: str, comment: str, dtype: DType, shape: tuple[int, ...], out: tuple[int, ...],
             loop: str, body: list[str], threads: int) -> KernelSource:
     storage = C.storage_type(dtype)
-    source = "\n".join([
-        f"// rtxrt pooling kernel: {comment}",
-        C.PRELUDE.strip(),
-        (f'extern "C" __global__ void __launch_bounds__({BLOCK}) {_NAME}('
-         f"const {storage}* __restrict__ in0, {storage}* __restrict__ out0) {{"),
-        f"  {loop}",
-        *(f"    {line}" for line in body),
-        "  }",
-        "}",
-        "",
-    ])
-    name = prefix + hashlib.sha256(source.encode()).hexdigest()[:20]
+    source = loop_kernel([f"// rtxrt pooling kernel: {comment}", C.PRELUDE.strip()],
+                         [f"const {storage}* __restrict__ in0", f"{storage}* __restrict__ out0"], loop, body)
+    name = kernel_name(prefix, source)
     args = (KernelArg("in0", "input", 0, dtype, shape), KernelArg("out0", "output", 0, dtype, out))
-    return KernelSource(name, source.replace(_NAME, name), LaunchPolicy(threads), args)
-
-
-def _index_type(total: int) -> tuple[str, str]:
-    return ("unsigned int", "u") if 2 * total + BLOCK < 2**32 else ("unsigned long long", "ull")
+    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(threads), args)

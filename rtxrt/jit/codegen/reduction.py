@@ -19,7 +19,6 @@ runtime runs the node with the reference backend.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ...ir.dtypes import DType
 from ...ir.graph import Node, TensorType
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import KernelArg, KernelSource, LaunchPolicy
+from .kernel_source import KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, kernel_name, loop_kernel
 
 ROW_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
 REDUCE_OPS = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}  # op -> axes-input opset
@@ -36,7 +35,6 @@ ROW_OPS = ("Softmax", "LogSoftmax", "LayerNormalization", "RMSNormalization", *R
 WARP_ROW_MAX = 1024  # longer rows get a block each
 WARP_ROWS_PER_BLOCK = 4
 _ONNX = ("", "ai.onnx")
-_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 F32 = DType.FLOAT32
 
 # NaN-propagating max/min (numpy's max/min), and the warp and block reductions.
@@ -192,8 +190,8 @@ def _generate(p: RowProblem) -> KernelSource:
         block = 256 if p.cols <= 8192 else 1024
         per_row = block
     source = _source(p, args, block, per_row)
-    name = "rtx_row_" + hashlib.sha256(source.encode()).hexdigest()[:20]
-    return KernelSource(name, source.replace(_NAME, name), LaunchPolicy(p.rows * per_row, block), tuple(args))
+    name = kernel_name("rtx_row_", source)
+    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(p.rows * per_row, block), tuple(args))
 
 
 def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> str:
@@ -259,15 +257,7 @@ def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> s
     if p.op not in REDUCE_OPS:
         pointers.append(f"{stored}* y = out0 + row * {cols};")
     rows = f"{p.rows}ull" if big else f"{p.rows}u"
-    return "\n".join([
-        f"// rtxrt row kernel: {p.op} over [{p.rows}, {p.cols}] {t.short}, "
-        + ("a warp per row" if warp else f"a block of {block} per row"),
-        C.PRELUDE.strip(), HELPERS.strip(),
-        f'extern "C" __global__ void __launch_bounds__({block}) {_NAME}({", ".join(params)}) {{',
-        *([] if warp else ["  __shared__ float rtx_partial[32];"]),
-        f"  for ({idx} row = {first}; row < {rows}; row += {step}) {{",
-        *(f"    {line}" for line in pointers + body),
-        "  }",
-        "}",
-        "",
-    ])
+    head = [f"// rtxrt row kernel: {p.op} over [{p.rows}, {p.cols}] {t.short}, "
+            + ("a warp per row" if warp else f"a block of {block} per row"), C.PRELUDE.strip(), HELPERS.strip()]
+    return loop_kernel(head, params, f"for ({idx} row = {first}; row < {rows}; row += {step}) {{", pointers + body,
+                       block=block, before_loop=[] if warp else ["  __shared__ float rtx_partial[32];"])
