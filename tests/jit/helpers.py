@@ -2,6 +2,7 @@
 arch, and the host-side arrays of the GPU tests."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -51,3 +52,25 @@ def to_device(array: np.ndarray):
 
     array = np.ascontiguousarray(array)
     return cupy.asarray(array.view(np.uint16) if array.itemsize == 2 else array)
+
+
+def device_view(array: np.ndarray) -> np.ndarray:
+    """CuPy has no bfloat16: move its bits as uint16 (bool is one byte on both sides)."""
+    return array.view(np.uint16) if array.dtype == ml_dtypes.bfloat16 else np.ascontiguousarray(array)
+
+
+def check_close(got: np.ndarray, want: np.ndarray, tol: float, what: str, output: str = "D") -> float:
+    """‖got − want‖/‖want‖ < tol, and every element within tol·(|want| + rms(want)), so one
+    wrong tile cannot hide in the norm; returns the relative error. Computed in float64: an
+    fp16 norm overflows to inf and would let anything pass."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    norm = float(np.linalg.norm(want))
+    rel = float(np.linalg.norm(got - want)) / norm if norm else float(np.linalg.norm(got))
+    assert rel < tol, f"{what}: ||{output} - ref|| / ||ref|| = {rel:.3g} >= {tol}"
+    rms = norm / math.sqrt(max(want.size, 1))
+    bad = np.abs(got - want) > tol * (np.abs(want) + rms)
+    if bad.any():
+        where = tuple(int(i[0]) for i in np.nonzero(bad))
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements off, first at {where}: "
+                             f"{got[where]} vs {want[where]}")
+    return rel

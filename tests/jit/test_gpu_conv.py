@@ -29,7 +29,7 @@ from rtxrt.jit.codegen.conv import ConvPlan, conv_plan
 from rtxrt.jit.codegen.gemm import mma_instruction
 from rtxrt.jit.nvrtc import compile_many
 
-from .helpers import random, storage, to_device
+from .helpers import check_close, random, storage, to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -130,23 +130,6 @@ def execute(plan: ConvPlan, functions, host: dict[str, np.ndarray]) -> np.ndarra
     return buffers["Y"].get().view(storage(plan.storage_dtype))
 
 
-def check(got: np.ndarray, want: np.ndarray, tol: float, what: str) -> float:
-    got, want = got.astype(np.float64), want.astype(np.float64)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    unwritten = int(np.isnan(got).sum())
-    assert unwritten == 0 and np.isfinite(got).all(), f"{what}: {unwritten} elements not written (still NaN)"
-    norm = float(np.linalg.norm(want))
-    rel = float(np.linalg.norm(got - want)) / norm
-    assert rel < tol, f"{what}: ||Y - ref|| / ||ref|| = {rel:.3g} >= {tol}"
-    rms = norm / math.sqrt(want.size)
-    bad = np.abs(got - want) > tol * (np.abs(want) + rms)
-    if bad.any():
-        where = tuple(int(i[0]) for i in np.nonzero(bad))
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements off, first at {where}: "
-                             f"{got[where]} vs {want[where]}")
-    return rel
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
 def test_plan_matches_the_reference_fused_conv(case, device, functions):
     case_id, x_shape, w_shape, attrs, layout, dtype, bias = case
@@ -166,5 +149,5 @@ def test_plan_matches_the_reference_fused_conv(case, device, functions):
         host["Z"] = z.transpose(0, 2, 3, 1)
     got = execute(plan, functions, host)
     want = reference(case, x, w, b, z).transpose(0, 2, 3, 1)
-    rel = check(got, want, TOLERANCE[dtype], case_id)
+    rel = check_close(got, want, TOLERANCE[dtype], case_id, "Y")
     print(f"\n{case_id}: {plan.tactic}, steps {[s.kernel.name for s in plan.steps]}, rel err {rel:.2e}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import zlib
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -24,6 +23,7 @@ from rtxrt.backends.reference.kernel import find_kernel
 from rtxrt.ir.dtypes import DType
 from rtxrt.jit.codegen import KernelSource
 from rtxrt.jit.nvrtc import compile_many
+from tests.jit.helpers import device_view
 from tests.jit.test_data_movement_codegen import CASES, Case
 
 pytestmark = pytest.mark.gpu
@@ -100,11 +100,6 @@ def launch(module, kernel: KernelSource, arrays: list[np.ndarray], grid: int | N
         module.get_function(kernel.name)((blocks,), (kernel.launch.block,), (*inputs, *outputs))
     cupy.cuda.get_current_stream().synchronize()
     return [out.get().view(arg.dtype.numpy) for out, arg in zip(outputs, kernel.outputs)]
-
-
-def device_view(array: np.ndarray) -> np.ndarray:
-    """CuPy has no bfloat16: move its bits as uint16."""
-    return array.view(np.uint16) if array.dtype == ml_dtypes.bfloat16 else np.ascontiguousarray(array)
 
 
 def reference(case: Case, arrays: list[np.ndarray]) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import zlib
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -30,6 +29,7 @@ from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Graph, Model, Node, TensorType
 from rtxrt.jit.codegen import KernelSource, elementwise_kernel
 from rtxrt.jit.nvrtc import compile_cubin, compile_many
+from tests.jit.helpers import device_view
 from tests.jit.test_codegen_compile import CASES, Case
 
 pytestmark = pytest.mark.gpu
@@ -147,11 +147,6 @@ def launch(module, kernel: KernelSource, arrays: list[np.ndarray | None], grid: 
         module.get_function(kernel.name)((blocks,), (kernel.launch.block,), (*inputs, *outputs))
     cupy.cuda.get_current_stream().synchronize()
     return [out.get().view(arg.dtype.numpy) for out, arg in zip(outputs, kernel.outputs)]
-
-
-def device_view(array: np.ndarray) -> np.ndarray:
-    """CuPy has no bfloat16: move its bits as uint16 (bool is one byte on both sides)."""
-    return array.view(np.uint16) if array.dtype == ml_dtypes.bfloat16 else np.ascontiguousarray(array)
 
 
 def reference(case: Case, arrays: list[np.ndarray | None]) -> list[np.ndarray]:

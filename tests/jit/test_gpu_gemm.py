@@ -43,7 +43,7 @@ from rtxrt.jit.codegen.gemm import (
 )
 from rtxrt.jit.nvrtc import compile_many
 
-from .helpers import random, storage, to_device
+from .helpers import check_close, random, storage, to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -205,25 +205,6 @@ def float64_product(p: GemmProblem, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return p.alpha * np.matmul(a.astype(np.float64), b64.swapaxes(-1, -2) if p.trans_b else b64)
 
 
-def check(got: np.ndarray, want: np.ndarray, tol: float, what: str) -> float:
-    """Asserts every element was written and the relative-norm and per-element bounds; returns
-    the relative norm of the error."""
-    got, want = got.astype(np.float64), want.astype(np.float64)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    unwritten = int(np.isnan(got).sum() - np.isnan(want).sum())
-    assert unwritten == 0 and np.isfinite(got).all(), f"{what}: {unwritten} elements not written (still NaN)"
-    norm = float(np.linalg.norm(want))
-    rel = float(np.linalg.norm(got - want)) / norm if norm else float(np.linalg.norm(got))
-    assert rel < tol, f"{what}: ||D - ref|| / ||ref|| = {rel:.3g} >= {tol}"
-    rms = norm / math.sqrt(max(want.size, 1))
-    bad = np.abs(got - want) > tol * (np.abs(want) + rms)
-    if bad.any():
-        where = tuple(int(i[0]) for i in np.nonzero(bad))
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements off, first at {where}: "
-                             f"{got[where]} vs {want[where]}")
-    return rel
-
-
 def reference_fused_matmul(p: GemmProblem, x: Inputs) -> np.ndarray:
     attrs = {"trans_b": int(p.trans_b), "alpha": p.alpha, "activation": p.activation,
              "activation_params": list(p.activation_params), "residual": p.residual}
@@ -239,7 +220,7 @@ def reference_fused_matmul(p: GemmProblem, x: Inputs) -> np.ndarray:
 def test_gemm_matches_a_float64_product(case, kernels):
     x = inputs_for(case)
     got = run(kernels, case, x)
-    check(got, float64_product(case.problem, x.a, x.b), TOLERANCE[case.problem.out_dtype], case.id)
+    check_close(got, float64_product(case.problem, x.a, x.b), TOLERANCE[case.problem.out_dtype], case.id)
 
 
 @pytest.mark.parametrize("case", EPILOGUE_CASES, ids=lambda c: c.id)
@@ -248,7 +229,7 @@ def test_epilogue_matches_the_reference_fused_matmul(case, kernels):
     got = run(kernels, case, x)
     want = reference_fused_matmul(case.problem, x)
     assert want.dtype == got.dtype
-    check(got, want, TOLERANCE[case.problem.out_dtype], case.id)
+    check_close(got, want, TOLERANCE[case.problem.out_dtype], case.id)
 
 
 def test_fp32_output_epilogue_matches_the_reference(kernels):
@@ -257,7 +238,7 @@ def test_fp32_output_epilogue_matches_the_reference(kernels):
     x = inputs_for(case)
     got = run(kernels, case, x)
     want = reference_fused_matmul(case.problem, x)  # rounded to fp16, A's type
-    check(got, want, TOLERANCE[F16], case.id)
+    check_close(got, want, TOLERANCE[F16], case.id)
 
 
 def test_padded_leading_dims_and_unwritten_gaps(kernels):
@@ -278,7 +259,7 @@ def test_padded_leading_dims_and_unwritten_gaps(kernels):
     launch(kernels(kernel), kernel, to_device(a_buf), to_device(b_buf), to_device(bias), to_device(z_buf), d)
     got = from_device(d, F16)
     x = Inputs(a_buf[:, :k], b_buf[:, :k], bias, z_buf[:, :n])
-    check(got[:, :n], reference_fused_matmul(p, x), TOLERANCE[F16], case.id)
+    check_close(got[:, :n], reference_fused_matmul(p, x), TOLERANCE[F16], case.id)
     assert np.isnan(got[:, n:].astype(np.float32)).all(), "the kernel wrote into the gaps between rows of D"
 
 
@@ -296,7 +277,7 @@ def test_misaligned_pointers_take_the_element_wise_path(kernels):
         launch(kernels(kernel), kernel, a[1:], b[1:], None, None, d[1:])
         got = from_device(d, F16)
         assert np.isnan(got[0].astype(np.float32)), "the kernel wrote before D"
-        check(got[1:].reshape(m, n), float64_product(p, x.a, x.b), TOLERANCE[F16], case.id)
+        check_close(got[1:].reshape(m, n), float64_product(p, x.a, x.b), TOLERANCE[F16], case.id)
 
 
 @pytest.mark.parametrize("shared", ["a", "b"])
@@ -312,7 +293,7 @@ def test_a_batch_may_share_one_operand(kernels, shared):
     b = random(rng, b_shape if shared == "b" else (batch, *b_shape), F16, 0.1)
     z = random(rng, (batch, m, n), F16)
     got = run(kernels, case, Inputs(a, b, None, z))
-    check(got, reference_fused_matmul(p, Inputs(a, b, None, z)), TOLERANCE[F16], case.id)
+    check_close(got, reference_fused_matmul(p, Inputs(a, b, None, z)), TOLERANCE[F16], case.id)
 
 
 def test_an_in_place_residual_reads_z_before_writing_d(kernels):
@@ -322,7 +303,7 @@ def test_an_in_place_residual_reads_z_before_writing_d(kernels):
     x = inputs_for(case)
     d = to_device(x.z)  # Z and D are one buffer
     launch(kernels(kernel), kernel, to_device(x.a), to_device(x.b), to_device(x.bias), d, d)
-    check(from_device(d, F16), reference_fused_matmul(p, x), TOLERANCE[F16], case.id)
+    check_close(from_device(d, F16), reference_fused_matmul(p, x), TOLERANCE[F16], case.id)
 
 
 def test_speed_against_cublas_4096(kernels, device):
