@@ -40,7 +40,7 @@ from ...ir.dtypes import DType
 from . import CodegenError
 from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from . import ctypes_map as C
-from .kernel_source import KERNEL_NAME, KernelArg, KernelSource, kernel_name
+from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
 
 INPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16)
 OUTPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
@@ -310,21 +310,11 @@ def fused_matmul_problem(a_shape: tuple[int, ...], b_shape: tuple[int, ...], dty
 
 
 @dataclass(frozen=True)
-class GemmLaunch:
-    """A 3-D launch: ``grid`` blocks (M tiles, N tiles, batch) of ``block`` threads, with
-    ``smem_bytes`` of static shared memory. ``grid == (0, 0, 0)``: do not launch."""
-
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    smem_bytes: int
-
-
-@dataclass(frozen=True)
 class GemmKernel(KernelSource):
     """A generated GEMM: ``args`` are A, B, [bias], [Z] (inputs 0 to 3 of FusedMatMul, the
     omitted ones absent) and D (output 0), all pointers; ``launch`` is 3-D."""
 
-    launch: GemmLaunch  # type: ignore[assignment]
+    launch: GridLaunch
     problem: GemmProblem
     tactic: GemmTactic
 
@@ -335,7 +325,7 @@ def gemm_kernel(problem: GemmProblem, tactic: GemmTactic, arch: str | None = Non
     GEMM for sm_75 fails with a clear CodegenError before NVRTC is asked."""
     if arch is not None:
         mma_instruction(arch, problem.dtype)
-    launch = GemmLaunch(tactic.grid(problem), (tactic.threads, 1, 1),
+    launch = GridLaunch(tactic.grid(problem), (tactic.threads, 1, 1),
                         2 * tactic.stages * (_a_tile(tactic) + _b_tile(tactic, problem.trans_b)))
     source = _source(problem, tactic)
     name = kernel_name("rtx_gemm_", source)

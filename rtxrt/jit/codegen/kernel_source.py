@@ -42,6 +42,17 @@ class LaunchPolicy:
 
 
 @dataclass(frozen=True)
+class GridLaunch:
+    """A 3-D launch: ``grid`` blocks of ``block`` threads with ``smem_bytes`` of static shared
+    memory (for kernels whose blocks own tiles: GEMM, attention). A zero in ``grid``: nothing
+    to do, do not launch."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class KernelSource:
     """A generated kernel: ``name`` is a hash of ``source`` (same source, same name: compile
     once, cache by it); the kernel's parameters are ``args`` in order, all pointers to
@@ -49,7 +60,7 @@ class KernelSource:
 
     name: str
     source: str
-    launch: LaunchPolicy
+    launch: LaunchPolicy | GridLaunch
     args: tuple[KernelArg, ...]
 
     @property
