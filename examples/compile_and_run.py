@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     build_rtxir(onnx_path, rtxir_path)
 
     # Stage 2 (end user's machine): load and run
-    session = rtxrt.Session(rtxir_path)
+    session = rtxrt.Session(rtxir_path, fallback="cpu")
     rng = np.random.default_rng(0)
     feeds = {}
     for info in session.inputs:

@@ -6,10 +6,10 @@ __version__ = "0.1.0"
 from .errors import (  # noqa: E402
     ExecutionError, FormatError, GraphError, InputError, ModelError, RtxrtError, UnsupportedOpError,
 )
-from .runtime import IOInfo, Session  # noqa: E402
+from .runtime import IOInfo, Session, is_cached  # noqa: E402
 
 __all__ = [
-    "__version__", "Session", "IOInfo", "RtxrtError", "ModelError", "UnsupportedOpError",
+    "__version__", "Session", "IOInfo", "is_cached", "RtxrtError", "ModelError", "UnsupportedOpError",
     "GraphError", "FormatError", "InputError", "ExecutionError", "refit",
 ]
 

@@ -1,13 +1,14 @@
 """Inputs for ``rtxrt run``/``demo``: read from .npz or made up at random to fit the model."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..ir.dtypes import DType
-from ..runtime import IOInfo
+from ..runtime import IOInfo, Session
 
 
 def parse_dims(specs: list[str] | None) -> dict[str, int]:
@@ -51,3 +52,43 @@ def random_inputs(inputs: list[IOInfo], dims: dict[str, int], seed: int) -> dict
         else:
             raise InputError(f"input {info.name!r} of type {info.dtype}: cannot make random values; use --inputs")
     return feeds
+
+
+def parse_shapes(spec: str | None) -> dict[str, tuple[int, ...]]:
+    """``"input:1x3x224x224,mask:1x128"`` (trtexec's form) → {"input": (1, 3, 224, 224), ...}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in filter(None, (spec or "").split(",")):
+        name, sep, dims = item.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split("x")) if dims else ()
+        except ValueError:
+            shape = None
+        if not sep or not name or shape is None or any(d < 0 for d in shape):
+            raise InputError(f"--shapes {item!r}: expected NAME:DxDxD, e.g. input:1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+def shaped_random_inputs(inputs: list[IOInfo], shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    """Random inputs of the given shapes (inputs not named keep their static shape)."""
+    unknown = sorted(set(shapes) - {i.name for i in inputs})
+    if unknown:
+        raise InputError(f"--shapes names unknown input(s) {unknown}; the model's inputs are {[i.name for i in inputs]}")
+    dims: dict[str, int] = {}
+    for info in inputs:
+        if info.name in shapes and info.shape is not None:
+            if len(shapes[info.name]) != len(info.shape):
+                raise InputError(f"--shapes {info.name}: rank {len(shapes[info.name])}, the model says {info.shape}")
+            dims.update({d: s for d, s in zip(info.shape, shapes[info.name]) if isinstance(d, str)})
+    return random_inputs(inputs, dims, seed)
+
+
+def open_session(path: Path) -> Session:
+    """A Session on the GPU, or on the CPU reference backend when there is no usable GPU (the
+    backend name says which; the reason is printed instead of warned)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        session = Session(path, fallback="cpu")
+    if session.fallback_reason:
+        print(f"no usable GPU ({session.fallback_reason}): running the {session.backend} backend")
+    return session

@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..format import read_header, read_rtxir
-from ..ir.graph import Graph, Model, TensorType
 from ..formatting import format_bytes, table
+from ..ir.graph import Graph, Model, TensorType
 
 
 def add_parser(sub) -> None:

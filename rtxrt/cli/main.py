@@ -10,10 +10,19 @@ import os
 import sys
 
 from ..errors import RtxrtError
-from . import aot_cmd, cache_cmd, demo_cmd, inspect_cmd, refit_cmd, run_cmd
+from . import (
+    aot_cmd,
+    bench_cmd,
+    cache_cmd,
+    demo_cmd,
+    inspect_cmd,
+    jit_cmd,
+    refit_cmd,
+    run_cmd,
+)
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-COMMANDS = (demo_cmd, aot_cmd, refit_cmd, inspect_cmd, run_cmd, cache_cmd)
+COMMANDS = (demo_cmd, aot_cmd, refit_cmd, inspect_cmd, run_cmd, jit_cmd, bench_cmd, cache_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

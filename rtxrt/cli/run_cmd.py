@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 
 from ..errors import InputError
+from ..formatting import summarize_array, table
 from ..ir.to_onnx import model_to_onnx
 from ..runtime import Session
 from .compare import differences, run_onnxruntime
-from .inputs import load_npz, parse_dims, random_inputs
-from ..formatting import summarize_array, table
+from .inputs import load_npz, open_session, parse_dims, random_inputs
 
 
 def add_parser(sub) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    session = Session(args.model)
+    session = open_session(args.model)
     print(f"{args.model}: backend {session.backend}")
     if args.inputs:
         feeds = load_npz(args.inputs, session.inputs)

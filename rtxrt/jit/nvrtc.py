@@ -15,8 +15,9 @@ import glob
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from ..errors import RtxrtError
@@ -29,6 +30,13 @@ FAST_OPTIONS = ("--use_fast_math",)
 
 _ARCH = re.compile(r"sm_\d{2,3}[af]?")
 _module: Any = None
+_compiled = 0  # kernels compiled by this process: a warm start must add none
+_count_lock = threading.Lock()
+
+
+def compiled_count() -> int:
+    """How many compile_cubin calls this process has made (tests count warm starts by it)."""
+    return _compiled
 
 
 class NvrtcNotFoundError(RtxrtError):
@@ -65,22 +73,31 @@ def compile_cubin(source: str, name: str, arch: str, options: Sequence[str] = ()
         nvrtc.destroyProgram(program)
     if not cubin.startswith(b"\x7fELF"):
         raise KernelCompileError(name, arch, "NVRTC returned no cubin")
+    global _compiled
+    with _count_lock:
+        _compiled += 1
     return cubin
 
 
 def compile_many(kernels: Iterable[tuple[str, str]], arch: str, *, max_workers: int | None = None,
-                 fast_math: bool = False) -> dict[str, bytes]:
+                 fast_math: bool = False, progress: Callable[[int, int], None] | None = None) -> dict[str, bytes]:
     """Compile (name, source) pairs in parallel (NVRTC releases the GIL); the same name twice
-    is compiled once, so callers name kernels by a hash of their source."""
+    is compiled once, so callers name kernels by a hash of their source. ``progress(done,
+    total)`` is called as each kernel finishes."""
     unique: dict[str, str] = {}
     for name, source in kernels:
         if unique.setdefault(name, source) != source:
             raise ValueError(f"two different sources named {name!r}")
     workers = max_workers or min(32, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        futures = {name: pool.submit(compile_cubin, source, name, arch, fast_math=fast_math)
+        futures = {pool.submit(compile_cubin, source, name, arch, fast_math=fast_math): name
                    for name, source in unique.items()}
-        return {name: future.result() for name, future in futures.items()}
+        results = {}
+        for done, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            if progress:
+                progress(done, len(futures))
+        return results
 
 
 def nvrtc_version() -> tuple[int, int]:

@@ -1,17 +1,28 @@
-"""``rtxrt.Session``: load a .rtxir (or .onnx) model and run it by input name."""
+"""``rtxrt.Session``: load a .rtxir (or .onnx) model and run it by input name, on the GPU
+through the JIT and the runtime cache, or on the CPU reference backend where allowed."""
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 
-from ..backends.reference.executor import ReferenceExecutor
+from ..backends.reference.executor import (
+    ReferenceExecutor,
+    check_input,
+    refuse_weightless,
+)
+from ..errors import InputError, RtxrtError
 from ..ir.graph import Dim, Model
+from .progress import Progress, ProgressOption
 
-ModelSource = Union[str, os.PathLike, bytes, Model]
+ModelSource = str | os.PathLike | bytes | Model
+FALLBACKS = (None, "cpu")
+PRECISIONS = (None, "fp32")
 
 
 @dataclass(frozen=True)
@@ -24,12 +35,61 @@ class IOInfo:
 
 
 class Session:
-    """Runs a model. This build runs the numpy reference backend on the CPU."""
+    """Runs a model on GPU ``device``: the first run at each input shape specializes the
+    model to this GPU (or loads that from the runtime cache at ``cache_dir``, default the
+    user cache, overridable with $RTXRT_CACHE_DIR). A model whose inputs are all static is
+    specialized here, in the constructor.
 
-    def __init__(self, source: ModelSource):
-        self.model = load_model(source)
-        self.backend = "reference (CPU)"
-        self._executor = ReferenceExecutor(self.model)
+    ``precision``: None runs as the .rtxir was annotated (``rtxrt aot --precision``);
+    "fp32" runs every value in float32 whatever the annotations. ``fallback="cpu"`` runs the
+    numpy reference backend, with a warning, when there is no usable GPU; without it that is
+    an error. ``progress``: a bar on a terminal (True), silence (False) or a callback
+    ``(stage, done, total)`` for GUIs. ``use_cuda_graph``: replay each run as a CUDA graph.
+    """
+
+    def __init__(self, source: ModelSource, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
+                 precision: str | None = None, fallback: str | None = None, progress: ProgressOption = True,
+                 use_cuda_graph: bool = True):
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be None or 'cpu', not {fallback!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.model, self._ir_bytes = load_model_and_bytes(source)
+        refuse_weightless(self.model.graph)
+        self.precision = precision
+        self.progress = progress
+        self.use_cuda_graph = use_cuda_graph
+        self.stats: dict[str, Any] = {"jit_seconds": 0.0, "kernels_compiled": 0, "from_cache": True, "device_bytes": 0}
+        self._engines: dict[str, Any] = {}
+        self._executor: ReferenceExecutor | None = None
+        try:
+            from .gpu import GpuContext
+
+            self._gpu = GpuContext(device)
+        except RtxrtError as exc:
+            if fallback != "cpu":
+                raise
+            warnings.warn(f"rtxrt: {exc} -- running the CPU reference backend (fallback='cpu')", RuntimeWarning,
+                          stacklevel=2)
+            self._gpu = None
+            self.backend = "reference (CPU)"
+            self.fallback_reason = str(exc)
+            self._executor = ReferenceExecutor(self.model)
+            return
+        from ..jit.cache import RuntimeCache
+        from ..jit.cache_key import CacheKey
+
+        self.backend = f"cuda ({self._gpu.info.describe()})"
+        self.fallback_reason = ""
+        self._model = runtime_model(self.model, precision, self._gpu.info.compute_capability)
+        self.cache = RuntimeCache(cache_dir)
+        self.cache_key = CacheKey.for_model(self._ir_bytes, self._gpu.info,
+                                            {"precision": precision} if precision else {})
+        static = self.static_input_shapes()
+        if static is not None:
+            self._engine(static)
+
+    # --- metadata ----------------------------------------------------------------------------
 
     @property
     def inputs(self) -> list[IOInfo]:
@@ -40,31 +100,218 @@ class Session:
     def outputs(self) -> list[IOInfo]:
         return [self._info(n) for n in self.model.graph.outputs]
 
-    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        results = self._executor.run(feeds, output_names)
-        return [results[n] for n in (output_names or self.model.graph.outputs)]
+    @property
+    def on_gpu(self) -> bool:
+        return self._gpu is not None
+
+    @property
+    def stream(self) -> Any:
+        """The CuPy stream every GPU run is enqueued on (None on the CPU)."""
+        return self._gpu.stream if self._gpu is not None else None
+
+    def static_input_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The input shapes when no input has a symbolic dim, else None."""
+        shapes = {}
+        for info in self.inputs:
+            if info.shape is None or not all(isinstance(d, int) for d in info.shape):
+                return None
+            shapes[info.name] = tuple(info.shape)
+        return shapes
+
+    # --- running -----------------------------------------------------------------------------
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[Any]:
+        """Outputs (all, or those named) for ``feeds``: numpy arrays for numpy inputs, CuPy
+        arrays for CuPy inputs, and for other DLPack arrays (torch, JAX) arrays of that kind."""
+        wanted = list(output_names) if output_names else list(self.model.graph.outputs)
+        for name in wanted:
+            if name not in self.model.graph.outputs:
+                raise InputError(f"unknown output {name!r}; the model's outputs are {self.model.graph.outputs}")
+        if self._executor is not None:
+            results = self._executor.run({k: _to_numpy(v) for k, v in feeds.items()}, wanted)
+            return [results[n] for n in wanted]
+        kind, arrays = _device_feeds(feeds)
+        shapes = self._check(arrays)
+        engine = self._engine(shapes)
+        with self._gpu.device:
+            outputs = engine.run(arrays)
+            self._gpu.stream.synchronize()
+        return [_as_kind(outputs[n], kind, self.model.graph.types[n].dtype) for n in wanted]
+
+    def profile(self, feeds: Mapping[str, Any], repeats: int = 10) -> list[tuple[str, float]]:
+        """Per-step GPU milliseconds (median of ``repeats``) at these inputs' shapes."""
+        _, arrays = _device_feeds(feeds)
+        engine = self._engine(self._check(arrays))
+        with self._gpu.device:
+            return engine.profile(arrays, repeats)
+
+    def engine(self, shapes: Mapping[str, Sequence[int]]) -> Any:
+        """The GPU engine for these input shapes (specialized now if it is new)."""
+        return self._engine({k: tuple(int(d) for d in v) for k, v in shapes.items()})
+
+    def _engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+        from .gpu import load_engine, shape_signature
+
+        signature = shape_signature(shapes)
+        if signature not in self._engines:
+            progress = Progress(self.progress, "rtxrt JIT")
+            engine, stats = load_engine(self._model, self.cache_key, self.cache, self._gpu, shapes,
+                                        progress=progress, use_graph=self.use_cuda_graph)
+            self._engines[signature] = engine
+            self.stats = stats.as_dict()
+        return self._engines[signature]
+
+    def _check(self, arrays: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        graph = self.model.graph
+        runtime_inputs = [n for n in graph.inputs if n not in graph.initializers]
+        unknown = sorted(set(arrays) - set(runtime_inputs))
+        missing = [n for n in runtime_inputs if n not in arrays]
+        if unknown or missing:
+            raise InputError(f"unknown input(s) {unknown}, missing {missing}; the model's inputs are {runtime_inputs}")
+        symbols: dict[str, tuple[int, str]] = {}
+        for name, array in arrays.items():
+            check_input(name, array, graph.types[name], symbols)
+        return {name: tuple(int(d) for d in array.shape) for name, array in arrays.items()}
 
     def _info(self, name: str) -> IOInfo:
         t = self.model.graph.types.get(name)
         return IOInfo(name, t.dtype.short if t else "unknown", t.shape if t else None)
 
 
+# --- models ------------------------------------------------------------------------------------
+
+
 def load_model(source: ModelSource) -> Model:
     """A Model from a .rtxir path or bytes, or an .onnx path (compiled on the fly)."""
-    if isinstance(source, Model):
-        return source
+    return load_model_and_bytes(source)[0]
+
+
+def load_model_and_bytes(source: ModelSource) -> tuple[Model, bytes | Path]:
+    """The model and its .rtxir (bytes or path: the cache keys on its header; an .onnx is
+    compiled first)."""
     from ..format import read_rtxir
     from ..format.layout import MAGIC
 
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if bytes(source[: len(MAGIC)]) == MAGIC:
-            return read_rtxir(bytes(source))
-        from ..aot import compile_onnx
+    if isinstance(source, Model):
+        from ..format import to_bytes
 
-        return compile_onnx(bytes(source))
+        return source, to_bytes(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if data[: len(MAGIC)] == MAGIC:
+            return read_rtxir(data), data
+        return _compile_onnx(data)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
-        from ..aot import compile_onnx
+        return _compile_onnx(path)
+    return read_rtxir(path), path
 
-        return compile_onnx(path)
-    return read_rtxir(path)
+
+def _compile_onnx(source: bytes | Path) -> tuple[Model, bytes]:
+    from ..aot import compile_onnx
+    from ..format import read_rtxir, to_bytes
+
+    data = to_bytes(compile_onnx(source))
+    return read_rtxir(data), data
+
+
+def runtime_model(model: Model, precision: str | None, compute_capability: tuple[int, int]) -> Model:
+    """The model as this GPU runs it: "fp32" drops every narrowed storage type; bfloat16
+    storage becomes float16 below CC 8.0 (no bf16 tensor cores there), with a warning."""
+    from dataclasses import replace
+
+    from ..ir.dtypes import DType
+
+    storage = model.graph.storage
+    if precision == "fp32":
+        narrowed = {k: replace(s, dtype=model.graph.types[k].dtype) for k, s in storage.items() if k in model.graph.types}
+    elif compute_capability < (8, 0) and any(s.dtype == DType.BFLOAT16 for s in storage.values()):
+        warnings.warn("rtxrt: this GPU has no bfloat16 tensor cores (CC < 8.0); running bf16 values in fp16",
+                      RuntimeWarning, stacklevel=3)
+        narrowed = {k: replace(s, dtype=DType.FLOAT16) if s.dtype == DType.BFLOAT16 else s for k, s in storage.items()}
+    else:
+        return model
+    graph = replace(model.graph, storage=narrowed)
+    return replace(model, graph=graph)
+
+
+# --- arrays ------------------------------------------------------------------------------------
+
+
+def _device_feeds(feeds: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """("numpy" | "cupy" | a from_dlpack function, arrays numpy or CuPy)."""
+    import cupy
+
+    kinds = set()
+    arrays = {}
+    for name, value in feeds.items():
+        if isinstance(value, np.ndarray) or np.isscalar(value) or isinstance(value, (list, tuple)):
+            kinds.add("numpy")
+            arrays[name] = np.asarray(value)
+        elif isinstance(value, cupy.ndarray):
+            kinds.add("cupy")
+            arrays[name] = value
+        elif hasattr(value, "__dlpack__"):
+            kinds.add(_from_dlpack_of(value))
+            arrays[name] = cupy.from_dlpack(value)
+        else:
+            raise InputError(f"input {name!r}: expected a numpy, CuPy or DLPack array, got {type(value).__name__}")
+    if len(kinds) > 1:
+        raise InputError("inputs mix array kinds (numpy, CuPy, DLPack); give them all as one kind")
+    return (kinds.pop() if kinds else "numpy"), arrays
+
+
+def _from_dlpack_of(value: Any) -> Any:
+    import importlib
+
+    module = importlib.import_module(type(value).__module__.split(".")[0])
+    convert = getattr(module, "from_dlpack", None)
+    if convert is None:
+        raise InputError(f"{type(value).__name__} arrays: their library has no from_dlpack to return outputs with")
+    return convert
+
+
+def _as_kind(array: Any, kind: Any, dtype: Any) -> Any:
+    if kind == "cupy":
+        return array
+    if kind == "numpy":
+        from ..backends.cuda.forms import numpy_dtype
+
+        return array.get().view(numpy_dtype(dtype))
+    return kind(array)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        return value.get()
+    return np.asarray(value)
+
+
+def is_cached(source: str | os.PathLike | bytes, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
+              precision: str | None = None, shapes: Mapping[str, Sequence[int]] | None = None) -> bool:
+    """Will ``Session(source, ...)`` on this GPU load from the runtime cache without compiling
+    (True), or JIT (False)? Like TensorRT-RTX's getEngineValidity. ``shapes``: the input shapes
+    the app will run (default: the model's static shapes). False without a usable GPU."""
+    from ..jit.cache import TACTICS_BLOB, RuntimeCache
+    from ..jit.cache_key import CacheKey
+    from ..jit.device import probe
+    from .gpu import shape_signature
+
+    model, data = load_model_and_bytes(source)
+    try:
+        info = probe(device)
+    except RtxrtError:
+        return False
+    cache = RuntimeCache(cache_dir)
+    key = CacheKey.for_model(data, info, {"precision": precision} if precision else {})
+    entry = cache.entry(key)
+    if entry.problem() is not None:
+        return False
+    if shapes is None:
+        g = model.graph
+        shapes = {n: g.types[n].shape for n in g.inputs if n not in g.initializers}
+        if not all(all(isinstance(d, int) for d in s or ()) for s in shapes.values()):
+            return True  # cached for the shapes it has run; a new shape may still JIT
+    return shape_signature(shapes) in (entry.get_json(TACTICS_BLOB) or {})

@@ -82,7 +82,7 @@ def built(tmp_path):
 
 
 def run(model) -> np.ndarray:
-    return Session(model).run(None, {"x": X})[0]
+    return Session(model, fallback="cpu").run(None, {"x": X})[0]
 
 
 # --- the weightless file -------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_a_weightless_file_reads_and_rewrites_byte_for_byte(built):
 def test_running_a_weightless_file_names_a_missing_weight_and_says_to_refit(built, capsys):
     _, _, weightless = built
     with pytest.raises(ModelError, match=r"weightless model: it lacks weight '.+' and \d+ more; .*rtxrt refit"):
-        Session(weightless)
+        Session(weightless, fallback="cpu")
     assert main(["run", str(weightless)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rtxrt refit" in err

@@ -5,7 +5,8 @@ numpy against the reference Conv), and what the generator does not cover is a Co
 
 ``CASES`` covers: im2col + GEMM from NHWC and from NCHW, strided, padded, dilated, SAME
 padding, the direct 1x1 GEMM, depthwise from both layouts with every activation and residual,
-fp16 and bf16 (bf16 GEMMs are refused on sm_75, which generation says)."""
+fp16 and bf16 (bf16 tensor-core GEMMs are refused on sm_75, which generation says) and fp32
+(SIMT GEMMs, every arch)."""
 from __future__ import annotations
 
 import itertools
@@ -22,13 +23,25 @@ from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node, TensorType
 from rtxrt.ir.ops.conv import sliding_window
 from rtxrt.jit.codegen import CodegenError
-from rtxrt.jit.codegen.conv import conv_gemm_tactics, conv_plan, pack_conv_weights
-from rtxrt.jit.codegen.gemm import mma_instruction
+from rtxrt.jit.codegen.conv import (
+    conv_gemm_tactics,
+    conv_plan,
+    default_tactic,
+    pack_conv_weights,
+)
+from rtxrt.jit.codegen.gemm import (
+    CANDIDATE_TACTICS,
+    GemmKernel,
+    GemmTactic,
+    mma_instruction,
+)
+from rtxrt.jit.codegen.gemm_simt import SIMT_TACTICS, SimtGemmKernel, SimtTactic
 from rtxrt.jit.device import SUPPORTED_ARCHS
 
 from .helpers import compile_jobs
 
-F16, BF16 = DType.FLOAT16, DType.BFLOAT16
+F16, BF16, F32 = DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32
+DTYPES = (F16, F32, F16, BF16)  # the depthwise cases' types, by index
 PARAMS = {"leaky_relu": (0.2,), "clip": (-0.5, 0.75), "hard_sigmoid": (0.25, 0.4)}
 
 
@@ -59,12 +72,20 @@ CASES = [
     Case("odd-dilated-same", (2, 5, 13, 11), (7, 5, 3, 2),
          {"auto_pad": "SAME_UPPER", "dilations": [2, 1], "activation": "silu"}),
     Case("odd-nchw-asym", (1, 6, 9, 10), (10, 6, 2, 3), {"pads": [0, 1, 2, 1], "strides": [2, 1]}, "NCHW"),
+    Case("7x7s2p3-nchw-relu-f32", (1, 3, 224, 224), (64, 3, 7, 7),
+         {"pads": [3, 3, 3, 3], "strides": [2, 2], "activation": "relu"}, "NCHW", F32),
+    Case("3x3s1p1-gelu-resbefore-f32", (2, 32, 28, 28), (64, 32, 3, 3),
+         {**P1, "activation": "gelu", "residual": "before_activation"}, dtype=F32),
+    Case("1x1-direct-resafter-f32", (1, 256, 14, 14), (1024, 256, 1, 1), {"residual": "after_activation"},
+         dtype=F32),
+    Case("odd-nchw-asym-f32", (1, 6, 9, 10), (10, 6, 2, 3), {"pads": [0, 1, 2, 1], "strides": [2, 1]}, "NCHW",
+         F32, bias=False),
 ] + [
-    Case(f"dw-{act}-{RESIDUALS[i % 3]}-{'nchw' if i % 2 else 'nhwc'}-{(BF16 if i % 4 == 3 else F16).short}",
+    Case(f"dw-{act}-{RESIDUALS[i % 3]}-{'nchw' if i % 2 else 'nhwc'}-{DTYPES[i % 4].short}",
          (2 if i % 3 == 0 else 1, 32, 15, 14), (32, 1, 3, 3),
          {"group": 32, "pads": [1, 1, 1, 1], "strides": [1 + i % 2] * 2, "activation": act,
           "activation_params": list(PARAMS.get(act, ())), "residual": RESIDUALS[i % 3]},
-         "NCHW" if i % 2 else "NHWC", BF16 if i % 4 == 3 else F16, bias=i % 5 != 4)
+         "NCHW" if i % 2 else "NHWC", DTYPES[i % 4], bias=i % 5 != 4)
     for i, act in enumerate(ACTIVATIONS)
 ]
 
@@ -73,6 +94,7 @@ def test_the_catalogue_covers_each_tactic_and_epilogue():
     plans = [c.plan() for c in CASES]
     assert {p.tactic for p in plans} == {"im2col_gemm", "gemm", "depthwise"}
     assert {c.attrs.get("activation") for c in CASES if c.attrs.get("group")} == set(ACTIVATIONS)
+    assert {(p.tactic, p.storage_dtype) for p in plans} >= {(t, F32) for t in ("im2col_gemm", "gemm", "depthwise")}
     assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -81,10 +103,9 @@ def test_every_kernel_compiles_for_every_supported_arch():
     jobs: dict[tuple[str, str], str] = {}
     for case, arch in itertools.product(CASES, SUPPORTED_ARCHS):
         for step in case.plan().steps:
-            gemm = getattr(step.kernel, "problem", None)
-            if gemm is not None and case.dtype == BF16 and arch == "sm_75":
+            if isinstance(step.kernel, GemmKernel) and case.dtype == BF16 and arch == "sm_75":
                 with pytest.raises(CodegenError, match="bf16 GEMM needs sm_80"):
-                    mma_instruction(arch, gemm.dtype)
+                    mma_instruction(arch, step.kernel.problem.dtype)
                 continue
             jobs.setdefault((step.kernel.name, arch), step.kernel.source)
     cubins = compile_jobs(jobs)
@@ -144,6 +165,34 @@ def test_names_are_hashes_and_fp16_bf16_share_im2col():
     assert all("__RTX_KERNEL__" not in s.kernel.source and s.kernel.name in s.kernel.source for s in a.steps)
 
 
+def test_fp32_plans_multiply_on_the_cuda_cores_with_4_byte_elements():
+    plan = next(c for c in CASES if c.id == "7x7s2p3-nchw-relu-f32").plan()
+    assert plan.tactic == "im2col_gemm" and plan.k_padded == 148  # 147 rounded up to 16-byte rows
+    im2col, gemm = plan.steps
+    assert "const float* __restrict__ X, float* __restrict__ workspace" in im2col.kernel.source
+    assert isinstance(gemm.kernel, SimtGemmKernel) and gemm.kernel.name.startswith("rtx_sgemm_")
+    assert gemm.buffers == ("workspace", "W", "bias", "Y") and gemm.grid == gemm.kernel.launch.grid
+    assert plan.workspace_bytes == 112 * 112 * 148 * 4
+    assert all(dtype == F32 for _, dtype in plan.buffers.values())
+    assert plan.gemm.dtype == F32 and isinstance(default_tactic(plan.gemm), SimtTactic)
+    tactics = conv_gemm_tactics(plan)
+    assert tactics and all(isinstance(t, SimtTactic) for t in tactics)
+    assert all(isinstance(t, GemmTactic) for t in conv_gemm_tactics(CASES[0].plan()))
+    dw = next(c for c in CASES if c.dtype == F32 and c.attrs.get("group")).plan()
+    assert dw.tactic == "depthwise" and "const float* __restrict__ X" in dw.steps[0].kernel.source
+
+
+def test_the_tactic_picks_the_gemm_kernel():
+    case = next(c for c in CASES if c.id == "3x3s1p1-gelu-resbefore-f32")
+    for tactic in SIMT_TACTICS:
+        plan = conv_plan(case.x, case.w, case.attrs, F32, bias=True, tactic=tactic)
+        assert plan.steps[-1].kernel.tactic == tactic and plan.steps[-1].block == (tactic.threads, 1, 1)
+    with pytest.raises(CodegenError, match="float16 or bfloat16 inputs, not float32"):
+        conv_plan(case.x, case.w, case.attrs, F32, tactic=CANDIDATE_TACTICS[0])
+    half = conv_plan(case.x, case.w, case.attrs, F16, tactic=SIMT_TACTICS[2])  # fp16 on the CUDA cores
+    assert isinstance(half.steps[-1].kernel, SimtGemmKernel) and half.gemm.dtype == F16
+
+
 @pytest.mark.parametrize("args, message", [
     (((1, 8, 9, 9), (8, 4, 3, 3), {"group": 2}), "group 1 and depthwise"),
     (((1, 8, 9, 9), (16, 1, 3, 3), {"group": 8}), "group 1 and depthwise"),  # channel multiplier
@@ -162,8 +211,8 @@ def test_what_is_not_covered_is_a_codegen_error(args, message):
 
 
 def test_storage_type_and_layout_are_checked():
-    with pytest.raises(CodegenError, match="float16 or bfloat16"):
-        conv_plan((1, 8, 9, 9), (8, 8, 3, 3), {}, DType.FLOAT32)
+    with pytest.raises(CodegenError, match="float16, bfloat16 or float32 tensors, not float64"):
+        conv_plan((1, 8, 9, 9), (8, 8, 3, 3), {}, DType.FLOAT64)
     with pytest.raises(CodegenError, match="layout"):
         conv_plan((1, 8, 9, 9), (8, 8, 3, 3), {}, F16, "CHWN")
     with pytest.raises(ValueError, match="plan was made"):
@@ -191,7 +240,7 @@ def patch_matrix(x_nchw: np.ndarray, plan, attrs) -> np.ndarray:
     return np.pad(flat, ((0, 0), (0, plan.k_padded - flat.shape[1])))
 
 
-@pytest.mark.parametrize("case", [CASES[5], CASES[6]], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [CASES[5], CASES[6], CASES[10]], ids=lambda c: c.id)
 def test_packed_weights_times_the_patch_matrix_is_the_reference_conv(case):
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, case.x)

@@ -29,9 +29,9 @@ from rtxrt.jit.codegen.gemm import (
     mma_instruction,
 )
 from rtxrt.jit.device import SUPPORTED_ARCHS
+from rtxrt.jit.nvrtc import KernelCompileError, compile_cubin
 
 from .helpers import compile_jobs
-from rtxrt.jit.nvrtc import KernelCompileError, compile_cubin
 
 F16, BF16, F32 = DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32
 
@@ -223,7 +223,7 @@ def test_problem_defaults_are_dense_and_validated():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"dtype": F32}, "float16 or bfloat16"),
+    ({"dtype": DType.INT8}, "float16, bfloat16 or float32 A and B"),
     ({"out_dtype": DType.INT8}, "float32"),
     ({"activation": "swish"}, "unknown activation"),
     ({"activation": "relu", "activation_params": (1.0,)}, "parameter"),
@@ -236,6 +236,15 @@ def test_problem_defaults_are_dense_and_validated():
 def test_invalid_problems_are_codegen_errors(kwargs, message):
     with pytest.raises(CodegenError, match=message):
         GemmProblem(**{"m": 8, "n": 8, "k": 16, **kwargs})
+
+
+def test_float32_problems_are_valid_but_not_for_tensor_cores():
+    p = GemmProblem(8, 8, 16, dtype=F32, bias=True)
+    assert p.out_dtype == F32 and p.describe().startswith("8x8x16 float32->float32")
+    with pytest.raises(CodegenError, match="float16 or bfloat16 inputs, not float32.*simt_gemm_kernel"):
+        gemm_kernel(p, CANDIDATE_TACTICS[0])
+    with pytest.raises(CodegenError, match="float16 or bfloat16"):
+        gemm_kernel(p, CANDIDATE_TACTICS[0], "sm_90")
 
 
 def test_kernel_name_is_a_hash_of_the_source_and_the_same_for_the_same_work():

@@ -11,7 +11,12 @@ reference runs in NCHW: its result is transposed to NHWC for the comparison.
 Tolerances, as the relative norm ||Y - ref|| / ||ref|| and per element |Y - ref| <= tol *
 (|ref| + rms(ref)): 2e-3 for fp16 (the reference rounds the conv + bias to fp16 before the
 epilogue and once more after it, the kernels once: they differ by about one fp16 ulp,
-9.8e-4 relative, at most), 1e-2 for bf16 (one ulp is 7.8e-3).
+9.8e-4 relative, at most), 1e-2 for bf16 (one ulp is 7.8e-3). fp32 plans (SIMT GEMM, fp32
+im2col and depthwise) are compared with the reference run in float64 on the same values:
+1e-5 (fp32 accumulation over K <= 576 of O(1/sqrt(K)) terms errs by about sqrt(K) * 6e-8).
+
+``test_an_fp32_gemm_step_may_run_on_cublas`` runs the fp32 plans with their GEMM step
+swapped for cuBLAS (true fp32) followed by ``epilogue_kernel``, as a runtime may.
 """
 from __future__ import annotations
 
@@ -26,15 +31,16 @@ from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node
 from rtxrt.jit.codegen import CodegenError
 from rtxrt.jit.codegen.conv import ConvPlan, conv_plan
-from rtxrt.jit.codegen.gemm import mma_instruction
+from rtxrt.jit.codegen.epilogue import epilogue_kernel
+from rtxrt.jit.codegen.gemm import GemmKernel, mma_instruction
 from rtxrt.jit.nvrtc import compile_many
 
 from .helpers import check_close, random, storage, to_device
 
 pytestmark = pytest.mark.gpu
 
-F16, BF16 = DType.FLOAT16, DType.BFLOAT16
-TOLERANCE = {F16: 2e-3, BF16: 1e-2}
+F16, BF16, F32 = DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32
+TOLERANCE = {F16: 2e-3, BF16: 1e-2, F32: 1e-5}
 NAN_BITS = {F16: 0x7E00, BF16: 0x7FC0}
 P1 = [1, 1, 1, 1]
 
@@ -62,7 +68,20 @@ CASES = [
      {"pads": P1, "activation": "relu", "residual": "before_activation"}, "NHWC", BF16, True),
     ("dw3x3-bf16-gelu-resbefore", (1, 32, 20, 20), (32, 1, 3, 3),
      {"group": 32, "pads": P1, "activation": "gelu", "residual": "before_activation"}, "NHWC", BF16, True),
+    ("3x3s1p1-64x56x56-relu-resbefore-f32", (1, 64, 56, 56), (64, 64, 3, 3),
+     {"pads": P1, "activation": "relu", "residual": "before_activation"}, "NHWC", F32, True),
+    ("7x7s2p3-3x224x224-nchw-relu-f32", (1, 3, 224, 224), (64, 3, 7, 7),
+     {"pads": [3, 3, 3, 3], "strides": [2, 2], "activation": "relu"}, "NCHW", F32, True),
+    ("1x1s1-256x14x14-relu-resafter-f32", (1, 256, 14, 14), (1024, 256, 1, 1),
+     {"activation": "relu", "residual": "after_activation"}, "NHWC", F32, True),
+    ("odd-dilated-same-silu-f32", (2, 5, 13, 11), (7, 5, 3, 2),
+     {"auto_pad": "SAME_UPPER", "dilations": [2, 1], "activation": "silu", "residual": "after_activation"},
+     "NHWC", F32, False),
+    ("dw3x3s2-32ch-batch2-nchw-tanh-f32", (2, 32, 57, 55), (32, 1, 3, 3),
+     {"group": 32, "pads": P1, "strides": [2, 2], "activation": "tanh", "residual": "after_activation"},
+     "NCHW", F32, True),
 ]
+FP32_GEMM_CASES = [c for c in CASES if c[5] == F32 and not c[3].get("group")]
 
 
 
@@ -80,8 +99,9 @@ def functions(device, tmp_path_factory):
     import cupy
 
     folder = tmp_path_factory.mktemp("conv_cubins")
-    sources = {s.kernel.name: s.kernel.source for case in CASES if runs_on(device.arch, case[5])
+    sources = {s.kernel.name: s.kernel.source for case in CASES if runs_on(device.arch, make_plan(case))
                for s in make_plan(case).steps}
+    sources.update((k.name, k.source) for k in (epilogue_kernel(make_plan(c).gemm) for c in FP32_GEMM_CASES))
     loaded = {}
     for name, cubin in compile_many(sources.items(), device.arch).items():
         path = folder / f"{name}.cubin"
@@ -90,9 +110,12 @@ def functions(device, tmp_path_factory):
     return loaded
 
 
-def runs_on(arch: str, dtype: DType) -> bool:
+def runs_on(arch: str, plan: ConvPlan) -> bool:
+    """Whether the plan's tensor-core GEMM, if it has one, has an mma on ``arch``."""
     try:
-        mma_instruction(arch, dtype)
+        for step in plan.steps:
+            if isinstance(step.kernel, GemmKernel):
+                mma_instruction(arch, step.kernel.problem.dtype)
     except CodegenError:
         return False
     return True
@@ -104,50 +127,102 @@ def make_plan(case) -> ConvPlan:
 
 
 def reference(case, x, w, b, z_nchw) -> np.ndarray:
-    _, _, _, attrs, _, _, bias = case
+    """The reference FusedConv on the inputs' values: in float64 for fp32 cases."""
+    _, _, _, attrs, _, dtype, bias = case
+    if dtype == F32:
+        x, w, b, z_nchw = (None if a is None else a.astype(np.float64) for a in (x, w, b, z_nchw))
     node = Node("FusedConv", ["x", "w", "b" if bias else "", "z" if z_nchw is not None else ""], ["y"], attrs,
                 domain="rtxrt")
     return find_kernel("FusedConv", "rtxrt")(node, 1, lambda *a: []).run(x, w, b, z_nchw)
 
 
-def execute(plan: ConvPlan, functions, host: dict[str, np.ndarray]) -> np.ndarray:
-    """Allocates the plan's buffers (inputs from ``host``, the rest NaN), launches its steps
-    in order and returns Y (NHWC)."""
+def device_buffers(plan: ConvPlan, host: dict[str, np.ndarray]) -> dict:
+    """The plan's buffers on the GPU: inputs from ``host``, the rest filled with NaN."""
     import cupy
 
-    nan = NAN_BITS[plan.storage_dtype]
     buffers = {}
     for name, (shape, dtype) in plan.buffers.items():
         if name in host:
-            assert host[name].shape == shape, (name, host[name].shape, shape)
+            assert host[name].shape == shape and host[name].dtype == storage(dtype), (name, host[name].shape, shape)
             buffers[name] = to_device(host[name])
+        elif dtype == F32:
+            buffers[name] = cupy.full(shape, np.nan, cupy.float32)
         else:
-            buffers[name] = cupy.full(shape, nan, cupy.uint16)
+            buffers[name] = cupy.full(shape, NAN_BITS[dtype], cupy.uint16)
+    return buffers
+
+
+def launch(functions, step, buffers) -> None:
+    if all(step.grid):
+        functions[step.kernel.name](step.grid, step.block, tuple(buffers[b] for b in step.buffers))
+
+
+def execute(plan: ConvPlan, functions, host: dict[str, np.ndarray]) -> np.ndarray:
+    """Allocates the plan's buffers, launches its steps in order and returns Y (NHWC)."""
+    import cupy
+
+    buffers = device_buffers(plan, host)
     for step in plan.steps:
-        if all(step.grid):
-            functions[step.kernel.name](step.grid, step.block, tuple(buffers[b] for b in step.buffers))
+        launch(functions, step, buffers)
     cupy.cuda.get_current_stream().synchronize()
     return buffers["Y"].get().view(storage(plan.storage_dtype))
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
-def test_plan_matches_the_reference_fused_conv(case, device, functions):
+def case_inputs(case, plan: ConvPlan):
+    """Fresh inputs of ``case`` (seeded by its id): X, W (OIHW), bias, Z (NCHW), and the host
+    buffers of the plan (X in its layout, W packed, Z as NHWC)."""
     case_id, x_shape, w_shape, attrs, layout, dtype, bias = case
-    if not runs_on(device.arch, dtype):
-        pytest.skip(f"{dtype.short} GEMM does not run on {device.arch}")
-    plan = make_plan(case)
     rng = np.random.default_rng(zlib.crc32(case_id.encode()))
     x = random(rng, x_shape, dtype)
     w = random(rng, w_shape, dtype, 1 / math.sqrt(math.prod(w_shape[1:])))
     b = random(rng, (w_shape[0],), dtype) if bias else None
     out_nchw = tuple(plan.out_shape[i] for i in (0, 3, 1, 2))
     z = random(rng, out_nchw, dtype) if attrs.get("residual", "none") != "none" else None
-    host = {"X": x if layout == "NCHW" else x.transpose(0, 2, 3, 1), "W": plan.pack_weights(w)}
+    host = {"X": x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "W": plan.pack_weights(w)}
     if b is not None:
         host["bias"] = b
     if z is not None:
-        host["Z"] = z.transpose(0, 2, 3, 1)
+        host["Z"] = np.ascontiguousarray(z.transpose(0, 2, 3, 1))
+    return (x, w, b, z), host
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_plan_matches_the_reference_fused_conv(case, device, functions):
+    case_id, dtype = case[0], case[5]
+    plan = make_plan(case)
+    if not runs_on(device.arch, plan):
+        pytest.skip(f"{dtype.short} GEMM does not run on {device.arch}")
+    (x, w, b, z), host = case_inputs(case, plan)
     got = execute(plan, functions, host)
     want = reference(case, x, w, b, z).transpose(0, 2, 3, 1)
     rel = check_close(got, want, TOLERANCE[dtype], case_id, "Y")
     print(f"\n{case_id}: {plan.tactic}, steps {[s.kernel.name for s in plan.steps]}, rel err {rel:.2e}")
+
+
+@pytest.mark.parametrize("case", FP32_GEMM_CASES, ids=lambda c: c[0])
+def test_an_fp32_gemm_step_may_run_on_cublas(case, functions):
+    """The plan's steps up to its GEMM, then cuBLAS (true fp32) writes the patch matrix times
+    the packed weights into Y and ``epilogue_kernel(plan.gemm)`` finishes Y in place."""
+    import cupy
+
+    from rtxrt.jit.cublas import Cublas
+
+    plan = make_plan(case)
+    p = plan.gemm
+    (x, w, b, z), host = case_inputs(case, plan)
+    buffers = device_buffers(plan, host)
+    *before, gemm_step = plan.steps
+    for step in before:
+        launch(functions, step, buffers)
+    by_arg = dict(zip((a.name for a in gemm_step.kernel.args), gemm_step.buffers))  # A -> "workspace" or "X", ...
+    epilogue = epilogue_kernel(p)
+    with Cublas(cupy.cuda.get_current_stream().ptr) as blas:
+        blas.gemm(buffers[by_arg["A"]].data.ptr, buffers[by_arg["B"]].data.ptr, buffers[by_arg["D"]].data.ptr,
+                  p.m, p.n, p.k, dtype=F32, compute="fp32", trans_b=p.trans_b, lda=p.lda, ldb=p.ldb, ldc=p.ldd,
+                  alpha=p.alpha)
+        functions[epilogue.name]((epilogue.launch.grid(),), (epilogue.launch.block,),
+                                 tuple(buffers[by_arg[a.name]] for a in epilogue.args))
+        cupy.cuda.get_current_stream().synchronize()
+    got = buffers["Y"].get()
+    want = reference(case, x, w, b, z).transpose(0, 2, 3, 1)
+    check_close(got, want, TOLERANCE[F32], case[0], "Y")

@@ -89,7 +89,7 @@ def first_divergence(onnx_path: str, feeds: dict[str, np.ndarray]) -> str:
     data = model.SerializeToString()
     try:
         theirs = _onnxruntime(data, feeds)
-        session = rtxrt.Session(data)
+        session = rtxrt.Session(data, fallback="cpu")
         ours = dict(zip([o.name for o in session.outputs], session.run(None, feeds)))
     except Exception as exc:  # the locator is a diagnostic; never hide the real failure
         return f"(could not locate the first differing node: {type(exc).__name__}: {exc})"
@@ -126,7 +126,7 @@ def test_aot_builds_rtxir(exported, rtxir_path):
     import onnxruntime as ort
 
     assert rtxir_path.stat().st_size > 0
-    session = rtxrt.Session(rtxir_path)
+    session = rtxrt.Session(rtxir_path, fallback="cpu")
     reference = ort.InferenceSession(exported.onnx_path, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.inputs] == [i.name for i in reference.get_inputs()] == exported.input_names
     assert [o.name for o in session.outputs] == [o.name for o in reference.get_outputs()] == exported.output_names
@@ -143,7 +143,7 @@ def test_aot_builds_rtxir(exported, rtxir_path):
 def test_matches_onnxruntime(exported, rtxir_path):
     """Every output of the .rtxir run on the reference backend equals onnxruntime's on the
     original ONNX, to float32 summation-order tolerance (RTOL/ATOL above), on fresh inputs."""
-    session = rtxrt.Session(rtxir_path)
+    session = rtxrt.Session(rtxir_path, fallback="cpu")
     for case in INPUT_CASES.get(exported.name, DEFAULT_CASES):
         feeds = exported.make_inputs(**case)
         expected = _onnxruntime(exported.onnx_path, feeds)

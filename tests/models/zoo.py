@@ -374,6 +374,34 @@ class BertWrapper(nn.Module):
         return out.last_hidden_state, out.pooler_output
 
 
+BERT_BASE_VOCAB = 30522
+
+
+def bert_base_config():
+    """BERT-base (Devlin et al. 2018) at full size: hidden 768, 12 layers, 12 heads, MLP 3072,
+    its real vocabulary and 512 positions; for the GPU benchmarks (benchmarks/peers.py)."""
+    from transformers import BertConfig
+
+    config = BertConfig(
+        vocab_size=BERT_BASE_VOCAB, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        initializer_range=768 ** -0.5,  # about 1/sqrt(hidden), for the reason bert_config gives
+    )
+    config._attn_implementation = "eager"  # as bert_config: plain MatMul/Softmax in the export
+    return config
+
+
+class BertBaseWrapper(BertWrapper):
+    """BertWrapper's inputs and outputs around a BERT-base encoder."""
+
+    def __init__(self):
+        nn.Module.__init__(self)  # not BertWrapper.__init__, which would build the small encoder
+        from transformers import BertModel
+
+        self.bert = BertModel(bert_base_config())
+
+
 # ---------------------------------------------------------------------------------------------
 # GPT-2-style decoder (transformers)
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +517,21 @@ TEXT_MODELS: dict[str, TextModel] = {
                       {"last_hidden_state": {0: "batch", 1: "sequence"}}, _gpt2_inputs),
 }
 MODEL_NAMES = [*IMAGE_MODELS, *TEXT_MODELS]
+
+
+def _bert_base_inputs(seed: int, batch: int = 1, seq: int = 128) -> dict[str, np.ndarray]:
+    """As _bert_inputs (padded rows, two segments), with token ids over BERT-base's vocabulary."""
+    inputs = _bert_inputs(seed, batch, seq)
+    rng = np.random.default_rng([seed, 1])
+    inputs["input_ids"] = rng.integers(0, BERT_BASE_VOCAB, size=(batch, seq), dtype=np.int64)
+    return inputs
+
+
+# Full-size models for the GPU benchmarks (benchmarks/peers.py). Registered after MODEL_NAMES:
+# the CPU model tests run every name there on the numpy reference backend.
+TEXT_MODELS["bert_base"] = TextModel(
+    BertBaseWrapper, ["input_ids", "attention_mask", "token_type_ids"],
+    {"last_hidden_state": {0: "batch", 1: "sequence"}, "pooler_output": {0: "batch"}}, _bert_base_inputs)
 
 
 def _randomize(model: nn.Module, seed: int, input_shape: tuple[int, ...]) -> nn.Module:

@@ -13,7 +13,7 @@ from rtxrt.aot import AotOptions, aot_compile
 from rtxrt.errors import InputError
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Graph, Node, Storage, TensorType
-from rtxrt.runtime.memory_plan import (
+from rtxrt.backends.memory_plan import (
     MemoryPlan,
     PlanError,
     _best_fit,

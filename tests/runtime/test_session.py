@@ -13,7 +13,7 @@ from tests.helpers import add_relu_model
 def session(tmp_path_factory):
     path = tmp_path_factory.mktemp("session") / "add_relu.rtxir"
     build_rtxir(add_relu_model(), path)
-    return rtxrt.Session(path)
+    return rtxrt.Session(path, fallback="cpu")
 
 
 def test_describes_inputs_and_outputs(session):
@@ -57,6 +57,6 @@ def test_a_symbolic_dim_must_have_one_size_across_inputs(tmp_path):
                        [("a", TensorProto.FLOAT, ["n", 2]), ("b", TensorProto.FLOAT, ["n", 2])],
                        [("y", TensorProto.FLOAT, ["n", 2])])
     build_rtxir(model, tmp_path / "add.rtxir")
-    session = rtxrt.Session(tmp_path / "add.rtxir")
+    session = rtxrt.Session(tmp_path / "add.rtxir", fallback="cpu")
     with pytest.raises(rtxrt.InputError, match="'n'"):
         session.run(None, {"a": np.zeros((2, 2), np.float32), "b": np.zeros((3, 2), np.float32)})

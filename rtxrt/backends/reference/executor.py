@@ -17,7 +17,7 @@ class ReferenceExecutor:
     def __init__(self, model: Model):
         self.model = model
         self._kernels: dict[int, OpRun] = {}
-        _refuse_weightless(model.graph)
+        refuse_weightless(model.graph)
         missing = []
         for node in model.graph.walk():
             if find_kernel(node.op_type, node.domain) is None:
@@ -91,7 +91,7 @@ class ReferenceExecutor:
         return [results[o] for o in graph.outputs]
 
 
-def _refuse_weightless(graph: Graph) -> None:
+def refuse_weightless(graph: Graph) -> None:
     if graph.stripped:
         name, more = next(iter(graph.stripped)), len(graph.stripped) - 1
         raise ModelError(f"this is a weightless model: it lacks weight {name!r}{f' and {more} more' if more else ''}; "
@@ -99,7 +99,7 @@ def _refuse_weightless(graph: Graph) -> None:
                          "WEIGHTS.safetensors -o FULL.rtxir` (or rtxrt.refit)")
     for node in graph.nodes:
         for sub in node.subgraphs():
-            _refuse_weightless(sub)
+            refuse_weightless(sub)
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -117,12 +117,12 @@ def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
         declared = graph.types.get(name)
         if declared is not None:
-            _check_one(name, array, declared, symbols)
+            check_input(name, array, declared, symbols)
         values[name] = array
     return values
 
 
-def _check_one(name: str, array: np.ndarray, declared: TensorType, symbols: dict[str, tuple[int, str]]) -> None:
+def check_input(name: str, array: np.ndarray, declared: TensorType, symbols: dict[str, tuple[int, str]]) -> None:
     expected = declared.dtype.numpy
     if declared.dtype == DType.STRING:
         if array.dtype.kind not in "OUS":

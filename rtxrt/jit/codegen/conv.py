@@ -3,16 +3,19 @@
 Two tactics, picked by the convolution's group:
 
 - group 1: an im2col kernel writes the patch matrix ``[N*OH*OW, K]`` (columns in (kh, kw, c)
-  order, K = KH*KW*C rounded up to a multiple of 8 with zero columns, so that the GEMM may
-  copy 16 bytes at a time) from X, then the tensor-core GEMM of rtxrt.jit.codegen.gemm
-  multiplies it by the weights packed as ``[OC, K]`` (``pack_conv_weights``: OIHW -> OHWI,
-  flattened and zero-padded; B with trans_b) with FusedConv's epilogue (bias, activation,
-  residual Z as ``[N*OH*OW, OC]``, i.e. NHWC). A 1x1 convolution with stride 1, no padding
-  and NHWC input needs no im2col: X already is the patch matrix.
+  order, K = KH*KW*C rounded up with zero columns to 16-byte rows, so that the GEMM may copy
+  16 bytes at a time) from X, then a GEMM multiplies it by the weights packed as ``[OC, K]``
+  (``pack_conv_weights``: OIHW -> OHWI, flattened and zero-padded; B with trans_b) with
+  FusedConv's epilogue (bias, activation, residual Z as ``[N*OH*OW, OC]``, i.e. NHWC): the
+  tensor-core GEMM of rtxrt.jit.codegen.gemm for fp16 and bf16, the SIMT GEMM of
+  rtxrt.jit.codegen.gemm_simt for fp32 (or for any type, given a SimtTactic). A 1x1
+  convolution with stride 1, no padding and NHWC input needs no im2col: X already is the
+  patch matrix. The GEMM step is the plan's last, its problem ``ConvPlan.gemm``, so a runtime
+  may run it as a cuBLAS call plus ``epilogue.epilogue_kernel`` instead.
 - depthwise (group == C == OC): a direct kernel, one thread per output element, fp32
   accumulation, the same epilogue. Its weights pack the same way (``[C, KH*KW]``).
 
-Other groups, other ranks, dynamic shapes or storage types other than fp16/bf16 raise
+Other groups, other ranks, dynamic shapes or storage types other than fp16/bf16/fp32 raise
 CodegenError (the runtime then runs the node elsewhere).
 
 X is stored NHWC (the AOT layout pass stores conv regions channels-last) or NCHW (the first
@@ -38,13 +41,19 @@ from ...ir.ops.conv import sliding_window
 from . import CodegenError
 from . import ctypes_map as C
 from .elementwise import KernelArg, KernelSource, LaunchPolicy
-from .kernel_source import KERNEL_NAME, kernel_name
-from .epilogue import CALLED_ACTIVATIONS, activation_expr
+from .epilogue import activation_functions, epilogue_statements
 from .gemm import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
+from .gemm_simt import (
+    SimtGemmKernel,
+    SimtTactic,
+    simt_candidate_tactics,
+    simt_gemm_kernel,
+)
+from .kernel_source import KERNEL_NAME, kernel_name
 
 LAYOUTS = ("NHWC", "NCHW")
-STORAGE_DTYPES = (DType.FLOAT16, DType.BFLOAT16)
-K_ALIGN = 8  # patch-matrix columns are padded to this many: 16-byte rows for the GEMM
+STORAGE_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
+ROW_ALIGN = 16  # bytes: patch-matrix rows are padded to a multiple, for the GEMM's 16-byte copies
 
 
 @dataclass(frozen=True)
@@ -109,12 +118,14 @@ def pack_conv_weights(w: np.ndarray, k_padded: int | None = None) -> np.ndarray:
 
 def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs: Mapping[str, Any],
               storage_dtype: DType, layout: str = "NHWC", *, bias: bool = False,
-              tactic: GemmTactic | None = None) -> ConvPlan:
+              tactic: GemmTactic | SimtTactic | None = None) -> ConvPlan:
     """The kernels computing rtxrt::FusedConv of X (logical NCHW ``x_type``, stored in
     ``layout``) and weights ``w_shape`` (OIHW) with the node's ``attrs`` (Conv attributes,
     activation, activation_params, residual), every tensor stored as ``storage_dtype``.
-    ``bias``: the node has its bias input. ``tactic``: the GEMM tactic (default: a heuristic;
-    an autotuner times ``conv_gemm_tactics``). CodegenError for what this does not cover."""
+    ``bias``: the node has its bias input. ``tactic``: the GEMM tactic, a GemmTactic (tensor
+    cores; fp16 and bf16) or a SimtTactic (CUDA cores; any type) (default: a heuristic among
+    ``conv_gemm_tactics``, which an autotuner times). CodegenError for what this does not
+    cover."""
     shape = x_type.shape if isinstance(x_type, TensorType) else tuple(x_type)
     if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape):
         raise CodegenError(f"FusedConv codegen needs a static 4-D (2-D conv) input, got shape {shape}")
@@ -123,7 +134,7 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
     if layout not in LAYOUTS:
         raise CodegenError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if storage_dtype not in STORAGE_DTYPES:
-        raise CodegenError(f"FusedConv codegen stores float16 or bfloat16 tensors, not {storage_dtype.short}")
+        raise CodegenError(f"FusedConv codegen stores float16, bfloat16 or float32 tensors, not {storage_dtype.short}")
     n, c, h, w = (int(d) for d in shape)
     oc, cg, kh, kw = (int(d) for d in w_shape)
     group = int(attrs.get("group", 1) or 1)
@@ -165,9 +176,11 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
 
     direct = (kh, kw) == (1, 1) and layout == "NHWC" and window.strides == (1, 1) and not any(window.pads)
     k_real = kh * kw * c
-    k = k_real if direct else -(-k_real // K_ALIGN) * K_ALIGN
+    align = ROW_ALIGN // storage_dtype.itemsize
+    k = k_real if direct else -(-k_real // align) * align
     problem = GemmProblem(m, oc, k, trans_b=True, **epilogue)
-    gemm = gemm_kernel(problem, tactic or default_tactic(problem))
+    tactic = tactic or default_tactic(problem)
+    gemm = simt_gemm_kernel(problem, tactic) if isinstance(tactic, SimtTactic) else gemm_kernel(problem, tactic)
     gemm_step = ConvStep(gemm, tuple(_GEMM_BUFFERS[a.name] for a in gemm.args), gemm.launch.grid, gemm.launch.block)
     buffers["W"] = ((oc, k), storage_dtype)
     if direct:
@@ -183,17 +196,22 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
                     problem)
 
 
-def conv_gemm_tactics(plan: ConvPlan) -> tuple[GemmTactic, ...]:
+def conv_gemm_tactics(plan: ConvPlan) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:
     """The GEMM tactics worth timing for ``plan`` (none for a depthwise plan)."""
-    return candidate_tactics(plan.gemm) if plan.gemm is not None else ()
+    return _candidates(plan.gemm) if plan.gemm is not None else ()
 
 
-def default_tactic(problem: GemmProblem, min_blocks: int = 132) -> GemmTactic:
-    """The largest-tile candidate that still gives ``min_blocks`` blocks (about one wave on
-    a big GPU); else the candidate giving the most blocks."""
-    tactics = candidate_tactics(problem)
+def _candidates(problem: GemmProblem) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:
+    """Tensor-core tactics for fp16 and bf16, SIMT ones for fp32 (tensor cores take no fp32 here)."""
+    return simt_candidate_tactics(problem) if problem.dtype == DType.FLOAT32 else candidate_tactics(problem)
 
-    def blocks(t: GemmTactic) -> int:
+
+def default_tactic(problem: GemmProblem, min_blocks: int = 132) -> GemmTactic | SimtTactic:
+    """The largest-tile candidate for ``problem``'s type that still gives ``min_blocks``
+    blocks (about one wave on a big GPU); else the candidate giving the most blocks."""
+    tactics = _candidates(problem)
+
+    def blocks(t: GemmTactic | SimtTactic) -> int:
         return -(-problem.m // t.bm) * -(-problem.n // t.bn)
 
     for t in tactics:  # largest tiles first
@@ -246,19 +264,19 @@ def _named(prefix: str, source: str) -> tuple[str, str]:
 
 def _im2col_kernel(g: _Geometry, k: int, dtype: DType) -> KernelSource:
     """Copies X into the patch matrix [N*OH*OW, k]: row (n, oh, ow), column (kh, kw, c);
-    zeros for padding and for columns past KH*KW*C. 16-bit values are copied as bits, so
-    fp16 and bf16 share a kernel."""
+    zeros for padding and for columns past KH*KW*C. Values are copied, never computed on:
+    fp16 and bf16 (both ``unsigned short`` bits) share a kernel."""
     m = g.n * g.oh * g.ow
+    t = C.storage_type(dtype)
     source = f"""{g.constants()}constexpr int KC = {g.kh * g.kw * g.c}, KP = {k};
 constexpr long long TOTAL = {m}LL * KP;
 
-extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const unsigned short* __restrict__ X,
-                                                          unsigned short* __restrict__ workspace) {{
+extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __restrict__ X, {t}* __restrict__ workspace) {{
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
        i += (long long)gridDim.x * blockDim.x) {{
     const long long row = i / KP;
     const int col = (int)(i - row * KP);
-    unsigned short v = 0;
+    {t} v = 0;
     if (KC == KP || col < KC) {{
       const int c = col % C, tap = col / C;
       const int kw = tap % KW, kh = tap / KW;
@@ -293,22 +311,11 @@ def _depthwise_kernel(g: _Geometry, p: GemmProblem) -> KernelSource:
         names.append("Z")
     params.append(f"{t}* Y")
     names.append("Y")
-    epilogue = []
-    if p.bias:
-        epilogue.append(f"x += {C.load('bias[c]', dtype)};")
-    if p.residual == "before_activation":
-        epilogue.append(f"x += {C.load('Z[i]', dtype)};")
-    epilogue.append("x = rtx_act(x);")
-    if p.residual == "after_activation":
-        epilogue.append(f"x += {C.load('Z[i]', dtype)};")
-    inline = "__noinline__" if p.activation in CALLED_ACTIVATIONS else "__forceinline__"
+    epilogue = epilogue_statements(p, "Z[i]", bias="bias[c]")
     total = g.n * g.oh * g.ow * g.c
     source = f"""{C.PRELUDE}{g.constants()}constexpr long long TOTAL = {total}LL;
 
-template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) {{ return (a >= b || a != a) ? a : b; }}
-template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) {{ return (a <= b || a != a) ? a : b; }}
-__device__ {inline} float rtx_act(float x) {{ return {activation_expr(p.activation, p.params)}; }}
-
+{activation_functions(p.activation, p.params)}
 extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(params)}) {{
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
        i += (long long)gridDim.x * blockDim.x) {{
@@ -348,5 +355,5 @@ extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(param
     return KernelSource(name, source, LaunchPolicy(total), tuple(args))
 
 
-__all__ = ["ConvPlan", "ConvStep", "GemmKernel", "conv_gemm_tactics", "conv_plan", "default_tactic",
-           "pack_conv_weights"]
+__all__ = ["ConvPlan", "ConvStep", "GemmKernel", "SimtGemmKernel", "conv_gemm_tactics", "conv_plan",
+           "default_tactic", "pack_conv_weights"]

@@ -42,7 +42,8 @@ from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from . import ctypes_map as C
 from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
 
-INPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16)
+MMA_DTYPES = (DType.FLOAT16, DType.BFLOAT16)  # what the tensor-core kernel multiplies
+INPUT_DTYPES = (*MMA_DTYPES, DType.FLOAT32)  # GemmProblem's A and B (float32: gemm_simt only)
 OUTPUT_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
 MAX_STATIC_SMEM = 48 * 1024  # bytes of static shared memory a block may declare
 MAX_GRID_X, MAX_GRID_YZ = 2**31 - 1, 65535
@@ -55,8 +56,9 @@ def mma_instruction(arch: str, dtype: DType) -> str:
     """The PTX mma the kernel uses on ``arch`` ("sm_86") for inputs of ``dtype``; CodegenError
     where the arch has none (bf16 before sm_80, archs before sm_75)."""
     cc = _arch_number(arch)
-    if dtype not in INPUT_DTYPES:
-        raise CodegenError(f"tensor-core GEMM takes float16 or bfloat16 inputs, not {dtype.short}")
+    if dtype not in MMA_DTYPES:
+        raise CodegenError(f"tensor-core GEMM takes float16 or bfloat16 inputs, not {dtype.short} "
+                           "(gemm_simt.simt_gemm_kernel multiplies float32)")
     ty = "bf16" if dtype == DType.BFLOAT16 else "f16"
     if cc >= 80:
         return f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32"
@@ -185,8 +187,8 @@ def candidate_tactics(problem: GemmProblem | None = None) -> tuple[GemmTactic, .
 class GemmProblem:
     """One (batched) matrix product with its epilogue, shapes concrete.
 
-    ``dtype``: A and B (float16 or bfloat16); ``out_dtype``: D, bias and Z (default
-    ``dtype``; float32 too). ``trans_b``: B is stored as [N, K] (Gemm with transB, Linear
+    ``dtype``: A and B (float16 or bfloat16; float32 too for gemm_simt); ``out_dtype``: D,
+    bias and Z (default ``dtype``; float32 too). ``trans_b``: B is stored as [N, K] (Gemm with transB, Linear
     weights), else [K, N]. Leading dimensions (elements between rows) default to the dense
     ones; batch strides (elements between matrices, 0: one matrix for the whole batch) to
     dense batches; the bias is one vector for all. ``activation_params`` in the order of
@@ -219,10 +221,10 @@ class GemmProblem:
             object.__setattr__(self, key, value)
 
         if self.dtype not in INPUT_DTYPES:
-            raise CodegenError(f"tensor-core GEMM takes float16 or bfloat16 A and B, not {self.dtype.short}")
+            raise CodegenError(f"GEMM takes float16, bfloat16 or float32 A and B, not {self.dtype.short}")
         put("out_dtype", self.out_dtype or self.dtype)
         if self.out_dtype not in OUTPUT_DTYPES:
-            raise CodegenError(f"tensor-core GEMM writes float16, bfloat16 or float32, not {self.out_dtype.short}")
+            raise CodegenError(f"GEMM writes float16, bfloat16 or float32, not {self.out_dtype.short}")
         if min(self.m, self.n, self.k, self.batch) < 0 or max(self.m, self.n, self.k) > MAX_DIM:
             raise CodegenError(f"GEMM dimensions must be 0 to {MAX_DIM}: {self.m}x{self.n}x{self.k}, batch {self.batch}")
         try:
@@ -322,9 +324,9 @@ class GemmKernel(KernelSource):
 def gemm_kernel(problem: GemmProblem, tactic: GemmTactic, arch: str | None = None) -> GemmKernel:
     """The CUDA C++ of ``problem`` computed with ``tactic``. The source compiles for every
     arch from sm_75 (sm_80 for bf16); ``arch``, when given, is checked here so that a bf16
-    GEMM for sm_75 fails with a clear CodegenError before NVRTC is asked."""
-    if arch is not None:
-        mma_instruction(arch, problem.dtype)
+    GEMM for sm_75 fails with a clear CodegenError before NVRTC is asked; so does a float32
+    problem, whatever the arch (tensor cores take 16-bit inputs here)."""
+    mma_instruction(arch or "sm_80", problem.dtype)
     launch = GridLaunch(tactic.grid(problem), (tactic.threads, 1, 1),
                         2 * tactic.stages * (_a_tile(tactic) + _b_tile(tactic, problem.trans_b)))
     source = _source(problem, tactic)

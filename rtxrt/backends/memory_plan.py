@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..backends.reference.kernel import find_kernel
+from .reference.kernel import find_kernel
 from ..errors import GraphError, InputError
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Model, Node, TensorType
@@ -142,6 +142,22 @@ def _infer_with_shape_values(model: Model) -> None:
     finally:
         for name in lent:
             del graph.initializers[name]
+
+
+def plan_time_values(model: Model) -> dict[str, np.ndarray]:
+    """Every value of a specialized model that follows from its static shapes and
+    initializers alone (shape arithmetic, position ranges, masks of shapes): a backend
+    computes these once when it plans, not on every run."""
+    graph = model.graph
+    found: dict[str, np.ndarray] = {}
+    try:
+        while new := _shape_values(model):
+            graph.initializers.update(new)
+            found.update(new)
+    finally:
+        for name in found:
+            del graph.initializers[name]
+    return found
 
 
 def _shape_values(model: Model) -> dict[str, np.ndarray]:
@@ -448,6 +464,7 @@ __all__ = [
     "node_reads",
     "plan_memory",
     "plan_model",
+    "plan_time_values",
     "planned_values",
     "read_steps",
     "specialize",

@@ -1,0 +1,162 @@
+"""The JIT: specialize a model to this GPU at concrete input shapes, through the runtime cache.
+
+A cold start plans the model (rtxrt.backends.cuda.builder), compiles every candidate kernel
+with NVRTC in parallel, times the candidate tactics on the device, and stores the cubins and
+the choices in the cache entry of (model, GPU, driver, NVRTC, rtxrt, options). A warm start
+plans again (pure Python, milliseconds), reads the choices and cubins, and compiles nothing.
+Several input shapes share one entry: the tactics blob maps a shape signature to its choices,
+and a new shape adds its kernels to the entry under the cross-process lock.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.cuda.autotune import autotune
+from ..backends.cuda.builder import Plan, build_plan, finalize
+from ..backends.cuda.executor import Engine, load_functions
+from ..ir.graph import Model
+from ..jit.cache import TACTICS_BLOB, CacheEntry, RuntimeCache, kernel_blob_name
+from ..jit.cache_key import CacheKey
+from ..jit.device import DeviceInfo, probe
+from ..jit.nvrtc import compile_many
+from .progress import Progress
+
+
+@dataclass
+class JitStats:
+    """What loading one engine cost: ``kernels_compiled`` is zero on a warm start."""
+
+    jit_seconds: float = 0.0
+    plan_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    tune_seconds: float = 0.0
+    kernels_compiled: int = 0
+    kernels_loaded: int = 0
+    from_cache: bool = True
+    device_bytes: int = 0
+    host_nodes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class GpuContext:
+    """One GPU as a session uses it: its description, one stream, one cuBLAS handle."""
+
+    def __init__(self, device: int = 0):
+        import cupy
+
+        from ..jit.cublas import Cublas
+
+        self.info: DeviceInfo = probe(device)
+        self.device = cupy.cuda.Device(device)
+        with self.device:
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.cublas = Cublas(self.stream.ptr)
+
+
+def shape_signature(shapes: Mapping[str, Sequence[int]]) -> str:
+    return ";".join(f"{name}={'x'.join(str(int(d)) for d in shape)}" for name, shape in sorted(shapes.items()))
+
+
+def load_engine(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
+                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
+                precompiled: Mapping[str, bytes] | None = None, use_graph: bool = True) -> tuple[Engine, JitStats]:
+    """The engine of ``model`` at ``shapes`` on ``gpu``, from the cache or built into it."""
+    stats = JitStats()
+    started = time.perf_counter()
+    arch = gpu.info.arch
+    with gpu.device:
+        plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count)
+        stats.plan_seconds = time.perf_counter() - started
+        signature = shape_signature(shapes)
+        builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})
+        entry = cache.get_or_build(key, builder)
+        if signature not in (entry.get_json(TACTICS_BLOB) or {}):
+            with cache.lock(key):  # a new shape for a cached model: add its kernels and choices
+                entry = cache.entry(key)
+                if signature not in (entry.get_json(TACTICS_BLOB) or {}):
+                    builder(entry)
+                    entry.complete()
+        labels = (entry.get_json(TACTICS_BLOB) or {})[signature]
+        final = finalize(plan, _choices(plan, labels))
+        cubins = {}
+        missing = {}
+        for name, source in final.kernels.items():
+            blob = builder.cubins.get(name) or precompiled and precompiled.get(kernel_blob_name(name, arch)) \
+                or entry.get(kernel_blob_name(name, arch))
+            if blob is None:
+                missing[name] = source
+            else:
+                cubins[name] = blob
+        if missing:  # only an entry written by another rtxrt build could lack them
+            cubins.update(_compile(missing, arch, stats, progress))
+        engine = Engine(final, cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
+    stats.kernels_loaded = len(cubins)
+    stats.device_bytes = engine.device_bytes
+    stats.host_nodes = [s.label for s in plan.host_steps]
+    stats.jit_seconds = time.perf_counter() - started
+    if progress is not None:
+        progress.close()
+    return engine, stats
+
+
+class _Build:
+    """Compiles a plan's kernels and tunes its tactics into a cache entry."""
+
+    def __init__(self, plan: Plan, signature: str, gpu: GpuContext, stats: JitStats, progress: Progress | None,
+                 precompiled: Mapping[str, bytes]):
+        self.plan, self.signature, self.gpu, self.stats = plan, signature, gpu, stats
+        self.progress, self.precompiled = progress, precompiled
+        self.cubins: dict[str, bytes] = {}
+
+    def __call__(self, entry: CacheEntry) -> None:
+        arch = self.gpu.info.arch
+        self.stats.from_cache = False
+        kernels = self.plan.kernels
+        todo = {}
+        for name, source in kernels.items():
+            blob_name = kernel_blob_name(name, arch)
+            blob = self.precompiled.get(blob_name) or entry.get(blob_name)
+            if blob is None:
+                todo[name] = source
+            else:
+                self.cubins[name] = blob
+        fresh = _compile(todo, arch, self.stats, self.progress)
+        for name, cubin in fresh.items():
+            entry.put(kernel_blob_name(name, arch), cubin)
+        self.cubins.update(fresh)
+        started = time.perf_counter()
+        tuned = {n for s in self.plan.steps if len(s.candidates) > 1 for p in s.candidates for n in p.kernels}
+        functions = load_functions({n: self.cubins[n] for n in tuned})
+        choices = autotune(self.plan, functions, self.gpu.cublas, self.gpu.stream,
+                           self.progress.stage("tune") if self.progress else None)
+        self.stats.tune_seconds = time.perf_counter() - started
+        tactics = entry.get_json(TACTICS_BLOB) or {}
+        tactics[self.signature] = {str(i): self.plan.steps[i].candidates[c].label for i, c in choices.items()}
+        entry.put_json(TACTICS_BLOB, tactics)
+
+
+def _compile(sources: Mapping[str, str], arch: str, stats: JitStats, progress: Progress | None) -> dict[str, bytes]:
+    if not sources:
+        return {}
+    started = time.perf_counter()
+    cubins = compile_many(sources.items(), arch, progress=progress.stage("compile") if progress else None)
+    stats.compile_seconds += time.perf_counter() - started
+    stats.kernels_compiled += len(cubins)
+    return cubins
+
+
+def _choices(plan: Plan, labels: Mapping[str, str]) -> dict[int, int]:
+    """Step index -> candidate index, from the tactic labels the cache stored."""
+    choices = {}
+    for key, label in labels.items():
+        i = int(key)
+        if i < len(plan.steps):
+            found = [c for c, p in enumerate(plan.steps[i].candidates) if p.label == label]
+            if found:
+                choices[i] = found[0]
+    return choices
