@@ -1,7 +1,15 @@
 """The ONNX backend API (``onnx.backend.base``) over rtxrt, so ONNX's backend test suite
-runs against it. Models go the product's way: ONNX → IR → .rtxir bytes → IR → backend."""
+runs against it. Models go the product's way: ONNX → IR → .rtxir bytes → IR → backend.
+
+Device "CPU" runs the numpy reference backend; "CUDA" (or "CUDA:N") runs ``rtxrt.Session``
+on that GPU, JIT and all, with a runtime cache in one temporary directory per process (the
+suite's thousands of tiny models stay out of the user's cache)."""
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,10 +18,12 @@ from onnx.backend.base import Backend, BackendRep, namedtupledict
 
 from .aot import compile_onnx
 from .backends.reference.executor import ReferenceExecutor
-from .errors import InputError
+from .errors import InputError, RtxrtError
 
 
 class RtxrtBackendRep(BackendRep):
+    """A model prepared for the CPU: the numpy reference backend runs it."""
+
     def __init__(self, executor: ReferenceExecutor):
         self.executor = executor
         graph = executor.model.graph
@@ -21,16 +31,50 @@ class RtxrtBackendRep(BackendRep):
         self.output_names = list(graph.outputs)
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
-        if isinstance(inputs, dict):
-            feeds = dict(inputs)
-        else:
-            if isinstance(inputs, np.ndarray):
-                inputs = [inputs]
-            if len(inputs) > len(self.input_names):
-                raise InputError(f"got {len(inputs)} inputs, the model takes {len(self.input_names)}")
-            feeds = dict(zip(self.input_names, inputs))
+        outputs = self._run(_feeds(inputs, self.input_names))
+        return namedtupledict("Outputs", self.output_names)(*outputs)
+
+    def _run(self, feeds: dict[str, Any]) -> list[np.ndarray]:
         outputs = self.executor.run(feeds)
-        return namedtupledict("Outputs", self.output_names)(*[outputs[n] for n in self.output_names])
+        return [outputs[n] for n in self.output_names]
+
+
+class RtxrtGpuBackendRep(RtxrtBackendRep):
+    """A model prepared for a GPU: an ``rtxrt.Session`` runs it and returns numpy arrays.
+
+    ``host_nodes``: labels of the nodes that ran on the host (no GPU lowering) at any input
+    shape so far, in plan order; empty when every node ran on the GPU, None while no engine
+    has been built yet (a model with symbolic input dims is specialized at its first run)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.input_names = [i.name for i in session.inputs]
+        self.output_names = [o.name for o in session.outputs]
+        self.host_nodes: list[str] | None = None
+        self._note_host_nodes()
+
+    def _run(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        try:
+            return self.session.run(None, feeds)
+        finally:
+            self._note_host_nodes()
+
+    def _note_host_nodes(self) -> None:
+        labels = self.session.stats.get("host_nodes")
+        if labels is None:
+            return
+        known = self.host_nodes or []
+        self.host_nodes = known + [label for label in labels if label not in known]
+
+
+def _feeds(inputs: Any, input_names: list[str]) -> dict[str, Any]:
+    if isinstance(inputs, dict):
+        return dict(inputs)
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    if len(inputs) > len(input_names):
+        raise InputError(f"got {len(inputs)} inputs, the model takes {len(input_names)}")
+    return dict(zip(input_names, inputs))
 
 
 class RtxrtBackend(Backend):
@@ -40,9 +84,19 @@ class RtxrtBackend(Backend):
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> RtxrtBackendRep:
-        if not cls.supports_device(device):
-            raise ValueError(f"rtxrt.backend does not run on device {device!r}")
-        return RtxrtBackendRep(ReferenceExecutor(compile_onnx(model, round_trip=True)))
+        gpu = _gpu_index(device)
+        if gpu is None:
+            if not cls.supports_device(device):
+                raise ValueError(f"rtxrt.backend does not run on device {device!r}")
+            return RtxrtBackendRep(ReferenceExecutor(compile_onnx(model, round_trip=True)))
+        problem = _gpu_problem(gpu)
+        if problem is not None:  # NoGpuError, UnsupportedGpuError, ...: the probe's own type
+            raise type(problem)(f"rtxrt.backend cannot prepare a model for device {device!r}: {problem}")
+        from .format import to_bytes
+        from .runtime import Session
+
+        session = Session(to_bytes(compile_onnx(model)), device=gpu, cache_dir=_cache_dir(), progress=False)
+        return RtxrtGpuBackendRep(session)
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple:
@@ -65,7 +119,37 @@ class RtxrtBackend(Backend):
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
-        return device.upper().startswith("CPU")
+        gpu = _gpu_index(device)
+        if gpu is None:
+            return device.upper().startswith("CPU")
+        return _gpu_problem(gpu) is None
+
+
+def _gpu_index(device: str) -> int | None:
+    """N for "CUDA:N" (0 for "CUDA"), None for any other device string."""
+    kind, colon, index = device.upper().partition(":")
+    if kind != "CUDA" or (colon and not index.isdigit()):
+        return None
+    return int(index) if colon else 0
+
+
+@functools.cache
+def _gpu_problem(index: int) -> RtxrtError | None:
+    """Why GPU ``index`` cannot run models (no CuPy, driver or device; too old), or None."""
+    from .jit.device import probe
+
+    try:
+        probe(index)
+    except RtxrtError as exc:
+        return exc
+    return None
+
+
+@functools.cache
+def _cache_dir() -> str:
+    path = tempfile.mkdtemp(prefix="rtxrt-backend-cache-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 is_compatible = RtxrtBackend.is_compatible

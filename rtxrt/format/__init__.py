@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 from .layout import MAJOR as FORMAT_MAJOR, MINOR as FORMAT_MINOR
-from .reader import RefitRecipe, RtxirInfo, ir_hash, read_header, read_refit_recipe, read_rtxir
-from .writer import RefitSource, graph_digest, to_bytes, write_rtxir
+from .reader import (
+    CubinIndex,
+    RefitRecipe,
+    RtxirInfo,
+    ir_hash,
+    read_cubin_index,
+    read_cubins,
+    read_header,
+    read_refit_recipe,
+    read_rtxir,
+)
+from .writer import Cubins, RefitSource, graph_digest, to_bytes, write_rtxir
 
 __all__ = [
-    "FORMAT_MAJOR", "FORMAT_MINOR", "RefitRecipe", "RefitSource", "RtxirInfo", "graph_digest",
-    "ir_hash", "read_header", "read_refit_recipe", "read_rtxir", "to_bytes", "write_rtxir",
+    "FORMAT_MAJOR", "FORMAT_MINOR", "CubinIndex", "Cubins", "RefitRecipe", "RefitSource", "RtxirInfo",
+    "graph_digest", "ir_hash", "read_cubin_index", "read_cubins", "read_header", "read_refit_recipe",
+    "read_rtxir", "to_bytes", "write_rtxir",
 ]

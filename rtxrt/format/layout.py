@@ -6,7 +6,9 @@ header and table for the reader. Section contents are the writer's and reader's 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import FormatError
@@ -14,7 +16,7 @@ from ..errors import FormatError
 # "\x89" catches 7-bit channels; "\r\n" catches text-mode line-ending conversion either way.
 MAGIC = b"\x89RTXIR\r\n"
 MAJOR = 1
-MINOR = 1
+MINOR = 2  # the newest minor version this rtxrt reads and writes
 
 # magic, major, minor, section count, file size, reserved, SHA-256 of bytes [0, 32) + table.
 HEADER = struct.Struct("<8sHHIQ8s32s")
@@ -31,8 +33,18 @@ MAX_RANK = 64  # numpy's own limit on array dimensions
 META = "META"
 GRAPH = "GRPH"
 WEIGHTS = "WGTS"
+CUBINS = "CUBN"  # since 1.2: kernels compiled ahead of time (rtxrt aot --precompile)
 # How messages name the sections; unknown kinds are shown as their 4-character code.
-SECTION_NAMES = {META: "META", GRAPH: "GRAPH", WEIGHTS: "WEIGHTS"}
+SECTION_NAMES = {META: "META", GRAPH: "GRAPH", WEIGHTS: "WEIGHTS", CUBINS: "CUBINS"}
+# A file is stamped with the lowest minor version that has every section it holds, so a file
+# without the sections later minors added is byte-identical to what a 1.1 writer made.
+BASE_MINOR = 1
+SECTION_MINOR = {CUBINS: 2}
+# NVRTC's name of a GPU architecture, as CUBINS keys its cubins: sm_86, sm_120, sm_90a.
+ARCH = re.compile(r"sm_[0-9]{2,3}[af]?")
+
+# CUBINS starts with the byte length of its JSON index; the cubins follow it, ALIGN-aligned.
+CUBINS_INDEX_LENGTH = struct.Struct("<Q")
 
 assert HEADER.size == 64 and ENTRY.size == 56
 
@@ -67,6 +79,11 @@ def place(lengths: list[int]) -> tuple[list[int], int]:
         offsets.append(pos)
         pos += length
     return offsets, pos
+
+
+def version_for(kinds: Iterable[str]) -> tuple[int, int]:
+    """The version a writer stamps on a file holding sections of these kinds."""
+    return MAJOR, max([BASE_MINOR, *(SECTION_MINOR.get(kind, BASE_MINOR) for kind in kinds)])
 
 
 def pack_header(sections: list[Section], file_size: int, version: tuple[int, int] = (MAJOR, MINOR)) -> bytes:

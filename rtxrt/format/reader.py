@@ -24,6 +24,7 @@ from ..ir.graph import Graph, Model, Node, NodePrecision, Storage, TensorType
 from . import layout
 from .writer import RefitSource
 
+
 @dataclass
 class RtxirInfo:
     """What ``rtxrt inspect`` shows without parsing the graph."""
@@ -79,6 +80,7 @@ def _read_model(f: "_File") -> tuple[Model, dict, dict, "_Decoder"]:
     """The model of a file, its checked META, its GRAPH JSON and the decoder that read it."""
     for kind in f.sections.keys() - layout.SECTION_NAMES.keys():
         f.section(kind)  # unknown sections are skipped, but damage in them is still damage
+    f.cubins()  # not part of the model, but a file that reads is a file whose every section is sound
     meta = f.meta()
     decoder = _Decoder(f)
     top = f.json(layout.GRAPH)
@@ -98,6 +100,32 @@ def read_header(source: str | os.PathLike | bytes | bytearray | memoryview) -> R
             options=meta["options"], sections={s.name: s.length for s in f.sections.values()},
             file_size=len(f.buf), weight_bytes=weights.length if weights else 0, ir_hash=f.ir_hash(),
         )
+
+
+@dataclass
+class CubinIndex:
+    """A file's CUBINS section without the cubins: arch -> blob name -> size in bytes, and
+    the input shapes the kernels were planned at. Empty for a file without CUBINS."""
+
+    sizes: dict[str, dict[str, int]]
+    shapes: list[dict[str, tuple[int, ...]]]
+
+
+def read_cubins(source: str | os.PathLike | bytes | bytearray | memoryview, arch: str) -> dict[str, bytes]:
+    """The cubins compiled ahead of time for ``arch`` ("sm_86"): blob name -> cubin, copied
+    out of the file; {} when the file has none for that arch. Verifies the header, the table
+    and CUBINS only."""
+    with _File.open(source, True) as f:
+        blobs, _ = f.cubins()
+        return {name: bytes(data) for name, data in blobs.get(arch, {}).items()}
+
+
+def read_cubin_index(source: str | os.PathLike | bytes | bytearray | memoryview) -> CubinIndex:
+    """Which archs have cubins, their sizes and the shapes they were planned at."""
+    with _File.open(source, True) as f:
+        blobs, shapes = f.cubins()
+        return CubinIndex({arch: {name: len(data) for name, data in named.items()} for arch, named in blobs.items()},
+                          shapes)
 
 
 def ir_hash(source: str | os.PathLike | bytes | bytearray | memoryview) -> str:
@@ -162,8 +190,9 @@ class _File:
         return data
 
     def json(self, kind: str) -> dict:
-        name = layout.SECTION_NAMES[kind]
-        data = self.section(kind)
+        return self.parse_json(self.section(kind), layout.SECTION_NAMES[kind])
+
+    def parse_json(self, data: memoryview, name: str) -> dict:
         if len(data) > layout.MAX_JSON_BYTES:
             self.fail(f"section {name} has {len(data)} bytes of JSON, more than the "
                       f"{layout.MAX_JSON_BYTES}-byte limit")
@@ -184,6 +213,62 @@ class _File:
         out["rtxrt_version"] = check.get(meta, "rtxrt_version", str, "META")
         out["options"] = check.get(meta, "options", dict, "META")
         return out
+
+    def cubins(self) -> tuple[dict[str, dict[str, memoryview]], list[dict[str, tuple[int, ...]]]]:
+        """The CUBINS section, checked: arch -> blob name -> cubin (a view of the file), and
+        the shapes; empty when the file has no CUBINS."""
+        if layout.CUBINS not in self.sections:
+            return {}, []
+        data = self.section(layout.CUBINS)
+        head = layout.CUBINS_INDEX_LENGTH.size
+        if len(data) < head:
+            self.fail(f"section CUBINS has {len(data)} bytes, too few for its {head}-byte index length")
+        (length,) = layout.CUBINS_INDEX_LENGTH.unpack_from(data)
+        if length > len(data) - head:
+            self.fail(f"section CUBINS: its {length}-byte index overruns the {len(data)}-byte section")
+        index = self.parse_json(data[head:head + length], "CUBINS")
+        area = data[min(layout.align(head + length), len(data)):]
+        check = _Checker(self.label)
+        shapes = [self._shapes(each, check, f"CUBINS shapes[{i}]")
+                  for i, each in enumerate(check.get(index, "shapes", list, "CUBINS"))]
+        archs = check.get(index, "archs", dict, "CUBINS")
+        blobs: dict[str, dict[str, memoryview]] = {}
+        spans = []
+        for arch in archs:
+            if not layout.ARCH.fullmatch(arch):
+                check.fail("CUBINS", f"{arch!r:.40} is not an arch name like 'sm_86'")
+            entries = blobs[arch] = {}
+            named = check.get(archs, arch, dict, "CUBINS archs")
+            for name in named:
+                where = f"CUBINS {arch} cubin {name!r:.80}"
+                entry = check.get(named, name, dict, f"CUBINS {arch}")
+                offset, nbytes = (check.get(entry, key, int, where) for key in ("offset", "nbytes"))
+                if not name:
+                    check.fail(where, "a cubin needs a name")
+                if offset < 0 or offset % layout.ALIGN:
+                    check.fail(where, f"offset {offset} is not a non-negative multiple of {layout.ALIGN}")
+                if nbytes < 0 or offset + nbytes > len(area):
+                    check.fail(where, f"bytes [{offset}, {offset + nbytes}) lie outside the {len(area)} bytes "
+                                      "of cubins")
+                spans.append((offset, offset + nbytes, where))
+                entries[name] = area[offset:offset + nbytes]
+        spans.sort()
+        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+            if start < end:
+                check.fail(second, f"overlaps {first}")
+        return blobs, shapes
+
+    @staticmethod
+    def _shapes(obj: Any, check: "_Checker", where: str) -> dict[str, tuple[int, ...]]:
+        if type(obj) is not dict:
+            check.fail(where, "expected a JSON object")
+        shapes = {}
+        for name in obj:
+            dims = check.get(obj, name, list, where)
+            if len(dims) > layout.MAX_RANK or not all(type(d) is int and d >= 0 for d in dims):
+                check.fail(where, f"the shape of {name!r:.80} must be at most {layout.MAX_RANK} non-negative integers")
+            shapes[name] = tuple(dims)
+        return shapes
 
     def ir_hash(self) -> str:
         digest = hashlib.sha256(b"rtxir-ir-hash\0" + self.version[0].to_bytes(2, "little"))

@@ -8,7 +8,8 @@ import math
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable, Union
 
 import numpy as np
@@ -33,14 +34,26 @@ class RefitSource:
     initializer_order: list[str]
 
 
+@dataclass
+class Cubins:
+    """Kernels compiled ahead of time (``rtxrt aot --precompile``): ``blobs`` maps an arch
+    ("sm_86") to {blob name: cubin}; ``shapes`` lists the input shapes ({input: dims}) the
+    kernels were planned at. Neither changes what the file computes, nor its ``ir_hash``."""
+
+    blobs: Mapping[str, Mapping[str, bytes]]
+    shapes: list[Mapping[str, tuple[int, ...]]] = field(default_factory=list)
+
+
 def write_rtxir(model: Model, destination: str | os.PathLike | BinaryIO, *,
-                options: dict | None = None, source: RefitSource | None = None) -> None:
+                options: dict | None = None, source: RefitSource | None = None,
+                cubins: Cubins | None = None) -> None:
     """Write ``model`` to a path (atomically, via a temporary file) or a binary stream.
 
     ``options`` (the AOT options used) are stored in META for ``rtxrt inspect``. ``source``
-    makes a weightless file's refit recipe (see FORMAT.md, "Weightless files").
+    makes a weightless file's refit recipe (see FORMAT.md, "Weightless files"). ``cubins``
+    adds a CUBINS section (format 1.2); without it the file is a 1.1 file.
     """
-    parts = _encode(model, options, source)
+    parts = _encode(model, options, source, cubins)
     if not isinstance(destination, (str, os.PathLike)):
         pack_sections(destination, parts)
         return
@@ -58,9 +71,10 @@ def write_rtxir(model: Model, destination: str | os.PathLike | BinaryIO, *,
         raise
 
 
-def to_bytes(model: Model, *, options: dict | None = None, source: RefitSource | None = None) -> bytes:
+def to_bytes(model: Model, *, options: dict | None = None, source: RefitSource | None = None,
+             cubins: Cubins | None = None) -> bytes:
     stream = io.BytesIO()
-    write_rtxir(model, stream, options=options, source=source)
+    write_rtxir(model, stream, options=options, source=source, cubins=cubins)
     return stream.getvalue()
 
 
@@ -75,11 +89,13 @@ def graph_digest(graph: Graph) -> str:
 
 
 def pack_sections(stream: BinaryIO, parts: list[tuple[str, list[Chunk]]], *,
-                  version: tuple[int, int] = (layout.MAJOR, layout.MINOR)) -> None:
-    """Write a container holding ``parts`` (kind, chunks), in order.
+                  version: tuple[int, int] | None = None) -> None:
+    """Write a container holding ``parts`` (kind, chunks), in order, stamped with ``version``
+    (default: the lowest that has every kind of section in ``parts``).
 
     Two passes over the chunks (hash, then write) so weights are never copied into one blob.
     """
+    version = version or layout.version_for(kind for kind, _ in parts)
     measured = []
     for kind, chunks in parts:
         digest = hashlib.sha256()
@@ -110,7 +126,8 @@ def canonical_json(value: Any, what: str) -> bytes:
     return text.encode("ascii")
 
 
-def _encode(model: Model, options: dict | None, source: RefitSource | None) -> list[tuple[str, list[Chunk]]]:
+def _encode(model: Model, options: dict | None, source: RefitSource | None,
+            cubins: Cubins | None) -> list[tuple[str, list[Chunk]]]:
     if options is not None and not isinstance(options, dict):
         raise FormatError(f"cannot store options: expected a dict, got {type(options).__name__}")
     meta = {**_encode_model_info(model), "rtxrt_version": str(_rtxrt_version), "options": options or {}}
@@ -119,11 +136,42 @@ def _encode(model: Model, options: dict | None, source: RefitSource | None) -> l
     if source is not None:  # a weightless file: the recipe refit replays
         graph["source"] = {**_encode_model_info(source.model),
                            "graph": _encode_graph(source.model.graph, weights, 0, source.initializer_order)}
-    return [
+    parts = [
         (layout.META, [canonical_json(meta, "META")]),
         (layout.GRAPH, [canonical_json(graph, "GRAPH")]),
         (layout.WEIGHTS, weights.chunks),
     ]
+    if cubins is not None:
+        parts.append((layout.CUBINS, _encode_cubins(cubins)))
+    return parts
+
+
+def _encode_cubins(cubins: Cubins) -> list[Chunk]:
+    """The index length, the JSON index, then every cubin at a multiple of ALIGN from the
+    end of the index's padding, in (arch, name) order so the bytes are deterministic."""
+    archs: dict[str, dict[str, dict]] = {}
+    chunks: list[Chunk] = []
+    size = 0
+    for arch in sorted(cubins.blobs):
+        if not isinstance(arch, str) or not layout.ARCH.fullmatch(arch):
+            raise FormatError(f"cannot store cubins: {arch!r} is not an arch name like 'sm_86'")
+        entries = archs[arch] = {}
+        for name in sorted(cubins.blobs[arch]):
+            data = cubins.blobs[arch][name]
+            if not isinstance(name, str) or not name or not isinstance(data, (bytes, bytearray)):
+                raise FormatError(f"cannot store cubin {name!r} of {arch}: expected a non-empty name and bytes")
+            pad = -size % layout.ALIGN
+            if pad:
+                chunks.append(bytes(pad))
+            size += pad
+            entries[name] = {"offset": size, "nbytes": len(data)}
+            chunks.append(bytes(data))
+            size += len(data)
+    shapes = [{_str(name, "input name"): _dims(dims, f"the shape of input {name!r}") for name, dims in each.items()}
+              for each in cubins.shapes]
+    index = canonical_json({"archs": archs, "shapes": shapes}, "the CUBINS index")
+    head = layout.CUBINS_INDEX_LENGTH.pack(len(index)) + index
+    return [head, bytes(-len(head) % layout.ALIGN), *chunks]
 
 
 def _encode_model_info(model: Model) -> dict:
@@ -299,6 +347,13 @@ def _str(value: Any, what: str) -> str:
 
 def _strs(values: Iterable[Any], what: str) -> list[str]:
     return [_str(v, what) for v in values]
+
+
+def _dims(values: Iterable[Any], what: str) -> list[int]:
+    dims = [_int(d, what) for d in values]
+    if len(dims) > layout.MAX_RANK or any(d < 0 for d in dims):
+        raise FormatError(f"cannot store {what}: expected at most {layout.MAX_RANK} non-negative dimensions")
+    return dims
 
 
 def _int(value: Any, what: str) -> int:

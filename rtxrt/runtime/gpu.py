@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.cuda.autotune import autotune
-from ..backends.cuda.builder import Plan, build_plan, finalize
+from ..backends.cuda.builder import FinalPlan, Plan, build_plan, finalize
 from ..backends.cuda.executor import Engine, load_functions
 from ..ir.graph import Model
 from ..jit.cache import TACTICS_BLOB, CacheEntry, RuntimeCache, kernel_blob_name
@@ -62,10 +62,30 @@ def shape_signature(shapes: Mapping[str, Sequence[int]]) -> str:
     return ";".join(f"{name}={'x'.join(str(int(d)) for d in shape)}" for name, shape in sorted(shapes.items()))
 
 
-def load_engine(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
-                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
-                precompiled: Mapping[str, bytes] | None = None, use_graph: bool = True) -> tuple[Engine, JitStats]:
-    """The engine of ``model`` at ``shapes`` on ``gpu``, from the cache or built into it."""
+@dataclass
+class Specialized:
+    """A model specialized to one GPU at one set of shapes, not yet loaded: the finalized
+    plan and the cubins of its kernels."""
+
+    final: FinalPlan
+    cubins: dict[str, bytes]
+    stats: JitStats
+
+    def load(self, gpu: GpuContext, *, use_graph: bool = True) -> Engine:
+        """Allocate, upload and bind it to ``gpu``'s stream and cuBLAS handle."""
+        started = time.perf_counter()
+        with gpu.device:
+            engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
+        self.stats.device_bytes = engine.device_bytes
+        self.stats.jit_seconds += time.perf_counter() - started
+        return engine
+
+
+def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
+               shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
+               precompiled: Mapping[str, bytes] | None = None) -> Specialized:
+    """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
+    cache, or compile and tune them (timing on ``gpu``'s stream) and store them there."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
@@ -94,14 +114,20 @@ def load_engine(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContex
                 cubins[name] = blob
         if missing:  # only an entry written by another rtxrt build could lack them
             cubins.update(_compile(missing, arch, stats, progress))
-        engine = Engine(final, cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
     stats.kernels_loaded = len(cubins)
-    stats.device_bytes = engine.device_bytes
     stats.host_nodes = [s.label for s in plan.host_steps]
     stats.jit_seconds = time.perf_counter() - started
     if progress is not None:
         progress.close()
-    return engine, stats
+    return Specialized(final, cubins, stats)
+
+
+def load_engine(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
+                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
+                precompiled: Mapping[str, bytes] | None = None, use_graph: bool = True) -> tuple[Engine, JitStats]:
+    """The engine of ``model`` at ``shapes`` on ``gpu``, from the cache or built into it."""
+    specialized = specialize(model, key, cache, gpu, shapes, progress=progress, precompiled=precompiled)
+    return specialized.load(gpu, use_graph=use_graph), specialized.stats
 
 
 class _Build:

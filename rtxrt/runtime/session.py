@@ -18,6 +18,7 @@ from ..backends.reference.executor import (
 )
 from ..errors import InputError, RtxrtError
 from ..ir.graph import Dim, Model
+from .profiles import SPECIALIZATIONS, make_profile
 from .progress import Progress, ProgressOption
 
 ModelSource = str | os.PathLike | bytes | Model
@@ -45,17 +46,32 @@ class Session:
     numpy reference backend, with a warning, when there is no usable GPU; without it that is
     an error. ``progress``: a bar on a terminal (True), silence (False) or a callback
     ``(stage, done, total)`` for GUIs. ``use_cuda_graph``: replay each run as a CUDA graph.
+
+    Dynamic shapes: ``profile={input: (min, opt, max)}`` specializes to the opt shapes here
+    and refuses shapes outside [min, max]. ``specialization`` says what a run at a new shape
+    does: "eager" specializes to it before running (the first run waits for the JIT);
+    "lazy" starts that in a background thread and runs on the CPU reference backend until
+    the GPU engine is ready (every rtxrt kernel is shape-specialized, so there are no
+    shape-generic GPU kernels to serve meanwhile).
     """
 
     def __init__(self, source: ModelSource, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
                  precision: str | None = None, fallback: str | None = None, progress: ProgressOption = True,
-                 use_cuda_graph: bool = True):
+                 use_cuda_graph: bool = True, profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
+                 specialization: str = "eager"):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be None or 'cpu', not {fallback!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if specialization not in SPECIALIZATIONS:
+            raise ValueError(f"specialization must be one of {SPECIALIZATIONS}, not {specialization!r}")
         self.model, self._ir_bytes = load_model_and_bytes(source)
         refuse_weightless(self.model.graph)
+        self.shape_profile = make_profile(self.model.graph, profile) if profile else None
+        self.specialization = specialization
+        self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
+        self._reference: ReferenceExecutor | None = None
+        self._pool: Any = None
         self.precision = precision
         self.progress = progress
         self.use_cuda_graph = use_cuda_graph
@@ -86,8 +102,8 @@ class Session:
         self.cache_key = CacheKey.for_model(self._ir_bytes, self._gpu.info,
                                             {"precision": precision} if precision else {})
         static = self.static_input_shapes()
-        if static is not None:
-            self._engine(static)
+        if static is not None or self.shape_profile is not None:
+            self._engine(static if static is not None else self.shape_profile.opt_shapes)
 
     # --- metadata ----------------------------------------------------------------------------
 
@@ -132,7 +148,9 @@ class Session:
             return [results[n] for n in wanted]
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
-        engine = self._engine(shapes)
+        engine = self._lazy_engine(shapes) if self.specialization == "lazy" else self._engine(shapes)
+        if engine is None:  # lazy: the GPU engine for this shape is still being built
+            return self._run_on_host(wanted, arrays, kind)
         with self._gpu.device:
             outputs = engine.run(arrays)
             self._gpu.stream.synchronize()
@@ -161,6 +179,52 @@ class Session:
             self.stats = stats.as_dict()
         return self._engines[signature]
 
+    def _lazy_engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+        """The engine for ``shapes`` if it is ready; else None, with its build running (or
+        started now) in a background thread that tunes on a stream and cuBLAS handle of its own."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .gpu import GpuContext, shape_signature, specialize
+
+        signature = shape_signature(shapes)
+        if signature in self._engines:
+            return self._engines[signature]
+        future = self._building.get(signature)
+        if future is None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtxrt-jit")
+
+            def build() -> Any:
+                return specialize(self._model, self.cache_key, self.cache, GpuContext(self._gpu.info.index), shapes,
+                                  progress=Progress(self.progress if callable(self.progress) else False, "rtxrt JIT"))
+
+            self._building[signature] = self._pool.submit(build)
+            return None
+        if not future.done():
+            return None
+        del self._building[signature]
+        specialized = future.result()  # a failed build raises here, naming what failed
+        self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
+        self.stats = specialized.stats.as_dict()
+        return self._engines[signature]
+
+    def wait(self) -> None:
+        """Block until every background (lazy) specialization has finished."""
+        for future in list(self._building.values()):
+            future.result()
+
+    def _run_on_host(self, wanted: list[str], arrays: Mapping[str, Any], kind: Any) -> list[Any]:
+        import cupy
+
+        if self._reference is None:
+            self._reference = ReferenceExecutor(self.model)
+        results = self._reference.run({k: _to_numpy(v) for k, v in arrays.items()}, wanted)
+        outputs = [results[n] for n in wanted]
+        if kind == "numpy":
+            return outputs
+        device = [cupy.asarray(o) for o in outputs]
+        return device if kind == "cupy" else [kind(d) for d in device]
+
     def _check(self, arrays: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         graph = self.model.graph
         runtime_inputs = [n for n in graph.inputs if n not in graph.initializers]
@@ -171,7 +235,10 @@ class Session:
         symbols: dict[str, tuple[int, str]] = {}
         for name, array in arrays.items():
             check_input(name, array, graph.types[name], symbols)
-        return {name: tuple(int(d) for d in array.shape) for name, array in arrays.items()}
+        shapes = {name: tuple(int(d) for d in array.shape) for name, array in arrays.items()}
+        if self.shape_profile is not None:
+            self.shape_profile.check(shapes)
+        return shapes
 
     def _info(self, name: str) -> IOInfo:
         t = self.model.graph.types.get(name)

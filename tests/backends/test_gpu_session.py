@@ -204,3 +204,38 @@ def test_resnet50_jits_from_a_cold_cache_in_under_20_seconds(tmp_path):
     print(f"ResNet-50 224 fp16 cold JIT: {stats['jit_seconds']:.1f} s (plan {stats['plan_seconds']:.2f}, compile "
           f"{stats['compile_seconds']:.1f} s for {stats['kernels_compiled']} kernels, tune {stats['tune_seconds']:.1f})")
     assert stats["jit_seconds"] < 20.0
+
+
+def test_a_profile_specializes_its_opt_shapes_up_front_and_bounds_the_rest(zoo_export, models_dir, tmp_path):
+    import rtxrt
+    from rtxrt.backends.reference.executor import ReferenceExecutor
+
+    path = build(zoo_export, models_dir, "bert", "fp32")
+    profile = {n: [(1, 8), (2, 16), (4, 32)] for n in zoo_export("bert").input_names}
+    session = rtxrt.Session(path, cache_dir=tmp_path, progress=False, profile=profile)
+    assert session.stats["kernels_compiled"] > 0  # the opt shapes, before any run
+    reference = ReferenceExecutor(session.model)
+    for sizes in ({"batch": 2, "seq": 16}, {"batch": 3, "seq": 9}, {"batch": 1, "seq": 32}):
+        feeds = zoo_export("bert").make_inputs(11, **sizes)
+        got = session.run(None, feeds)
+        want = reference.run(feeds)
+        for output, value in zip(session.model.graph.outputs, got):
+            assert relative_error(value, want[output]) < 1e-3, (sizes, output)
+    with pytest.raises(rtxrt.InputError, match="outside the session's profile"):
+        session.run(None, zoo_export("bert").make_inputs(1, batch=5, seq=8))
+
+
+def test_lazy_specialization_serves_a_new_shape_on_the_host_until_its_engine_is_ready(zoo_export, models_dir,
+                                                                                       tmp_path):
+    import rtxrt
+
+    path = build(zoo_export, models_dir, "bert", "fp32")
+    session = rtxrt.Session(path, cache_dir=tmp_path, progress=False, specialization="lazy")
+    feeds = zoo_export("bert").make_inputs(12, batch=2, seq=12)
+    first = session.run(None, feeds)  # on the host: the engine is being built meanwhile
+    assert session.stats["kernels_compiled"] == 0 and len(session._engines) == 0
+    session.wait()
+    second = session.run(None, feeds)  # picks up the finished engine
+    assert len(session._engines) == 1 and session.stats["kernels_compiled"] > 0
+    for a, b in zip(first, second):
+        assert relative_error(b, a) < 1e-3

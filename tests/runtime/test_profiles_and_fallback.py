@@ -1,0 +1,75 @@
+"""Shape profiles are checked against the model, and a Session without a usable GPU either
+says so (the default) or, with fallback="cpu", warns and runs the reference backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rtxrt
+from rtxrt.aot import build_rtxir
+from rtxrt.jit.device import NoGpuError
+from rtxrt.runtime.device import find_gpu
+from rtxrt.runtime.profiles import make_profile
+from tests.helpers import add_relu_model
+
+no_gpu = pytest.mark.skipif(find_gpu() is not None, reason="checks the behaviour without a GPU")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profiles") / "add_relu.rtxir"
+    build_rtxir(add_relu_model(), path)  # x: [batch, 4]
+    return path
+
+
+def graph(path):
+    return rtxrt.Session(path, fallback="cpu").model.graph
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_profile_gives_opt_shapes_and_bounds(model_path):
+    profile = make_profile(graph(model_path), {"x": [(1, 4), (8, 4), (32, 4)]})
+    assert profile.opt_shapes == {"x": (8, 4)}
+    profile.check({"x": (1, 4)})
+    profile.check({"x": (32, 4)})
+    with pytest.raises(rtxrt.InputError, match=r"input 'x': shape \[33, 4\] is outside the session's profile"):
+        profile.check({"x": (33, 4)})
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("bad, message", [
+    ({"y": [(1, 4)] * 3}, "unknown input"),
+    ({}, "symbolic dims"),
+    ({"x": [(1, 4), (8, 4)]}, "three shapes"),
+    ({"x": [(1, 4), (8, 5), (9, 4)]}, "does not fit"),
+    ({"x": [(1, 4, 1), (8, 4, 1), (9, 4, 1)]}, "does not fit"),
+    ({"x": [(8, 4), (1, 4), (9, 4)]}, "min <= opt <= max"),
+])
+def test_a_bad_profile_is_refused_naming_the_input(model_path, bad, message):
+    with pytest.raises(rtxrt.InputError, match=message):
+        make_profile(graph(model_path), bad)
+
+
+def test_bad_session_options_are_refused(model_path):
+    with pytest.raises(ValueError, match="specialization"):
+        rtxrt.Session(model_path, fallback="cpu", specialization="never")
+    with pytest.raises(ValueError, match="fallback"):
+        rtxrt.Session(model_path, fallback="gpu")
+    with pytest.raises(ValueError, match="precision"):
+        rtxrt.Session(model_path, fallback="cpu", precision="int3")
+
+
+@no_gpu
+def test_without_a_gpu_a_session_says_so_unless_cpu_fallback_is_allowed(model_path):
+    with pytest.raises(NoGpuError, match="driver|GPU|CuPy"):
+        rtxrt.Session(model_path)
+    with pytest.warns(RuntimeWarning, match="running the CPU reference backend"):
+        session = rtxrt.Session(model_path, fallback="cpu")
+    assert not session.on_gpu and session.backend == "reference (CPU)" and session.fallback_reason
+    (y,) = session.run(None, {"x": np.ones((2, 4), np.float32)})
+    np.testing.assert_array_equal(y, np.maximum(np.ones((2, 4)) + [-1, 0, 1, 2], 0))
+
+
+@no_gpu
+def test_is_cached_is_false_without_a_gpu(model_path, tmp_path):
+    assert rtxrt.is_cached(model_path, cache_dir=tmp_path) is False
