@@ -10,7 +10,8 @@ import atexit
 import functools
 import shutil
 import tempfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,7 +22,22 @@ from .backends.reference.executor import ReferenceExecutor
 from .errors import InputError, RtxrtError
 
 
-class RtxrtBackendRep(BackendRep):
+class _Rep(BackendRep):
+    """Runs a prepared model with inputs by position (or by name) and returns its outputs
+    as a named tuple of numpy arrays."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        outputs = self._run(_feeds(inputs, self.input_names))
+        return namedtupledict("Outputs", self.output_names)(*outputs)
+
+    def _run(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class RtxrtBackendRep(_Rep):
     """A model prepared for the CPU: the numpy reference backend runs it."""
 
     def __init__(self, executor: ReferenceExecutor):
@@ -30,16 +46,12 @@ class RtxrtBackendRep(BackendRep):
         self.input_names = [n for n in graph.inputs if n not in graph.initializers]
         self.output_names = list(graph.outputs)
 
-    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
-        outputs = self._run(_feeds(inputs, self.input_names))
-        return namedtupledict("Outputs", self.output_names)(*outputs)
-
     def _run(self, feeds: dict[str, Any]) -> list[np.ndarray]:
         outputs = self.executor.run(feeds)
         return [outputs[n] for n in self.output_names]
 
 
-class RtxrtGpuBackendRep(RtxrtBackendRep):
+class RtxrtGpuBackendRep(_Rep):
     """A model prepared for a GPU: an ``rtxrt.Session`` runs it and returns numpy arrays.
 
     ``host_nodes``: labels of the nodes that ran on the host (no GPU lowering) at any input
@@ -83,7 +95,8 @@ class RtxrtBackend(Backend):
         return cls.supports_device(device)
 
     @classmethod
-    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> RtxrtBackendRep:
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU",
+                **kwargs: Any) -> RtxrtBackendRep | RtxrtGpuBackendRep:
         gpu = _gpu_index(device)
         if gpu is None:
             if not cls.supports_device(device):
@@ -119,10 +132,18 @@ class RtxrtBackend(Backend):
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
-        gpu = _gpu_index(device)
-        if gpu is None:
-            return device.upper().startswith("CPU")
-        return _gpu_problem(gpu) is None
+        return device_problem(device) is None
+
+
+def device_problem(device: str) -> str | None:
+    """Why rtxrt.backend cannot run on ``device`` ("CPU", "CUDA" or "CUDA:N"), or None."""
+    gpu = _gpu_index(device)
+    if gpu is not None:
+        problem = _gpu_problem(gpu)
+        return None if problem is None else str(problem)
+    if device.upper().startswith("CPU"):
+        return None
+    return f"rtxrt.backend does not run on device {device!r} (it runs on 'CPU' and 'CUDA')"
 
 
 def _gpu_index(device: str) -> int | None:

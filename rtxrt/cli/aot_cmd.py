@@ -7,8 +7,12 @@ from pathlib import Path
 
 from ..aot import AotOptions, build_rtxir
 from ..aot.options import PRECISIONS
+from ..aot.precompile import PrecompileOptions
 from ..errors import InputError
 from ..formatting import format_bytes
+from ..ir.shape_profile import parse_profile
+from ..jit.device import SUPPORTED_ARCHS
+from .inputs import parse_shapes
 
 
 def add_parser(sub) -> None:
@@ -22,6 +26,14 @@ def add_parser(sub) -> None:
     p.add_argument("--weightless", action="store_true", help="write the graph without weights (attach them with refit)")
     p.add_argument("--no-optimize", action="store_true", help="import and check only, no passes")
     p.add_argument("--report", type=Path, help="also write the summary as JSON to this file")
+    p.add_argument("--precompile", metavar="ARCHS",
+                   help="also embed the kernels compiled for these GPU archs, comma-separated (any of "
+                        f"{','.join(SUPPORTED_ARCHS)}): a GPU of one of them compiles nothing on first launch")
+    p.add_argument("--shapes", help="the input shapes to precompile at, e.g. input:1x3x224x224,mask:1x128 "
+                                    "(default: the model's static shapes); other shapes compile on first use")
+    p.add_argument("--profile", metavar="NAME:MIN:OPT:MAX,...",
+                   help="shape range of inputs with symbolic dims, e.g. input_ids:1x8:1x128:8x512; sessions "
+                        "specialize to the opt shapes at load and refuse shapes outside the range")
     p.set_defaults(handler=run)
 
 
@@ -33,11 +45,22 @@ def run(args: argparse.Namespace) -> int:
                              weightless=args.weightless)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    result = build_rtxir(args.model, output, options)
+    precompile = None
+    if args.precompile is not None:
+        archs = tuple(a.strip() for a in args.precompile.split(",") if a.strip())
+        precompile = PrecompileOptions(archs, parse_shapes(args.shapes))
+    elif args.shapes:
+        raise InputError("--shapes is for --precompile: name the GPU archs too, e.g. --precompile sm_86,sm_89")
+    profile = parse_profile(args.profile) if args.profile else None
+    if precompile is not None and not precompile.shapes and profile:
+        precompile = PrecompileOptions(precompile.archs, {n: r[1] for n, r in profile.items()})
+    result = build_rtxir(args.model, output, options, precompile_for=precompile, profile=profile)
     report = result.report
     print(f"wrote {output} ({format_bytes(output.stat().st_size)}) in {report.seconds:.2f} s, "
           f"opset {result.model.opset}, precision {options.precision}")
     print(report.summary())
+    for arch in result.precompiled:
+        print(f"precompiled {arch.summary()}")
     if args.report:
         args.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0

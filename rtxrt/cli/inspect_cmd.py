@@ -5,7 +5,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from ..format import read_header, read_rtxir
+from ..format import read_cubin_index, read_header, read_rtxir
 from ..formatting import format_bytes, table
 from ..ir.graph import Graph, Model, TensorType
 
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     opsets = ", ".join(f"{domain or 'ai.onnx'} {version}" for domain, version in sorted(model.opsets.items()))
     print(f"  opsets: {opsets}")
     print(f"  sections: {', '.join(f'{k} {format_bytes(v)}' for k, v in info.sections.items())}")
+    _print_cubins(args.model)
     if graph.stripped:  # a weightless file (rtxrt aot --weightless)
         from math import prod
 
@@ -57,6 +58,19 @@ def run(args: argparse.Namespace) -> int:
             precision = f"  [{node.precision.compute}, accumulate {node.precision.accumulate}]" if node.precision else ""
             print(f"  {node.name} = {node.op_type}({ins}) -> {outs}{precision}")
     return 0
+
+
+def _print_cubins(path: Path) -> None:
+    """Which GPUs start without compiling (rtxrt aot --precompile), and at which shapes."""
+    index = read_cubin_index(path)
+    if not index.sizes:
+        return
+    archs = sorted(index.sizes, key=lambda arch: int(arch[3:].rstrip("af")))
+    kernels = ", ".join(f"{arch} {len(index.sizes[arch])} ({format_bytes(sum(index.sizes[arch].values()))})"
+                        for arch in archs)
+    shapes = "; ".join(", ".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in each.items())
+                       for each in index.shapes)
+    print(f"  precompiled kernels: {kernels}; at input shapes {shapes or '-'}")
 
 
 def _print_annotations(graph: Graph) -> None:

@@ -1,7 +1,8 @@
 """The portable IR file format (.rtxir); see FORMAT.md in this directory."""
 from __future__ import annotations
 
-from .layout import MAJOR as FORMAT_MAJOR, MINOR as FORMAT_MINOR
+from .layout import MAJOR as FORMAT_MAJOR
+from .layout import MINOR as FORMAT_MINOR
 from .reader import (
     CubinIndex,
     RefitRecipe,

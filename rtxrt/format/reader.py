@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import mmap
@@ -253,13 +254,13 @@ class _File:
                 spans.append((offset, offset + nbytes, where))
                 entries[name] = area[offset:offset + nbytes]
         spans.sort()
-        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
             if start < end:
                 check.fail(second, f"overlaps {first}")
         return blobs, shapes
 
     @staticmethod
-    def _shapes(obj: Any, check: "_Checker", where: str) -> dict[str, tuple[int, ...]]:
+    def _shapes(obj: Any, check: _Checker, where: str) -> dict[str, tuple[int, ...]]:
         if type(obj) is not dict:
             check.fail(where, "expected a JSON object")
         shapes = {}

@@ -10,6 +10,7 @@ and a new shape adds its kernels to the entry under the cross-process lock.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,13 @@ from ..backends.cuda.autotune import autotune
 from ..backends.cuda.builder import FinalPlan, Plan, build_plan, finalize
 from ..backends.cuda.executor import Engine, load_functions
 from ..ir.graph import Model
-from ..jit.cache import TACTICS_BLOB, CacheEntry, RuntimeCache, kernel_blob_name
+from ..jit.cache import (
+    TACTICS_BLOB,
+    CacheEntry,
+    CacheWarning,
+    RuntimeCache,
+    kernel_blob_name,
+)
 from ..jit.cache_key import CacheKey
 from ..jit.device import DeviceInfo, probe
 from ..jit.nvrtc import compile_many
@@ -57,6 +64,19 @@ class GpuContext:
             self.stream = cupy.cuda.Stream(non_blocking=True)
             self.cublas = Cublas(self.stream.ptr)
 
+    def follow_current_stream(self) -> None:
+        """Order our stream after the work already queued on the caller's current CuPy stream
+        (e.g. the kernel that wrote an input): our stream does not sync with the default one."""
+        import cupy
+
+        current = cupy.cuda.get_current_stream()
+        if current.ptr != self.stream.ptr:
+            self.stream.wait_event(current.record())
+
+
+_IMAGE_ERRORS = ("CUDA_ERROR_INVALID_IMAGE", "CUDA_ERROR_NO_BINARY_FOR_GPU", "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+                 "CUDA_ERROR_INVALID_PTX")
+
 
 def shape_signature(shapes: Mapping[str, Sequence[int]]) -> str:
     return ";".join(f"{name}={'x'.join(str(int(d)) for d in shape)}" for name, shape in sorted(shapes.items()))
@@ -73,9 +93,21 @@ class Specialized:
 
     def load(self, gpu: GpuContext, *, use_graph: bool = True) -> Engine:
         """Allocate, upload and bind it to ``gpu``'s stream and cuBLAS handle."""
+        from cupy_backends.cuda.api.driver import CUDADriverError
+
         started = time.perf_counter()
         with gpu.device:
-            engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
+            try:
+                engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
+            except CUDADriverError as exc:
+                if not any(code in str(exc) for code in _IMAGE_ERRORS):
+                    raise
+                # A cubin from the cache or the file that this driver cannot load (made by a
+                # newer NVRTC, say): compile the plan's kernels here and load those instead.
+                warnings.warn(f"rtxrt: a stored kernel does not load on this driver ({exc}); recompiling",
+                              CacheWarning, stacklevel=3)
+                self.cubins = _compile(self.final.kernels, gpu.info.arch, self.stats, None)
+                engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
         self.stats.device_bytes = engine.device_bytes
         self.stats.jit_seconds += time.perf_counter() - started
         return engine

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.cuda.builder import DataDependentShape
 from ..backends.reference.executor import (
     ReferenceExecutor,
     check_input,
@@ -18,12 +19,14 @@ from ..backends.reference.executor import (
 )
 from ..errors import InputError, RtxrtError
 from ..ir.graph import Dim, Model
-from .profiles import SPECIALIZATIONS, make_profile
+from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
 
 ModelSource = str | os.PathLike | bytes | Model
 FALLBACKS = (None, "cpu")
 PRECISIONS = (None, "fp32")
+ON_HOST = "on the host"  # stands for the engine of shapes no static GPU plan can hold
+SPECIALIZATIONS = ("eager", "lazy")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,26 @@ class IOInfo:
     name: str
     dtype: str
     shape: tuple[Dim, ...] | None
+
+
+@dataclass
+class IOBinding:
+    """Device buffers bound to one engine (see Session.bind)."""
+
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    _engine: Any
+    _gpu: Any
+
+    def run(self, synchronize: bool = True) -> dict[str, Any]:
+        """Run on the bound inputs; returns the bound outputs (after the stream finishes,
+        unless ``synchronize`` is False: then order your work after ``Session.stream``)."""
+        with self._gpu.device:
+            self._gpu.follow_current_stream()
+            self._engine.launch()
+            if synchronize:
+                self._gpu.stream.synchronize()
+        return self.outputs
 
 
 class Session:
@@ -47,18 +70,23 @@ class Session:
     an error. ``progress``: a bar on a terminal (True), silence (False) or a callback
     ``(stage, done, total)`` for GUIs. ``use_cuda_graph``: replay each run as a CUDA graph.
 
-    Dynamic shapes: ``profile={input: (min, opt, max)}`` specializes to the opt shapes here
+    Dynamic shapes: ``profile={input: (min, opt, max)}`` (default: the one ``rtxrt aot
+    --profile`` stored in the file, if any) specializes to the opt shapes here
     and refuses shapes outside [min, max]. ``specialization`` says what a run at a new shape
     does: "eager" specializes to it before running (the first run waits for the JIT);
     "lazy" starts that in a background thread and runs on the CPU reference backend until
     the GPU engine is ready (every rtxrt kernel is shape-specialized, so there are no
     shape-generic GPU kernels to serve meanwhile).
+
+    ``embedded_kernels``: use the cubins ``rtxrt aot --precompile`` put in the file for this
+    GPU's arch (no compile on first launch). They are machine code from whoever built the
+    file: pass False for files from a source you do not trust as you trust its weights.
     """
 
     def __init__(self, source: ModelSource, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
                  precision: str | None = None, fallback: str | None = None, progress: ProgressOption = True,
                  use_cuda_graph: bool = True, profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
-                 specialization: str = "eager"):
+                 specialization: str = "eager", embedded_kernels: bool = True):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be None or 'cpu', not {fallback!r}")
         if precision not in PRECISIONS:
@@ -67,7 +95,7 @@ class Session:
             raise ValueError(f"specialization must be one of {SPECIALIZATIONS}, not {specialization!r}")
         self.model, self._ir_bytes = load_model_and_bytes(source)
         refuse_weightless(self.model.graph)
-        self.shape_profile = make_profile(self.model.graph, profile) if profile else None
+        self.shape_profile = make_profile(self.model.graph, profile) if profile else stored_profile(self.model)
         self.specialization = specialization
         self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
         self._reference: ReferenceExecutor | None = None
@@ -92,6 +120,7 @@ class Session:
             self.fallback_reason = str(exc)
             self._executor = ReferenceExecutor(self.model)
             return
+        from ..format import read_cubins
         from ..jit.cache import RuntimeCache
         from ..jit.cache_key import CacheKey
 
@@ -101,6 +130,9 @@ class Session:
         self.cache = RuntimeCache(cache_dir)
         self.cache_key = CacheKey.for_model(self._ir_bytes, self._gpu.info,
                                             {"precision": precision} if precision else {})
+        # Cubins `rtxrt aot --precompile` embedded for this arch: machine code from the file,
+        # so only used when the caller trusts the file's builder (embedded_kernels=True).
+        self._precompiled = read_cubins(self._ir_bytes, self._gpu.info.arch) if embedded_kernels else {}
         static = self.static_input_shapes()
         if static is not None or self.shape_profile is not None:
             self._engine(static if static is not None else self.shape_profile.opt_shapes)
@@ -149,17 +181,34 @@ class Session:
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
         engine = self._lazy_engine(shapes) if self.specialization == "lazy" else self._engine(shapes)
-        if engine is None:  # lazy: the GPU engine for this shape is still being built
+        if engine is None or engine is ON_HOST:  # lazy: still being built; or no static plan exists
             return self._run_on_host(wanted, arrays, kind)
         with self._gpu.device:
+            self._gpu.follow_current_stream()
             outputs = engine.run(arrays)
             self._gpu.stream.synchronize()
         return [_as_kind(outputs[n], kind, self.model.graph.types[n].dtype) for n in wanted]
+
+    def bind(self, shapes: Mapping[str, Sequence[int]]) -> IOBinding:
+        """Zero-copy I/O at these input shapes: CuPy arrays over the engine's own input and
+        output buffers. Write the inputs in place, call ``binding.run()``, read the outputs;
+        nothing is copied, and each run overwrites the outputs of the last."""
+        if self._gpu is None:
+            raise InputError("bind() needs the GPU; this session runs on the CPU reference backend")
+        shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+        engine = self._engine(shapes)
+        if engine is ON_HOST:
+            raise InputError(f"bind(): this model cannot run on the GPU at these shapes ({self.stats['host_nodes']})")
+        plan = engine.plan
+        return IOBinding({n: engine.view(v) for n, v in plan.feeds.items()},
+                         {n: engine.view(v) for n, v in plan.results.items()}, engine, self._gpu)
 
     def profile(self, feeds: Mapping[str, Any], repeats: int = 10) -> list[tuple[str, float]]:
         """Per-step GPU milliseconds (median of ``repeats``) at these inputs' shapes."""
         _, arrays = _device_feeds(feeds)
         engine = self._engine(self._check(arrays))
+        if engine is ON_HOST:
+            raise InputError(f"profile(): this model runs on the host at these shapes ({self.stats['host_nodes']})")
         with self._gpu.device:
             return engine.profile(arrays, repeats)
 
@@ -173,10 +222,18 @@ class Session:
         signature = shape_signature(shapes)
         if signature not in self._engines:
             progress = Progress(self.progress, "rtxrt JIT")
-            engine, stats = load_engine(self._model, self.cache_key, self.cache, self._gpu, shapes,
-                                        progress=progress, use_graph=self.use_cuda_graph)
-            self._engines[signature] = engine
-            self.stats = stats.as_dict()
+            try:
+                engine, stats = load_engine(self._model, self.cache_key, self.cache, self._gpu, shapes,
+                                            progress=progress, use_graph=self.use_cuda_graph,
+                                            precompiled=self._precompiled)
+            except DataDependentShape as exc:
+                self._engines[signature] = ON_HOST
+                self.stats = {**self.stats, "kernels_compiled": 0, "host_nodes": [f"every node ({exc})"]}
+                warnings.warn(f"rtxrt: {exc}; running this model on the CPU reference backend", RuntimeWarning,
+                              stacklevel=3)
+            else:
+                self._engines[signature] = engine
+                self.stats = stats.as_dict()
         return self._engines[signature]
 
     def _lazy_engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
@@ -196,14 +253,19 @@ class Session:
 
             def build() -> Any:
                 return specialize(self._model, self.cache_key, self.cache, GpuContext(self._gpu.info.index), shapes,
-                                  progress=Progress(self.progress if callable(self.progress) else False, "rtxrt JIT"))
+                                  progress=Progress(self.progress if callable(self.progress) else False, "rtxrt JIT"),
+                                  precompiled=self._precompiled)
 
             self._building[signature] = self._pool.submit(build)
             return None
         if not future.done():
             return None
         del self._building[signature]
-        specialized = future.result()  # a failed build raises here, naming what failed
+        try:
+            specialized = future.result()  # a failed build raises here, naming what failed
+        except DataDependentShape:
+            self._engines[signature] = ON_HOST
+            return ON_HOST
         self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
         self.stats = specialized.stats.as_dict()
         return self._engines[signature]

@@ -3,13 +3,14 @@ says so (the default) or, with fallback="cpu", warns and runs the reference back
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 import rtxrt
 from rtxrt.aot import build_rtxir
+from rtxrt.ir.shape_profile import make_profile, parse_profile
 from rtxrt.jit.device import NoGpuError
 from rtxrt.runtime.device import find_gpu
-from rtxrt.runtime.profiles import make_profile
 from tests.helpers import add_relu_model
 
 no_gpu = pytest.mark.skipif(find_gpu() is not None, reason="checks the behaviour without a GPU")
@@ -73,3 +74,26 @@ def test_without_a_gpu_a_session_says_so_unless_cpu_fallback_is_allowed(model_pa
 @no_gpu
 def test_is_cached_is_false_without_a_gpu(model_path, tmp_path):
     assert rtxrt.is_cached(model_path, cache_dir=tmp_path) is False
+
+
+def test_profiles_parse_from_the_command_line_form():
+    assert parse_profile("ids:1x8:1x128:8x512,mask:1x8:1x128:8x512") == {
+        "ids": [(1, 8), (1, 128), (8, 512)], "mask": [(1, 8), (1, 128), (8, 512)]}
+    for bad in ("ids:1x8:1x128", "ids:1xA:1:2", ":1:2:3"):
+        with pytest.raises(rtxrt.InputError, match="--profile"):
+            parse_profile(bad)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_profile_given_at_aot_is_kept_in_the_file_for_sessions(tmp_path):
+    from rtxrt.cli import main
+    from rtxrt.format import read_rtxir
+    from rtxrt.ir.shape_profile import stored_profile
+
+    onnx_path = tmp_path / "m.onnx"
+    onnx.save(add_relu_model(), str(onnx_path))
+    assert main(["aot", str(onnx_path), "-o", str(tmp_path / "m.rtxir"), "--profile", "x:1x4:8x4:32x4"]) == 0
+    profile = stored_profile(read_rtxir(tmp_path / "m.rtxir"))
+    assert profile is not None and profile.ranges == {"x": ((1, 4), (8, 4), (32, 4))}
+    assert rtxrt.Session(tmp_path / "m.rtxir", fallback="cpu").shape_profile == profile
+    assert main(["aot", str(onnx_path), "-o", str(tmp_path / "bad.rtxir"), "--profile", "x:1x4:8x4:2x4"]) == 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import UnsupportedOpError
+from ...errors import GraphError, UnsupportedOpError
 from ...ir.dtypes import DType
 from ...ir.graph import Graph, Model, Node, TensorType
 from ..memory_plan import (
@@ -40,6 +40,10 @@ from .lower.data_movement import conversion
 from .program import HostRun, NodeProgram, Ref
 
 HOST_LABEL = "host"
+
+
+class DataDependentShape(GraphError):
+    """A value's shape depends on input data (NonZero, Unique, ...): no static plan exists."""
 
 
 @dataclass
@@ -140,9 +144,7 @@ class _Builder:
         if unsupported:
             raise UnsupportedOpError(unsupported)
         results = {}
-        for name in g.outputs:
-            if name in self.known and name not in self.held:
-                raise Unsupported(f"output {name!r} is a constant; nothing runs to produce it")
+        for name in g.outputs:  # a constant output (a Shape, say) is copied from the weight arena
             results[name] = self._present(name, _logical(g, name))
         return Plan(self.model, self.steps, self.forms, self.consts, feeds, results, shapes, self.host_values)
 
@@ -150,6 +152,11 @@ class _Builder:
 
     def _lower(self, node: Node) -> bool:
         g = self.graph
+        for name in node.outputs:
+            t = g.types.get(name) if name else None
+            if name and (t is None or not t.is_static):
+                raise DataDependentShape(f"{node.label}: the shape of output {name!r} depends on the input values "
+                                         f"({t}); a static plan cannot hold it")
         held = [self._held_form(n) if n else None for n in node.inputs]
         stored = [self._stored_input(n) if n else None for n in node.inputs]
         wanted = [stored_form(g, o) if o and o in g.types else None for o in node.outputs]
@@ -278,7 +285,8 @@ def finalize(plan: Plan, choices: Mapping[int, int] | None = None, *, alignment:
             sizes[f"#scratch{i}"] = total
         reads = [n for n in (*step.inputs, *step.host_reads.values()) if n and n not in plan.consts]
         nodes.append(Node("Reshape" if program.label == "view" else "Step", reads, outs, name=str(i)))
-    graph = Graph(nodes, [], list(dict.fromkeys(plan.results.values())), name="device")
+    outputs = [v for v in dict.fromkeys(plan.results.values()) if v not in plan.consts]
+    graph = Graph(nodes, [], outputs, name="device")
     planned = {o for node in nodes for o in node.outputs}
     memory = plan_memory(graph, {n: b for n, b in sizes.items() if n in planned}, allow_views=True,
                          alignment=alignment, check=True)

@@ -13,7 +13,7 @@ from ...errors import ExecutionError
 from ...ir.graph import Graph, Model
 from ..reference.executor import ReferenceExecutor
 from .builder import FinalPlan, Step
-from .forms import TensorForm, from_form, numpy_dtype, to_form
+from .forms import TensorForm, device_dtype, from_form, numpy_dtype, to_form
 from .program import Copy, Gemm, HostRun, Launch, NodeProgram, Ref
 
 H2D, D2H, D2D = 1, 2, 3  # cudaMemcpyKind
@@ -131,19 +131,17 @@ class Engine:
 
     # --- running -----------------------------------------------------------------------------
 
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """``feeds``: input name -> CuPy or numpy array of the logical type and this engine's
-        shape. Returns output name -> a new CuPy array (logical type)."""
+    def view(self, value: str) -> Any:
+        """A CuPy array over the arena bytes of device value ``value`` (logical form): no
+        copy, valid while the engine lives, overwritten by the next run."""
         import cupy
 
-        for name, array in feeds.items():
-            dst = self.value_address(self.plan.feeds[name])
-            if isinstance(array, np.ndarray):
-                array = np.ascontiguousarray(array)
-                cupy.cuda.runtime.memcpyAsync(dst, array.ctypes.data, array.nbytes, H2D, self.stream.ptr)
-            else:
-                array = cupy.ascontiguousarray(array)
-                cupy.cuda.runtime.memcpyAsync(dst, array.data.ptr, array.nbytes, D2D, self.stream.ptr)
+        form = self.plan.forms[value]
+        memory = cupy.cuda.UnownedMemory(self.value_address(value), max(form.nbytes, 1), self.arena)
+        return cupy.ndarray(form.shape, _cupy_dtype(form), cupy.cuda.MemoryPointer(memory, 0))
+
+    def launch(self) -> None:
+        """Enqueue one run on the inputs already in the arena (see ``view``)."""
         if self.use_graph:
             if self._graphs is None:
                 self._graphs = self._capture()
@@ -156,6 +154,21 @@ class Engine:
                         call()
                 else:
                     self._run_host(item)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """``feeds``: input name -> CuPy or numpy array of the logical type and this engine's
+        shape. Returns output name -> a new CuPy array (logical type)."""
+        import cupy
+
+        for name, array in feeds.items():
+            dst = self.value_address(self.plan.feeds[name])
+            if isinstance(array, np.ndarray):
+                array = np.asarray(array, order="C")
+                cupy.cuda.runtime.memcpyAsync(dst, array.ctypes.data, array.nbytes, H2D, self.stream.ptr)
+            else:
+                array = cupy.ascontiguousarray(array)
+                cupy.cuda.runtime.memcpyAsync(dst, array.data.ptr, array.nbytes, D2D, self.stream.ptr)
+        self.launch()
         outputs = {}
         with self.stream:
             for name, value in self.plan.results.items():
@@ -230,6 +243,4 @@ class Engine:
 
 
 def _cupy_dtype(form: TensorForm) -> Any:
-    """CuPy has no bfloat16: such outputs travel as their uint16 bits."""
-    dtype = numpy_dtype(form.dtype)
-    return np.uint16 if dtype.name == "bfloat16" else dtype
+    return device_dtype(form.dtype)

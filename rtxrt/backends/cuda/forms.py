@@ -78,12 +78,19 @@ def numpy_dtype(dtype: DType) -> np.dtype:
     return np.dtype(ml_dtypes.bfloat16) if dtype == DType.BFLOAT16 else np.dtype(dtype.numpy)
 
 
+def device_dtype(dtype: DType) -> np.dtype:
+    """The dtype of a CuPy array holding ``dtype``: CuPy has no bfloat16, float8 or int4, so
+    those travel as unsigned integers of their size (one element per byte or two)."""
+    host = numpy_dtype(dtype)
+    return host if host.type.__module__ == "numpy" else np.dtype(f"uint{8 * host.itemsize}")
+
+
 def to_form(value: np.ndarray, form: TensorForm) -> np.ndarray:
     """A host array (logical) as ``form`` stores it: converted and, for NHWC, transposed."""
     array = np.asarray(value).astype(numpy_dtype(form.dtype), copy=False).reshape(form.shape)
     if form.layout == NHWC:
         array = array.transpose(TO_NHWC)
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # (ascontiguousarray would make a scalar 1-D)
 
 
 def from_form(array: np.ndarray, form: TensorForm, logical: DType) -> np.ndarray:
@@ -91,4 +98,4 @@ def from_form(array: np.ndarray, form: TensorForm, logical: DType) -> np.ndarray
     array = np.asarray(array).view(numpy_dtype(form.dtype)).reshape(form.physical)
     if form.layout == NHWC:
         array = array.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(array.astype(numpy_dtype(logical), copy=False))
+    return np.asarray(array.astype(numpy_dtype(logical), copy=False), order="C")

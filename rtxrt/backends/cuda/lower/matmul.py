@@ -30,8 +30,8 @@ def lower_matmul(ctx: LowerContext) -> list[NodeProgram]:
     for i in (2, 3):
         if ctx.has(i) and ctx.input(i).dtype != out.dtype:
             raise Unsupported(f"{node.label}: bias and residual must be stored as the output ({out.dtype.short})")
-    if ctx.has(2) and len(ctx.input(2).shape) != 1:
-        raise Unsupported(f"{node.label}: the bias must be a vector")
+    if ctx.has(2) and ctx.input(2).shape != out.shape[-1:]:
+        raise Unsupported(f"{node.label}: the bias must be a vector of the output's last dim")
     if ctx.has(3) and ctx.input(3).shape != out.shape:
         raise Unsupported(f"{node.label}: the residual must have the output's shape")
     if b.dtype != a.dtype:
@@ -97,8 +97,9 @@ def _epilogue(ctx: LowerContext) -> dict:
     # Gemm: C joins as the bias when it is a vector over N and beta is one
     if node.attr("transA", 0):
         raise Unsupported(f"{node.label}: Gemm with transA")
-    if ctx.has(2) and (float(node.attr("beta", 1.0)) != 1.0 or len(ctx.input(2).shape) != 1):
-        raise Unsupported(f"{node.label}: Gemm's C must be a vector added with beta 1")
+    n = ctx.outputs[0].shape[-1] if ctx.outputs[0] is not None else -1
+    if ctx.has(2) and (float(node.attr("beta", 1.0)) != 1.0 or ctx.input(2).shape != (n,)):
+        raise Unsupported(f"{node.label}: Gemm's C must be a vector of N={n} added with beta 1")
     return {"trans_b": bool(node.attr("transB", 0)), "alpha": float(node.attr("alpha", 1.0))}
 
 

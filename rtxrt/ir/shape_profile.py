@@ -1,15 +1,17 @@
 """Shape profiles: the min/opt/max shapes an app promises for each input with symbolic dims
-(as TensorRT's optimization profiles). A session specializes to the opt shapes up front and
-refuses shapes outside [min, max] with an error naming the input."""
+(as TensorRT's optimization profiles). Given at AOT (kept in the model's metadata) or at
+Session creation; a session specializes to the opt shapes up front and refuses shapes
+outside [min, max] with an error naming the input."""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..ir.graph import Graph
+from .graph import Graph, Model
 
-SPECIALIZATIONS = ("eager", "lazy")
+METADATA_KEY = "rtxrt.profile"  # Model.metadata entry holding an AOT-time profile as JSON
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,9 @@ class ShapeProfile:
     @property
     def opt_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: opt for name, (_, opt, _) in self.ranges.items()}
+
+    def to_json(self) -> str:
+        return json.dumps({n: [list(s) for s in r] for n, r in sorted(self.ranges.items())}, separators=(",", ":"))
 
     def check(self, shapes: Mapping[str, Sequence[int]]) -> None:
         for name, (low, _, high) in self.ranges.items():
@@ -56,3 +61,30 @@ def make_profile(graph: Graph, profile: Mapping[str, Sequence[Sequence[int]]]) -
             raise InputError(f"profile: input {name!r} needs min <= opt <= max, got {low}, {opt}, {high}")
         ranges[name] = (low, opt, high)
     return ShapeProfile(ranges)
+
+
+def stored_profile(model: Model) -> ShapeProfile | None:
+    """The profile ``rtxrt aot --profile`` kept in the model, if any."""
+    text = model.metadata.get(METADATA_KEY)
+    if not text:
+        return None
+    try:
+        ranges = json.loads(text)
+    except ValueError:
+        raise InputError(f"the model's {METADATA_KEY} metadata is not valid JSON") from None
+    return make_profile(model.graph, ranges)
+
+
+def parse_profile(spec: str) -> dict[str, list[tuple[int, ...]]]:
+    """``"input_ids:1x8:1x128:8x512,mask:1x8:1x128:8x512"`` → {name: [min, opt, max]}."""
+    profile = {}
+    for item in filter(None, spec.split(",")):
+        name, *shapes = item.split(":")
+        try:
+            parsed = [tuple(int(d) for d in s.split("x")) for s in shapes]
+        except ValueError:
+            parsed = []
+        if not name or len(parsed) != 3:
+            raise InputError(f"--profile {item!r}: expected NAME:MIN:OPT:MAX, e.g. input_ids:1x8:1x128:8x512")
+        profile[name] = parsed
+    return profile

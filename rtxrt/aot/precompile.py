@@ -1,0 +1,120 @@
+"""``rtxrt aot --precompile``: compile ahead of time the kernels a GPU's JIT would compile.
+
+For each arch the model is planned at the given input shapes as the runtime plans it
+(``build_plan`` keeps every candidate tactic: the autotuner on the user's GPU times them all)
+and the plan's kernels are compiled with NVRTC. The cubins go into the .rtxir's CUBINS
+section, where the runtime looks a kernel up before compiling it. No GPU is needed.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from ..format import Cubins
+from ..formatting import format_bytes
+from ..ir.graph import Model
+
+
+@dataclass(frozen=True)
+class PrecompileOptions:
+    """The archs to compile for ("sm_86", ...) and the input shapes to plan at (default:
+    the model's static shapes). The app gets compiled kernels only at these shapes."""
+
+    archs: tuple[str, ...]
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArchReport:
+    """What precompiling for one arch produced."""
+
+    arch: str
+    kernels: int
+    nbytes: int
+    seconds: float
+
+    def summary(self) -> str:
+        return f"{self.arch}: {self.kernels} kernels, {format_bytes(self.nbytes)} in {self.seconds:.2f} s"
+
+
+def check_archs(archs: Iterable[str]) -> tuple[str, ...]:
+    """The archs, each once, in the order given. InputError names an arch that rtxrt does
+    not offer or that this NVRTC cannot compile for (checked before any slow work)."""
+    from ..jit.device import SUPPORTED_ARCHS
+    from ..jit.nvrtc import nvrtc_version, supported_archs
+
+    wanted = tuple(dict.fromkeys(archs))
+    if not wanted:
+        raise InputError(f"--precompile needs at least one arch, e.g. sm_86 (any of {', '.join(SUPPORTED_ARCHS)})")
+    unknown = [a for a in wanted if a not in SUPPORTED_ARCHS]
+    if unknown:
+        raise InputError(f"cannot precompile for {', '.join(map(repr, unknown))}: the archs rtxrt supports are "
+                         f"{', '.join(SUPPORTED_ARCHS)}")
+    known = supported_archs()
+    missing = [a for a in wanted if int(a[3:]) not in known]
+    if missing:
+        major, minor = nvrtc_version()
+        raise InputError(f"this NVRTC ({major}.{minor}) cannot compile for {', '.join(missing)}; "
+                         "install a newer nvidia-cuda-nvrtc-cu12")
+    return wanted
+
+
+def planning_shapes(model: Model, shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    """``shapes``, plus the static shape of every input they leave out. InputError names an
+    unknown input, or the inputs with symbolic dims and no shape; the planner checks the rest."""
+    graph = model.graph
+    inputs = [name for name in graph.inputs if name not in graph.initializers]
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise InputError(f"--shapes names unknown input(s) {unknown}; the model's inputs are {inputs}")
+    out = {name: tuple(int(d) for d in dims) for name, dims in shapes.items()}
+    missing = {}
+    for name in inputs:
+        if name in out:
+            continue
+        t = graph.types.get(name)
+        if t is not None and t.is_static:
+            out[name] = tuple(t.shape)
+        else:
+            missing[name] = t
+    if missing:
+        example = ",".join(f"{name}:" + ("x".join(str(d) if isinstance(d, int) else "1" for d in t.shape)
+                                         if t is not None and t.shape else "DxD") for name, t in missing.items())
+        raise InputError(f"input(s) {', '.join(f'{n} {t}' for n, t in missing.items())} have symbolic dims: give "
+                         f"the shapes to precompile at (the app must run those shapes), e.g. --shapes {example}")
+    return out
+
+
+def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[ArchReport]]:
+    """Compile every kernel ``model`` needs at ``options.shapes`` for each arch. ``model``
+    should be read back from the .rtxir bytes, so that it is exactly what the runtime plans."""
+    from ..backends.cuda.builder import build_plan
+    from ..jit.cache import kernel_blob_name
+    from ..jit.nvrtc import compile_many
+
+    archs = check_archs(options.archs)
+    shapes = planning_shapes(model, options.shapes)
+    blobs: dict[str, dict[str, bytes]] = {}
+    reports = []
+    for arch in archs:
+        started = time.perf_counter()
+        # Kernels do not depend on the SM count (only launch grids do), so any count will do.
+        plan = build_plan(_as_run_on(model, arch), shapes, arch=arch, sm_count=1)
+        cubins = compile_many(plan.kernels.items(), arch)
+        blobs[arch] = {kernel_blob_name(name, arch): cubin for name, cubin in cubins.items()}
+        reports.append(ArchReport(arch, len(cubins), sum(map(len, cubins.values())), time.perf_counter() - started))
+    return Cubins(blobs, [shapes]), reports
+
+
+def _as_run_on(model: Model, arch: str) -> Model:
+    """The model as the runtime runs it on a GPU of ``arch`` (bf16 storage becomes fp16 below
+    sm_80), so that the kernels planned here are the ones it will look up."""
+    from ..runtime.session import runtime_model
+
+    digits = arch[3:]
+    with warnings.catch_warnings():  # the runtime's warning is for the user of that GPU, not the builder
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return runtime_model(model, None, (int(digits[:-1]), int(digits[-1])))
