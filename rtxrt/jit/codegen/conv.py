@@ -156,7 +156,7 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
     residual = attrs.get("residual", "none") or "none"
     epilogue = {"dtype": storage_dtype, "bias": bias, "activation": attrs.get("activation", "none") or "none",
                 "activation_params": tuple(attrs.get("activation_params") or ()), "residual": residual}
-    geo = _Geometry(n, c, h, w, oc, kh, kw, oh, ow, window.strides, window.pads, window.dilations, layout)
+    geo = ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, window.strides, window.pads, window.dilations, layout)
     m = n * oh * ow
     out = (n, oh, ow, oc)
     buffers: dict[str, tuple[tuple[int, ...], DType]] = {"X": ((n, c, h, w) if layout == "NCHW" else (n, h, w, c),
@@ -228,41 +228,12 @@ def _step(kernel: KernelSource) -> ConvStep:
                     (kernel.launch.block, 1, 1))
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    n: int
-    c: int
-    h: int
-    w: int
-    oc: int
-    kh: int
-    kw: int
-    oh: int
-    ow: int
-    strides: tuple[int, ...]
-    pads: tuple[int, ...]  # begins (h, w), then ends
-    dilations: tuple[int, ...]
-    layout: str
-
-    def constants(self) -> str:
-        return (f"constexpr int NB = {self.n}, C = {self.c}, H = {self.h}, W = {self.w}, OC = {self.oc};\n"
-                f"constexpr int KH = {self.kh}, KW = {self.kw}, OH = {self.oh}, OW = {self.ow};\n"
-                f"constexpr int SH = {self.strides[0]}, SW = {self.strides[1]}, PH = {self.pads[0]}, "
-                f"PW = {self.pads[1]}, DH = {self.dilations[0]}, DW = {self.dilations[1]};\n")
-
-    def x_index(self) -> str:
-        """The offset of X[n, c, ih, iw] in its stored layout (64-bit)."""
-        if self.layout == "NHWC":
-            return "(((long long)n * H + ih) * W + iw) * C + c"
-        return "(((long long)n * C + c) * H + ih) * W + iw"
-
-
 def _named(prefix: str, source: str) -> tuple[str, str]:
     name = kernel_name(prefix, source)
     return name, source.replace(KERNEL_NAME, name)
 
 
-def _im2col_kernel(g: _Geometry, k: int, dtype: DType) -> KernelSource:
+def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
     """Copies X into the patch matrix [N*OH*OW, k]: row (n, oh, ow), column (kh, kw, c);
     zeros for padding and for columns past KH*KW*C. Values are copied, never computed on:
     fp16 and bf16 (both ``unsigned short`` bits) share a kernel."""
@@ -296,7 +267,7 @@ extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __res
     return KernelSource(name, source, LaunchPolicy(m * k), args)
 
 
-def _depthwise_kernel(g: _Geometry, p: GemmProblem) -> KernelSource:
+def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
     """One thread per output element of Y [N, OH, OW, C] (adjacent threads: adjacent
     channels, so NHWC reads coalesce): the KH x KW taps summed in fp32, then the epilogue."""
     dtype = p.dtype

@@ -327,11 +327,16 @@ def gemm_kernel(problem: GemmProblem, tactic: GemmTactic, arch: str | None = Non
     GEMM for sm_75 fails with a clear CodegenError before NVRTC is asked; so does a float32
     problem, whatever the arch (tensor cores take 16-bit inputs here)."""
     mma_instruction(arch or "sm_80", problem.dtype)
-    launch = GridLaunch(tactic.grid(problem), (tactic.threads, 1, 1),
-                        2 * tactic.stages * (_a_tile(tactic) + _b_tile(tactic, problem.trans_b)))
-    source = _source(problem, tactic)
+    source = gemm_source(problem, tactic)
     name = kernel_name("rtx_gemm_", source)
-    return GemmKernel(name, source.replace(KERNEL_NAME, name), launch, _args(problem), problem, tactic)
+    return GemmKernel(name, source.replace(KERNEL_NAME, name), gemm_launch(problem, tactic), _args(problem),
+                      problem, tactic)
+
+
+def gemm_launch(problem: GemmProblem, tactic: GemmTactic) -> GridLaunch:
+    """The launch of ``problem``'s GEMM with ``tactic``: grid, threads, shared memory."""
+    return GridLaunch(tactic.grid(problem), (tactic.threads, 1, 1),
+                      2 * tactic.stages * (_a_tile(tactic) + _b_tile(tactic, problem.trans_b)))
 
 
 def _args(p: GemmProblem) -> tuple[KernelArg, ...]:
@@ -351,7 +356,11 @@ def _args(p: GemmProblem) -> tuple[KernelArg, ...]:
 
 # ---------------------------------------------------------------- the source
 
-def _source(p: GemmProblem, t: GemmTactic) -> str:
+def gemm_source(p: GemmProblem, t: GemmTactic, load_a: str | None = None, constants: str = "") -> str:
+    """The kernel's source, named KERNEL_NAME. ``load_a`` opens ``rtx_load_tiles`` and copies
+    the A tile (default LOAD_A, A as a matrix; another A operand brings its own);
+    ``constants`` follow the GEMM's (the shapes that operand needs). The defaults give
+    gemm_kernel's source."""
     out_c = C.storage_type(p.out_dtype)
 
     def load_out(element: str) -> str:
@@ -401,7 +410,7 @@ constexpr int WM = {t.warp_m}, WN = {t.warp_n}, THREADS = {t.threads};
 constexpr bool VEC_A = {str(p.vector_a).lower()}, VEC_B = {str(p.vector_b).lower()}, VEC_D = {str(p.vector_d).lower()};
 constexpr int D_ALIGN = {2 * p.out_dtype.itemsize};  // bytes, for paired stores
 """
-    return (C.PRELUDE + consts + _BODY
+    return (C.PRELUDE + consts + constants + (_HEAD + (load_a or LOAD_A) + _LOAD_B + _COMPUTE)
               .replace("__ACTIVATION__", activation_expr(p.activation, p.params))
               .replace("__ACT_INLINE__", "__noinline__" if p.activation in CALLED_ACTIVATIONS else "__forceinline__")
               .replace("__EPILOGUE__", " ".join(epilogue))
@@ -413,8 +422,12 @@ constexpr int D_ALIGN = {2 * p.out_dtype.itemsize};  // bytes, for paired stores
               .replace("__BATCH_OFFSETS__", ("Z += z * SZ; " if p.has_z else "") + "D += z * SD;"))
 
 
-# The kernel body; generated constants above it, placeholders __LIKE_THIS__ filled in.
-_BODY = r"""
+# The kernel body, in four parts (generated constants above it, placeholders __LIKE_THIS__
+# filled in): the primitives; LOAD_A, which opens rtx_load_tiles (its comment, signature and
+# the copy of the A tile) and which another A operand may replace (conv_implicit gathers A
+# from an image); _LOAD_B, which copies the B tile and closes rtx_load_tiles; the main loop,
+# the epilogue and the kernel.
+_HEAD = r"""
 #if RTX_BF16 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "rtxrt GEMM: bf16 needs sm_80 (Ampere) or newer; sm_75 has no bf16 tensor-core mma"
 #endif
@@ -490,7 +503,9 @@ template <int PENDING> __device__ __forceinline__ void rtx_wait() {
 #endif
 }
 
-// Copies the A tile (rows m0.., columns k0..) and the B tile of one K step into shared memory.
+"""
+
+LOAD_A = r"""// Copies the A tile (rows m0.., columns k0..) and the B tile of one K step into shared memory.
 // va, vb: 16-byte copies allowed (the shapes allow them, VEC_A / VEC_B, and the pointers
 // are aligned); otherwise element by element.
 __device__ __forceinline__ void rtx_load_tiles(unsigned short* sa, unsigned short* sb,
@@ -521,7 +536,9 @@ __device__ __forceinline__ void rtx_load_tiles(unsigned short* sa, unsigned shor
       }
     }
   }
-#if RTX_TRANS_B  // B is [N, K]: a tile of BN rows of BK
+"""
+
+_LOAD_B = r"""#if RTX_TRANS_B  // B is [N, K]: a tile of BN rows of BK
   if (VEC_B && vb) {
     constexpr int CHUNKS = BN * BK / 8, PER_ROW = BK / 8;
 #pragma unroll
@@ -574,7 +591,9 @@ __device__ __forceinline__ void rtx_load_tiles(unsigned short* sa, unsigned shor
 #endif
 }
 
-// acc += the A tile times the B tile of one stage (shared-memory byte address sbase).
+"""
+
+_COMPUTE = r"""// acc += the A tile times the B tile of one stage (shared-memory byte address sbase).
 __device__ __forceinline__ void rtx_mma_tiles(float (&acc)[MI][NI][4], unsigned sbase,
                                               int warp_m, int warp_n, int lane) {
   const unsigned sa = sbase, sb = sbase + 2u * A_TILE;
