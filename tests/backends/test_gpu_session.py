@@ -256,3 +256,16 @@ def test_bound_device_buffers_run_without_copies(zoo_export, models_dir, tmp_pat
     out = binding.run()["output"]
     assert out.data.ptr == engine.value_address(engine.plan.results["output"])  # the engine's own buffer
     np.testing.assert_array_equal(out.get(), expected)
+
+
+def test_a_progress_callback_hears_every_compile_and_tune_step(zoo_export, models_dir, tmp_path):
+    import rtxrt
+
+    events = []
+    session = rtxrt.Session(build(zoo_export, models_dir, "resnet18", "fp16"), cache_dir=tmp_path,
+                            progress=lambda stage, done, total: events.append((stage, done, total)))
+    compiles = [e for e in events if e[0] == "compile"]
+    tunes = [e for e in events if e[0] == "tune"]
+    assert compiles and compiles[-1][1] == compiles[-1][2] == session.stats["kernels_compiled"]
+    assert tunes and tunes[-1][1] == tunes[-1][2] > 0
+    assert [d for _, d, _ in compiles] == list(range(1, len(compiles) + 1))

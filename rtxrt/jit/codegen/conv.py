@@ -40,6 +40,14 @@ from ...ir.graph import TensorType
 from ...ir.ops.conv import sliding_window
 from . import CodegenError
 from . import ctypes_map as C
+from .conv_implicit import (
+    ConvGeometry,
+    ImplicitConvKernel,
+    ImplicitGemmTactic,
+    implicit_conv_kernel,
+    implicit_tactics,
+    why_not_implicit,
+)
 from .elementwise import KernelArg, KernelSource, LaunchPolicy
 from .epilogue import activation_functions, epilogue_statements
 from .gemm import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
@@ -51,6 +59,7 @@ from .gemm_simt import (
 )
 from .kernel_source import KERNEL_NAME, kernel_name
 
+ConvTactic = GemmTactic | SimtTactic | ImplicitGemmTactic
 LAYOUTS = ("NHWC", "NCHW")
 STORAGE_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
 ROW_ALIGN = 16  # bytes: patch-matrix rows are padded to a multiple, for the GEMM's 16-byte copies
@@ -76,7 +85,7 @@ class ConvPlan:
     ``workspace`` ([N*OH*OW, K], absent when there is no im2col step). A step with a zero in
     its grid has nothing to do and is not launched."""
 
-    tactic: str  # "im2col_gemm", "gemm" (1x1, X is the patch matrix) or "depthwise"
+    tactic: str  # "im2col_gemm", "implicit_gemm", "gemm" (1x1, X is the patch matrix) or "depthwise"
     x_layout: str
     storage_dtype: DType
     x_shape: tuple[int, int, int, int]  # logical NCHW
@@ -118,14 +127,16 @@ def pack_conv_weights(w: np.ndarray, k_padded: int | None = None) -> np.ndarray:
 
 def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs: Mapping[str, Any],
               storage_dtype: DType, layout: str = "NHWC", *, bias: bool = False,
-              tactic: GemmTactic | SimtTactic | None = None) -> ConvPlan:
+              tactic: ConvTactic | None = None) -> ConvPlan:
     """The kernels computing rtxrt::FusedConv of X (logical NCHW ``x_type``, stored in
     ``layout``) and weights ``w_shape`` (OIHW) with the node's ``attrs`` (Conv attributes,
     activation, activation_params, residual), every tensor stored as ``storage_dtype``.
     ``bias``: the node has its bias input. ``tactic``: the GEMM tactic, a GemmTactic (tensor
-    cores; fp16 and bf16) or a SimtTactic (CUDA cores; any type) (default: a heuristic among
-    ``conv_gemm_tactics``, which an autotuner times). CodegenError for what this does not
-    cover."""
+    cores; fp16 and bf16), a SimtTactic (CUDA cores; any type) or an ImplicitGemmTactic (no
+    im2col: see conv_implicit; NHWC, fp16 and bf16, C % 8 == 0) (default: a heuristic among
+    the GEMM tactics, always im2col or the direct 1x1 GEMM; ``conv_gemm_tactics`` lists
+    those an autotuner times). Ignored for depthwise convolutions. CodegenError for what
+    this does not cover."""
     shape = x_type.shape if isinstance(x_type, TensorType) else tuple(x_type)
     if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape):
         raise CodegenError(f"FusedConv codegen needs a static 4-D (2-D conv) input, got shape {shape}")
@@ -179,6 +190,14 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
     align = ROW_ALIGN // storage_dtype.itemsize
     k = k_real if direct else -(-k_real // align) * align
     problem = GemmProblem(m, oc, k, trans_b=True, **epilogue)
+    if isinstance(tactic, ImplicitGemmTactic):
+        kernel = implicit_conv_kernel(geo, problem, tactic)  # k == k_real: C % 8 == 0
+        buffers["W"] = ((oc, k), storage_dtype)
+        buffers.update(epilogue_buffers)
+        step = ConvStep(kernel, tuple(_IMPLICIT_BUFFERS[a.name] for a in kernel.args), kernel.launch.grid,
+                        kernel.launch.block)
+        return ConvPlan("implicit_gemm", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, k, (step,),
+                        buffers, problem)
     tactic = tactic or default_tactic(problem)
     gemm = simt_gemm_kernel(problem, tactic) if isinstance(tactic, SimtTactic) else gemm_kernel(problem, tactic)
     gemm_step = ConvStep(gemm, tuple(_GEMM_BUFFERS[a.name] for a in gemm.args), gemm.launch.grid, gemm.launch.block)
@@ -196,9 +215,24 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
                     problem)
 
 
-def conv_gemm_tactics(plan: ConvPlan) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:
-    """The GEMM tactics worth timing for ``plan`` (none for a depthwise plan)."""
-    return _candidates(plan.gemm) if plan.gemm is not None else ()
+def conv_gemm_tactics(plan: ConvPlan) -> tuple[ConvTactic, ...]:
+    """The tactics worth timing for ``plan`` (none for a depthwise plan): the GEMM's, and the
+    implicit GEMM's where it applies and there is an im2col to save (not for a direct 1x1)."""
+    if plan.gemm is None:
+        return ()
+    tactics: tuple[ConvTactic, ...] = _candidates(plan.gemm)
+    if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(_geometry(plan), plan.storage_dtype):
+        tactics += implicit_tactics(plan.gemm)
+    return tactics
+
+
+def _geometry(plan: ConvPlan) -> ConvGeometry:
+    """The geometry of a group-1 plan (strides, pads and dilations do not matter to
+    why_not_implicit, which this is for)."""
+    n, c, h, w = plan.x_shape
+    oc, _, kh, kw = plan.w_shape
+    _, oh, ow, _ = plan.out_shape
+    return ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, (1, 1), (0, 0, 0, 0), (1, 1), plan.x_layout)
 
 
 def _candidates(problem: GemmProblem) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:
@@ -221,6 +255,7 @@ def default_tactic(problem: GemmProblem, min_blocks: int = 132) -> GemmTactic | 
 
 
 _GEMM_BUFFERS = {"A": "workspace", "B": "W", "bias": "bias", "Z": "Z", "D": "Y"}
+_IMPLICIT_BUFFERS = {**_GEMM_BUFFERS, "A": "X"}
 
 
 def _step(kernel: KernelSource) -> ConvStep:
@@ -262,8 +297,7 @@ extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __res
 }}
 """
     name, source = _named("rtx_im2col_", source)
-    x_shape = (g.n, g.c, g.h, g.w) if g.layout == "NCHW" else (g.n, g.h, g.w, g.c)
-    args = (KernelArg("X", "input", 0, dtype, x_shape), KernelArg("workspace", "output", 0, dtype, (m, k)))
+    args = (KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("workspace", "output", 0, dtype, (m, k)))
     return KernelSource(name, source, LaunchPolicy(m * k), args)
 
 
@@ -314,9 +348,8 @@ extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(param
 }}
 """
     name, source = _named("rtx_dwconv_", source)
-    x_shape = (g.n, g.c, g.h, g.w) if g.layout == "NCHW" else (g.n, g.h, g.w, g.c)
     out = (g.n, g.oh, g.ow, g.c)
-    args = [KernelArg("X", "input", 0, dtype, x_shape), KernelArg("W", "input", 1, dtype, (g.c, g.kh * g.kw))]
+    args = [KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("W", "input", 1, dtype, (g.c, g.kh * g.kw))]
     if p.bias:
         args.append(KernelArg("bias", "input", 2, dtype, (g.c,)))
     if p.has_z:
@@ -326,5 +359,5 @@ extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(param
     return KernelSource(name, source, LaunchPolicy(total), tuple(args))
 
 
-__all__ = ["ConvPlan", "ConvStep", "GemmKernel", "SimtGemmKernel", "conv_gemm_tactics", "conv_plan",
-           "default_tactic", "pack_conv_weights"]
+__all__ = ["ConvPlan", "ConvStep", "ConvTactic", "GemmKernel", "ImplicitConvKernel", "ImplicitGemmTactic",
+           "SimtGemmKernel", "conv_gemm_tactics", "conv_plan", "default_tactic", "pack_conv_weights"]

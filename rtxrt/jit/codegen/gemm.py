@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from ...ir.activations import RESIDUALS, activation_params
 from ...ir.dtypes import DType
 from . import CodegenError
-from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from . import ctypes_map as C
+from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
 
 MMA_DTYPES = (DType.FLOAT16, DType.BFLOAT16)  # what the tensor-core kernel multiplies
