@@ -1,16 +1,20 @@
-"""FusedConv codegen (rtxrt/jit/codegen/conv.py) without a GPU: every kernel of every plan in
-``CASES`` compiles with NVRTC for every supported arch, plans list the right launches and
-buffers, the host-side weight packing matches the patch matrix's column order (checked in
-numpy against the reference Conv), and what the generator does not cover is a CodegenError.
+"""FusedConv codegen (rtxrt/jit/codegen/conv.py, conv_implicit.py) without a GPU: every kernel
+of every plan in ``CASES`` and ``IMPLICIT_CASES`` compiles with NVRTC for every supported
+arch, plans list the right launches and buffers, the host-side weight packing matches the
+patch matrix's column order (checked in numpy against the reference Conv), and what the
+generator does not cover is a CodegenError.
 
 ``CASES`` covers: im2col + GEMM from NHWC and from NCHW, strided, padded, dilated, SAME
 padding, the direct 1x1 GEMM, depthwise from both layouts with every activation and residual,
 fp16 and bf16 (bf16 tensor-core GEMMs are refused on sm_75, which generation says) and fp32
-(SIMT GEMMs, every arch)."""
+(SIMT GEMMs, every arch). ``IMPLICIT_CASES``: the implicit GEMM with every tile shape, fp16
+and bf16, ResNet-like and odd geometries, every residual, and an X of more than 2**32
+elements (64-bit offsets); those kernels are also checked for register spills (ptxas)."""
 from __future__ import annotations
 
 import itertools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +28,18 @@ from rtxrt.ir.graph import Node, TensorType
 from rtxrt.ir.ops.conv import sliding_window
 from rtxrt.jit.codegen import CodegenError
 from rtxrt.jit.codegen.conv import (
+    ConvTactic,
     conv_gemm_tactics,
     conv_plan,
     default_tactic,
     pack_conv_weights,
+)
+from rtxrt.jit.codegen.conv_implicit import (
+    IMPLICIT_TILES,
+    ImplicitConvKernel,
+    ImplicitGemmTactic,
+    implicit_conv_kernel,
+    implicit_tactics,
 )
 from rtxrt.jit.codegen.gemm import (
     CANDIDATE_TACTICS,
@@ -54,9 +66,11 @@ class Case:
     layout: str = "NHWC"
     dtype: DType = F16
     bias: bool = True
+    tactic: ConvTactic | None = None
 
     def plan(self):
-        return conv_plan(TensorType(self.dtype, self.x), self.w, self.attrs, self.dtype, self.layout, bias=self.bias)
+        return conv_plan(TensorType(self.dtype, self.x), self.w, self.attrs, self.dtype, self.layout, bias=self.bias,
+                         tactic=self.tactic)
 
 
 P1 = {"pads": [1, 1, 1, 1]}
@@ -177,7 +191,7 @@ def test_fp32_plans_multiply_on_the_cuda_cores_with_4_byte_elements():
     assert plan.gemm.dtype == F32 and isinstance(default_tactic(plan.gemm), SimtTactic)
     tactics = conv_gemm_tactics(plan)
     assert tactics and all(isinstance(t, SimtTactic) for t in tactics)
-    assert all(isinstance(t, GemmTactic) for t in conv_gemm_tactics(CASES[0].plan()))
+    assert {type(t) for t in conv_gemm_tactics(CASES[0].plan())} == {GemmTactic, ImplicitGemmTactic}
     dw = next(c for c in CASES if c.dtype == F32 and c.attrs.get("group")).plan()
     assert dw.tactic == "depthwise" and "const float* __restrict__ X" in dw.steps[0].kernel.source
 
@@ -260,3 +274,154 @@ def test_pack_conv_weights_is_ohwi_flattened_and_zero_padded():
     assert pack_conv_weights(w).shape == (2, 12)
     with pytest.raises(ValueError):
         pack_conv_weights(w, 8)
+
+
+# ---------------------------------------------------------------- implicit GEMM
+
+def implicit_cases() -> list[Case]:
+    """Every tile shape on a ResNet 3x3 conv in fp16 and bf16, then odd geometries (tile
+    shapes and types rotating): strides, 1x1 and 7x7 kernels, dilation, asymmetric pads, few
+    channels, every residual, no bias, and an X too big for 32-bit offsets."""
+    cases = [Case(f"3x3s1p1-{t.label}-{dtype.short}", (4, 64, 14, 14), (64, 64, 3, 3),
+                  {**P1, "activation": "relu", "residual": "before_activation"}, dtype=dtype,
+                  tactic=ImplicitGemmTactic(t))
+             for t in IMPLICIT_TILES for dtype in (F16, BF16)]
+    odd = [
+        ("3x3s2p1", (1, 128, 28, 28), (256, 128, 3, 3), {**P1, "strides": [2, 2], "activation": "relu"}, True),
+        ("1x1s2-resafter", (4, 256, 14, 14), (512, 256, 1, 1),
+         {"strides": [2, 2], "activation": "relu", "residual": "after_activation"}, True),
+        ("1x1s1", (1, 64, 7, 7), (256, 64, 1, 1), {"activation": "silu"}, False),
+        ("7x7s2p3-c8", (1, 8, 33, 31), (16, 8, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}, True),
+        ("dilated-asym-c24", (2, 24, 11, 9), (40, 24, 3, 2),
+         {"pads": [0, 1, 2, 1], "strides": [2, 1], "dilations": [2, 1], "activation": "gelu",
+          "residual": "after_activation"}, True),
+        ("same-upper-c16", (1, 16, 13, 10), (24, 16, 4, 3), {"auto_pad": "SAME_UPPER", "activation": "leaky_relu",
+                                                              "activation_params": [0.1]}, True),
+        ("x-over-2g-elements", (64, 256, 512, 512), (64, 256, 3, 3), {**P1}, True),
+    ]
+    for i, (name, x, w, attrs, bias) in enumerate(odd):
+        tiles = IMPLICIT_TILES[i % len(IMPLICIT_TILES)]
+        dtype = BF16 if i % 2 else F16
+        cases.append(Case(f"{name}-{tiles.label}-{dtype.short}", x, w, attrs, dtype=dtype, bias=bias,
+                          tactic=ImplicitGemmTactic(tiles)))
+    return cases
+
+
+IMPLICIT_CASES = implicit_cases()
+
+
+def test_the_implicit_catalogue_covers_every_tile_shape_type_and_residual():
+    assert {c.tactic.tiles for c in IMPLICIT_CASES} == set(IMPLICIT_TILES)
+    assert {c.dtype for c in IMPLICIT_CASES} == {F16, BF16}
+    assert {c.attrs.get("residual", "none") for c in IMPLICIT_CASES} == set(RESIDUALS)
+    assert all(c.plan().tactic == "implicit_gemm" for c in IMPLICIT_CASES)
+    assert len({c.id for c in IMPLICIT_CASES}) == len(IMPLICIT_CASES)
+
+
+def test_every_implicit_kernel_compiles_for_every_supported_arch():
+    jobs: dict[tuple[str, str], str] = {}
+    for case, arch in itertools.product(IMPLICIT_CASES, SUPPORTED_ARCHS):
+        (step,) = case.plan().steps
+        if case.dtype == BF16 and arch == "sm_75":
+            with pytest.raises(CodegenError, match="bf16 GEMM needs sm_80"):
+                implicit_conv_kernel(step.kernel.geometry, step.kernel.problem, case.tactic, arch)
+            continue
+        jobs.setdefault((step.kernel.name, arch), step.kernel.source)
+    cubins = compile_jobs(jobs)
+    assert all(c.startswith(b"\x7fELF") for c in cubins.values())
+    assert {arch for _, arch in cubins} == set(SUPPORTED_ARCHS)
+
+
+def ptxas_report(source: str, arch: str) -> str:
+    """ptxas's resource usage (-v) for ``source`` on ``arch``, through NVRTC."""
+    from rtxrt.jit.nvrtc import _log, _nvrtc
+
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(source, "kernel.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, [f"-arch={arch}", "--std=c++17", "-default-device", "--fmad=false",
+                                       "--ptxas-options=-v"])
+        return _log(nvrtc, program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_implicit_kernels_do_not_spill_registers(arch):
+    with ThreadPoolExecutor(4) as pool:
+        reports = pool.map(lambda c: ptxas_report(c.plan().steps[0].kernel.source, arch), IMPLICIT_CASES)
+        for case, report in zip(IMPLICIT_CASES, reports):
+            assert " 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in report, (case.id, report[-400:])
+
+
+def test_implicit_plan_is_one_gemm_launch_reading_x():
+    case = next(c for c in IMPLICIT_CASES if c.id.startswith("3x3s1p1-128x64"))
+    plan = case.plan()
+    assert plan.tactic == "implicit_gemm" and plan.workspace_bytes == 0 and "workspace" not in plan.buffers
+    (step,) = plan.steps
+    kernel = step.kernel
+    assert isinstance(kernel, ImplicitConvKernel) and kernel.name.startswith("rtx_iconv_")
+    assert step.buffers == ("X", "W", "bias", "Z", "Y")
+    assert plan.buffers == {"X": ((4, 14, 14, 64), F16), "W": ((64, 576), F16), "bias": ((64,), F16),
+                            "Z": ((4, 14, 14, 64), F16), "Y": ((4, 14, 14, 64), F16)}
+    assert [a.shape for a in kernel.args] == [(4, 14, 14, 64), (64, 576), (64,), (4, 14, 14, 64), (4, 14, 14, 64)]
+    p = plan.gemm
+    assert (p.m, p.n, p.k, p.trans_b, p.activation, p.residual) == (784, 64, 576, True, "relu", "before_activation")
+    assert kernel.problem == p and kernel.tactic == case.tactic.tiles and plan.k_padded == 576
+    assert step.grid == (7, 1, 1) and step.block == (128, 1, 1) and kernel.launch.grid == step.grid
+    im2col = conv_plan(case.x, case.w, case.attrs, F16, bias=True)  # the same weights, packed the same way
+    assert im2col.tactic == "im2col_gemm" and im2col.buffers["W"] == plan.buffers["W"] and im2col.gemm == p
+
+
+def test_the_implicit_kernel_is_the_gemm_with_another_a_loader():
+    """Everything from the B tile's copy on (mma, epilogue, kernel) is gemm.py's text."""
+    case = IMPLICIT_CASES[0]
+    kernel = case.plan().steps[0].kernel
+    gemm = conv_plan(case.x, case.w, case.attrs, case.dtype, bias=True, tactic=kernel.tactic).steps[-1].kernel
+    marker = "#if RTX_TRANS_B  // B is [N, K]: a tile of BN rows of BK"
+    tail = kernel.source[kernel.source.index(marker):].replace(kernel.name, "NAME")
+    assert tail == gemm.source[gemm.source.index(marker):].replace(gemm.name, "NAME")
+    assert "cp.async.cg.shared.global [%0], [%1], 16, %2;" in kernel.source
+    assert "rtx_patch(m0 + r, k0 + kc, offset)" in kernel.source and "typedef unsigned XI;" in kernel.source
+    huge = next(c for c in IMPLICIT_CASES if c.id.startswith("x-over-2g"))
+    assert "typedef long long XI;" in huge.plan().steps[0].kernel.source
+
+
+def test_implicit_tactics_are_offered_where_they_apply():
+    im2col = CASES[0].plan()  # 3x3 over NHWC fp16, 64 channels
+    offered = [t for t in conv_gemm_tactics(im2col) if isinstance(t, ImplicitGemmTactic)]
+    assert offered == list(implicit_tactics(im2col.gemm)) and len(offered) >= 2
+    assert all(conv_plan(CASES[0].x, CASES[0].w, CASES[0].attrs, F16, bias=True, tactic=t).tactic == "implicit_gemm"
+               for t in offered)
+    big = conv_plan((32, 128, 28, 28), (128, 128, 3, 3), P1, F16)
+    assert {t.tiles for t in conv_gemm_tactics(big) if isinstance(t, ImplicitGemmTactic)} == set(IMPLICIT_TILES) - {
+        GemmTactic(32, 64, 64, 1, 2)}  # the 32-row tile only for few output pixels
+    small = conv_plan((1, 512, 7, 7), (512, 512, 3, 3), P1, BF16)
+    assert GemmTactic(32, 64, 64, 1, 2) in {t.tiles for t in conv_gemm_tactics(small)
+                                           if isinstance(t, ImplicitGemmTactic)}
+    assert conv_plan(CASES[0].x, CASES[0].w, CASES[0].attrs, F16, bias=True).tactic == "im2col_gemm"  # the default
+    not_offered = [
+        CASES[1].plan(),  # NCHW, 3 channels
+        conv_plan((1, 12, 9, 9), (8, 12, 3, 3), P1, F16),  # 12 channels: not a multiple of 8
+        CASES[2].plan(),  # direct 1x1: X already is the patch matrix
+        next(c for c in CASES if c.id == "3x3s1p1-gelu-resbefore-f32").plan(),  # fp32
+        CASES[-1].plan(),  # depthwise
+    ]
+    for plan in not_offered:
+        assert not any(isinstance(t, ImplicitGemmTactic) for t in conv_gemm_tactics(plan)), plan.tactic
+
+
+@pytest.mark.parametrize("args, message", [
+    (((1, 64, 9, 9), (64, 64, 3, 3), {}, F16, "NCHW"), "NCHW"),
+    (((1, 12, 9, 9), (8, 12, 3, 3), {}, F16, "NHWC"), "12 input channels"),
+    (((1, 3, 9, 9), (8, 3, 3, 3), {}, F16, "NHWC"), "C % 8 == 0"),
+    (((1, 64, 9, 9), (64, 64, 3, 3), {}, F32, "NHWC"), "float16 or bfloat16"),
+])
+def test_the_implicit_gemm_refuses_what_it_does_not_cover(args, message):
+    with pytest.raises(CodegenError, match=message):
+        conv_plan(*args, tactic=implicit_tactics()[0])
+
+
+def test_implicit_tactics_label_themselves():
+    assert [t.label for t in implicit_tactics()][:1] == ["implicit_128x128x32_w2x2_s2"]
+    assert all(t.tiles.stages == 2 for t in implicit_tactics())

@@ -1,6 +1,6 @@
 """rtxrt::FusedConv (2-D) on the GPU: the kernels to launch, in order, with their buffers.
 
-Two tactics, picked by the convolution's group:
+Two kinds of plan, picked by the convolution's group:
 
 - group 1: an im2col kernel writes the patch matrix ``[N*OH*OW, K]`` (columns in (kh, kw, c)
   order, K = KH*KW*C rounded up with zero columns to 16-byte rows, so that the GEMM may copy
@@ -11,7 +11,11 @@ Two tactics, picked by the convolution's group:
   rtxrt.jit.codegen.gemm_simt for fp32 (or for any type, given a SimtTactic). A 1x1
   convolution with stride 1, no padding and NHWC input needs no im2col: X already is the
   patch matrix. The GEMM step is the plan's last, its problem ``ConvPlan.gemm``, so a runtime
-  may run it as a cuBLAS call plus ``epilogue.epilogue_kernel`` instead.
+  may run it as a cuBLAS call plus ``epilogue.epilogue_kernel`` instead. Or, given an
+  ImplicitGemmTactic (NHWC, fp16 or bf16, C % 8 == 0): one implicit-GEMM kernel
+  (rtxrt.jit.codegen.conv_implicit) that gathers the patch rows from X as it multiplies, no
+  workspace; ``ConvPlan.gemm`` is still the equivalent GEMM and W is packed the same way.
+  ``conv_gemm_tactics`` offers both kinds to the autotuner; the default stays im2col.
 - depthwise (group == C == OC): a direct kernel, one thread per output element, fp32
   accumulation, the same epilogue. Its weights pack the same way (``[C, KH*KW]``).
 
@@ -170,8 +174,7 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
     geo = ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, window.strides, window.pads, window.dilations, layout)
     m = n * oh * ow
     out = (n, oh, ow, oc)
-    buffers: dict[str, tuple[tuple[int, ...], DType]] = {"X": ((n, c, h, w) if layout == "NCHW" else (n, h, w, c),
-                                                               storage_dtype)}
+    buffers: dict[str, tuple[tuple[int, ...], DType]] = {"X": (geo.x_shape, storage_dtype)}
     epilogue_buffers = {"bias": ((oc,), storage_dtype)} if bias else {}
     if residual != "none":
         epilogue_buffers["Z"] = (out, storage_dtype)
@@ -221,18 +224,10 @@ def conv_gemm_tactics(plan: ConvPlan) -> tuple[ConvTactic, ...]:
     if plan.gemm is None:
         return ()
     tactics: tuple[ConvTactic, ...] = _candidates(plan.gemm)
-    if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(_geometry(plan), plan.storage_dtype):
+    if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(plan.x_layout, plan.x_shape[1],
+                                                                                 plan.storage_dtype):
         tactics += implicit_tactics(plan.gemm)
     return tactics
-
-
-def _geometry(plan: ConvPlan) -> ConvGeometry:
-    """The geometry of a group-1 plan (strides, pads and dilations do not matter to
-    why_not_implicit, which this is for)."""
-    n, c, h, w = plan.x_shape
-    oc, _, kh, kw = plan.w_shape
-    _, oh, ow, _ = plan.out_shape
-    return ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, (1, 1), (0, 0, 0, 0), (1, 1), plan.x_layout)
 
 
 def _candidates(problem: GemmProblem) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:

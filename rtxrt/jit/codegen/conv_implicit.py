@@ -111,14 +111,15 @@ def implicit_tactics(problem: GemmProblem | None = None) -> tuple[ImplicitGemmTa
     return tuple(ImplicitGemmTactic(t) for t in IMPLICIT_TILES if t in tiles)
 
 
-def why_not_implicit(g: ConvGeometry, dtype: DType) -> str | None:
-    """Why the implicit GEMM cannot compute this group-1 convolution, or None when it can."""
-    if g.layout != "NHWC":
-        return f"X is stored {g.layout}; the implicit GEMM gathers channels-last (NHWC) pixels"
+def why_not_implicit(layout: str, channels: int, dtype: DType) -> str | None:
+    """Why the implicit GEMM cannot compute a group-1 convolution of X stored in ``layout``
+    with ``channels`` channels, as ``dtype``; None when it can."""
+    if layout != "NHWC":
+        return f"X is stored {layout}; the implicit GEMM gathers channels-last (NHWC) pixels"
     if dtype not in MMA_DTYPES:
         return f"the implicit GEMM multiplies float16 or bfloat16 on tensor cores, not {dtype.short}"
-    if g.c % 8:
-        return f"{g.c} input channels: the implicit GEMM copies 8 channels of a pixel at a time (C % 8 == 0)"
+    if channels % 8:
+        return f"{channels} input channels: the implicit GEMM copies 8 channels of a pixel at a time (C % 8 == 0)"
     return None
 
 
@@ -137,7 +138,7 @@ def implicit_conv_kernel(g: ConvGeometry, problem: GemmProblem, tactic: Implicit
     """The implicit-GEMM kernel of the convolution ``g`` with ``problem``'s epilogue (its
     shapes must be the convolution's GEMM: see ImplicitConvKernel). CodegenError where
     ``why_not_implicit`` objects, or for bf16 on an ``arch`` without bf16 mma (sm_75)."""
-    reason = why_not_implicit(g, problem.dtype)
+    reason = why_not_implicit(g.layout, g.c, problem.dtype)
     if reason:
         raise CodegenError(f"implicit-GEMM convolution: {reason}")
     k = g.kh * g.kw * g.c
@@ -167,15 +168,17 @@ def implicit_conv_kernel(g: ConvGeometry, problem: GemmProblem, tactic: Implicit
 
 # gemm.LOAD_A's replacement: the same rtx_load_tiles signature (A is X), the A tile gathered.
 _GATHER_A = r"""// Where row gm, column gk of the patch matrix lives in X (NHWC): its offset, and whether it
-// is there at all (not padding, not past M or K).
+// is there at all (not padding, not past M or K). The row's part (its window's corner, maybe
+// in the padding; far above the image past M) does not change along K.
 __device__ __forceinline__ bool rtx_patch(int gm, int gk, XI& offset) {
   const int ow = gm % OW, rest = gm / OW;
   const int oh = rest % OH, n = rest / OH;
+  const int ih0 = gm < M ? oh * SH - PH : -(1 << 24), iw0 = ow * SW - PW;
+  const XI corner = (((XI)n * H + ih0) * W + iw0) * C;
   const int tap = gk / C, c = gk - tap * C;
   const int kh = tap / KW, kw = tap - kh * KW;
-  const int ih = oh * SH - PH + kh * DH, iw = ow * SW - PW + kw * DW;
-  offset = (((XI)n * H + ih) * W + iw) * C + c;
-  return gm < M && gk < K && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+  offset = corner + (XI)(kh * DH * W + kw * DW) * C + c;
+  return gk < K && (unsigned)(ih0 + kh * DH) < (unsigned)H && (unsigned)(iw0 + kw * DW) < (unsigned)W;
 }
 
 // Gathers the A tile (rows m0.., columns k0.. of the patch matrix) from X and copies the B
