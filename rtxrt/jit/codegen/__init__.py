@@ -14,7 +14,7 @@ class CodegenError(RtxrtError):
     does not cover); the message names it."""
 
 
-from .elementwise import elementwise_kernel  # noqa: E402  (CodegenError must exist first)
-from .kernel_source import KernelArg, KernelSource, LaunchPolicy  # noqa: E402
+from .elementwise import elementwise_kernel
+from .kernel_source import KernelArg, KernelSource, LaunchPolicy
 
 __all__ = ["CodegenError", "KernelArg", "KernelSource", "LaunchPolicy", "elementwise_kernel"]

@@ -41,6 +41,7 @@ from ...ir.graph import Node, TensorType
 from . import CodegenError
 from . import ctypes_map as C
 from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
+from .ptx import CP_ASYNC, SHARED_AND_LDMATRIX
 
 F32, F16, BF16 = DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16
 QKV_DTYPES = (F32, F16, BF16)
@@ -420,23 +421,7 @@ __device__ __forceinline__ int rtx_key_tiles(int q0) {
 # Tensor cores. Fragments as the PTX ISA lays them out for m16n8k16: lane = 4 g + t holds
 # rows g and g + 8 of A and C, columns 2t, 2t + 1 of C (and k 2t, 2t + 1, 2t + 8, 2t + 9).
 _MMA_BODY = r"""
-__device__ __forceinline__ unsigned rtx_smem_addr(const void* p) {
-  unsigned r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-
-__device__ __forceinline__ void rtx_ldmatrix_x4(unsigned* r, unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ void rtx_ldmatrix_x4_trans(unsigned* r, unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-#if RTX_BF16 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+""" + SHARED_AND_LDMATRIX + r"""#if RTX_BF16 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 // sm_75 has no bf16 mma: the same m16n8k16 product, each lane gathering its rows of A and
 // columns of B from the lanes that hold them.
 __device__ __forceinline__ float rtx_lo(unsigned x) { return rtx_bf2f((unsigned short)(x & 0xffffu)); }
@@ -484,31 +469,7 @@ __device__ __forceinline__ unsigned rtx_pack(float lo, float hi) {
   return (unsigned)__PACK_CVT__(lo) | ((unsigned)__PACK_CVT__(hi) << 16);
 }
 
-// 16 bytes from global (src, when valid) to shared (dst), zeros otherwise.
-__device__ __forceinline__ void rtx_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-               :: "r"(rtx_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
-#else
-  uint4 v = make_uint4(0u, 0u, 0u, 0u);
-  if (valid) v = *reinterpret_cast<const uint4*>(src);
-  *reinterpret_cast<uint4*>(dst) = v;
-#endif
-}
-
-__device__ __forceinline__ void rtx_commit() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-
-template <int PENDING> __device__ __forceinline__ void rtx_wait() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
-#endif
-}
-
-// A ROWS x COLS_P tile into shared memory (rows of LD elements): element (r, c) is
+""" + CP_ASYNC + r"""// A ROWS x COLS_P tile into shared memory (rows of LD elements): element (r, c) is
 // src[r * stride + c] for r < valid_rows and c < COLS, zero elsewhere. 16-byte copies where
 // the shape (VEC) and the pointers (aligned) allow them.
 template <int ROWS, int COLS, int COLS_P, int LD, bool VEC>

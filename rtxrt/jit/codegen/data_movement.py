@@ -23,8 +23,16 @@ import numpy as np
 from ...ir.dtypes import DType
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import (KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, grid_stride_loop, index_type,
-                            kernel_name, loop_kernel)
+from .kernel_source import (
+    KERNEL_NAME,
+    KernelArg,
+    KernelSource,
+    LaunchPolicy,
+    grid_stride_loop,
+    index_type,
+    kernel_name,
+    loop_kernel,
+)
 
 MAX_CONCAT_INPUTS = 8
 CAST_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})

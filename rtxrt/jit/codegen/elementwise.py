@@ -24,8 +24,16 @@ from ...ir.graph import Graph, Node, TensorType
 from ...ir.ops.elementwise_chain import ELEMENTWISE_OPS
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import (KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, grid_stride_loop, index_type,
-                            kernel_name, loop_kernel)
+from .kernel_source import (
+    KERNEL_NAME,
+    KernelArg,
+    KernelSource,
+    LaunchPolicy,
+    grid_stride_loop,
+    index_type,
+    kernel_name,
+    loop_kernel,
+)
 
 _ONNX = ("", "ai.onnx")
 

@@ -41,6 +41,7 @@ from . import CodegenError
 from . import ctypes_map as C
 from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
+from .ptx import CP_ASYNC, SHARED_AND_LDMATRIX
 
 MMA_DTYPES = (DType.FLOAT16, DType.BFLOAT16)  # what the tensor-core kernel multiplies
 INPUT_DTYPES = (*MMA_DTYPES, DType.FLOAT32)  # GemmProblem's A and B (float32: gemm_simt only)
@@ -329,7 +330,7 @@ def gemm_kernel(problem: GemmProblem, tactic: GemmTactic, arch: str | None = Non
     mma_instruction(arch or "sm_80", problem.dtype)
     source = gemm_source(problem, tactic)
     name = kernel_name("rtx_gemm_", source)
-    return GemmKernel(name, source.replace(KERNEL_NAME, name), gemm_launch(problem, tactic), _args(problem),
+    return GemmKernel(name, source.replace(KERNEL_NAME, name), gemm_launch(problem, tactic), gemm_args(problem),
                       problem, tactic)
 
 
@@ -339,7 +340,8 @@ def gemm_launch(problem: GemmProblem, tactic: GemmTactic) -> GridLaunch:
                       2 * tactic.stages * (_a_tile(tactic) + _b_tile(tactic, problem.trans_b)))
 
 
-def _args(p: GemmProblem) -> tuple[KernelArg, ...]:
+def gemm_args(p: GemmProblem) -> tuple[KernelArg, ...]:
+    """A GEMM kernel's pointer arguments: A, B, [bias], [Z] (FusedMatMul inputs 0-3) and D."""
     def shape(batched: bool, *dims: int) -> tuple[int, ...]:
         return (p.batch, *dims) if batched and p.batch != 1 else dims
 
@@ -443,23 +445,7 @@ template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) { return (a
 template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) { return (a <= b || a != a) ? a : b; }
 __device__ __ACT_INLINE__ float rtx_act(float x) { return __ACTIVATION__; }
 
-__device__ __forceinline__ unsigned rtx_smem_addr(const void* p) {
-  unsigned r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-
-__device__ __forceinline__ void rtx_ldmatrix_x4(unsigned* r, unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ void rtx_ldmatrix_x4_trans(unsigned* r, unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-// c += a * b for one 16x8 tile over k = 16 (fragments as the PTX ISA lays them out).
+""" + SHARED_AND_LDMATRIX + r"""// c += a * b for one 16x8 tile over k = 16 (fragments as the PTX ISA lays them out).
 __device__ __forceinline__ void rtx_mma(float* c, const unsigned* a, const unsigned* b) {
 #if __CUDA_ARCH__ >= 800
 #if RTX_BF16
@@ -479,31 +465,7 @@ __device__ __forceinline__ void rtx_mma(float* c, const unsigned* a, const unsig
 #endif
 }
 
-// 16 bytes from global (src, when valid) to shared (dst), zeros otherwise.
-__device__ __forceinline__ void rtx_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-               :: "r"(rtx_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
-#else
-  uint4 v = make_uint4(0u, 0u, 0u, 0u);
-  if (valid) v = *reinterpret_cast<const uint4*>(src);
-  *reinterpret_cast<uint4*>(dst) = v;
-#endif
-}
-
-__device__ __forceinline__ void rtx_commit() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-
-template <int PENDING> __device__ __forceinline__ void rtx_wait() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
-#endif
-}
-
-"""
+""" + CP_ASYNC + r""""""
 
 LOAD_A = r"""// Copies the A tile (rows m0.., columns k0..) and the B tile of one K step into shared memory.
 // va, vb: 16-byte copies allowed (the shapes allow them, VEC_A / VEC_B, and the pointers

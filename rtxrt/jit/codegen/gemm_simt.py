@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from . import CodegenError
 from . import ctypes_map as C
 from .epilogue import activation_functions, epilogue_statements
-from .gemm import MAX_GRID_X, MAX_GRID_YZ, MAX_STATIC_SMEM, GemmProblem
-from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
+from .gemm import MAX_GRID_X, MAX_GRID_YZ, MAX_STATIC_SMEM, GemmProblem, gemm_args
+from .kernel_source import KERNEL_NAME, GridLaunch, KernelSource, kernel_name
 
 PAD = 4  # floats of padding per shared-memory row: keeps rows 16-byte aligned, spreads banks
 MAX_ACCUMULATORS = 64  # per thread; beyond 8 x 8 the registers spill
@@ -128,22 +128,7 @@ def simt_gemm_kernel(problem: GemmProblem, tactic: SimtTactic | None = None) -> 
     launch = GridLaunch(tactic.grid(problem), (tactic.threads, 1, 1), tactic.smem_bytes)
     source = _source(problem, tactic)
     name = kernel_name("rtx_sgemm_", source)
-    return SimtGemmKernel(name, source.replace(KERNEL_NAME, name), launch, _args(problem), problem, tactic)
-
-
-def _args(p: GemmProblem) -> tuple[KernelArg, ...]:
-    def shape(batched: bool, *dims: int) -> tuple[int, ...]:
-        return (p.batch, *dims) if batched and p.batch != 1 else dims
-
-    b_dims = (p.n, p.k) if p.trans_b else (p.k, p.n)
-    args = [KernelArg("A", "input", 0, p.dtype, shape(p.stride_a != 0, p.m, p.k)),
-            KernelArg("B", "input", 1, p.dtype, shape(p.stride_b != 0, *b_dims))]
-    if p.bias:
-        args.append(KernelArg("bias", "input", 2, p.out_dtype, (p.n,)))
-    if p.has_z:
-        args.append(KernelArg("Z", "input", 3, p.out_dtype, shape(p.stride_z != 0, p.m, p.n)))
-    args.append(KernelArg("D", "output", 0, p.out_dtype, shape(True, p.m, p.n)))
-    return tuple(args)
+    return SimtGemmKernel(name, source.replace(KERNEL_NAME, name), launch, gemm_args(problem), problem, tactic)
 
 
 def _source(p: GemmProblem, t: SimtTactic) -> str:

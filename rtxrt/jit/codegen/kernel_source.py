@@ -6,6 +6,7 @@ This module imports nothing from the generators, so each of them can import it.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,3 +107,26 @@ def loop_kernel(head: Sequence[str], params: Sequence[str], loop: str, body: Seq
         "}",
         "",
     ])
+
+
+def pixel_coordinates(layout: str, shape: Sequence[int], chw: tuple[int, int, int], out_hw: tuple[int, int],
+                      total: int) -> tuple[str, str, str, list[str], int, int]:
+    """For kernels with one thread per output pixel of a 4-D image (NCHW or NHWC) of
+    ``total`` elements, reading an input of ``shape`` whose C, H, W are ``chw``: the index
+    type and literal suffix, the input offset type, the lines turning ``r`` (the output index)
+    into ``x``, ``y`` (and ``ch``) and the input's ``base`` offset of that (n, c), and the
+    input's row and column strides in elements."""
+    c, h, w = chw
+    oh, ow = out_hw
+    index, suffix = index_type(max(total, math.prod(shape)))
+    off = "long long" if math.prod(shape) >= 2**31 else "int"
+    if layout == "NCHW":
+        coords = [f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
+                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
+                  f"const {off} base = ({off})r * {h * w};"]
+        return index, suffix, off, coords, w, 1
+    coords = [f"const {index} ch = r % {c}{suffix}; r /= {c}{suffix};",
+              f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
+              f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
+              f"const {off} base = ({off})r * {h * w * c} + ({off})ch;"]
+    return index, suffix, off, coords, w * c, c

@@ -21,7 +21,17 @@ from ...ir.dtypes import DType
 from ...ir.ops.conv import sliding_window
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, grid_stride_loop, index_type, kernel_name, loop_kernel
+from .kernel_source import (
+    KERNEL_NAME,
+    KernelArg,
+    KernelSource,
+    LaunchPolicy,
+    grid_stride_loop,
+    index_type,
+    kernel_name,
+    loop_kernel,
+    pixel_coordinates,
+)
 
 POOL_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
 LAYOUTS = ("NCHW", "NHWC")
@@ -64,19 +74,7 @@ def _window_pool(op_type: str, shape: tuple[int, ...], dtype: DType, attrs: dict
     top, left, bottom, right = win.pads
     out = (n, c, oh, ow) if layout == "NCHW" else (n, oh, ow, c)
     total = math.prod(out)
-    index, suffix = index_type(max(total, math.prod(shape)))
-    off = "long long" if math.prod(shape) >= 2**31 else "int"
-    if layout == "NCHW":
-        coords = [f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
-                  f"const {off} base = ({off})r * {h * w};"]
-        row, col = w, 1
-    else:
-        coords = [f"const {index} ch = r % {c}{suffix}; r /= {c}{suffix};",
-                  f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
-                  f"const {off} base = ({off})r * {h * w * c} + ({off})ch;"]
-        row, col = w * c, c
+    index, suffix, off, coords, row, col = pixel_coordinates(layout, shape, (c, h, w), (oh, ow), total)
     load = C.load(f"in0[base + ({off})ih * {row} + ({off})iw * {col}]", dtype)
     body = [f"{index} r = i;", *coords,
             f"const int h0 = (int)y * {sh} - {top}, w0 = (int)x * {sw} - {left};"]

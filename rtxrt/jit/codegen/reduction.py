@@ -27,7 +27,14 @@ from ...ir.dtypes import DType
 from ...ir.graph import Node, TensorType
 from . import CodegenError
 from . import ctypes_map as C
-from .kernel_source import KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy, kernel_name, loop_kernel
+from .kernel_source import (
+    KERNEL_NAME,
+    KernelArg,
+    KernelSource,
+    LaunchPolicy,
+    kernel_name,
+    loop_kernel,
+)
 
 ROW_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
 REDUCE_OPS = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}  # op -> axes-input opset

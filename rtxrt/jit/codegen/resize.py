@@ -34,9 +34,9 @@ from .kernel_source import (
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
-    index_type,
     kernel_name,
     loop_kernel,
+    pixel_coordinates,
 )
 
 RESIZE_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
@@ -94,19 +94,7 @@ def _source(comment: str, linear: bool, rows: AxisMap, cols: AxisMap, shape: tup
     c, h, w = shape[1:]
     oh, ow = out[2:]
     total = math.prod(out)
-    index, suffix = index_type(max(total, math.prod(shape)))
-    off = "long long" if math.prod(shape) >= 2**31 else "int"
-    if layout == "NCHW":
-        coords = [f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
-                  f"const {off} base = ({off})r * {h * w};"]
-        row, col = w, 1
-    else:
-        coords = [f"const {index} ch = r % {c}{suffix}; r /= {c}{suffix};",
-                  f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
-                  f"const {off} base = ({off})r * {h * w * c} + ({off})ch;"]
-        row, col = w * c, c
+    index, suffix, off, coords, row, col = pixel_coordinates(layout, shape, (c, h, w), (oh, ow), total)
     tables = [_table("rtx_y0", "int", rows.lo), _table("rtx_x0", "int", cols.lo)]
     body = [f"{index} r = i;", *coords, f"const {off} y0 = rtx_y0[y], x0 = rtx_x0[x];"]
     if not linear:
