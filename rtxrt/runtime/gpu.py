@@ -54,11 +54,11 @@ class GpuContext:
     """One GPU as a session uses it: its description, one stream, one cuBLAS handle."""
 
     def __init__(self, device: int = 0):
+        self.info: DeviceInfo = probe(device)  # first: NoGpuError names what is missing (CuPy, driver, GPU)
         import cupy
 
         from ..jit.cublas import Cublas
 
-        self.info: DeviceInfo = probe(device)
         self.device = cupy.cuda.Device(device)
         with self.device:
             self.stream = cupy.cuda.Stream(non_blocking=True)

@@ -2,6 +2,8 @@
 says so (the default) or, with fallback="cpu", warns and runs the reference backend."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -97,3 +99,15 @@ def test_a_profile_given_at_aot_is_kept_in_the_file_for_sessions(tmp_path):
     assert profile is not None and profile.ranges == {"x": ((1, 4), (8, 4), (32, 4))}
     assert rtxrt.Session(tmp_path / "m.rtxir", fallback="cpu").shape_profile == profile
     assert main(["aot", str(onnx_path), "-o", str(tmp_path / "bad.rtxir"), "--profile", "x:1x4:8x4:2x4"]) == 1
+
+
+def test_without_cupy_a_session_names_the_missing_package(model_path, monkeypatch):
+    for name in [m for m in sys.modules if m == "cupy" or m.startswith(("cupy.", "cupy_backends"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now fails as if not installed
+    with pytest.raises(NoGpuError, match="CuPy is not installed"):
+        rtxrt.Session(model_path)
+    with pytest.warns(RuntimeWarning, match="CuPy is not installed"):
+        session = rtxrt.Session(model_path, fallback="cpu")
+    (y,) = session.run(None, {"x": np.zeros((1, 4), np.float32)})
+    np.testing.assert_array_equal(y, [[0, 0, 1, 2]])
