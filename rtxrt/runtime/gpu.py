@@ -18,6 +18,7 @@ from typing import Any
 from ..backends.cuda.autotune import autotune
 from ..backends.cuda.builder import FinalPlan, Plan, build_plan, finalize
 from ..backends.cuda.executor import Engine, load_functions
+from ..errors import RtxrtError
 from ..ir.graph import Model
 from ..jit.cache import (
     TACTICS_BLOB,
@@ -113,11 +114,17 @@ class Specialized:
         return engine
 
 
+class NotSpecialized(RtxrtError):
+    """``specialize(..., build=False)``: the cache does not hold this shape's engine."""
+
+
 def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
-               precompiled: Mapping[str, bytes] | None = None) -> Specialized:
+               precompiled: Mapping[str, bytes] | None = None, build: bool = True) -> Specialized:
     """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
-    cache, or compile and tune them (timing on ``gpu``'s stream) and store them there."""
+    cache, or compile and tune them (timing on ``gpu``'s stream) and store them there.
+    ``build=False`` compiles nothing: NotSpecialized unless the cache (or the file's embedded
+    cubins) holds everything."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
@@ -126,6 +133,10 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         stats.plan_seconds = time.perf_counter() - started
         signature = shape_signature(shapes)
         builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})
+        if not build:
+            entry = cache.entry(key)
+            if entry.problem() is not None or signature not in (entry.get_json(TACTICS_BLOB) or {}):
+                raise NotSpecialized(f"no engine for {signature} in the runtime cache")
         entry = cache.get_or_build(key, builder)
         if signature not in (entry.get_json(TACTICS_BLOB) or {}):
             with cache.lock(key):  # a new shape for a cached model: add its kernels and choices
@@ -144,6 +155,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
                 missing[name] = source
             else:
                 cubins[name] = blob
+        if missing and not build:
+            raise NotSpecialized(f"the runtime cache lacks {len(missing)} kernel(s) for {signature}")
         if missing:  # only an entry written by another rtxrt build could lack them
             cubins.update(_compile(missing, arch, stats, progress))
     stats.kernels_loaded = len(cubins)

@@ -26,7 +26,7 @@ ModelSource = str | os.PathLike | bytes | Model
 FALLBACKS = (None, "cpu")
 PRECISIONS = (None, "fp32")
 ON_HOST = "on the host"  # stands for the engine of shapes no static GPU plan can hold
-SPECIALIZATIONS = ("eager", "lazy")
+SPECIALIZATIONS = ("eager", "lazy", "none")
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,10 @@ class Session:
     and refuses shapes outside [min, max]. ``specialization`` says what a run at a new shape
     does: "eager" specializes to it before running (the first run waits for the JIT);
     "lazy" starts that in a background thread and runs on the CPU reference backend until
-    the GPU engine is ready (every rtxrt kernel is shape-specialized, so there are no
-    shape-generic GPU kernels to serve meanwhile).
+    the GPU engine is ready; "none" never compiles after loading: a shape runs on the GPU
+    when its engine was made at load (static or profile opt shapes) or is in the runtime
+    cache (``rtxrt jit --shapes``), else on the CPU reference backend. (Every rtxrt GPU kernel
+    is shape-specialized: the reference backend is the shape-generic path.)
 
     ``embedded_kernels``: use the cubins ``rtxrt aot --precompile`` put in the file for this
     GPU's arch (no compile on first launch). They are machine code from whoever built the
@@ -180,7 +182,12 @@ class Session:
             return [results[n] for n in wanted]
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
-        engine = self._lazy_engine(shapes) if self.specialization == "lazy" else self._engine(shapes)
+        if self.specialization == "lazy":
+            engine = self._lazy_engine(shapes)
+        elif self.specialization == "none":
+            engine = self._cached_engine(shapes)
+        else:
+            engine = self._engine(shapes)
         if engine is None or engine is ON_HOST:  # lazy: still being built; or no static plan exists
             return self._run_on_host(wanted, arrays, kind)
         with self._gpu.device:
@@ -268,6 +275,22 @@ class Session:
             return ON_HOST
         self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
         self.stats = specialized.stats.as_dict()
+        return self._engines[signature]
+
+    def _cached_engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+        """specialization="none": the engine if loaded or in the cache, else ON_HOST."""
+        from .gpu import NotSpecialized, shape_signature, specialize
+
+        signature = shape_signature(shapes)
+        if signature not in self._engines:
+            try:
+                specialized = specialize(self._model, self.cache_key, self.cache, self._gpu, shapes,
+                                         precompiled=self._precompiled, build=False)
+            except (NotSpecialized, DataDependentShape):
+                self._engines[signature] = ON_HOST
+            else:
+                self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
+                self.stats = specialized.stats.as_dict()
         return self._engines[signature]
 
     def wait(self) -> None:

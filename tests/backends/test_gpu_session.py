@@ -269,3 +269,26 @@ def test_a_progress_callback_hears_every_compile_and_tune_step(zoo_export, model
     assert compiles and compiles[-1][1] == compiles[-1][2] == session.stats["kernels_compiled"]
     assert tunes and tunes[-1][1] == tunes[-1][2] > 0
     assert [d for _, d, _ in compiles] == list(range(1, len(compiles) + 1))
+
+
+def test_no_specialization_compiles_nothing_after_load(zoo_export, models_dir, tmp_path):
+    """specialization="none": the profile's opt shapes are built at load; a shape the cache
+    holds (prewarmed by another session) loads on the GPU; any other runs on the host."""
+    import rtxrt
+    from rtxrt.jit.nvrtc import compiled_count
+    from rtxrt.runtime.session import ON_HOST
+
+    path = build(zoo_export, models_dir, "bert", "fp32")
+    profile = {n: [(1, 8), (2, 16), (4, 32)] for n in zoo_export("bert").input_names}
+    rtxrt.Session(path, cache_dir=tmp_path, progress=False, profile=profile).engine(
+        {n: (3, 8) for n in zoo_export("bert").input_names})  # prewarms (3, 8) into the cache
+    session = rtxrt.Session(path, cache_dir=tmp_path, progress=False, profile=profile, specialization="none")
+    before = compiled_count()
+    cached = zoo_export("bert").make_inputs(13, batch=3, seq=8)
+    uncached = zoo_export("bert").make_inputs(13, batch=1, seq=20)
+    session.run(None, cached)
+    session.run(None, uncached)
+    assert compiled_count() == before
+    engines = session._engines
+    assert len([e for e in engines.values() if e is not ON_HOST]) == 2  # opt shapes and (3, 8)
+    assert list(engines.values()).count(ON_HOST) == 1
