@@ -15,6 +15,7 @@ from . import (
     bench_cmd,
     cache_cmd,
     demo_cmd,
+    doctor_cmd,
     inspect_cmd,
     jit_cmd,
     refit_cmd,
@@ -22,7 +23,7 @@ from . import (
 )
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-COMMANDS = (demo_cmd, aot_cmd, refit_cmd, inspect_cmd, run_cmd, jit_cmd, bench_cmd, cache_cmd)
+COMMANDS = (demo_cmd, aot_cmd, refit_cmd, inspect_cmd, run_cmd, jit_cmd, bench_cmd, cache_cmd, doctor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -378,6 +378,14 @@ class RuntimeCache:
                 removed.append(info)
         return removed
 
+    def remove_model(self, ir_hash: str) -> list[EntryInfo]:
+        """Remove every entry of the model with ``ir_hash`` (all GPUs, drivers and options),
+        except those being built right now; returns those removed."""
+        for digest in [d for d, e in self._memory.items() if e.key.ir_hash == ir_hash]:
+            del self._memory[digest]
+        return [info for info in self.entries()
+                if info.key is not None and info.key.ir_hash == ir_hash and self._remove_unless_busy(info.path)]
+
     # --- internals ---------------------------------------------------------------------------
 
     def _entry_dir(self, digest: str) -> Path:
