@@ -20,8 +20,8 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -50,7 +50,8 @@ def resnet18(num_classes: int = 1000):
         def __init__(self, cin: int, cout: int, stride: int):
             super().__init__()
             self.branch = nn.Sequential(*conv_bn(cin, cout, 3, stride), nn.ReLU(), *conv_bn(cout, cout, 3, 1))
-            self.shortcut = nn.Sequential(*conv_bn(cin, cout, 1, stride)) if stride != 1 or cin != cout else nn.Identity()
+            same_shape = stride == 1 and cin == cout
+            self.shortcut = nn.Identity() if same_shape else nn.Sequential(*conv_bn(cin, cout, 1, stride))
 
         def forward(self, x):
             return torch.relu(self.branch(x) + self.shortcut(x))

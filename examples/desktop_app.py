@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import classify_image
+import numpy as np
 
 POLL_MS = 30  # how often the UI thread drains the controller's events
 
@@ -83,7 +82,7 @@ class Controller:
             path = classify_image.prepare(self.work_dir, self.size)
             self.events.put(Event("status", "loading the model (the JIT, on the first run on this GPU)..."))
             session = classify_image.open_session(path, progress=self._progress)
-        except Exception as exc:  # shown in the window instead of killing a silent thread
+        except Exception as exc:  # noqa: BLE001 -- shown in the window, not lost with a dying thread
             self.events.put(Event("error", f"{type(exc).__name__}: {exc}"))
             return
         self.session = session
@@ -97,7 +96,7 @@ class Controller:
             start = time.perf_counter()
             (logits,) = self.session.run(["output"], {"image": classify_image.to_input(image)})
             self.events.put(Event("result", value=classify_image.top5(logits[0]), seconds=time.perf_counter() - start))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- as in _load
             self.events.put(Event("error", f"{type(exc).__name__}: {exc}"))
         finally:
             self._busy.release()

@@ -18,9 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import classify_image
 import numpy as np
-
-from classify_image import calibrate, compiled_model, load_image, open_session, work_dir_for
 
 SEED = 0
 IMAGE_SIZE = 128
@@ -60,12 +59,12 @@ def unet_filter(base: int = 16):
             return torch.clamp(x + 0.1 * self.head(d1), 0.0, 1.0)
 
     torch.manual_seed(SEED)
-    return calibrate(ResidualUNet(), (4, 3, 64, 64))
+    return classify_image.calibrate(ResidualUNet(), (4, 3, 64, 64))
 
 
 def prepare(work_dir: Path | None = None, size: int = IMAGE_SIZE) -> Path:
-    return compiled_model(work_dir_for("unet_filter", work_dir), f"unet-filter-{size}", unet_filter,
-                          (1, 3, size, size))
+    folder = classify_image.work_dir_for("unet_filter", work_dir)
+    return classify_image.compiled_model(folder, f"unet-filter-{size}", unet_filter, (1, 3, size, size))
 
 
 def save_image(image: np.ndarray, path: Path) -> None:
@@ -90,8 +89,8 @@ def main(argv: list[str]) -> int:
     if args.size % 4:
         parser.error("--size must be a multiple of 4 (the UNet halves it twice)")
 
-    session = open_session(prepare(args.work_dir, args.size))
-    image = load_image(args.image, args.size)
+    session = classify_image.open_session(prepare(args.work_dir, args.size))
+    image = classify_image.load_image(args.image, args.size)
     (out,) = session.run(["output"], {"image": np.ascontiguousarray(image.transpose(2, 0, 1)[None])})
     filtered = out[0].transpose(1, 2, 0)
     save_image(filtered, args.output)

@@ -48,7 +48,8 @@ def run(command: str, env: dict[str, str], cwd: Path, *extra: str) -> str:
     """Run a README command (python = this interpreter; examples/... paths from the repo) in
     ``cwd``; its stdout, after asserting it exited 0."""
     args = [sys.executable] + [str(ROOT / a) if a.startswith("examples/") else a for a in shlex.split(command)[1:]]
-    done = subprocess.run(args + list(extra), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args + list(extra), check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -84,10 +85,12 @@ def cpu_env(work) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def examples_importable():
-    """examples/ on sys.path (the image examples import classify_image as their scripts do)."""
+def examples_importable(work):
+    """examples/ on sys.path (the image examples import classify_image as their scripts do),
+    and sessions opened in this process keep their runtime cache in the session's work dir."""
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(EXAMPLES))
+        mp.setenv("RTXRT_CACHE_DIR", str(work / "cache"))
         yield
 
 
@@ -221,8 +224,9 @@ def unet_reference(image: np.ndarray) -> np.ndarray:
     import torch
     import unet_filter
 
+    batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
     with torch.no_grad():
-        return unet_filter.unet_filter()(torch.from_numpy(image.transpose(2, 0, 1)[None].copy())).numpy()[0].transpose(1, 2, 0)
+        return unet_filter.unet_filter()(batch).numpy()[0].transpose(1, 2, 0)
 
 
 def test_unet_filter_writes_pytorchs_output(cpu_env, work, examples_importable):
@@ -259,7 +263,8 @@ def test_desktop_app_self_test_runs_the_whole_flow_headless(cpu_env, work):
     lines = output.splitlines()
     assert lines.index("ready on reference (CPU)") < lines.index("Classify pressed")
     assert any(line.startswith("top-5: ") for line in lines)
-    assert lines[-1].startswith("self-test passed: the UI loop never paused longer than")
+    pause = re.fullmatch(r"self-test passed: the UI loop never paused longer than (\d+) ms", lines[-1])
+    assert pause and int(pause.group(1)) < 1000, lines[-1]  # polls every 30 ms; loading never froze it
 
 
 class StubSession:
@@ -360,14 +365,14 @@ def display():
         return
     if shutil.which("Xvfb") is None:
         pytest.skip("no display and no Xvfb")
-    number = 90 + os.getpid() % 500
+    number = next(n for n in range(90, 190) if not Path(f"/tmp/.X{n}-lock").exists())
     server = subprocess.Popen(["Xvfb", f":{number}", "-nolisten", "tcp", "-screen", "0", "800x600x24"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     socket = Path(f"/tmp/.X11-unix/X{number}")
     deadline = time.monotonic() + 10
     while not socket.exists() and time.monotonic() < deadline and server.poll() is None:
         time.sleep(0.05)
-    if not socket.exists():
+    if not socket.exists() or server.poll() is not None:
         server.kill()
         pytest.skip("Xvfb did not start")
     with pytest.MonkeyPatch.context() as mp:
@@ -454,7 +459,7 @@ def test_image_examples_on_the_gpu_jit_once_and_match_pytorch(gpu_env, work, exa
     output = run(readme_commands()["unet_filter"].replace("filtered.npy", "gpu-filtered.npy"), gpu_env, work)
     assert "backend: cuda (" in output
     np.testing.assert_allclose(np.load(work / "gpu-filtered.npy"), unet_reference(classify_image.load_image(None, 128)),
-                               atol=1e-3)  # TF32-free fp32 kernels; summation order differs from torch
+                               atol=1e-3)  # fp32 kernels (no TF32); summation order differs from torch
 
 
 @pytest.mark.gpu
