@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,10 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# install.py is standard-library only and sits beside this script (its folder is on sys.path):
+# the manifest uses the very checksum the installer verifies.
+from install import file_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = Path(__file__).resolve().parent / "install.py"
@@ -166,14 +169,6 @@ def _wheel_version(wheel: Path) -> str:
     return wheel.name.split("-")[1]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_manifest(out: Path, rtxrt_wheel: Path, extras: str, app: dict | None, target: Target) -> None:
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
     install = [f"rtxrt{extras}=={_wheel_version(rtxrt_wheel)}"]
@@ -187,7 +182,7 @@ def _write_manifest(out: Path, rtxrt_wheel: Path, extras: str, app: dict | None,
         "app": app,
         "wheels": {_wheel_name(w): _wheel_version(w) for w in sorted((out / "wheelhouse").glob("*.whl"))},
         "models": sorted(p.name for p in (out / "models").glob("*.rtxir")),
-        "files": {p.relative_to(out).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": {p.relative_to(out).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

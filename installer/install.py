@@ -48,13 +48,14 @@ def load_manifest(bundle: Path) -> dict:
         path = bundle / name
         if not path.is_file():
             raise InstallError(f"damaged bundle: {name} is missing", EXIT_BAD_BUNDLE)
-        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+        if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
             raise InstallError(f"damaged bundle: {name} does not match its checksum in manifest.json "
                                "(copy the bundle again)", EXIT_BAD_BUNDLE)
     return manifest
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (build_bundle.py writes the manifest with it)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
