@@ -122,3 +122,29 @@ def _infer_col2im(ctx: InferenceContext) -> list[TensorType | None]:
 register("Resize", _infer_resize, inputs=(1, 4))
 register("Upsample", _infer_upsample, inputs=(1, 2))
 register("Col2Im", _infer_col2im, inputs=3)
+
+
+def source_coordinates(transform: str, out_len: int, in_len: int, scale: float, length: float,
+                       box: tuple[float, float] | None = None) -> np.ndarray:
+    """Where each output position of one resized axis samples the input (float64), as ONNX's
+    coordinate_transformation_mode says. ``length`` is the output length before flooring
+    (in_len * scale), which the transforms use; ``box`` is the axis's roi (start, end), which
+    only tf_crop_and_resize reads. Shared by the reference backend and the CUDA codegen."""
+    x = np.arange(out_len, dtype=np.float64)
+    if transform == "half_pixel":
+        return (x + 0.5) / scale - 0.5
+    if transform == "half_pixel_symmetric":
+        offset = in_len / 2 * (1 - out_len / length)
+        return offset + (x + 0.5) / scale - 0.5
+    if transform == "pytorch_half_pixel":
+        return (x + 0.5) / scale - 0.5 if length > 1 else np.zeros_like(x)
+    if transform == "align_corners":
+        return x * (in_len - 1) / (length - 1) if length > 1 else np.zeros_like(x)
+    if transform == "asymmetric":
+        return x / scale
+    if transform == "tf_crop_and_resize" and box is not None:
+        start, end = box
+        if length > 1:
+            return start * (in_len - 1) + x * (end - start) * (in_len - 1) / (length - 1)
+        return np.full_like(x, 0.5 * (start + end) * (in_len - 1))
+    raise ValueError(f"unknown coordinate_transformation_mode {transform!r}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...ir.dtypes import DType
 from ...ir.graph import Node, TensorType
-from ...ir.ops.resize import ROI_INPUT_SINCE, scaled_dim
+from ...ir.ops.resize import ROI_INPUT_SINCE, scaled_dim, source_coordinates
 from . import CodegenError
 from . import ctypes_map as C
 from .kernel_source import (
@@ -160,28 +160,10 @@ def resize_axis_maps(node: Node, in_shape: Sequence[int], output_shape: Sequence
     return maps[0], maps[1]
 
 
-def _source_coordinates(transform: str, out_len: int, in_len: int, scale: float, length: float) -> np.ndarray:
-    """Where each output position samples the input (float64, the reference's formulas).
-    ``length`` is the output length before flooring (in_len * scale when scales are given)."""
-    x = np.arange(out_len, dtype=np.float64)
-    if transform == "half_pixel":
-        return (x + 0.5) / scale - 0.5
-    if transform == "half_pixel_symmetric":
-        offset = in_len / 2 * (1 - out_len / length)
-        return offset + (x + 0.5) / scale - 0.5
-    if transform == "pytorch_half_pixel":
-        return (x + 0.5) / scale - 0.5 if length > 1 else np.zeros_like(x)
-    if transform == "align_corners":
-        return x * (in_len - 1) / (length - 1) if length > 1 else np.zeros_like(x)
-    if transform == "asymmetric":
-        return x / scale
-    raise ValueError(f"unknown coordinate_transformation_mode {transform!r}")
-
-
 def _axis_map(mode: str, transform: str, nearest_mode: str, in_len: int, out_len: int, scale: float,
               length: float) -> AxisMap:
     """The sampling table of one axis resized from ``in_len`` to ``out_len`` positions."""
-    coords = _source_coordinates(transform, out_len, in_len, scale, length)
+    coords = source_coordinates(transform, out_len, in_len, scale, length)
     last = max(in_len - 1, 0)
     if mode == "nearest":
         lo = np.clip(ROUNDING[nearest_mode](coords), 0, last).astype(np.int64)

@@ -7,12 +7,18 @@ positions) built from the coordinate transform and the interpolation kernel, in 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from ....ir.ops.resize import UPSAMPLE_SCALES_INPUT_SINCE, fit_sizes, resize_input_positions, scaled_dim
+from ....ir.ops.resize import (
+    UPSAMPLE_SCALES_INPUT_SINCE,
+    fit_sizes,
+    resize_input_positions,
+    scaled_dim,
+    source_coordinates,
+)
 from ..kernel import OpRun
 from .tensor import ints
 
@@ -35,30 +41,6 @@ class _Options:
     antialias: bool = False
     axes: tuple[int, ...] | None = None
     policy: str = "stretch"
-
-
-def _source_coordinates(transform: str, out_len: int, in_len: int, scale: float, length: float,
-                        box: tuple[float, float]) -> np.ndarray:
-    """Where each output position samples the input. ``length`` is the output length before
-    flooring (in_len * scale), which the transforms use."""
-    x = np.arange(out_len, dtype=np.float64)
-    if transform == "half_pixel":
-        return (x + 0.5) / scale - 0.5
-    if transform == "half_pixel_symmetric":
-        offset = in_len / 2 * (1 - out_len / length)
-        return offset + (x + 0.5) / scale - 0.5
-    if transform == "pytorch_half_pixel":
-        return (x + 0.5) / scale - 0.5 if length > 1 else np.zeros_like(x)
-    if transform == "align_corners":
-        return x * (in_len - 1) / (length - 1) if length > 1 else np.zeros_like(x)
-    if transform == "asymmetric":
-        return x / scale
-    if transform == "tf_crop_and_resize":
-        start, end = box
-        if length > 1:
-            return start * (in_len - 1) + x * (end - start) * (in_len - 1) / (length - 1)
-        return np.full_like(x, 0.5 * (start + end) * (in_len - 1))
-    raise ValueError(f"unknown coordinate_transformation_mode {transform!r}")
 
 
 def _linear(d: np.ndarray) -> np.ndarray:
@@ -100,7 +82,7 @@ def _weights(coords: np.ndarray, in_len: int, kernel: Callable, support: int, sc
 def _resize_axis(y: np.ndarray, axis: int, out_len: int, scale: float, length: float,
                  box: tuple[float, float], o: _Options) -> np.ndarray:
     in_len = y.shape[axis]
-    coords = _source_coordinates(o.transform, out_len, in_len, scale, length, box)
+    coords = source_coordinates(o.transform, out_len, in_len, scale, length, box)
     if o.mode == "nearest":
         index = np.clip(_ROUNDING[o.nearest_mode](coords), 0, in_len - 1).astype(np.intp)
         y = np.take(y, index, axis=axis)
