@@ -116,7 +116,7 @@ def block_4d(scale_on="scores", mask_shape=(B, 1, 1, S), softmax_axis=-1, scale=
     return make_model(nodes, [(n, F, s) for n, s in inputs.items()], outputs, inits, opset)
 
 
-def block_3d(hidden: int = H * D, heads: int = H) -> onnx.ModelProto:
+def block_3d(hidden: int = H * D, heads: int = H, batch: int | str = "batch", seq: int | str = "seq") -> onnx.ModelProto:
     """A self-attention layer as exporters write it: x (batch, seq, hidden) → Q/K/V
     projections → Reshape to heads → Transpose; the result Transposed and Reshaped back."""
     size = hidden // heads
@@ -134,7 +134,7 @@ def block_3d(hidden: int = H * D, heads: int = H) -> onnx.ModelProto:
               helper.make_node("MatMul", ["probs", "vt"], ["y4"]),
               helper.make_node("Transpose", ["y4"], ["yt"], perm=[0, 2, 1, 3]),
               helper.make_node("Reshape", ["yt", "merge"], ["y"])]
-    return make_model(nodes, [("x", F, ["batch", "seq", hidden])], [("y", F, ["batch", "seq", hidden])], inits)
+    return make_model(nodes, [("x", F, [batch, seq, hidden])], [("y", F, [batch, seq, hidden])], inits)
 
 
 def test_4d_scores_scale_and_mask_become_one_attention_node():

@@ -33,6 +33,7 @@ from rtxrt.jit.codegen.attention import (
     default_tactic,
 )
 from tests.aot.helpers import apply
+from tests.aot.test_attention_horizontal import block_3d
 from tests.helpers import make_model
 
 from .helpers import compile_for_every_arch
@@ -193,27 +194,6 @@ def block_4d(mask: str | None) -> onnx.ModelProto:
     return make_model(nodes, inputs, [("Y", FLOAT, None)], inits)
 
 
-def block_3d(batch: int = 2, seq: int = 7, heads: int = 4, size: int = 8) -> onnx.ModelProto:
-    """x -> Q/K/V projections -> per-head Reshape/Transpose -> attention -> Transpose/Reshape."""
-    hidden = heads * size
-    rng = np.random.default_rng(0)
-    inits = {f"W{c}": rng.standard_normal((hidden, hidden)).astype(np.float32) for c in "qkv"}
-    inits.update(split=np.array([0, 0, heads, size], np.int64), merge=np.array([0, 0, hidden], np.int64),
-                 scale=np.array(size ** -0.5, np.float32))
-    nodes = []
-    for c, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
-        nodes += [helper.make_node("MatMul", ["x", f"W{c}"], [c]),
-                  helper.make_node("Reshape", [c, "split"], [f"{c}4"]),
-                  helper.make_node("Transpose", [f"{c}4"], [f"{c}t"], perm=perm)]
-    nodes += [helper.make_node("MatMul", ["qt", "kt"], ["scores"]),
-              helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
-              helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1),
-              helper.make_node("MatMul", ["probs", "vt"], ["y4"]),
-              helper.make_node("Transpose", ["y4"], ["yt"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["yt", "merge"], ["y"])]
-    return make_model(nodes, [("x", FLOAT, [batch, seq, hidden])], [("y", FLOAT, [batch, seq, hidden])], inits)
-
-
 def test_a_fused_4d_block_with_a_padding_mask():
     node, types = fused(block_4d("float"))
     p = attention_problem(node, types)
@@ -231,7 +211,7 @@ def test_a_fused_causal_block_is_causal_without_a_mask():
 
 
 def test_a_fused_3d_block_reads_heads_from_the_attributes():
-    node, types = fused(block_3d())
+    node, types = fused(block_3d(hidden=32, heads=4, batch=2, seq=7))
     p = attention_problem(node, types)
     assert (p.layout, p.batch, p.q_heads, p.kv_heads, p.q_len, p.kv_len, p.head_size) == ("bshd", 2, 4, 4, 7, 7, 8)
     assert p.shape("Y") == (2, 7, 32) and p.strides("Q") == (7 * 32, 8, 32)
