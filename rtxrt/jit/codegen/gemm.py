@@ -41,7 +41,7 @@ from . import CodegenError
 from . import ctypes_map as C
 from .epilogue import CALLED_ACTIVATIONS, activation_expr
 from .kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
-from .ptx import CP_ASYNC, SHARED_AND_LDMATRIX
+from .ptx import CP_ASYNC, MMA_SM75, MMA_SM80, SHARED_AND_LDMATRIX
 
 MMA_DTYPES = (DType.FLOAT16, DType.BFLOAT16)  # what the tensor-core kernel multiplies
 INPUT_DTYPES = (*MMA_DTYPES, DType.FLOAT32)  # GemmProblem's A and B (float32: gemm_simt only)
@@ -447,23 +447,7 @@ __device__ __ACT_INLINE__ float rtx_act(float x) { return __ACTIVATION__; }
 
 """ + SHARED_AND_LDMATRIX + r"""// c += a * b for one 16x8 tile over k = 16 (fragments as the PTX ISA lays them out).
 __device__ __forceinline__ void rtx_mma(float* c, const unsigned* a, const unsigned* b) {
-#if __CUDA_ARCH__ >= 800
-#if RTX_BF16
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-#else  // sm_75: two m16n8k8, over k 0-7 (a0, a1, b0) and k 8-15 (a2, a3, b1)
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(b[0]));
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[2]), "r"(a[3]), "r"(b[1]));
-#endif
-}
+""" + MMA_SM80 + r"""""" + MMA_SM75 + r"""}
 
 """ + CP_ASYNC + r""""""
 

@@ -46,3 +46,26 @@ template <int PENDING> __device__ __forceinline__ void rtx_wait() {
 }
 
 """
+
+# The body of rtx_mma(c, a, b), c += a * b for one 16x8 tile over k = 16, in two parts: sm_80
+# and newer (m16n8k16, fp16 or bf16 by RTX_BF16), then sm_75's pair of m16n8k8 (fp16). A
+# generator may put its own #elif between them (attention's bf16 emulation on sm_75).
+MMA_SM80 = r"""#if __CUDA_ARCH__ >= 800
+#if RTX_BF16
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+"""
+
+MMA_SM75 = r"""#else  // sm_75: two m16n8k8, over k 0-7 (a0, a1, b0) and k 8-15 (a2, a3, b1)
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(b[0]));
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[2]), "r"(a[3]), "r"(b[1]));
+#endif
+"""
