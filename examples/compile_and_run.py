@@ -31,6 +31,7 @@ def main(argv: list[str]) -> None:
 
     # Stage 2 (end user's machine): load and run
     session = rtxrt.Session(rtxir_path, fallback="cpu")
+    print(f"backend: {session.backend}")
     rng = np.random.default_rng(0)
     feeds = {}
     for info in session.inputs:

@@ -4,6 +4,7 @@ import ctypes
 import logging
 import os
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -258,3 +259,97 @@ def test_gpu_partitions_match_onnxruntime_and_bind_device_buffers():
     [result] = binding.get_outputs()
     assert isinstance(result, cupy.ndarray)
     np.testing.assert_allclose(cupy.asnumpy(result), want, rtol=1e-4, atol=1e-5)
+
+
+class _DeviceOrtValue:
+    """What onnxruntime-gpu's IOBinding.get_outputs() returns for an output bound to "cuda"."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def data_type(self) -> str:
+        assert self.array.dtype == np.float32  # the test model is float32 throughout
+        return "tensor(float)"
+
+    def shape(self) -> list[int]:
+        return list(self.array.shape)
+
+    def data_ptr(self) -> int:
+        return self.array.data.ptr
+
+
+class _CudaProviderStandIn:
+    """onnxruntime with its CUDA provider, as far as the provider's onnxruntime partitions use it
+    (the device image has CPU onnxruntime only, and onnxruntime-gpu cannot be brought there):
+    inputs bound by device pointer are read from the GPU, outputs are handed back in GPU memory.
+    The arithmetic is the real CPU session's."""
+
+    device_inputs: ClassVar[list[str]] = []  # names bound by device pointer, in order
+
+    def __init__(self, model_bytes, sess_options=None, providers=None, **kwargs):
+        self.session = _REAL_ORT_SESSION(model_bytes, sess_options, providers=["CPUExecutionProvider"], **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def io_binding(self):
+        return _CudaBindingStandIn()
+
+    def run_with_iobinding(self, binding):
+        results = self.session.run(binding.output_names, binding.feeds)
+        import cupy
+
+        binding.results = [_DeviceOrtValue(cupy.asarray(r)) for r in results]
+
+
+class _CudaBindingStandIn:
+    def __init__(self):
+        self.feeds, self.output_names, self.results = {}, [], []
+
+    def bind_input(self, name, device_type, device_id, element_type, shape, buffer_ptr):
+        import cupy
+
+        assert device_type == "cuda" and device_id == 0
+        dtype = np.dtype(element_type)
+        memory = cupy.cuda.UnownedMemory(buffer_ptr, int(np.prod(shape)) * dtype.itemsize, None, device_id)
+        self.feeds[name] = cupy.ndarray(tuple(shape), dtype, cupy.cuda.MemoryPointer(memory, 0)).get()
+        _CudaProviderStandIn.device_inputs.append(name)
+
+    def bind_cpu_input(self, name, array):
+        self.feeds[name] = array
+
+    def bind_output(self, name, device_type, device_id=0):
+        assert device_type == "cuda"
+        self.output_names.append(name)
+
+    def get_outputs(self):
+        return self.results
+
+
+_REAL_ORT_SESSION = ort.InferenceSession
+
+
+@pytest.mark.gpu
+def test_with_onnxruntime_cuda_tensors_cross_partitions_on_the_device(monkeypatch):
+    import cupy
+    import rtxrt_ep.session as ep_session
+
+    want = ort.InferenceSession(cut_chain().SerializeToString(), providers=["CPUExecutionProvider"])
+    monkeypatch.setattr(ep_session.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ep_session.ort, "InferenceSession", _CudaProviderStandIn)
+    monkeypatch.setattr(_CudaProviderStandIn, "device_inputs", [])
+    ours = InferenceSession(cut_chain().SerializeToString(), providers=PROVIDERS)
+    assert [p.kind for p in ours.partitions()] == ["rtxrt", "onnxruntime", "rtxrt"]
+
+    seen = []
+    run = rtxrt.Session.run
+
+    def recording_run(self, output_names, feeds):  # what each rtxrt partition is given
+        seen.append({name: type(value) for name, value in feeds.items()})
+        return run(self, output_names, feeds)
+
+    monkeypatch.setattr(rtxrt.Session, "run", recording_run)
+    x = randn(4, 8)
+    np.testing.assert_allclose(ours.run(None, {"x": x})[0], want.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    assert _CudaProviderStandIn.device_inputs == ["b"]  # rtxrt's output reached onnxruntime as a device pointer
+    assert seen[1] == {"c": cupy.ndarray, "a": cupy.ndarray}  # and onnxruntime's came back on the device

@@ -419,9 +419,13 @@ def test_tk_window_shows_progress_and_the_result_without_blocking(display, stubb
 # --- the other examples ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ort_app", "compile_and_run"])
-def test_other_examples_run_from_their_readme_command(name, cpu_env, work):
-    run(readme_commands()[name], cpu_env, work)
+def test_ort_app_runs_from_its_readme_command(cpu_env, work):
+    assert run(readme_commands()["ort_app"], cpu_env, work).splitlines()[-1] == "OK"
+
+
+def test_compile_and_run_runs_from_its_readme_command(cpu_env, work):
+    output = run(readme_commands()["compile_and_run"], cpu_env, work)
+    assert "backend: reference (CPU)" in output and "probabilities: float32[1, 10]" in output
 
 
 # --- on the GPU -----------------------------------------------------------------------------
@@ -467,3 +471,10 @@ def test_desktop_app_self_test_on_the_gpu(gpu_env, work):
     output = run(readme_commands()["desktop_app"], gpu_env, work, "--self-test")
     assert "ready on cuda (" in output
     assert output.splitlines()[-1].startswith("self-test passed")
+
+
+@pytest.mark.gpu
+def test_ort_app_and_compile_and_run_on_the_gpu(gpu_env, work):
+    assert run(readme_commands()["ort_app"], gpu_env, work).splitlines()[-1] == "OK"
+    output = run(readme_commands()["compile_and_run"], gpu_env, work)
+    assert "backend: cuda (" in output and "probabilities: float32[1, 10]" in output

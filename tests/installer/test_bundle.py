@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 from pathlib import Path
@@ -38,6 +39,14 @@ image = np.load(sys.argv[2])
 warnings.simplefilter("ignore")
 session = rtxrt.Session(sys.argv[1], fallback="cpu", progress=False)
 np.savez(sys.argv[3], session=session.run(None, {"image": image})[0], app=tinyapp.classify(sys.argv[1], image))
+"""
+# Runs inside the installed venv on a GPU machine: where the model ran and what loading it cost.
+GPU_CHECK = """
+import json, sys, numpy as np, rtxrt
+session = rtxrt.Session(sys.argv[1], progress=False)
+session.run(None, {"image": np.load(sys.argv[2])})
+print(json.dumps({"rtxrt": rtxrt.__file__, "on_gpu": session.on_gpu, "from_cache": session.stats["from_cache"],
+                  "kernels_compiled": session.stats["kernels_compiled"]}))
 """
 
 
@@ -170,3 +179,32 @@ def test_build_refuses_a_missing_model_naming_it(work):
     assert done.returncode == 1
     assert f"model not found: {work / 'missing.rtxir'}" in done.stderr
     assert not (work / "nothing").exists()
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_prewarm_fills_the_cache_and_the_app_then_compiles_nothing(bundle, work):
+    # CuPy and CUDA's libraries come from this machine's environment (a .pth file): a bundle for
+    # GPU users carries them (--extras cuda12), but their wheels cannot be fetched where this runs.
+    venv = work / "gpu-venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, env=clean_env())
+    purelib = subprocess.run([venv_python(venv), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True, env=clean_env()).stdout.strip()
+    here = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    Path(purelib, "gpu-machine.pth").write_text("\n".join(here) + "\n")
+
+    cache = work / "gpu-cache"
+    done = run([sys.executable, bundle / "install.py", "--venv", venv, "--cache-dir", cache], cwd=work,
+               PIP_NO_INDEX="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "x.rtxir: cuda (" in done.stdout and " kernels in " in done.stdout, done.stdout
+    assert "prewarm done in " in done.stdout and "the app's first launch will not compile anything" in done.stdout
+    assert [p for p in cache.rglob("*") if p.is_file()], "prewarm left the runtime cache empty"
+    print("\n".join(line for line in done.stdout.splitlines() if "prewarm" in line or "x.rtxir" in line))
+
+    np.save(work / "gpu-image.npy", np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32))
+    app = run([venv_python(venv), "-c", GPU_CHECK, bundle / "models" / "x.rtxir", work / "gpu-image.npy"], cwd=work,
+              RTXRT_CACHE_DIR=str(cache))
+    assert app.returncode == 0, app.stderr
+    report = json.loads(app.stdout.splitlines()[-1])
+    assert report["rtxrt"].startswith(str(venv))  # the bundle's rtxrt, not this checkout
+    assert report["on_gpu"] and report["from_cache"] and report["kernels_compiled"] == 0, report
