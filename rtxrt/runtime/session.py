@@ -210,14 +210,15 @@ class Session:
         return IOBinding({n: engine.view(v) for n, v in plan.feeds.items()},
                          {n: engine.view(v) for n, v in plan.results.items()}, engine, self._gpu)
 
-    def profile(self, feeds: Mapping[str, Any], repeats: int = 10) -> list[tuple[str, float]]:
-        """Per-step GPU milliseconds (median of ``repeats``) at these inputs' shapes."""
+    def profile(self, feeds: Mapping[str, Any]) -> list[tuple[str, float]]:
+        """Per-step GPU milliseconds at these inputs' shapes (each step replayed on its own as a
+        CUDA graph; a step run on the host: its time with the GPU waiting for it)."""
         _, arrays = _device_feeds(feeds)
         engine = self._engine(self._check(arrays))
         if engine is ON_HOST:
             raise InputError(f"profile(): this model runs on the host at these shapes ({self.stats['host_nodes']})")
         with self._gpu.device:
-            return engine.profile(arrays, repeats)
+            return engine.profile(arrays)
 
     def engine(self, shapes: Mapping[str, Sequence[int]]) -> Any:
         """The GPU engine for these input shapes (specialized now if it is new)."""

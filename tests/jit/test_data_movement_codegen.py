@@ -114,6 +114,17 @@ def data_cases() -> list[Case]:
         for dtype in (F32, U8):
             cases.append(Case(f"Tile_{tid}-{dtype.short}", lambda s=shape, r=repeats, d=dtype: tile_kernel(s, r, d),
                               node("Tile", 2), (i64(*repeats),)))
+    # Copies of whole 16-byte vectors (see test_copies_of_aligned_runs_move_16_byte_vectors)
+    cases += [
+        Case("Slice_vector_last_axis-float16", lambda: slice_kernel((4, 6, 48), [16], [40], F16, [2]),
+             node("Slice", 5), (i64(16), i64(40), i64(2), i64(1)), opset=13),
+        Case("Slice_vector_middle_axis-float32", lambda: slice_kernel((3, 10, 8), [2], [9], F32, [1]),
+             node("Slice", 5), (i64(2), i64(9), i64(1), i64(1)), opset=13),
+        Case("Transpose_heads_vector-float16", lambda: transpose_kernel((2, 3, 5, 16), (0, 2, 1, 3), F16),
+             node("Transpose", 1, perm=[0, 2, 1, 3])),
+        Case("Expand_vector_rows-bfloat16", lambda: expand_kernel((3, 1, 16), (2, 3, 4, 16), BF16),
+             node("Expand", 2), (i64(2, 3, 4, 16),)),
+    ]
     for src, dst in [(F32, F16), (F16, F32), (F32, BF16), (BF16, F32), (F16, BF16), (BF16, F16), (F16, F16)]:
         cases.append(Case(f"Cast-{src.short}_to_{dst.short}", lambda s=src, d=dst: cast_kernel((3, 5, 67), s, d),
                           node("Cast", 1, to=int(dst))))
@@ -190,6 +201,19 @@ def test_a_copy_in_order_reads_at_the_loop_index():
     for k in (cast_kernel((3, 5), F32, F16), transpose_kernel((1, 6, 1, 4), (0, 2, 1, 3), F32),
               slice_kernel((4, 5), [0], [100], F32)):
         assert "in0[i]" in k.source and "%" not in k.source.split("extern")[1], k.source
+
+
+def test_copies_of_aligned_runs_move_16_byte_vectors():
+    split = slice_kernel((4096, 2304), [768], [1536], F16, [1])  # one output of a Q/K/V Split
+    assert "uint4* __restrict__ out0" in split.source and split.launch.elements == 4096 * 768 // 8
+    heads = transpose_kernel((32, 128, 12, 64), (0, 2, 1, 3), F16)
+    assert "uint4" in heads.source and heads.launch.elements == 32 * 128 * 12 * 64 // 8
+    assert "uint4" in slice_kernel((3, 10, 8), [2], [9], F32, [1]).source
+    # a run that is not whole vectors, or starts between two: element by element
+    for k in (slice_kernel((4, 48), [3], [27], F16, [1]), slice_kernel((4, 50), [0], [24], F16, [1]),
+              transpose_kernel((2, 3, 5, 7), (0, 2, 1, 3), F16), slice_kernel((4, 48), [40], [0], F16, [1], [-1]),
+              cast_kernel((4, 64), F16, F32)):
+        assert "uint4" not in k.source, k.source
 
 
 def test_tile_and_expand_shapes():

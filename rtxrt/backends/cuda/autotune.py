@@ -1,5 +1,6 @@
 """Tactic selection: each step with several candidate programs runs every candidate on fresh
-random data of its own shapes on the device, timed with CUDA events; the fastest wins."""
+random data of its own shapes on the device, timed as CUDA graph replays (timing.py); the
+fastest wins."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -12,9 +13,7 @@ from .builder import Plan, Step
 from .executor import H2D, step_calls
 from .forms import TensorForm, numpy_dtype
 from .program import NodeProgram, Ref
-
-WARMUP = 2
-REPEATS = 7
+from .timing import gpu_milliseconds
 
 
 def autotune(plan: Plan, functions: Mapping[str, Any], cublas: Any, stream: Any,
@@ -69,25 +68,7 @@ def _time_program(program: NodeProgram, inputs: list, outputs: list, functions: 
             return scratch.ptr + offsets[ref.key] + ref.offset
         return consts[ref.key].ptr + ref.offset
 
-    return _time(step_calls(program, address, functions, cublas, stream), stream)
-
-
-def _time(calls: list[Callable[[], None]], stream: Any) -> float:
-    import cupy
-
-    for _ in range(WARMUP):
-        for call in calls:
-            call()
-    samples = []
-    for _ in range(REPEATS):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        for call in calls:
-            call()
-        end.record(stream)
-        end.synchronize()
-        samples.append(cupy.cuda.get_elapsed_time(start, end))
-    return float(np.median(samples))
+    return gpu_milliseconds(step_calls(program, address, functions, cublas, stream), stream)
 
 
 def _random_buffer(form: TensorForm, rng: np.random.Generator) -> Any:

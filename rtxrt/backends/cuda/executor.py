@@ -15,6 +15,7 @@ from ..reference.executor import ReferenceExecutor
 from .builder import FinalPlan, Step
 from .forms import TensorForm, device_dtype, from_form, numpy_dtype, to_form
 from .program import Copy, Gemm, HostRun, Launch, NodeProgram, Ref
+from .timing import gpu_milliseconds
 
 H2D, D2H, D2D = 1, 2, 3  # cudaMemcpyKind
 _GEMM_OPTIONS = ("dtype", "out_dtype", "compute", "trans_a", "trans_b", "lda", "ldb", "ldc", "alpha", "beta",
@@ -77,8 +78,10 @@ class Engine:
         self._upload_constants()
         self.segments: list[tuple[str, Any]] = []  # ("device", [calls]) or ("host", step)
         self.step_calls: list[tuple[str, list[Callable[[], None]]]] = []
+        self.host_steps: set[int] = set()  # indexes into step_calls
         for i, (step, program) in enumerate(zip(self.plan.steps, final.programs)):
             if program.on_host:
+                self.host_steps.add(len(self.step_calls))
                 self.segments.append(("host", step))
                 self.step_calls.append((step.label, [lambda step=step: self._run_host(step)]))
                 continue
@@ -193,22 +196,23 @@ class Engine:
             graphs.append(("device", graph))
         return graphs
 
-    def profile(self, feeds: Mapping[str, Any], repeats: int = 10) -> list[tuple[str, float]]:
-        """Median GPU milliseconds of every step (launched one by one, timed with events)."""
+    def profile(self, feeds: Mapping[str, Any]) -> list[tuple[str, float]]:
+        """GPU milliseconds of every device step, each replayed on its own as a CUDA graph
+        (timing.py), so the steps add up to about one graph replay of the whole run."""
+        self.run(feeds)
+        return [(label, self._host_milliseconds(calls) if i in self.host_steps else gpu_milliseconds(calls, self.stream))
+                for i, (label, calls) in enumerate(self.step_calls)]
+
+    def _host_milliseconds(self, calls: list[Callable[[], None]]) -> float:
         import cupy
 
-        self.run(feeds)
-        times: dict[int, list[float]] = {}
-        for _ in range(repeats):
-            for i, (label, calls) in enumerate(self.step_calls):
-                start, end = cupy.cuda.Event(), cupy.cuda.Event()
-                start.record(self.stream)
-                for call in calls:
-                    call()
-                end.record(self.stream)
-                end.synchronize()
-                times.setdefault(i, []).append(cupy.cuda.get_elapsed_time(start, end))
-        return [(self.step_calls[i][0], float(np.median(t))) for i, t in times.items()]
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(self.stream)
+        for call in calls:
+            call()
+        end.record(self.stream)
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end)
 
     # --- host fallback -----------------------------------------------------------------------
 

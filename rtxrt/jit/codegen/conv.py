@@ -266,34 +266,61 @@ def _named(prefix: str, source: str) -> tuple[str, str]:
 def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
     """Copies X into the patch matrix [N*OH*OW, k]: row (n, oh, ow), column (kh, kw, c);
     zeros for padding and for columns past KH*KW*C. Values are copied, never computed on:
-    fp16 and bf16 (both ``unsigned short`` bits) share a kernel."""
+    fp16 and bf16 (both ``unsigned short`` bits) share a kernel.
+
+    Each thread copies a run of columns, so the index arithmetic (divisions) is paid once per
+    run, not per element: with NHWC and C a multiple of a 16-byte vector, one vector per
+    thread; else one filter tap (its C channels) per thread, plus one thread per row for the
+    zero padding columns. Indexes are 32-bit where the thread count allows."""
     m = g.n * g.oh * g.ow
     t = C.storage_type(dtype)
-    source = f"""{g.constants()}constexpr int KC = {g.kh * g.kw * g.c}, KP = {k};
-constexpr long long TOTAL = {m}LL * KP;
-
-extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __restrict__ X, {t}* __restrict__ workspace) {{
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
-       i += (long long)gridDim.x * blockDim.x) {{
-    const long long row = i / KP;
-    const int col = (int)(i - row * KP);
-    {t} v = 0;
-    if (KC == KP || col < KC) {{
-      const int c = col % C, tap = col / C;
+    vector = 16 // dtype.itemsize
+    k_real = g.kh * g.kw * g.c
+    vectorized = g.layout == "NHWC" and g.c % vector == 0 and k % vector == 0
+    per_row = k // vector if vectorized else g.kh * g.kw + (k > k_real)
+    threads = m * per_row
+    index = "int" if threads < 2**30 else "long long"  # i + grid stride stays below 2**31
+    position = """      const int tap = col / C, c = col % C;
       const int kw = tap % KW, kh = tap / KW;
       const int ow = (int)(row % OW);
-      const long long rest = row / OW;
+      const I rest = row / OW;
       const int oh = (int)(rest % OH), n = (int)(rest / OH);
       const int ih = oh * SH - PH + kh * DH, iw = ow * SW - PW + kw * DW;
-      if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = X[{g.x_index()}];
+      const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;"""
+    if vectorized:
+        body = f"""    const I row = i / PER_ROW;
+    const int col = (int)(i - row * PER_ROW) * VEC;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (KC == KP || col < KC) {{
+{position}
+      if (inside) v = *reinterpret_cast<const uint4*>(X + {g.x_index()});
     }}
-    workspace[i] = v;
+    reinterpret_cast<uint4*>(workspace)[i] = v;"""
+    else:
+        body = f"""    const I row = i / PER_ROW;
+    const int slot = (int)(i - row * PER_ROW);
+    {t}* out = workspace + (long long)row * KP + slot * C;
+    if (slot == KH * KW) {{  // the padding columns past KH*KW*C
+      for (int j = 0; j < KP - KC; ++j) out[j] = 0;
+      continue;
+    }}
+    const int col = slot * C;
+{position}
+    for (int c = 0; c < C; ++c) out[c] = inside ? X[{g.x_index()}] : ({t})0;"""
+        body = body.replace("      const int tap = col / C, c = col % C;", "      const int tap = slot;")
+    source = f"""{g.constants()}constexpr int KC = {k_real}, KP = {k}, VEC = {vector}, PER_ROW = {per_row};
+typedef {index} I;
+constexpr I THREADS = ({index}){m} * PER_ROW;
+
+extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __restrict__ X, {t}* __restrict__ workspace) {{
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < THREADS; i += (I)gridDim.x * blockDim.x) {{
+{body}
   }}
 }}
 """
     name, source = _named("rtx_im2col_", source)
     args = (KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("workspace", "output", 0, dtype, (m, k)))
-    return KernelSource(name, source, LaunchPolicy(m * k), args)
+    return KernelSource(name, source, LaunchPolicy(threads), args)
 
 
 def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:

@@ -36,7 +36,7 @@ from .kernel_source import (
 
 MAX_CONCAT_INPUTS = 8
 CAST_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
-_BYTES = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long"}
+_BYTES = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long", 16: "uint4"}
 _INT32_LIMIT = 2**31
 
 
@@ -215,10 +215,16 @@ def gather_kernel(shape: Sequence[int], indices_shape: Sequence[int], axis: int,
 def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mults: Sequence[int], base: int,
                   src: DType, dst: DType, what: str) -> KernelSource:
     C.check(src), C.check(dst)
-    total = math.prod(out)
+    total, in_total = math.prod(out), math.prod(in_shape)
     dims, walk = _collapse(list(out), list(mults))
-    index, suffix = index_type(max(total, math.prod(in_shape)))
-    wide = max(total, math.prod(in_shape)) >= _INT32_LIMIT
+    if src == dst and (vector := _vector_width(dims, walk, base, src.itemsize)) > 1:
+        dims, walk = [*dims[:-1], dims[-1] // vector], [m // vector for m in walk]
+        walk[-1], base = 1, base // vector
+        total, in_total = total // vector, in_total // vector
+    else:
+        vector = 1
+    index, suffix = index_type(max(total, in_total))
+    wide = max(total, in_total) >= _INT32_LIMIT
     offset_type, lsuf = ("long long", "LL") if wide else ("int", "")
     body = []
     if walk == _contiguous(dims) and base == 0:
@@ -236,7 +242,7 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
         body.append(f"const {offset_type} src = {' + '.join([f'({base}{lsuf})', *terms])};")
         where = "src"
     if src == dst:
-        elem = _BYTES[src.itemsize]
+        elem = _BYTES[src.itemsize * vector]
         in_type = out_type = elem
         body.append(f"out0[i] = in0[{where}];")
     else:
@@ -247,6 +253,18 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
                             prelude=src != dst, index=(index, suffix))
     args = [KernelArg("in0", "input", 0, src, in_shape), KernelArg("out0", "output", 0, dst, out)]
     return _finish(f"rtx_{op.lower()}_", source, total, args)
+
+
+def _vector_width(dims: list[int], walk: list[int], base: int, itemsize: int) -> int:
+    """Elements per 16-byte vector when every contiguous run of the copy is whole, aligned
+    vectors (buffers start 256-byte aligned), else 1: a plain copy moves vectors, not
+    elements (4-8x fewer threads and index computations)."""
+    width = 16 // itemsize
+    if width == 1 or not dims or 0 in dims or walk[-1] != 1:
+        return 1
+    if dims[-1] % width or base % width or any(m % width for m in walk[:-1]):
+        return 1
+    return width
 
 
 def _collapse(dims: list[int], mults: list[int]) -> tuple[list[int], list[int]]:
