@@ -342,7 +342,7 @@ def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
     total = g.n * g.oh * g.ow * g.c
     source = f"""{C.PRELUDE}{g.constants()}constexpr long long TOTAL = {total}LL;
 
-{activation_functions(p.activation, p.params)}
+{activation_functions(p.activation, p.params, one_output_per_thread=True)}
 extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(params)}) {{
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
        i += (long long)gridDim.x * blockDim.x) {{

@@ -69,10 +69,12 @@ def activation_expr(name: str, q: dict) -> str:
     raise CodegenError(f"no fused activation {name!r}")  # pragma: no cover
 
 
-def activation_functions(activation: str, params: dict) -> str:
+def activation_functions(activation: str, params: dict, *, one_output_per_thread: bool = False) -> str:
     """The device functions an epilogue calls: NaN-propagating ``rtx_max`` / ``rtx_min`` (as
-    numpy's maximum / minimum) and ``float rtx_act(float x)``."""
-    inline = "__noinline__" if activation in CALLED_ACTIVATIONS else "__forceinline__"
+    numpy's maximum / minimum) and ``float rtx_act(float x)``. A kernel writing one output
+    per thread inlines every activation: a call there costs more than the code it saves."""
+    called = activation in CALLED_ACTIVATIONS and not one_output_per_thread
+    inline = "__noinline__" if called else "__forceinline__"
     return ("template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) "
             "{ return (a >= b || a != a) ? a : b; }\n"
             "template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) "
@@ -127,7 +129,7 @@ def epilogue_kernel(p: GemmProblem) -> KernelSource:
     args.append(KernelArg("D", "output", 0, p.out_dtype, (*lead, p.m, p.n)))
     head = [f"// rtxrt GEMM epilogue after cuBLAS: {p.describe()}", C.PRELUDE.strip(),
             f"constexpr long long LDZ = {p.ldz}, LDD = {p.ldd}, SZ = {p.stride_z}, SD = {p.stride_d};",
-            activation_functions(p.activation, p.params)]
+            activation_functions(p.activation, p.params, one_output_per_thread=True)]
     mn, n = max(p.m * p.n, 1), max(p.n, 1)  # no division by zero where there is nothing to do
     body = [f"const {index} b = i / {mn}{suffix}, r = i - b * {mn}{suffix};",
             f"const {index} row = r / {n}{suffix}, col = r - row * {n}{suffix};",
