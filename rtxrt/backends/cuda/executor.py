@@ -197,8 +197,9 @@ class Engine:
         return graphs
 
     def profile(self, feeds: Mapping[str, Any]) -> list[tuple[str, float]]:
-        """GPU milliseconds of every device step, each replayed on its own as a CUDA graph
-        (timing.py), so the steps add up to about one graph replay of the whole run."""
+        """Milliseconds of every step: a device step replayed on its own as a CUDA graph
+        (timing.py), so those add up to about one graph replay of the whole run; a host step
+        run once, with the GPU waiting for it."""
         self.run(feeds)
         return [(label, self._host_milliseconds(calls) if i in self.host_steps else gpu_milliseconds(calls, self.stream))
                 for i, (label, calls) in enumerate(self.step_calls)]
