@@ -65,6 +65,15 @@ class Section:
         return self.offset + self.length
 
 
+def ir_hash_of(major: int, graph_sha256: bytes | None, weights_sha256: bytes | None) -> str:
+    """The IR hash of a file of this major version with these GRAPH and WEIGHTS checksums
+    (None: the section is absent, as good as empty)."""
+    digest = hashlib.sha256(b"rtxir-ir-hash\0" + major.to_bytes(2, "little"))
+    for sha in (graph_sha256, weights_sha256):
+        digest.update(sha if sha is not None else hashlib.sha256(b"").digest())
+    return digest.hexdigest()
+
+
 def align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 

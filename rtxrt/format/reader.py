@@ -23,6 +23,7 @@ from ..errors import FormatError
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Model, Node, NodePrecision, Storage, TensorType
 from . import layout
+from .embedded import cubin_binding, cubin_problem
 from .writer import RefitSource
 
 
@@ -105,28 +106,37 @@ def read_header(source: str | os.PathLike | bytes | bytearray | memoryview) -> R
 
 @dataclass
 class CubinIndex:
-    """A file's CUBINS section without the cubins: arch -> blob name -> size in bytes, and
-    the input shapes the kernels were planned at. Empty for a file without CUBINS."""
+    """A file's CUBINS section without the cubins: arch -> blob name -> size in bytes, the
+    input shapes the kernels were planned at, and per arch why its cubins may not run (None:
+    bound to this file's graph and each one a cubin for that arch; see embedded.py). Empty
+    for a file without CUBINS."""
 
     sizes: dict[str, dict[str, int]]
     shapes: list[dict[str, tuple[int, ...]]]
+    problems: dict[str, str | None]
 
 
 def read_cubins(source: str | os.PathLike | bytes | bytearray | memoryview, arch: str) -> dict[str, bytes]:
     """The cubins compiled ahead of time for ``arch`` ("sm_86"): blob name -> cubin, copied
-    out of the file; {} when the file has none for that arch. Verifies the header, the table
+    out of the file; {} when the file has none for that arch. FormatError when they are not
+    bound to this file's graph or are not cubins for ``arch``. Verifies the header, the table
     and CUBINS only."""
     with _File.open(source, True) as f:
-        blobs, _ = f.cubins()
-        return {name: bytes(data) for name, data in blobs.get(arch, {}).items()}
+        blobs, _, bindings = f.cubins()
+        named = blobs.get(arch, {})
+        problem = f.cubin_problem(arch, named, bindings)
+        if problem:
+            f.fail(f"the embedded {arch} kernels {problem}")
+        return {name: bytes(data) for name, data in named.items()}
 
 
 def read_cubin_index(source: str | os.PathLike | bytes | bytearray | memoryview) -> CubinIndex:
-    """Which archs have cubins, their sizes and the shapes they were planned at."""
+    """Which archs have cubins, their sizes, the shapes they were planned at and whether
+    they are bound to this file's graph."""
     with _File.open(source, True) as f:
-        blobs, shapes = f.cubins()
+        blobs, shapes, bindings = f.cubins()
         return CubinIndex({arch: {name: len(data) for name, data in named.items()} for arch, named in blobs.items()},
-                          shapes)
+                          shapes, {arch: f.cubin_problem(arch, named, bindings) for arch, named in blobs.items()})
 
 
 def ir_hash(source: str | os.PathLike | bytes | bytearray | memoryview) -> str:
@@ -215,11 +225,11 @@ class _File:
         out["options"] = check.get(meta, "options", dict, "META")
         return out
 
-    def cubins(self) -> tuple[dict[str, dict[str, memoryview]], list[dict[str, tuple[int, ...]]]]:
-        """The CUBINS section, checked: arch -> blob name -> cubin (a view of the file), and
-        the shapes; empty when the file has no CUBINS."""
+    def cubins(self) -> tuple[dict[str, dict[str, memoryview]], list[dict[str, tuple[int, ...]]], dict[str, str]]:
+        """The CUBINS section, checked: arch -> blob name -> cubin (a view of the file), the
+        shapes, and arch -> binding digest; empty when the file has no CUBINS."""
         if layout.CUBINS not in self.sections:
-            return {}, []
+            return {}, [], {}
         data = self.section(layout.CUBINS)
         head = layout.CUBINS_INDEX_LENGTH.size
         if len(data) < head:
@@ -257,7 +267,25 @@ class _File:
         for (_, end, first), (start, _, second) in itertools.pairwise(spans):
             if start < end:
                 check.fail(second, f"overlaps {first}")
-        return blobs, shapes
+        # Optional: files from before bindings have none, and their cubins never run.
+        bindings = check.get(index, "bindings", dict, "CUBINS") if "bindings" in index else {}
+        for arch in bindings:
+            check.get(bindings, arch, str, "CUBINS bindings")
+        return blobs, shapes, bindings
+
+    def cubin_problem(self, arch: str, cubins: dict[str, memoryview], bindings: dict[str, str]) -> str | None:
+        """None when ``arch``'s cubins may run (see embedded.py), else what is wrong with them."""
+        if not cubins:
+            return None
+        if arch not in bindings:
+            return "are not bound to a graph (built by an rtxrt that did not bind them)"
+        if bindings[arch] != cubin_binding(self.ir_hash(), arch, cubins):
+            return "are not the ones built for this file's graph (moved from another file or altered since)"
+        for name, cubin in cubins.items():
+            problem = cubin_problem(cubin, arch)
+            if problem:
+                return f"include {name!r:.80}, which is {problem}"
+        return None
 
     @staticmethod
     def _shapes(obj: Any, check: _Checker, where: str) -> dict[str, tuple[int, ...]]:
@@ -272,11 +300,8 @@ class _File:
         return shapes
 
     def ir_hash(self) -> str:
-        digest = hashlib.sha256(b"rtxir-ir-hash\0" + self.version[0].to_bytes(2, "little"))
-        for kind in (layout.GRAPH, layout.WEIGHTS):
-            s = self.sections.get(kind)
-            digest.update(s.sha256 if s else hashlib.sha256(b"").digest())
-        return digest.hexdigest()
+        graph, weights = (self.sections.get(kind) for kind in (layout.GRAPH, layout.WEIGHTS))
+        return layout.ir_hash_of(self.version[0], graph.sha256 if graph else None, weights.sha256 if weights else None)
 
 
 def _reject_constant(name: str) -> NoReturn:

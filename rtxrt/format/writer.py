@@ -19,6 +19,7 @@ from ..errors import FormatError
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Model, Node, TensorType
 from . import layout
+from .embedded import cubin_binding
 from .layout import Section
 
 Chunk = Union[bytes, np.ndarray]  # np.ndarray chunks are 1-D uint8
@@ -98,10 +99,7 @@ def pack_sections(stream: BinaryIO, parts: list[tuple[str, list[Chunk]]], *,
     version = version or layout.version_for(kind for kind, _ in parts)
     measured = []
     for kind, chunks in parts:
-        digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
-        measured.append((kind, sum(len(c) for c in chunks), digest.digest()))
+        measured.append((kind, sum(len(c) for c in chunks), _sha256(chunks)))
     offsets, file_size = layout.place([length for _, length, _ in measured])
     sections = [Section(kind, off, length, sha) for (kind, length, sha), off in zip(measured, offsets)]
     header = layout.pack_header(sections, file_size, version)
@@ -142,14 +140,24 @@ def _encode(model: Model, options: dict | None, source: RefitSource | None,
         (layout.WEIGHTS, weights.chunks),
     ]
     if cubins is not None:
-        parts.append((layout.CUBINS, _encode_cubins(cubins)))
+        graph_sha, weights_sha = (_sha256(chunks) for _, chunks in parts[1:3])
+        parts.append((layout.CUBINS, _encode_cubins(cubins, layout.ir_hash_of(layout.MAJOR, graph_sha, weights_sha))))
     return parts
 
 
-def _encode_cubins(cubins: Cubins) -> list[Chunk]:
+def _sha256(chunks: list[Chunk]) -> bytes:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.digest()
+
+
+def _encode_cubins(cubins: Cubins, ir_hash: str) -> list[Chunk]:
     """The index length, the JSON index, then every cubin at a multiple of ALIGN from the
-    end of the index's padding, in (arch, name) order so the bytes are deterministic."""
+    end of the index's padding, in (arch, name) order so the bytes are deterministic. Each
+    arch's cubins are bound to ``ir_hash``, the graph they were compiled for (embedded.py)."""
     archs: dict[str, dict[str, dict]] = {}
+    bindings: dict[str, str] = {}
     chunks: list[Chunk] = []
     size = 0
     for arch in sorted(cubins.blobs):
@@ -167,9 +175,10 @@ def _encode_cubins(cubins: Cubins) -> list[Chunk]:
             entries[name] = {"offset": size, "nbytes": len(data)}
             chunks.append(bytes(data))
             size += len(data)
+        bindings[arch] = cubin_binding(ir_hash, arch, cubins.blobs[arch])
     shapes = [{_str(name, "input name"): _dims(dims, f"the shape of input {name!r}") for name, dims in each.items()}
               for each in cubins.shapes]
-    index = canonical_json({"archs": archs, "shapes": shapes}, "the CUBINS index")
+    index = canonical_json({"archs": archs, "bindings": bindings, "shapes": shapes}, "the CUBINS index")
     head = layout.CUBINS_INDEX_LENGTH.pack(len(index)) + index
     return [head, bytes(-len(head) % layout.ALIGN), *chunks]
 

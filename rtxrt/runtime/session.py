@@ -17,7 +17,7 @@ from ..backends.reference.executor import (
     check_input,
     refuse_weightless,
 )
-from ..errors import InputError, RtxrtError
+from ..errors import FormatError, InputError, RtxrtError
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
@@ -80,15 +80,18 @@ class Session:
     cache (``rtxrt jit --shapes``), else on the CPU reference backend. (Every rtxrt GPU kernel
     is shape-specialized: the reference backend is the shape-generic path.)
 
-    ``embedded_kernels``: use the cubins ``rtxrt aot --precompile`` put in the file for this
-    GPU's arch (no compile on first launch). They are machine code from whoever built the
-    file: pass False for files from a source you do not trust as you trust its weights.
+    ``embedded_kernels``: also use the cubins ``rtxrt aot --precompile`` put in the file for
+    this GPU's arch (no compile on first launch). They are machine code from whoever built
+    the file, so they run only when you pass True, and then only where they are bound to this
+    file's graph and are cubins for this arch (else they are ignored, with a warning, and the
+    kernels compiled). Pass True only for files whose builder you trust as you trust a
+    program from them. By default every kernel is compiled here (or taken from the cache).
     """
 
     def __init__(self, source: ModelSource, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
                  precision: str | None = None, fallback: str | None = None, progress: ProgressOption = True,
                  use_cuda_graph: bool = True, profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
-                 specialization: str = "eager", embedded_kernels: bool = True):
+                 specialization: str = "eager", embedded_kernels: bool = False):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be None or 'cpu', not {fallback!r}")
         if precision not in PRECISIONS:
@@ -105,7 +108,9 @@ class Session:
         self.precision = precision
         self.progress = progress
         self.use_cuda_graph = use_cuda_graph
-        self.stats: dict[str, Any] = {"jit_seconds": 0.0, "kernels_compiled": 0, "from_cache": True, "device_bytes": 0}
+        # The last engine's JIT statistics; before any (and on the CPU) nothing came from a cache.
+        self.stats: dict[str, Any] = {"jit_seconds": 0.0, "kernels_compiled": 0, "from_cache": False,
+                                      "device_bytes": 0, "host_nodes": []}
         self._engines: dict[str, Any] = {}
         self._executor: ReferenceExecutor | None = None
         try:
@@ -122,7 +127,6 @@ class Session:
             self.fallback_reason = str(exc)
             self._executor = ReferenceExecutor(self.model)
             return
-        from ..format import read_cubins
         from ..jit.cache import RuntimeCache
         from ..jit.cache_key import CacheKey
 
@@ -132,9 +136,7 @@ class Session:
         self.cache = RuntimeCache(cache_dir)
         self.cache_key = CacheKey.for_model(self._ir_bytes, self._gpu.info,
                                             {"precision": precision} if precision else {})
-        # Cubins `rtxrt aot --precompile` embedded for this arch: machine code from the file,
-        # so only used when the caller trusts the file's builder (embedded_kernels=True).
-        self._precompiled = read_cubins(self._ir_bytes, self._gpu.info.arch) if embedded_kernels else {}
+        self._precompiled = embedded_cubins(self._ir_bytes, self._gpu.info.arch) if embedded_kernels else {}
         static = self.static_input_shapes()
         if static is not None or self.shape_profile is not None:
             self._engine(static if static is not None else self.shape_profile.opt_shapes)
@@ -366,6 +368,18 @@ def _compile_onnx(source: bytes | Path) -> tuple[Model, bytes]:
 
     data = to_bytes(compile_onnx(source))
     return read_rtxir(data), data
+
+
+def embedded_cubins(source: bytes | Path, arch: str) -> dict[str, bytes]:
+    """The file's cubins for ``arch`` when they may run; else {} with a warning saying why."""
+    from ..format import read_cubins
+
+    try:
+        return read_cubins(source, arch)
+    except FormatError as exc:
+        warnings.warn(f"rtxrt: not running embedded kernels: {exc}; compiling them instead", RuntimeWarning,
+                      stacklevel=4)
+        return {}
 
 
 def runtime_model(model: Model, precision: str | None, compute_capability: tuple[int, int]) -> Model:

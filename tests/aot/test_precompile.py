@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import numpy as np
 import onnx
@@ -185,19 +186,28 @@ def test_bad_precompile_requests_are_refused_clearly(built, tmp_path, capsys, ar
 
 # ---------------------------------------------------------------- the CUBINS section
 
+def fake_cubin(arch: str, payload: bytes = b"") -> bytes:
+    """The 64-byte ELF header of a cubin for ``arch`` (CUDA ELF ABI 7), then ``payload``."""
+    sm = int(arch[3:])
+    header = b"\x7fELF" + bytes([2, 1, 1, 0x33, 7]) + bytes(7)
+    header += struct.pack("<HHIQQQIHHHHHH", 2, 190, 1, 0, 0, 0, sm | sm << 16, 64, 0, 0, 0, 0, 0)
+    return header + payload
+
+
 def test_cubins_round_trip_sorted_aligned_and_independent_of_insertion_order():
     model = compile_onnx(conv_model())
-    blobs = {"sm_120": {"k/b": b"\x7fELF" + bytes(70), "k/a": b"\x7fELF1"}, "sm_75": {"k/c": b"\x7fELF2"}}
-    shuffled = {"sm_75": {"k/c": b"\x7fELF2"}, "sm_120": {"k/a": b"\x7fELF1", "k/b": b"\x7fELF" + bytes(70)}}
+    a, b, c = fake_cubin("sm_120", b"1"), fake_cubin("sm_120", bytes(70)), fake_cubin("sm_75", b"2")
+    blobs = {"sm_120": {"k/b": b, "k/a": a}, "sm_75": {"k/c": c}}
+    shuffled = {"sm_75": {"k/c": c}, "sm_120": {"k/a": a, "k/b": b}}
     data = to_bytes(model, cubins=Cubins(blobs, [{"x": (2, 4, 8, 8)}]))
     assert data == to_bytes(model, cubins=Cubins(shuffled, [{"x": (2, 4, 8, 8)}]))
     assert read_cubins(data, "sm_120") == blobs["sm_120"] and read_cubins(data, "sm_75") == blobs["sm_75"]
     index = read_cubin_index(data)
-    assert index.sizes == {"sm_120": {"k/a": 5, "k/b": 74}, "sm_75": {"k/c": 5}}
-    assert index.shapes == [{"x": (2, 4, 8, 8)}]
+    assert index.sizes == {"sm_120": {"k/a": 65, "k/b": 134}, "sm_75": {"k/c": 65}}
+    assert index.shapes == [{"x": (2, 4, 8, 8)}] and index.problems == {"sm_120": None, "sm_75": None}
     entries = cubins_index(data)["archs"]
     assert [e["offset"] for e in (entries["sm_120"]["k/a"], entries["sm_120"]["k/b"], entries["sm_75"]["k/c"])] \
-        == [0, 64, 192]  # (arch, name) order, each at a multiple of 64
+        == [0, 128, 320]  # (arch, name) order, each at a multiple of 64
     with pytest.raises(FormatError, match="not an arch name"):
         to_bytes(model, cubins=Cubins({"86": {"k": b"x"}}))
 
@@ -262,6 +272,83 @@ def test_an_index_length_past_the_section_is_a_format_error(built):
         read_cubins(repack(parts), "sm_86")
 
 
+# ---------------------------------------------------------------- machine code runs only where it is bound
+
+def with_cubin(data: bytes, arch: str, name: str, cubin: bytes, *, rebind: bool = False) -> bytes:
+    """The file with one of ``arch``'s cubins replaced and every checksum re-sealed, as anyone
+    can; ``rebind`` also recomputes the arch's binding (as an attacker could too)."""
+    from rtxrt.format.embedded import cubin_binding
+
+    blobs = {a: {n: read_cubins(data, a)[n] for n in names} for a, names in read_cubin_index(data).sizes.items()}
+    blobs[arch][name] = cubin
+    index = cubins_index(data)
+    model = read_rtxir(data)
+    rebuilt = to_bytes(model, options=read_header(data).options,
+                       cubins=Cubins(blobs, [{k: tuple(v) for k, v in s.items()} for s in index["shapes"]]))
+    if rebind:
+        return rebuilt
+    kept = index["bindings"]  # the original bindings, over the original cubins
+    return with_cubins_index(rebuilt, lambda ix: ix.update(bindings=kept))
+
+
+def test_a_swapped_cubin_with_resealed_checksums_is_refused(built):
+    _, _, path = built
+    data = path.read_bytes()
+    name = min(read_cubins(data, "sm_86"))
+    forged = with_cubin(data, "sm_86", name, fake_cubin("sm_86", b"other machine code"))
+    assert ir_hash(forged) == ir_hash(data)  # the model still reads, with the same IR hash
+    read_rtxir(forged)
+    with pytest.raises(FormatError, match="embedded sm_86 kernels are not the ones built for this file's graph"):
+        read_cubins(forged, "sm_86")
+    assert read_cubin_index(forged).problems == {"sm_86": "are not the ones built for this file's graph (moved "
+                                                          "from another file or altered since)", "sm_90": None}
+    assert read_cubins(forged, "sm_90") == read_cubins(data, "sm_90")
+
+
+def test_cubins_moved_from_another_graph_are_refused(built):
+    """The same kernels (same names: the same sources) under another file's weights."""
+    _, _, path = built
+    data = path.read_bytes()
+    model = read_rtxir(data)
+    model.graph.initializers["b"] = model.graph.initializers["b"] + 1  # another graph, same kernels
+    index = cubins_index(data)
+    blobs = {a: read_cubins(data, a) for a in ARCHS}
+    other = to_bytes(model, cubins=Cubins(blobs, [{k: tuple(v) for k, v in s.items()} for s in index["shapes"]]))
+    moved = with_cubins_index(other, lambda ix: ix.update(bindings=index["bindings"]))
+    with pytest.raises(FormatError, match="not the ones built for this file's graph"):
+        read_cubins(moved, "sm_86")
+
+
+def test_a_rebound_cubin_for_another_arch_is_refused(built):
+    """Rebinding (recomputing the digest, as anyone can) does not make a cubin of sm_86 an sm_90 one."""
+    _, _, path = built
+    data = path.read_bytes()
+    name = min(read_cubins(data, "sm_90"))
+    forged = with_cubin(data, "sm_90", name, read_cubins(data, "sm_86")[min(read_cubins(data, "sm_86"))],
+                        rebind=True)
+    with pytest.raises(FormatError, match=r"embedded sm_90 kernels include .*, which is compiled for sm_86, not sm_90"):
+        read_cubins(forged, "sm_90")
+    junk = with_cubin(data, "sm_90", name, b"#!/bin/sh\n", rebind=True)
+    with pytest.raises(FormatError, match="which is not an ELF image"):
+        read_cubins(junk, "sm_90")
+
+
+def test_cubins_without_a_binding_never_run(built):
+    _, _, path = built
+    unbound = with_cubins_index(path.read_bytes(), lambda ix: ix.pop("bindings"))
+    read_rtxir(unbound)  # the model is fine
+    with pytest.raises(FormatError, match="are not bound to a graph"):
+        read_cubins(unbound, "sm_86")
+
+
+def test_sessions_run_embedded_kernels_only_when_asked():
+    import inspect
+
+    import rtxrt
+
+    assert inspect.signature(rtxrt.Session).parameters["embedded_kernels"].default is False
+
+
 # ---------------------------------------------------------------- inspect
 
 def test_inspect_lists_the_archs_sizes_and_shapes(built, capsys):
@@ -281,8 +368,9 @@ def test_inspect_lists_the_archs_sizes_and_shapes(built, capsys):
 
 @pytest.mark.gpu
 def test_a_session_on_a_gpu_whose_arch_was_embedded_compiles_nothing(tmp_path):
-    """Fresh cache, cubins for this GPU's arch: the JIT only tunes. Cubins for another arch
-    only: it compiles them all. Tolerance: fp32 throughout (one 36-term dot product per
+    """Fresh cache, cubins for this GPU's arch, embedded kernels asked for: the JIT only tunes.
+    Not asked for, or cubins for another arch only, or forged cubins: it compiles them all.
+    Tolerance: fp32 throughout (one 36-term dot product per
     output, errors near 1e-7), tactics may sum in another order; 1e-4 relative (L2) leaves wide
     headroom and still catches a wrong kernel (errors of order 1)."""
     import rtxrt
@@ -304,16 +392,29 @@ def test_a_session_on_a_gpu_whose_arch_was_embedded_compiles_nothing(tmp_path):
     want = ReferenceExecutor(read_rtxir(files[arch])).run(feeds)["y"]
     assert np.abs(want).max() > 0
 
+    all_kernels = len(runtime_plan(files[arch], arch).kernels)
+
     before = compiled_count()
-    session = rtxrt.Session(files[arch], cache_dir=tmp_path / "cache", progress=False)
+    session = rtxrt.Session(files[arch], cache_dir=tmp_path / "cache", progress=False, embedded_kernels=True)
     got = session.run(None, feeds)[0]
     assert not session.stats["from_cache"] and session.stats["kernels_loaded"] > 0
     assert session.stats["kernels_compiled"] == 0 and compiled_count() == before
     assert relative_error(got, want) < 1e-4
 
-    elsewhere = rtxrt.Session(files[other], cache_dir=tmp_path / "cache-other", progress=False)
+    default = rtxrt.Session(files[arch], cache_dir=tmp_path / "cache-default", progress=False)
+    assert relative_error(default.run(None, feeds)[0], want) < 1e-4
+    assert default.stats["kernels_compiled"] == all_kernels > 0  # the file's machine code was not used
+
+    elsewhere = rtxrt.Session(files[other], cache_dir=tmp_path / "cache-other", progress=False, embedded_kernels=True)
     assert relative_error(elsewhere.run(None, feeds)[0], want) < 1e-4
-    assert elsewhere.stats["kernels_compiled"] == len(runtime_plan(files[other], arch).kernels) > 0
+    assert elsewhere.stats["kernels_compiled"] == all_kernels
+
+    name = min(read_cubins(files[arch], arch))
+    forged = with_cubin(files[arch].read_bytes(), arch, name, read_cubins(files[arch], arch)[max(read_cubins(files[arch], arch))])
+    with pytest.warns(RuntimeWarning, match="not running embedded kernels: .* not the ones built for this file's graph"):
+        refused = rtxrt.Session(forged, cache_dir=tmp_path / "cache-forged", progress=False, embedded_kernels=True)
+    assert relative_error(refused.run(None, feeds)[0], want) < 1e-4
+    assert refused.stats["kernels_compiled"] == all_kernels
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

@@ -60,3 +60,9 @@ def test_a_symbolic_dim_must_have_one_size_across_inputs(tmp_path):
     session = rtxrt.Session(tmp_path / "add.rtxir", fallback="cpu")
     with pytest.raises(rtxrt.InputError, match="'n'"):
         session.run(None, {"a": np.zeros((2, 2), np.float32), "b": np.zeros((3, 2), np.float32)})
+
+
+def test_the_cpu_fallback_reports_that_nothing_came_from_a_cache(session):
+    session.run(None, {"x": np.zeros((2, 4), np.float32)})
+    assert session.stats["from_cache"] is False and session.stats["kernels_compiled"] == 0
+    assert session.stats["host_nodes"] == []
