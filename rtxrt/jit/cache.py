@@ -118,9 +118,10 @@ class CacheEntry:
         return sorted(set(stored) | set(self._pending))
 
     def get(self, name: str) -> bytes | None:
-        """The blob, or None when the entry has none of that name. Raises CacheError when the
-        blob on disk is unreadable or fails its checksum (get_or_build verified it, so only a
-        change on disk since then can do that)."""
+        """The blob, or None when the entry has none of that name, or no longer has it (an
+        entry `rtxrt cache clear` or prune removed since it was verified is a miss). Raises
+        CacheError when the blob on disk is unreadable or fails its checksum (get_or_build
+        verified it, so only a change on disk since then can do that)."""
         if name in self._pending:
             return self._pending[name]
         if self.in_memory:
@@ -131,6 +132,8 @@ class CacheEntry:
             return None
         try:
             data = (self.path / "blobs" / record["sha256"]).read_bytes()
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise CacheError(f"runtime cache entry {self.path}: cannot read blob {name!r}: {exc}") from exc
         if hashlib.sha256(data).hexdigest() != record["sha256"]:

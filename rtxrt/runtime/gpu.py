@@ -135,16 +135,18 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})
         if not build:
             entry = cache.entry(key)
-            if entry.problem() is not None or signature not in (entry.get_json(TACTICS_BLOB) or {}):
+            if entry.problem() is not None or _tactics(entry, signature) is None:
                 raise NotSpecialized(f"no engine for {signature} in the runtime cache")
         entry = cache.get_or_build(key, builder)
-        if signature not in (entry.get_json(TACTICS_BLOB) or {}):
-            with cache.lock(key):  # a new shape for a cached model: add its kernels and choices
+        labels = _tactics(entry, signature)
+        if labels is None:  # a new shape for a cached model (or an entry removed since it was read)
+            with cache.lock(key):
                 entry = cache.entry(key)
-                if signature not in (entry.get_json(TACTICS_BLOB) or {}):
+                labels = _tactics(entry, signature)
+                if labels is None:
                     builder(entry)
                     entry.complete()
-        labels = (entry.get_json(TACTICS_BLOB) or {})[signature]
+        labels = labels or builder.labels  # what the builder chose, whether or not it is still on disk
         final = finalize(plan, _choices(plan, labels))
         cubins = {}
         missing = {}
@@ -183,6 +185,7 @@ class _Build:
         self.plan, self.signature, self.gpu, self.stats = plan, signature, gpu, stats
         self.progress, self.precompiled = progress, precompiled
         self.cubins: dict[str, bytes] = {}
+        self.labels: dict[str, str] = {}  # step index -> chosen tactic, once built
 
     def __call__(self, entry: CacheEntry) -> None:
         arch = self.gpu.info.arch
@@ -206,8 +209,9 @@ class _Build:
         choices = autotune(self.plan, functions, self.gpu.cublas, self.gpu.stream,
                            self.progress.stage("tune") if self.progress else None)
         self.stats.tune_seconds = time.perf_counter() - started
+        self.labels = {str(i): self.plan.steps[i].candidates[c].label for i, c in choices.items()}
         tactics = entry.get_json(TACTICS_BLOB) or {}
-        tactics[self.signature] = {str(i): self.plan.steps[i].candidates[c].label for i, c in choices.items()}
+        tactics[self.signature] = self.labels
         entry.put_json(TACTICS_BLOB, tactics)
 
 
@@ -219,6 +223,11 @@ def _compile(sources: Mapping[str, str], arch: str, stats: JitStats, progress: P
     stats.compile_seconds += time.perf_counter() - started
     stats.kernels_compiled += len(cubins)
     return cubins
+
+
+def _tactics(entry: CacheEntry, signature: str) -> dict[str, str] | None:
+    """The tactic labels the entry holds for this shape signature, or None."""
+    return (entry.get_json(TACTICS_BLOB) or {}).get(signature)
 
 
 def _choices(plan: Plan, labels: Mapping[str, str]) -> dict[int, int]:

@@ -290,6 +290,40 @@ def test_eight_processes_on_an_empty_cache_build_once_and_all_agree(tmp_path):
     assert not [f for f in _files(tmp_path / "cache") if f.endswith(".tmp")]
 
 
+def test_an_entry_cleared_after_it_was_verified_reads_as_a_miss(tmp_path):
+    entry = RuntimeCache(tmp_path).get_or_build(KEY, _build)
+    RuntimeCache(tmp_path).clear()  # `rtxrt cache clear` in another process
+    assert entry.get(KERNEL) is None and entry.get_json(TACTICS_BLOB) is None
+    assert RuntimeCache(tmp_path).get_or_build(KEY, _build).get(KERNEL) == CUBIN  # rebuilt, not an error
+
+
+def _clear_repeatedly(root: str, seconds: float) -> None:
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        RuntimeCache(root).clear()
+
+
+def test_reading_while_another_process_clears_never_fails(tmp_path):
+    """What a Session does on load (get_or_build, then read the tactics and every kernel)
+    against `rtxrt cache clear` looping in another process: each read is a hit or a miss that
+    rebuilds, never an error, and what is read is always whole."""
+    root = str(tmp_path / "cache")
+    clearer = multiprocessing.get_context("spawn").Process(target=_clear_repeatedly, args=(root, 4.0))
+    clearer.start()
+    reads = misses = 0
+    try:
+        while clearer.is_alive() or reads < 50:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a vanished entry is no damage to warn about
+                entry = RuntimeCache(root).get_or_build(KEY, _build)
+                kernel, tactics = entry.get(KERNEL), entry.get_json(TACTICS_BLOB)
+            assert kernel in (CUBIN, None) and tactics in ({"conv_0": "tile_128x64"}, None)
+            reads, misses = reads + 1, misses + (kernel is None)
+    finally:
+        clearer.join(timeout=30)
+    assert clearer.exitcode == 0 and reads >= 50
+
+
 # --- size management ---------------------------------------------------------------------------
 
 def test_lru_eviction_removes_the_least_recently_used_first(tmp_path):
