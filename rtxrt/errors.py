@@ -1,5 +1,13 @@
-"""Exceptions that rtxrt raises for bad input; each message names the thing at fault."""
+"""Exceptions that rtxrt raises for bad input (each message names the thing at fault), and
+how it warns."""
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class RtxrtError(Exception):
@@ -43,3 +51,13 @@ class InputError(RtxrtError):
 
 class ExecutionError(RtxrtError):
     """A node failed while running; the message names the node."""
+
+
+def warn(message: str, category: type[Warning] = RuntimeWarning) -> None:
+    """Warn at the app's line: the first caller outside rtxrt (a warning that points into
+    rtxrt's own source says nothing to the app's author)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

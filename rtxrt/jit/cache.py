@@ -26,17 +26,15 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RtxrtError
+from ..errors import RtxrtError, warn
 from .cache_key import CacheKey, canonical_json
 
 ENV_VAR = "RTXRT_CACHE_DIR"
@@ -460,11 +458,7 @@ class RuntimeCache:
 
 
 def _warn(message: str) -> None:
-    """A CacheWarning attributed to the first caller outside this module (the JIT or the app)."""
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename in (__file__, contextlib.__file__):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, CacheWarning, stacklevel=level)
+    warn(message, CacheWarning)
 
 
 def _check_blob(path: Path, name: str, record: dict[str, Any]) -> str | None:

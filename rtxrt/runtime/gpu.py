@@ -10,7 +10,6 @@ and a new shape adds its kernels to the entry under the cross-process lock.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from ..backends.cuda.autotune import autotune
 from ..backends.cuda.builder import FinalPlan, Plan, build_plan, finalize
 from ..backends.cuda.executor import Engine, load_functions
-from ..errors import RtxrtError
+from ..errors import RtxrtError, warn
 from ..ir.graph import Model
 from ..jit.cache import (
     TACTICS_BLOB,
@@ -105,8 +104,7 @@ class Specialized:
                     raise
                 # A cubin from the cache or the file that this driver cannot load (made by a
                 # newer NVRTC, say): compile the plan's kernels here and load those instead.
-                warnings.warn(f"rtxrt: a stored kernel does not load on this driver ({exc}); recompiling",
-                              CacheWarning, stacklevel=3)
+                warn(f"rtxrt: a stored kernel does not load on this driver ({exc}); recompiling", CacheWarning)
                 self.cubins = _compile(self.final.kernels, gpu.info.arch, self.stats, None)
                 engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
         self.stats.device_bytes = engine.device_bytes

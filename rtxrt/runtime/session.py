@@ -3,7 +3,6 @@ through the JIT and the runtime cache, or on the CPU reference backend where all
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from ..backends.reference.executor import (
     check_input,
     refuse_weightless,
 )
-from ..errors import FormatError, InputError, RtxrtError
+from ..errors import FormatError, InputError, RtxrtError, warn
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
@@ -120,8 +119,7 @@ class Session:
         except RtxrtError as exc:
             if fallback != "cpu":
                 raise
-            warnings.warn(f"rtxrt: {exc} -- running the CPU reference backend (fallback='cpu')", RuntimeWarning,
-                          stacklevel=2)
+            warn(f"rtxrt: {exc} -- running the CPU reference backend (fallback='cpu')")
             self._gpu = None
             self.backend = "reference (CPU)"
             self.fallback_reason = str(exc)
@@ -239,8 +237,7 @@ class Session:
             except DataDependentShape as exc:
                 self._engines[signature] = ON_HOST
                 self.stats = {**self.stats, "kernels_compiled": 0, "host_nodes": [f"every node ({exc})"]}
-                warnings.warn(f"rtxrt: {exc}; running this model on the CPU reference backend", RuntimeWarning,
-                              stacklevel=3)
+                warn(f"rtxrt: {exc}; running this model on the CPU reference backend")
             else:
                 self._engines[signature] = engine
                 self.stats = stats.as_dict()
@@ -377,8 +374,7 @@ def embedded_cubins(source: bytes | Path, arch: str) -> dict[str, bytes]:
     try:
         return read_cubins(source, arch)
     except FormatError as exc:
-        warnings.warn(f"rtxrt: not running embedded kernels: {exc}; compiling them instead", RuntimeWarning,
-                      stacklevel=4)
+        warn(f"rtxrt: not running embedded kernels: {exc}; compiling them instead")
         return {}
 
 
@@ -393,8 +389,7 @@ def runtime_model(model: Model, precision: str | None, compute_capability: tuple
     if precision == "fp32":
         narrowed = {k: replace(s, dtype=model.graph.types[k].dtype) for k, s in storage.items() if k in model.graph.types}
     elif compute_capability < (8, 0) and any(s.dtype == DType.BFLOAT16 for s in storage.values()):
-        warnings.warn("rtxrt: this GPU has no bfloat16 tensor cores (CC < 8.0); running bf16 values in fp16",
-                      RuntimeWarning, stacklevel=3)
+        warn("rtxrt: this GPU has no bfloat16 tensor cores (CC < 8.0); running bf16 values in fp16")
         narrowed = {k: replace(s, dtype=DType.FLOAT16) if s.dtype == DType.BFLOAT16 else s for k, s in storage.items()}
     else:
         return model

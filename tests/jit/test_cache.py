@@ -183,8 +183,9 @@ def test_a_damaged_entry_is_detected_and_rebuilt_with_a_warning(tmp_path, damage
 
     cache = RuntimeCache(tmp_path)
     assert not cache.is_cached(KEY)  # the next load will JIT
-    with pytest.warns(CacheWarning, match=f"{message}.*removing it and rebuilding"):
+    with pytest.warns(CacheWarning, match=f"{message}.*removing it and rebuilding") as caught:
         entry = cache.get_or_build(KEY, functools.partial(_build, counter=calls))
+    assert caught[0].filename == __file__  # the warning points at the app's line, not into rtxrt
     assert len(calls) == 2
     assert entry.get(KERNEL) == CUBIN and RuntimeCache(tmp_path).is_cached(KEY)
     assert len(cache.entries()) == 1  # the damaged one is gone, not left beside
