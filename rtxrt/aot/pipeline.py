@@ -11,6 +11,7 @@ from ..ir.infer import infer_types
 from ..ir.rewrite import prune_types
 from .options import AotOptions
 from .pass_result import PassResult
+from .passes.precision import check_keep_fp32
 from .report import AotReport
 
 Pass = Callable[[Model, AotOptions], PassResult]
@@ -47,6 +48,7 @@ def load_pass(module: str, function: str) -> Pass:
 def optimize(model: Model, options: AotOptions) -> AotReport:
     """Run every pass in place; after each pass that changed something the graph is
     re-typed and re-checked, so a faulty rewrite is caught at the pass that made it."""
+    check_keep_fp32(model.graph, options.keep_fp32)  # names refer to the model as imported
     report = AotReport(nodes_before=len(model.graph.nodes))
     for module, function in PIPELINE:
         run_pass = load_pass(module, function)

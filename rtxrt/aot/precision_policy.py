@@ -123,6 +123,13 @@ FUSED_FROM: dict[str, tuple[str, ...]] = {
 }
 
 
+# Every op name ``--keep-fp32`` may give, in the model or not: fusion makes ops the imported
+# model may lack (a LayerNormalization from its pieces, rtxrt::FusedConv from a Conv).
+KNOWN_OPS: frozenset[str] = frozenset(
+    name for key in (*OP_CLASSES, "rtxrt::Elementwise") for name in (key, key.rpartition("::")[2])
+)
+
+
 def op_key(node: Node) -> str:
     """The node's op as the tables spell it: "Conv", "rtxrt::FusedConv"."""
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"

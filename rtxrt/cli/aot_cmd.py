@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..formatting import format_bytes
 from ..ir.shape_profile import parse_profile
 from ..jit.device import SUPPORTED_ARCHS
-from .inputs import parse_shapes
+from .arguments import UsageError, check_writable, shapes
 
 
 def add_parser(sub) -> None:
@@ -29,8 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precompile", metavar="ARCHS",
                    help="also embed the kernels compiled for these GPU archs, comma-separated (any of "
                         f"{','.join(SUPPORTED_ARCHS)}): a GPU of one of them compiles nothing on first launch")
-    p.add_argument("--shapes", help="the input shapes to precompile at, e.g. input:1x3x224x224,mask:1x128 "
-                                    "(default: the model's static shapes); other shapes compile on first use")
+    p.add_argument("--shapes", type=shapes,
+                   help="the input shapes to precompile at, e.g. input:1x3x224x224,mask:1x128 "
+                        "(default: the model's static shapes); other shapes compile on first use")
     p.add_argument("--profile", metavar="NAME:MIN:OPT:MAX,...",
                    help="shape range of inputs with symbolic dims, e.g. input_ids:1x8:1x128:8x512; sessions "
                         "specialize to the opt shapes at load and refuse shapes outside the range")
@@ -38,6 +39,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for path in filter(None, (args.output, args.report)):  # the default output sits beside the model
+        check_writable(path)
     output = args.output or args.model.with_suffix(".rtxir")
     keep = tuple(item for arg in args.keep_fp32 for item in arg.split(",") if item)
     try:
@@ -48,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     precompile = None
     if args.precompile is not None:
         archs = tuple(a.strip() for a in args.precompile.split(",") if a.strip())
-        precompile = PrecompileOptions(archs, parse_shapes(args.shapes))
-    elif args.shapes:
-        raise InputError("--shapes is for --precompile: name the GPU archs too, e.g. --precompile sm_86,sm_89")
+        precompile = PrecompileOptions(archs, args.shapes or {})
+    elif args.shapes is not None:
+        raise UsageError("--shapes is for --precompile: name the GPU archs too, e.g. --precompile sm_86,sm_89")
     profile = parse_profile(args.profile) if args.profile else None
     if precompile is not None and not precompile.shapes and profile:
         precompile = PrecompileOptions(precompile.archs, {n: r[1] for n, r in profile.items()})

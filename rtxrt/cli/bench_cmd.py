@@ -10,33 +10,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..formatting import format_bytes, table
 from ..runtime import Session
-from .inputs import parse_shapes, shaped_random_inputs
+from .arguments import non_negative_int, positive_int
+from .inputs import shaped_random_inputs
 from .jit_cmd import _common
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure latency and throughput of a model on this GPU (like trtexec)")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="the .rtxir (or .onnx) file to measure")
     _common(p)
-    p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--iterations", type=positive_int, default=200, help="timed runs (default 200)")
+    p.add_argument("--warmup", type=non_negative_int, default=20, help="untimed runs before them (default 20)")
     p.add_argument("--no-graph", action="store_true", help="launch kernels one by one instead of replaying a CUDA graph")
     p.add_argument("--profile", action="store_true", help="also time every step (node) on its own")
-    p.add_argument("--top", type=int, default=15, help="steps listed by --profile (slowest first)")
+    p.add_argument("--top", type=positive_int, default=15, help="steps listed by --profile (slowest first; default 15)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import cupy
-
-    if args.iterations < 1 or args.warmup < 0:
-        raise InputError("--iterations must be at least 1 and --warmup not negative")
+    # The Session first: without a usable GPU it says what is missing (CuPy, driver, device).
     session = Session(args.model, device=args.device, cache_dir=args.cache_dir, precision=args.precision,
                       progress=True, use_cuda_graph=not args.no_graph)
-    host = shaped_random_inputs(session.inputs, parse_shapes(args.shapes), 0)
+    import cupy
+
+    host = shaped_random_inputs(session.inputs, args.shapes, 0)
     for value in host.values():
         if value.dtype.kind == "f":
             value[value == 0] = 0.5

@@ -15,6 +15,7 @@ from ..aot import AotOptions, build_rtxir
 from ..formatting import format_bytes
 from ..runtime import Session
 from ..samples import DEFAULT_MODEL_NAME, default_model
+from .arguments import positive_int
 from .compare import differences, onnxruntime_available, run_onnxruntime
 
 TOLERANCE = 1e-4  # both sides compute in float32; only summation order differs (GPU: ~1e-6)
@@ -23,7 +24,7 @@ TOLERANCE = 1e-4  # both sides compute in float32; only summation order differs 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="compile and run the bundled default model end to end")
     p.add_argument("--workdir", type=Path, help="where to write the .onnx and .rtxir (default: a temp dir)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=positive_int, default=4, help="images per run (default 4)")
     p.set_defaults(handler=run)
 
 

@@ -1,72 +1,140 @@
-"""Inputs for ``rtxrt run``/``demo``: read from .npz or made up at random to fit the model."""
+"""Inputs for ``rtxrt run``/``jit``/``bench``: read from .npz/.npy or made up at random to fit
+the model."""
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..formatting import format_bytes
 from ..ir.dtypes import DType
 from ..runtime import IOInfo, Session
 
 
-def parse_dims(specs: list[str] | None) -> dict[str, int]:
-    """``["batch=4", "seq=128"]`` → {"batch": 4, "seq": 128}."""
-    dims = {}
-    for spec in specs or []:
-        name, sep, value = spec.partition("=")
-        if not sep or not value.isdigit():
-            raise InputError(f"--dim {spec!r}: expected NAME=SIZE, e.g. batch=4")
-        dims[name] = int(value)
-    return dims
+def load_inputs(path: Path, inputs: list[IOInfo]) -> dict[str, np.ndarray]:
+    """``--inputs``: an .npz with one array per input name (a lone array of any name for a
+    one-input model), or an .npy holding the only input's array."""
+    arrays = _read_arrays(path)
+    names = [info.name for info in inputs]
+    if isinstance(arrays, np.ndarray):
+        if len(inputs) != 1:
+            raise InputError(f"{path}: an .npy file holds one array, but the model has {len(inputs)} inputs "
+                             f"{names}; give an .npz file with one array per input name")
+        return {names[0]: arrays}
+    if len(inputs) == 1 and len(arrays) == 1 and names[0] not in arrays:
+        return {names[0]: next(iter(arrays.values()))}  # a lone unnamed array
+    return arrays
 
 
-def load_npz(path: Path, inputs: list[IOInfo]) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path) -> dict[str, np.ndarray] | np.ndarray:
+    """The arrays of an .npz (by name) or the array of an .npy; never unpickles anything."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            feeds = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read inputs ({exc})") from None
-    if len(inputs) == 1 and len(feeds) == 1 and inputs[0].name not in feeds:
-        feeds = {inputs[0].name: next(iter(feeds.values()))}  # a lone unnamed array
-    return feeds
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except OSError:
+        raise  # missing or unreadable: the message names the file
+    except MemoryError:
+        raise InputError(f"{path}: its arrays do not fit in memory") from None
+    except Exception as exc:  # numpy raises many kinds of error on damaged or pickled data
+        raise InputError(f"{path}: not a valid .npz or .npy file of numeric arrays "
+                         "(pickled objects are never loaded)") from exc
 
 
 def random_inputs(inputs: list[IOInfo], dims: dict[str, int], seed: int) -> dict[str, np.ndarray]:
     """Fresh random values: floats ~ N(0, 1), integers in [0, 10), booleans half true.
-    Symbolic dims take their size from ``dims`` (default 1); unknown dims are 1."""
+    Symbolic dims take their size from ``dims`` (default 1); unknown dims are 1. Sizes and
+    types are checked for every input before any is made."""
+    check_dims(dims, inputs)
+    planned = [(info, _shape(info, dims), _dtype(info)) for info in inputs]
+    _check_memory(planned)
     rng = np.random.default_rng(seed)
     feeds = {}
-    for info in inputs:
-        if info.shape is None:
-            raise InputError(f"input {info.name!r} has unknown rank; give it in an .npz file with --inputs")
-        shape = tuple(d if isinstance(d, int) else dims.get(d, 1) if isinstance(d, str) else 1 for d in info.shape)
-        dtype = DType.from_name(info.dtype)
-        if dtype.is_float:
-            feeds[info.name] = rng.standard_normal(shape).astype(dtype.numpy)
-        elif dtype == DType.BOOL:
-            feeds[info.name] = rng.random(shape) < 0.5
-        elif dtype.is_integer:
-            feeds[info.name] = rng.integers(0, 10, shape).astype(dtype.numpy)
-        else:
-            raise InputError(f"input {info.name!r} of type {info.dtype}: cannot make random values; use --inputs")
+    for info, shape, dtype in planned:
+        try:
+            feeds[info.name] = _random_array(rng, shape, dtype)
+        except MemoryError:  # where the OS does not say how much memory is free
+            raise InputError(_too_large(info, shape, math.prod(shape) * dtype.itemsize, None)) from None
     return feeds
 
 
-def parse_shapes(spec: str | None) -> dict[str, tuple[int, ...]]:
-    """``"input:1x3x224x224,mask:1x128"`` (trtexec's form) → {"input": (1, 3, 224, 224), ...}."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for item in filter(None, (spec or "").split(",")):
-        name, sep, dims = item.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.split("x")) if dims else ()
-        except ValueError:
-            shape = None
-        if not sep or not name or shape is None or any(d < 0 for d in shape):
-            raise InputError(f"--shapes {item!r}: expected NAME:DxDxD, e.g. input:1x3x224x224")
-        shapes[name] = shape
-    return shapes
+def check_dims(dims: dict[str, int], inputs: list[IOInfo]) -> None:
+    """Every ``--dim`` must name a symbolic dim of some input."""
+    symbolic = sorted({d for info in inputs for d in info.shape or () if isinstance(d, str)})
+    unknown = sorted(set(dims) - set(symbolic))
+    if unknown:
+        known = f"its symbolic dims are {', '.join(symbolic)}" if symbolic else "it has none (every input is static)"
+        raise InputError(f"--dim {', '.join(unknown)}: the model has no symbolic dim of that name; {known}")
+
+
+def _shape(info: IOInfo, dims: dict[str, int]) -> tuple[int, ...]:
+    if info.shape is None:
+        raise InputError(f"input {info.name!r} has unknown rank; give it in an .npz file with --inputs")
+    return tuple(d if isinstance(d, int) else dims.get(d, 1) if isinstance(d, str) else 1 for d in info.shape)
+
+
+def _dtype(info: IOInfo) -> DType:
+    try:
+        dtype = DType.from_name(info.dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not (dtype.is_float or dtype.is_integer or dtype == DType.BOOL):
+        raise InputError(f"input {info.name!r} of type {info.dtype}: cannot make random values; use --inputs")
+    return dtype
+
+
+def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+    """Values made in the input's own type (narrow types through float32 or int8), never in a
+    wider temporary: a large input must not take twice its size or more while being made."""
+    target = dtype.numpy
+    if dtype.is_float:
+        wide = np.float64 if target == np.float64 else np.float32
+        return rng.standard_normal(shape, dtype=wide).astype(target, copy=False)
+    if dtype == DType.BOOL:
+        return rng.integers(0, 2, shape, dtype=np.bool_)
+    native = target if target.kind in "iu" else np.int8  # int4 and other ml_dtypes
+    return rng.integers(0, 10, shape, dtype=native).astype(target, copy=False)
+
+
+def _check_memory(planned: list[tuple[IOInfo, tuple[int, ...], DType]]) -> None:
+    """Refuse inputs that together exceed the memory free now, before allocating any."""
+    free = available_memory()
+    if free is None:
+        return
+    total = 0
+    for info, shape, dtype in planned:
+        size = math.prod(shape) * dtype.itemsize
+        total += size
+        if total > free:
+            raise InputError(_too_large(info, shape, size, free))
+
+
+def _too_large(info: IOInfo, shape: tuple[int, ...], size: int, free: int | None) -> str:
+    room = f"this machine has {free} bytes ({format_bytes(free)}) free" if free is not None else "it does not fit"
+    return (f"input {info.name!r}: random {info.dtype} values of shape {list(shape)} take {size} bytes "
+            f"({format_bytes(size)}); {room}; choose smaller --dim/--shapes sizes or give --inputs")
+
+
+def available_memory() -> int | None:
+    """Bytes new arrays can take without swapping: Linux's MemAvailable (page cache counts as
+    free: the kernel hands it back), else the free physical pages; None where the OS does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def shaped_random_inputs(inputs: list[IOInfo], shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:

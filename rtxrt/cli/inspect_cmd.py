@@ -12,7 +12,7 @@ from ..ir.graph import Graph, Model, TensorType
 
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="show what a .rtxir file holds")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="the .rtxir file to show")
     p.add_argument("--nodes", action="store_true", help="also list every node with its input and output types")
     p.set_defaults(handler=run)
 

@@ -12,34 +12,35 @@ from ..errors import RtxrtError
 from ..formatting import format_bytes
 from ..jit.cache import ENV_VAR
 from ..runtime import Session
-from .inputs import parse_shapes, shaped_random_inputs
+from .arguments import non_negative_int, shapes
+from .inputs import shaped_random_inputs
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("jit", help="specialize a model to this GPU now and keep the result in the runtime cache")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="the .rtxir (or .onnx) file to specialize")
     _common(p)
     p.set_defaults(handler=run_jit)
     p = sub.add_parser("prewarm", help="JIT several models into the runtime cache (e.g. from an installer)")
-    p.add_argument("models", type=Path, nargs="+")
+    p.add_argument("models", type=Path, nargs="+", help="the .rtxir files to specialize")
     _common(p)
     p.add_argument("--low-priority", action="store_true", help="run at the lowest CPU priority (nice 19)")
     p.set_defaults(handler=run_prewarm)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shapes", help="input shapes for models with symbolic dims, e.g. input:1x3x224x224,mask:1x128")
+    p.add_argument("--shapes", type=shapes, default={},
+                   help="input shapes for models with symbolic dims, e.g. input:1x3x224x224,mask:1x128")
     p.add_argument("--cache-dir", type=Path, help=f"runtime cache directory (default: ${ENV_VAR}, else the user cache)")
-    p.add_argument("--device", type=int, default=0)
+    p.add_argument("--device", type=non_negative_int, default=0, help="index of the GPU to use (default 0)")
     p.add_argument("--precision", choices=["fp32"], help="override the .rtxir's precision annotations")
 
 
 def jit_one(path: Path, args: argparse.Namespace) -> dict:
     """Specialize one model; returns its Session's JIT statistics."""
     session = Session(path, device=args.device, cache_dir=args.cache_dir, precision=args.precision, progress=True)
-    shapes = parse_shapes(args.shapes) or None
-    if session.static_input_shapes() is None or shapes:
-        feeds = shaped_random_inputs(session.inputs, shapes or {}, 0)
+    if session.static_input_shapes() is None or args.shapes:
+        feeds = shaped_random_inputs(session.inputs, args.shapes, 0)
         session.engine({k: v.shape for k, v in feeds.items()})
     return session.stats | {"backend": session.backend}
 

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..formatting import format_bytes
+from .arguments import check_writable
 
 
 def add_parser(sub) -> None:
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..aot.refit import refit
 
+    check_writable(args.output)
     model = refit(args.model, args.weights, args.output, allow_unused=args.allow_unused)
     print(f"wrote {args.output} ({format_bytes(args.output.stat().st_size)}): "
           f"{len(model.graph.initializers)} initializers rebuilt from {args.weights}")

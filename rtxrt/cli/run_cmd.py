@@ -8,19 +8,23 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import InputError
+from ..errors import InputError, RtxrtError
 from ..formatting import summarize_array, table
 from ..ir.to_onnx import model_to_onnx
 from ..runtime import Session
-from .compare import differences, run_onnxruntime
-from .inputs import load_npz, open_session, parse_dims, random_inputs
+from .arguments import UsageError, check_writable, dim
+from .compare import differences, onnxruntime_available, run_onnxruntime
+from .inputs import load_inputs, open_session, random_inputs
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a .rtxir or .onnx model and print output summaries")
-    p.add_argument("model", type=Path)
-    p.add_argument("--inputs", type=Path, help=".npz file with one array per input name")
-    p.add_argument("--dim", action="append", metavar="NAME=SIZE", help="size of a symbolic dim for random inputs")
+    p.add_argument("model", type=Path, help="the .rtxir (or .onnx) file to run")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--inputs", type=Path, metavar="FILE",
+                       help=".npz file with one array per input name, or .npy file for a one-input model")
+    given.add_argument("--dim", type=dim, action="append", default=[], metavar="NAME=SIZE",
+                       help="size of a symbolic dim for random inputs (default 1); repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--save", type=Path, help="write the outputs to this .npz file")
     p.add_argument("--compare-onnxruntime", action="store_true",
@@ -31,12 +35,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     session = open_session(args.model)
     print(f"{args.model}: backend {session.backend}")
-    if args.inputs:
-        feeds = load_npz(args.inputs, session.inputs)
-    else:
-        feeds = random_inputs(session.inputs, parse_dims(args.dim), args.seed)
+    reference = _onnx_for_comparison(args, session) if args.compare_onnxruntime else None
+    feeds = load_inputs(args.inputs, session.inputs) if args.inputs else random_inputs(
+        session.inputs, dict(args.dim), args.seed)
     for name, value in feeds.items():
         print(f"  input  {name}: {summarize_array(value)}")
     start = time.perf_counter()
@@ -46,13 +50,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"  output {name}: {summarize_array(value)}")
     if args.save:
         np.savez(args.save, **outputs)
-    if args.compare_onnxruntime:
-        reference = _onnx_for_comparison(args, session)
+    if reference is not None:
         diffs = differences(outputs, run_onnxruntime(reference, feeds))
         print("compared with onnxruntime (CPU):")
         print(table([(d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}") for d in diffs],
                     ("output", "max abs err", "max rel err")))
     return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked without the model, before loading it."""
+    if args.onnx and not args.compare_onnxruntime:
+        raise UsageError("--onnx is the model to compare with: add --compare-onnxruntime")
+    if args.compare_onnxruntime and not onnxruntime_available():
+        raise RtxrtError("--compare-onnxruntime needs onnxruntime, which is not installed: pip install 'rtxrt[ort]'")
+    if args.save:
+        check_writable(args.save)
 
 
 def _onnx_for_comparison(args: argparse.Namespace, session: Session) -> onnx.ModelProto:
@@ -66,5 +79,6 @@ def _onnx_for_comparison(args: argparse.Namespace, session: Session) -> onnx.Mod
                          "pass the original model with --onnx MODEL.onnx")
     try:
         return model_to_onnx(session.model)
-    except Exception as exc:
-        raise InputError(f"cannot export the .rtxir graph to ONNX for comparison ({exc}); pass --onnx") from None
+    except Exception as exc:  # best effort: the exporter does not cover every attribute of every op
+        raise InputError(f"cannot export the .rtxir graph back to ONNX for comparison ({exc}); "
+                         "pass the original model with --onnx MODEL.onnx") from exc

@@ -66,9 +66,11 @@ def write_rtxir(model: Model, destination: str | os.PathLike | BinaryIO, *,
         with open(tmp, "wb") as f:
             pack_sections(f, parts)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file the caller asked for, not the temporary one
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
 
 

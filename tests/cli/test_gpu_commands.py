@@ -3,12 +3,13 @@ line (exit 1); on a GPU jit fills the cache that the next start reads, and bench
 latency percentiles and per-step times."""
 from __future__ import annotations
 
+import argparse
+
 import onnx
 import pytest
 
 from rtxrt.cli import main
-from rtxrt.cli.inputs import parse_shapes
-from rtxrt.errors import InputError
+from rtxrt.cli.arguments import shapes
 from rtxrt.runtime.device import find_gpu
 from rtxrt.samples import default_model
 
@@ -34,13 +35,13 @@ def test_without_a_gpu_each_command_says_so(model, tmp_path, command, capsys):
 
 @pytest.mark.parametrize("spec", ["image", "image:4xAx64", ":4x3", "image:4x-3"])
 def test_bad_shapes_are_named(spec):
-    with pytest.raises(InputError, match="--shapes"):
-        parse_shapes(spec)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected NAME:DxDxD"):
+        shapes(spec)
 
 
 def test_shapes_parse_as_trtexec_writes_them():
-    assert parse_shapes("input:1x3x224x224,mask:1x128") == {"input": (1, 3, 224, 224), "mask": (1, 128)}
-    assert parse_shapes(None) == {}
+    assert shapes("input:1x3x224x224,mask:1x128") == {"input": (1, 3, 224, 224), "mask": (1, 128)}
+    assert shapes("") == {}
 
 
 @pytest.mark.gpu

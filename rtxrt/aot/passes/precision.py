@@ -24,15 +24,17 @@ finite value, not inf, so a -3.4e38 attention mask stays a mask (-65504 in fp16)
 """
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from dataclasses import replace
 
+from ...errors import InputError
 from ...ir.dtypes import DType
 from ...ir.graph import Graph, Model, Node, NodePrecision, Storage
 from ...ir.rewrite import GraphIndex
 from ..options import AotOptions
 from ..pass_result import PassResult
-from ..precision_policy import EXACT_INPUTS, MODES, Mode, OpClass, answers_to, op_class, op_key
+from ..precision_policy import EXACT_INPUTS, KNOWN_OPS, MODES, Mode, OpClass, answers_to, op_class, op_key
 
 _FP32 = NodePrecision("fp32", "fp32")
 
@@ -98,6 +100,25 @@ def _pinned(graph: Graph, keep: tuple[str, ...], result: PassResult) -> set[int]
     for entry in sorted(wanted - matched):
         result.add(f"--keep-fp32 {entry}: no such node or op")
     return pinned
+
+
+def check_keep_fp32(graph: Graph, keep: tuple[str, ...]) -> None:
+    """Refuse a ``--keep-fp32`` entry that is neither the name or op type of a node of
+    ``graph`` (the model as imported: a fused node keeps the name of the node it grew from)
+    nor an op type at all, suggesting close matches: a typo must not pin nothing silently."""
+    known = {name for node in graph.nodes for name in answers_to(node)}
+    for entry in keep:
+        if entry not in known and entry not in KNOWN_OPS:
+            close = _close_matches(entry, sorted(known | KNOWN_OPS))
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise InputError(f"--keep-fp32 {entry!r}: the model has no node of that name and no op of that type{hint}")
+
+
+def _close_matches(entry: str, names: list[str]) -> list[str]:
+    """Up to three names like ``entry``, those differing only in case first ("relu" -> "Relu")."""
+    same_case = [name for name in names if name.lower() == entry.lower()]
+    similar = difflib.get_close_matches(entry, names, n=3)
+    return list(dict.fromkeys(same_case + similar))[:3]
 
 
 def _exact_values(graph: Graph) -> set[str]:

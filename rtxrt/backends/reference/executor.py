@@ -33,7 +33,10 @@ class ReferenceExecutor:
             if name not in graph.outputs:
                 raise InputError(f"unknown output {name!r}; the model's outputs are {graph.outputs}")
         values = check_feeds(graph, feeds)
-        results = self._run_graph(graph, values, {}, keep=set(wanted), last_use=self._last_use)
+        with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in onnxruntime
+            results = self._run_graph(graph, values, {}, keep=set(wanted), last_use=self._last_use)
+        for name in wanted:
+            check_output(name, results[name], graph.types.get(name))
         return {name: results[name] for name in wanted}
 
     def _run_graph(
@@ -63,8 +66,8 @@ class ReferenceExecutor:
                 result = kernel.run(*args)
             except RtxrtError:
                 raise
-            except Exception as exc:
-                raise ExecutionError(f"{node.label}: {type(exc).__name__}: {exc}") from exc
+            except Exception as exc:  # the kernel's own error type stays in the chain
+                raise ExecutionError(f"{node.label} {_failure(exc)}") from exc
             results = result if isinstance(result, (tuple, list)) else (result,)
             for name, value in zip(node.outputs, results):
                 if name:
@@ -89,6 +92,13 @@ class ReferenceExecutor:
     def _subgraph_runner(self, graph: Graph, feeds: dict[str, Any], outer: Mapping[str, Any]) -> list[Any]:
         results = self._run_graph(graph, dict(feeds), outer, keep=set(graph.outputs))
         return [results[o] for o in graph.outputs]
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong in a kernel, as a plain sentence ending a message that names the node."""
+    detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError's str is a repr
+    what = "ran out of memory" if isinstance(exc, MemoryError) else "failed"
+    return f"{what}: {detail}" if detail else what
 
 
 def refuse_weightless(graph: Graph) -> None:
@@ -142,6 +152,23 @@ def check_input(name: str, array: np.ndarray, declared: TensorType, symbols: dic
                 raise InputError(
                     f"input {name!r}: dim {axis} ({want!r}) is {got} but {seen[1]!r} gave {want!r} = {seen[0]}"
                 )
+
+
+def check_output(name: str, value: Any, declared: TensorType | None) -> None:
+    """An output must have the declared element type, rank and fixed dims: a model whose
+    declarations do not hold for what it computed (a damaged file, say) fails here instead of
+    handing the caller something else."""
+    if not isinstance(value, np.ndarray):
+        raise ExecutionError(f"output {name!r} is a {type(value).__name__}, not a tensor")
+    if declared is None:
+        return
+    matches = value.dtype == declared.dtype.numpy or (declared.dtype == DType.STRING and value.dtype.kind in "OUS")
+    if declared.shape is not None:
+        matches = matches and value.ndim == len(declared.shape) and all(
+            not isinstance(want, int) or want == got for want, got in zip(declared.shape, value.shape))
+    if not matches:
+        raise ExecutionError(f"output {name!r} came out as {value.dtype}{list(value.shape)} but the model declares "
+                             f"it {declared}")
 
 
 def _last_uses(graph: Graph) -> dict[str, int]:
