@@ -21,7 +21,6 @@ yield another graph; refit then refuses, and the model must be rebuilt with ``rt
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Union
 import numpy as np
 
 from .. import __version__
-from ..errors import FormatError, ModelError, RtxrtError
+from ..errors import FormatError, ModelError, RtxrtError, warn
 from ..format import RefitSource, graph_digest, read_refit_recipe, write_rtxir
 from ..frontend.onnx_import import load_onnx
 from ..ir.checker import check_model
@@ -125,8 +124,7 @@ def _attach(recipe: RefitSource, weights: dict[str, np.ndarray], label: str, all
             problems.append(f"weight {name!r} has shape {list(got.shape)}, expected {list(expected.shape)}")
     unused = [name for name in weights if name not in graph.stripped and name not in graph.initializers]
     if unused and allow_unused:
-        warnings.warn(f"{label}: ignoring {len(unused)} weight(s) the model does not have: {_listing(unused)}",
-                      stacklevel=3)
+        warn(f"{label}: ignoring {len(unused)} weight(s) the model does not have: {_listing(unused)}", UserWarning)
     elif unused:
         problems += [f"unexpected weight {name!r} (the model has no initializer of that name)" for name in unused]
     if problems:

@@ -10,9 +10,8 @@ from ..aot.options import PRECISIONS
 from ..aot.precompile import PrecompileOptions
 from ..errors import InputError
 from ..formatting import format_bytes
-from ..ir.shape_profile import parse_profile
 from ..jit.device import SUPPORTED_ARCHS
-from .arguments import UsageError, check_writable, shapes
+from .arguments import UsageError, check_writable, profile, shapes
 
 
 def add_parser(sub) -> None:
@@ -32,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--shapes", type=shapes,
                    help="the input shapes to precompile at, e.g. input:1x3x224x224,mask:1x128 "
                         "(default: the model's static shapes); other shapes compile on first use")
-    p.add_argument("--profile", metavar="NAME:MIN:OPT:MAX,...",
+    p.add_argument("--profile", type=profile, metavar="NAME:MIN:OPT:MAX,...",
                    help="shape range of inputs with symbolic dims, e.g. input_ids:1x8:1x128:8x512; sessions "
                         "specialize to the opt shapes at load and refuse shapes outside the range")
     p.set_defaults(handler=run)
@@ -54,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
         precompile = PrecompileOptions(archs, args.shapes or {})
     elif args.shapes is not None:
         raise UsageError("--shapes is for --precompile: name the GPU archs too, e.g. --precompile sm_86,sm_89")
-    profile = parse_profile(args.profile) if args.profile else None
-    if precompile is not None and not precompile.shapes and profile:
-        precompile = PrecompileOptions(precompile.archs, {n: r[1] for n, r in profile.items()})
-    result = build_rtxir(args.model, output, options, precompile_for=precompile, profile=profile)
+    if precompile is not None and not precompile.shapes and args.profile:
+        precompile = PrecompileOptions(precompile.archs, {n: r[1] for n, r in args.profile.items()})
+    result = build_rtxir(args.model, output, options, precompile_for=precompile, profile=args.profile)
     report = result.report
     print(f"wrote {output} ({format_bytes(output.stat().st_size)}) in {report.seconds:.2f} s, "
           f"opset {result.model.opset}, precision {options.precision}")

@@ -60,6 +60,21 @@ def shapes(text: str) -> dict[str, tuple[int, ...]]:
     return parsed
 
 
+def profile(text: str) -> dict[str, list[tuple[int, ...]]]:
+    """``"input_ids:1x8:1x128:8x512,mask:1x8:1x128:8x512"`` → {name: [min, opt, max]}."""
+    parsed = {}
+    for item in filter(None, text.split(",")):
+        name, *ranges = item.split(":")
+        try:
+            dims = [tuple(int(d) for d in r.split("x")) for r in ranges]
+        except ValueError:
+            dims = []
+        if not name or len(dims) != 3:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected NAME:MIN:OPT:MAX, e.g. input_ids:1x8:1x128:8x512")
+        parsed[name] = dims
+    return parsed
+
+
 def check_writable(path: Path) -> None:
     """Raise the OSError that writing ``path`` would raise, naming it, before any work is done:
     its folder is missing or read-only, or it is a folder itself."""
@@ -70,3 +85,11 @@ def check_writable(path: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
     if not os.access(folder, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+
+def add_trust_embedded_kernels(parser: argparse.ArgumentParser) -> None:
+    """The opt-in to run the machine code a .rtxir embeds (see FORMAT.md, "CUBINS")."""
+    parser.add_argument("--trust-embedded-kernels", action="store_true",
+                        help="also run the kernels `rtxrt aot --precompile` embedded in the file (GPU machine code "
+                             "from its builder; used only where bound to the file's graph) instead of compiling "
+                             "them; only for files whose builder you trust")

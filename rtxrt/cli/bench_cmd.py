@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     # The Session first: without a usable GPU it says what is missing (CuPy, driver, device).
     session = Session(args.model, device=args.device, cache_dir=args.cache_dir, precision=args.precision,
-                      progress=True, use_cuda_graph=not args.no_graph)
+                      progress=True, use_cuda_graph=not args.no_graph, embedded_kernels=args.trust_embedded_kernels)
     import cupy
 
     host = shaped_random_inputs(session.inputs, args.shapes, 0)

@@ -151,12 +151,12 @@ def shaped_random_inputs(inputs: list[IOInfo], shapes: dict[str, tuple[int, ...]
     return random_inputs(inputs, dims, seed)
 
 
-def open_session(path: Path) -> Session:
+def open_session(path: Path, *, embedded_kernels: bool = False) -> Session:
     """A Session on the GPU, or on the CPU reference backend when there is no usable GPU (the
     backend name says which; the reason is printed instead of warned)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        session = Session(path, fallback="cpu")
+    with warnings.catch_warnings():  # only the fallback's warning: other warnings still show
+        warnings.filterwarnings("ignore", r".*running the CPU reference backend \(fallback='cpu'\)", RuntimeWarning)
+        session = Session(path, fallback="cpu", embedded_kernels=embedded_kernels)
     if session.fallback_reason:
         print(f"no usable GPU ({session.fallback_reason}): running the {session.backend} backend")
     return session

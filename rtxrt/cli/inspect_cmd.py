@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_cubins(path: Path) -> None:
-    """Which GPUs start without compiling (rtxrt aot --precompile), and at which shapes."""
+    """The machine code the file embeds (rtxrt aot --precompile): for which GPUs, at which
+    shapes, whether each arch's cubins are bound to this file's graph, and when they run."""
     index = read_cubin_index(path)
     if not index.sizes:
         return
@@ -70,7 +71,11 @@ def _print_cubins(path: Path) -> None:
                         for arch in archs)
     shapes = "; ".join(", ".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in each.items())
                        for each in index.shapes)
-    print(f"  precompiled kernels: {kernels}; at input shapes {shapes or '-'}")
+    print(f"  precompiled kernels (GPU machine code): {kernels}; at input shapes {shapes or '-'}")
+    print("    they run only when asked (--trust-embedded-kernels, Session(embedded_kernels=True)), and only if bound")
+    for arch in archs:
+        problem = index.problems[arch]
+        print(f"    {arch}: " + (f"NOT USABLE: these cubins {problem}" if problem else "bound to this file's graph"))
 
 
 def _print_annotations(graph: Graph) -> None:

@@ -12,7 +12,7 @@ from ..errors import RtxrtError
 from ..formatting import format_bytes
 from ..jit.cache import ENV_VAR
 from ..runtime import Session
-from .arguments import non_negative_int, shapes
+from .arguments import add_trust_embedded_kernels, non_negative_int, shapes
 from .inputs import shaped_random_inputs
 
 
@@ -34,11 +34,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help=f"runtime cache directory (default: ${ENV_VAR}, else the user cache)")
     p.add_argument("--device", type=non_negative_int, default=0, help="index of the GPU to use (default 0)")
     p.add_argument("--precision", choices=["fp32"], help="override the .rtxir's precision annotations")
+    add_trust_embedded_kernels(p)
 
 
 def jit_one(path: Path, args: argparse.Namespace) -> dict:
     """Specialize one model; returns its Session's JIT statistics."""
-    session = Session(path, device=args.device, cache_dir=args.cache_dir, precision=args.precision, progress=True)
+    session = Session(path, device=args.device, cache_dir=args.cache_dir, precision=args.precision, progress=True,
+                      embedded_kernels=args.trust_embedded_kernels)
     if session.static_input_shapes() is None or args.shapes:
         feeds = shaped_random_inputs(session.inputs, args.shapes, 0)
         session.engine({k: v.shape for k, v in feeds.items()})

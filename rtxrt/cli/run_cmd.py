@@ -12,7 +12,7 @@ from ..errors import InputError, RtxrtError
 from ..formatting import summarize_array, table
 from ..ir.to_onnx import model_to_onnx
 from ..runtime import Session
-from .arguments import UsageError, check_writable, dim
+from .arguments import UsageError, add_trust_embedded_kernels, check_writable, dim
 from .compare import differences, onnxruntime_available, run_onnxruntime
 from .inputs import load_inputs, open_session, random_inputs
 
@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
                        help="size of a symbolic dim for random inputs (default 1); repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--save", type=Path, help="write the outputs to this .npz file")
+    add_trust_embedded_kernels(p)
     p.add_argument("--compare-onnxruntime", action="store_true",
                    help="also run onnxruntime (CPU) and print max abs/rel error per output")
     p.add_argument("--onnx", type=Path, help="the original .onnx for --compare-onnxruntime on a .rtxir "
@@ -36,7 +37,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
-    session = open_session(args.model)
+    session = open_session(args.model, embedded_kernels=args.trust_embedded_kernels)
     print(f"{args.model}: backend {session.backend}")
     reference = _onnx_for_comparison(args, session) if args.compare_onnxruntime else None
     feeds = load_inputs(args.inputs, session.inputs) if args.inputs else random_inputs(

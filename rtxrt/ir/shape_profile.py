@@ -73,18 +73,3 @@ def stored_profile(model: Model) -> ShapeProfile | None:
     except ValueError:
         raise InputError(f"the model's {METADATA_KEY} metadata is not valid JSON") from None
     return make_profile(model.graph, ranges)
-
-
-def parse_profile(spec: str) -> dict[str, list[tuple[int, ...]]]:
-    """``"input_ids:1x8:1x128:8x512,mask:1x8:1x128:8x512"`` → {name: [min, opt, max]}."""
-    profile = {}
-    for item in filter(None, spec.split(",")):
-        name, *shapes = item.split(":")
-        try:
-            parsed = [tuple(int(d) for d in s.split("x")) for s in shapes]
-        except ValueError:
-            parsed = []
-        if not name or len(parsed) != 3:
-            raise InputError(f"--profile {item!r}: expected NAME:MIN:OPT:MAX, e.g. input_ids:1x8:1x128:8x512")
-        profile[name] = parsed
-    return profile

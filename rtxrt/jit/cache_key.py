@@ -109,8 +109,10 @@ class CacheKey:
                 raise ValueError("wrong field types")
             return cls(obj["ir_hash"], obj["gpu_name"], tuple(cc), obj["driver_version"], obj["nvrtc_version"],
                        obj["aot_options"], obj["runtime_options"], obj["rtxrt_version"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed cache key: {exc!r}") from None
+        except KeyError as exc:
+            raise ValueError(f"malformed cache key: it lacks {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise ValueError(f"malformed cache key: {exc}") from None
 
     @cached_property
     def digest(self) -> str:

@@ -130,7 +130,7 @@ def _cuda_runtime() -> Any:
     except ModuleNotFoundError as exc:
         raise NoGpuError(f"CuPy is not installed, so rtxrt cannot use a GPU: {INSTALL_HINT}") from exc
     except Exception as exc:  # installed but broken (a missing CUDA library, ...)
-        raise NoGpuError(f"CuPy does not load ({type(exc).__name__}: {exc}); reinstall it: {INSTALL_HINT}") from exc
+        raise NoGpuError(f"CuPy does not load ({exc}); reinstall it: {INSTALL_HINT}") from exc
     return runtime
 
 

@@ -172,15 +172,15 @@ def test_symbolic_inputs_without_shapes_are_named_with_an_example(built, tmp_pat
     assert "x float32[batch,4,8,8] have symbolic dims" in err and "--shapes x:1x4x8x8" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--precompile", "sm_86", "--shapes", "image:1x4x8x8"], "unknown input(s) ['image']"),
-    (["--precompile", "sm_86", "--shapes", "x:1x4x9x8"], "does not fit float32[batch,4,8,8]"),
-    (["--shapes", "x:1x4x8x8"], "--shapes is for --precompile"),
-    (["--precompile", "sm_86", "--shapes", "x:1x4x8x8", "--weightless"], "cannot go with --weightless"),
+@pytest.mark.parametrize("argv, message, code", [
+    (["--precompile", "sm_86", "--shapes", "image:1x4x8x8"], "unknown input(s) ['image']", 1),
+    (["--precompile", "sm_86", "--shapes", "x:1x4x9x8"], "does not fit float32[batch,4,8,8]", 1),
+    (["--shapes", "x:1x4x8x8"], "--shapes is for --precompile", 2),  # a bad command line
+    (["--precompile", "sm_86", "--shapes", "x:1x4x8x8", "--weightless"], "cannot go with --weightless", 1),
 ])
-def test_bad_precompile_requests_are_refused_clearly(built, tmp_path, capsys, argv, message):
+def test_bad_precompile_requests_are_refused_clearly(built, tmp_path, capsys, argv, message, code):
     onnx_path, _, _ = built
-    assert main(["aot", str(onnx_path), "-o", str(tmp_path / "m.rtxir"), *argv]) == 1
+    assert main(["aot", str(onnx_path), "-o", str(tmp_path / "m.rtxir"), *argv]) == code
     assert message in capsys.readouterr().err
 
 
@@ -305,6 +305,17 @@ def test_a_swapped_cubin_with_resealed_checksums_is_refused(built):
     assert read_cubins(forged, "sm_90") == read_cubins(data, "sm_90")
 
 
+def test_inspect_shows_cubins_that_are_not_bound(built, tmp_path, capsys):
+    _, _, path = built
+    data = path.read_bytes()
+    forged = tmp_path / "forged.rtxir"
+    forged.write_bytes(with_cubin(data, "sm_86", min(read_cubins(data, "sm_86")), fake_cubin("sm_86")))
+    assert main(["inspect", str(forged)]) == 0
+    out = capsys.readouterr().out
+    assert "sm_86: NOT USABLE: these cubins are not the ones built for this file's graph" in out
+    assert "sm_90: bound to this file's graph" in out
+
+
 def test_cubins_moved_from_another_graph_are_refused(built):
     """The same kernels (same names: the same sources) under another file's weights."""
     _, _, path = built
@@ -356,10 +367,11 @@ def test_inspect_lists_the_archs_sizes_and_shapes(built, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "rtxir format 1.2" in out and "CUBINS" in out
-    line = next(row for row in out.splitlines() if "precompiled kernels:" in row)
+    line = next(row for row in out.splitlines() if "precompiled kernels (GPU machine code):" in row)
     for arch in ARCHS:
         assert f"{arch} {len(runtime_plan(path, arch).kernels)} (" in line
-    assert "x:2x4x8x8" in line
+        assert f"    {arch}: bound to this file's graph" in out
+    assert "x:2x4x8x8" in line and "they run only when asked (--trust-embedded-kernels" in out
     assert main(["inspect", str(plain)]) == 0
     assert "precompiled" not in capsys.readouterr().out
 

@@ -2,6 +2,8 @@
 says so (the default) or, with fallback="cpu", warns and runs the reference backend."""
 from __future__ import annotations
 
+import argparse
+
 import sys
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 
 import rtxrt
 from rtxrt.aot import build_rtxir
-from rtxrt.ir.shape_profile import make_profile, parse_profile
+from rtxrt.cli.arguments import profile
+from rtxrt.ir.shape_profile import make_profile
 from rtxrt.jit.device import NoGpuError
 from rtxrt.runtime.device import find_gpu
 from tests.helpers import add_relu_model
@@ -79,11 +82,22 @@ def test_is_cached_is_false_without_a_gpu(model_path, tmp_path):
 
 
 def test_profiles_parse_from_the_command_line_form():
-    assert parse_profile("ids:1x8:1x128:8x512,mask:1x8:1x128:8x512") == {
+    assert profile("ids:1x8:1x128:8x512,mask:1x8:1x128:8x512") == {
         "ids": [(1, 8), (1, 128), (8, 512)], "mask": [(1, 8), (1, 128), (8, 512)]}
     for bad in ("ids:1x8:1x128", "ids:1xA:1:2", ":1:2:3"):
-        with pytest.raises(rtxrt.InputError, match="--profile"):
-            parse_profile(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match="expected NAME:MIN:OPT:MAX"):
+            profile(bad)
+
+
+def test_a_malformed_profile_is_a_command_line_error(tmp_path, capsys):
+    import onnx
+
+    from rtxrt.cli import main
+
+    onnx.save(add_relu_model(), str(tmp_path / "m.onnx"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["aot", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.rtxir"), "--profile", "x:1x4:2x4"])
+    assert exit_.value.code == 2 and "expected NAME:MIN:OPT:MAX" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
