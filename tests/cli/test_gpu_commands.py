@@ -56,3 +56,25 @@ def test_jit_fills_the_cache_and_bench_reports(model, tmp_path, capsys):
     out = capsys.readouterr().out
     for expected in ("latency (host)", "GPU time (events)", "p99", "throughput", "per step"):
         assert expected in out, out
+
+
+@pytest.mark.gpu
+def test_embedded_kernels_run_only_with_the_trust_flag(tmp_path, capsys):
+    """A file precompiled for this GPU's arch: `jit` compiles every kernel anyway, unless the
+    user trusts the file's builder with --trust-embedded-kernels (then it compiles none)."""
+    from rtxrt.jit.device import SUPPORTED_ARCHS, probe
+
+    arch = probe().arch
+    if arch not in SUPPORTED_ARCHS:
+        pytest.skip(f"{arch} is not an arch --precompile offers")
+    onnx.save(default_model(), str(tmp_path / "m.onnx"))
+    path = tmp_path / "m.rtxir"
+    assert main(["aot", str(tmp_path / "m.onnx"), "-o", str(path), "--precompile", arch,
+                 "--shapes", "image:2x3x64x64"]) == 0
+    capsys.readouterr()
+    assert main(["jit", str(path), "--shapes", "image:2x3x64x64", "--cache-dir", str(tmp_path / "a")]) == 0
+    compiled = capsys.readouterr().out
+    assert "compiled" in compiled and "compiled 0 kernels" not in compiled
+    assert main(["jit", str(path), "--shapes", "image:2x3x64x64", "--cache-dir", str(tmp_path / "b"),
+                 "--trust-embedded-kernels"]) == 0
+    assert "compiled 0 kernels" in capsys.readouterr().out
