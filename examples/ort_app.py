@@ -5,9 +5,10 @@
 
 Everything below the opt-in is plain onnxruntime code. The two opt-in lines make
 onnxruntime.InferenceSession(..., providers=["RtxrtExecutionProvider", ...]) run on rtxrt
-(nodes rtxrt cannot run still run in onnxruntime). Without a GPU, rtxrt's parts run on its CPU
-reference backend. The script compares every output with plain CPU onnxruntime and exits
-with status 1 on a mismatch.
+(nodes rtxrt cannot run still run in onnxruntime). Without a GPU the provider claims no node
+and onnxruntime's CPU provider runs the whole model (RTXRT_EP_CPU_DEVICE=1 runs rtxrt's parts
+on its CPU reference backend instead). The script compares every output with plain CPU
+onnxruntime and exits with status 1 on a mismatch.
 """
 import rtxrt_ep  # opt-in to rtxrt: the only rtxrt-specific lines in this file
 

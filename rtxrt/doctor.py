@@ -2,7 +2,9 @@
 
 ``diagnose()`` runs every check and returns a ``Report``: a list of ``Check``s (a problem has
 ``ok=False`` and the fix to apply; ``ok=None`` is information) and the facts behind them as
-plain JSON values, for support tickets. Nothing here raises: a check that fails unexpectedly
+plain JSON values, for support tickets. A check whose prerequisite failed (the GPU, NVRTC and
+cuBLAS checks need CuPy; the GPU check needs the driver) is skipped and names it in ``needs``,
+so one cause is one problem. Nothing here raises: a check that fails unexpectedly
 becomes a problem naming the error. Nothing is written except one temporary file, removed at
 once, to learn whether the cache directory is writable.
 """
@@ -33,17 +35,26 @@ LOW_DISK_BYTES = 512 * 1024**2  # below this, a large model's kernels may not fi
 DRIVER_FIX = ("install or update the NVIDIA driver (https://www.nvidia.com/drivers); in a container, "
               "start it with the GPU exposed (docker run --gpus all ...)")
 _CUPY = re.compile(r"cupy(-cuda\d+x|-rocm-[\d-]+)?")
+# What a check needs to be worth running, as the prerequisite checks' names; and how a skipped
+# check names them.
+_NEEDS = {"nvrtc": ("cupy",), "gpu": ("cupy", "driver"), "cublas": ("cupy",)}
+_NEED_LABELS = {"cupy": "CuPy", "driver": "a working NVIDIA driver"}
 
 
 @dataclass(frozen=True)
 class Check:
     """One thing checked. ``ok``: True fine, False a problem (``fix`` says what to do), None
-    information only."""
+    information only. ``needs``: the failed checks it needs; non-empty when it was skipped."""
 
     name: str
     ok: bool | None
     detail: str
     fix: str = ""
+    needs: tuple[str, ...] = ()
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.needs)
 
 
 @dataclass
@@ -107,12 +118,26 @@ def diagnose(cache_dir: str | os.PathLike | None = None) -> Report:
         ("cublas", _cublas), ("cache dir", lambda r: _cache(r, cache_dir)),
     ]
     for name, step in steps:
+        failed = [need for need in _NEEDS.get(name, ()) if _failed(report, need)]
+        if failed:
+            report.checks.append(_skipped(name, failed))
+            continue
         try:
             report.checks.extend(step(report))
         except Exception as exc:  # noqa: BLE001 -- a diagnostic tool reports its own failures instead of dying
             report.checks.append(Check(name, False, f"the check itself failed: {type(exc).__name__}: {exc}",
                                        "report this, with the output of `rtxrt doctor --json`"))
     return report
+
+
+def _failed(report: Report, name: str) -> bool:
+    return any(c.name == name and c.ok is False for c in report.checks)
+
+
+def _skipped(name: str, failed: list[str]) -> Check:
+    """Check ``name`` not run: the checks ``failed`` it needs are problems already, with their fix."""
+    needs = " and ".join(_NEED_LABELS[n] for n in failed)
+    return Check(name, None, f"skipped: needs {needs} (see {', '.join(repr(n) for n in failed)})", needs=tuple(failed))
 
 
 # --- the checks, in the order they are shown ------------------------------------------------------
@@ -201,13 +226,9 @@ def _nvrtc(report: Report) -> list[Check]:
 
 
 def _gpus(report: Report) -> list[Check]:
-    from .jit.device import UnsupportedGpuError, check_compute_capability, target_arch
+    from cupy.cuda import runtime  # CuPy loads: the check runs only after 'cupy' passed
 
-    if not report.facts["cupy"]["installed"]:
-        return [Check("gpu", False, "no GPU can be used: CuPy is missing or broken (see 'cupy')", _install_hint(report))]
-    if not report.facts["driver"]["present"]:
-        return [Check("gpu", False, "no GPU: this machine has no working NVIDIA driver (see 'driver')", DRIVER_FIX)]
-    from cupy.cuda import runtime
+    from .jit.device import UnsupportedGpuError, check_compute_capability, target_arch
 
     try:
         count = runtime.getDeviceCount()

@@ -18,7 +18,7 @@ from onnx import helper
 
 from . import PROVIDER
 from .options import ProviderOptions
-from .partition import ONNXRUNTIME, RTXRT, Partition, _reads, node_names, partition
+from .partition import ONNXRUNTIME, RTXRT, Partition, _reads, external_data, node_names, partition
 
 OP_TYPE = "EPContext"
 DOMAIN = "com.microsoft"
@@ -42,6 +42,8 @@ def compile_ep_context(model: str | os.PathLike | onnx.ModelProto, output: str |
     source_name = Path(model).name if isinstance(model, (str, os.PathLike)) else ""
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
+    else:
+        _refuse_external_data(model)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     graph = model.graph
@@ -150,6 +152,18 @@ def rtxrt_source(part: Partition) -> bytes:
     if len(nodes) == 1 and _is_context(nodes[0]):
         return next(a.s for a in nodes[0].attribute if a.name == "ep_cache_context")
     return part.model.SerializeToString()
+
+
+def _refuse_external_data(model: onnx.ModelProto) -> None:
+    """A ModelProto whose external data was not loaded has no folder to read it from (the
+    current directory is not one): rtxrt.ModelError naming the tensors."""
+    from rtxrt.errors import ModelError
+
+    external = external_data(model)
+    if external:
+        raise ModelError(f"tensor(s) {sorted(external)} of the model keep their data in external file(s) "
+                         f"{sorted(set(external.values()))}, which a model in memory has no folder to find in: "
+                         f"pass the model's path, or load it with onnx.load(path) (which reads that data)")
 
 
 def _is_context(node: onnx.NodeProto) -> bool:

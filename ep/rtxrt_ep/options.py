@@ -8,7 +8,11 @@ has one (``device_id``, ``enable_cuda_graph``, ``nv_runtime_cache_path``,
 
 ``dynamic_shapes_specialization`` defaults to "lazy": the NvTensorRtRtx provider leaves
 TensorRT-RTX's ``DynamicShapesKernelSpecializationStrategy`` at its default, kLAZY (compile
-shape-specialized kernels in the background, run generic ones meanwhile)."""
+shape-specialized kernels in the background, run generic ones meanwhile).
+
+``embedded_kernels`` defaults to "0": machine code a .rtxir carries (``rtxrt aot --precompile``,
+or an EP-context model's contexts) comes from whoever built the file, so it runs only when the
+user opts in; otherwise the JIT compiles the kernels itself."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -43,6 +47,7 @@ class ProviderOptions:
     dynamic_shapes_specialization: str = "lazy"
     min_subgraph_size: int = 1
     verbose: bool = False
+    embedded_kernels: bool = False  # run the cubins a .rtxir carries (trust its builder)
 
     def profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """``{input: (min, opt, max)}`` as ``rtxrt.Session(profile=...)`` takes it."""
@@ -156,4 +161,5 @@ _PARSERS = {
     "dynamic_shapes_specialization": _specialization,
     "min_subgraph_size": lambda key, raw: _integer(key, raw, 1),
     "verbose": _boolean,
+    "embedded_kernels": _boolean,
 }

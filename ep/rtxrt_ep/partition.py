@@ -68,6 +68,24 @@ def partition(model: onnx.ModelProto, options: ProviderOptions | None = None) ->
             for index, (kind, group) in enumerate(groups)]
 
 
+def onnxruntime_only(model: onnx.ModelProto) -> list[Partition]:
+    """The partitioning when the provider claims nothing: the whole graph, onnxruntime's."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [vi.name for vi in graph.input if vi.name not in initializers]
+    return [Partition(0, ONNXRUNTIME, node_names(graph), inputs, [vi.name for vi in graph.output], model)]
+
+
+def external_data(model: onnx.ModelProto) -> dict[str, str]:
+    """``{tensor name: file}`` for every tensor (initializers, Constant values, in subgraphs
+    too) whose data is still in an external file rather than in the model."""
+    found: dict[str, str] = {}
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            found[tensor.name] = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+    return found
+
+
 def summary(partitions: list[Partition]) -> str:
     """A few lines a person reads: how many nodes each partition has, which ops, its I/O."""
     counts = Counter(p.kind for p in partitions)
@@ -134,6 +152,25 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield attr.g
         elif attr.type == onnx.AttributeProto.GRAPHS:
             yield from attr.graphs
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers, tensor attributes (subgraphs' too), and the
+    values and indices of sparse ones."""
+    sparse = list(graph.sparse_initializer)
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                sparse.append(attr.sparse_tensor)
+            sparse += attr.sparse_tensors
+        for sub in _subgraphs(node):
+            yield from _tensors(sub)
+    for tensor in sparse:
+        yield from (tensor.values, tensor.indices)
 
 
 def _reads(node: onnx.NodeProto) -> list[str]:

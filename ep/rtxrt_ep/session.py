@@ -1,11 +1,16 @@
 """``InferenceSession``: a drop-in for ``onnxruntime.InferenceSession`` with RtxrtExecutionProvider.
 
-Without "RtxrtExecutionProvider" in ``providers`` it is a plain onnxruntime session. With it,
-the model is partitioned (``partition.py``); each rtxrt partition runs in an ``rtxrt.Session``
-(JIT on GPU ``device_id``; with "CPUExecutionProvider" also listed, on the numpy reference
-backend where there is no usable GPU, and in onnxruntime where rtxrt cannot build it), each
-other partition in an onnxruntime session (CUDA provider where onnxruntime has it, else CPU).
-Partitions run in order; values pass between them by name.
+Without "RtxrtExecutionProvider" in ``providers`` it is a plain onnxruntime session. So it is
+when rtxrt's device probe finds no usable GPU ``device_id``: the provider claims no node, and
+one onnxruntime session runs the whole model on the other listed providers (CPU at least), as
+onnxruntime does with a provider it cannot use ($RTXRT_EP_CPU_DEVICE=1 opts out: rtxrt's
+partitions then run on its numpy reference backend, slowly, for tests without a GPU).
+
+With a GPU, the model is partitioned (``partition.py``); each rtxrt partition runs in an
+``rtxrt.Session`` (JIT on GPU ``device_id``; with "CPUExecutionProvider" also listed, in
+onnxruntime where rtxrt cannot build or run it), each other partition in an onnxruntime
+session (CUDA provider where onnxruntime has it, else CPU). Partitions run in order; values
+pass between them by name.
 
 Tensors between partitions: an rtxrt partition on the GPU takes and returns CuPy arrays, so
 values flowing from one GPU partition to the next stay on the device. An onnxruntime
@@ -27,12 +32,13 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 
 from . import PROVIDER
-from .ep_context import model_partitions, rtxrt_source
+from .ep_context import OP_TYPE, has_ep_context, model_partitions, rtxrt_source
 from .options import ProviderOptions, parse_provider_options
-from .partition import ONNXRUNTIME, RTXRT, Partition, summary
+from .partition import ONNXRUNTIME, RTXRT, Partition, external_data, onnxruntime_only, summary
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+CPU_DEVICE_ENV = "RTXRT_EP_CPU_DEVICE"  # "1": without a GPU, rtxrt's partitions run on the reference backend
 log = logging.getLogger("rtxrt_ep")
 
 
@@ -51,10 +57,17 @@ class InferenceSession:
                  provider_options: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any):
         names, per_provider = _normalize_providers(providers, provider_options)
         self._ort: Any = None
+        self._partitions: list[Partition] = []
         if PROVIDER not in names:
             self._ort = ort.InferenceSession(path_or_bytes, sess_options, providers, provider_options, **kwargs)
             return
         self.options: ProviderOptions = parse_provider_options(per_provider[names.index(PROVIDER)])
+        self._reference_backend = os.environ.get(CPU_DEVICE_ENV) == "1"
+        no_gpu = None if self._reference_backend else _gpu_problem(self.options.device_id)
+        if no_gpu:
+            others = [(n, o) for n, o in zip(names, per_provider) if n != PROVIDER] or [(CPU, {})]
+            self._leave_to_onnxruntime(path_or_bytes, others, no_gpu, sess_options, kwargs)
+            return
         self._providers = [PROVIDER] + [p for p in names if p != PROVIDER and p in ort.get_available_providers()]
         if CPU not in self._providers:
             self._providers.append(CPU)  # onnxruntime always has it too
@@ -62,7 +75,7 @@ class InferenceSession:
         self._ort_args = (sess_options, kwargs)
         self.model = _load(path_or_bytes)
         self._partitions = model_partitions(self.model, self.options, path_or_bytes)
-        (log.info if self.options.verbose else log.debug)("rtxrt_ep partitioning:\n%s", summary(self._partitions))
+        self._log_partitioning()
         self._types = _value_types(self.model)
         self._runners = []
         for part in self._partitions:
@@ -101,6 +114,7 @@ class InferenceSession:
             "nv_profile_opt_shapes": shapes["opt"], "nv_profile_max_shapes": shapes["max"],
             "dynamic_shapes_specialization": o.dynamic_shapes_specialization,
             "min_subgraph_size": str(o.min_subgraph_size), "verbose": str(int(o.verbose)),
+            "embedded_kernels": str(int(o.embedded_kernels)),
         }
         return {PROVIDER: rtxrt, **{p: {} for p in self._providers if p != PROVIDER}}
 
@@ -122,15 +136,40 @@ class InferenceSession:
         return None
 
     def partitions(self) -> list[Partition]:
-        return list(self._partitions) if not self._ort else []
+        return list(self._partitions)
 
     def partition_summary(self) -> str:
-        return summary(self._partitions) if not self._ort else "0 partition(s): onnxruntime runs the whole model"
+        if self._ort is not None and not self._partitions:  # the provider was not named
+            return "0 partition(s): onnxruntime runs the whole model"
+        return summary(self._partitions)
 
     def __getattr__(self, name: str) -> Any:  # the rest of onnxruntime's API, when it runs the model
         if name != "_ort" and self.__dict__.get("_ort") is not None:
             return getattr(self._ort, name)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    # --- building --------------------------------------------------------------------------------
+
+    def _leave_to_onnxruntime(self, source: Any, providers: list[tuple[str, dict[str, Any]]], no_gpu: str,
+                              sess_options: Any, kwargs: dict[str, Any]) -> None:
+        """No usable GPU: claim no node; one onnxruntime session runs the whole model on
+        ``providers`` (onnxruntime adds CPU), so the model runs as fast as in onnxruntime alone."""
+        self.model = _load(source, weights=False)  # the graph only: onnxruntime reads the weights
+        if has_ep_context(self.model):
+            contexts = [n.name for n in self.model.graph.node if n.op_type == OP_TYPE]
+            raise Fail(f"[ONNXRuntimeError] : 1 : FAIL : {PROVIDER}: no usable GPU ({no_gpu}), and the EPContext "
+                       f"nodes {contexts} of this EP-context model run only on rtxrt: load the original ONNX model "
+                       f"to run it on {CPU}, or set {CPU_DEVICE_ENV}=1 to run them on rtxrt's CPU reference "
+                       f"backend (slow)")
+        self._ort = ort.InferenceSession(_onnxruntime_source(source, self.model), sess_options,
+                                         [name for name, _ in providers], [opts for _, opts in providers], **kwargs)
+        self._partitions = onnxruntime_only(self.model)
+        log.warning("%s: no usable GPU (%s); every node runs on %s", PROVIDER, no_gpu,
+                    ", ".join(self._ort.get_providers()))
+        self._log_partitioning()
+
+    def _log_partitioning(self) -> None:
+        (log.info if self.options.verbose else log.debug)("rtxrt_ep partitioning:\n%s", summary(self._partitions))
 
     # --- running -------------------------------------------------------------------------------
 
@@ -175,7 +214,7 @@ class InferenceSession:
             from rtxrt.errors import RtxrtError
 
             try:
-                return _RtxrtRunner(part, self.options, self._cpu_fallback, self._graph_profile(part))
+                return _RtxrtRunner(part, self.options, self._reference_backend, self._graph_profile(part))
             except RtxrtError as exc:
                 if not self._cpu_fallback:
                     raise
@@ -254,16 +293,18 @@ class IOBinding:
 
 
 class _RtxrtRunner:
-    def __init__(self, part: Partition, options: ProviderOptions, cpu_fallback: bool,
+    def __init__(self, part: Partition, options: ProviderOptions, reference_backend: bool,
                  profile: dict[str, tuple[tuple[int, ...], ...]] | None):
+        """``reference_backend``: without a usable GPU, run on rtxrt's numpy reference backend
+        (only when $RTXRT_EP_CPU_DEVICE opts in; otherwise that is an RtxrtError)."""
         import rtxrt
 
         self.part = part
         self.session = rtxrt.Session(
             rtxrt_source(part), device=options.device_id, cache_dir=options.runtime_cache_path,
-            precision=options.precision, fallback="cpu" if cpu_fallback else None, progress=False,
+            precision=options.precision, fallback="cpu" if reference_backend else None, progress=False,
             use_cuda_graph=options.enable_cuda_graph, profile=profile,
-            specialization=options.dynamic_shapes_specialization)
+            specialization=options.dynamic_shapes_specialization, embedded_kernels=options.embedded_kernels)
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         from rtxrt.errors import RtxrtError
@@ -343,12 +384,43 @@ def _normalize_providers(providers: Any, provider_options: Any) -> tuple[list[st
     return names, options
 
 
-def _load(path_or_bytes: Any) -> onnx.ModelProto:
+def _gpu_problem(device_id: int) -> str | None:
+    """Why rtxrt cannot use GPU ``device_id``, as rtxrt's device probe tells it, or None when it can."""
+    from rtxrt.errors import RtxrtError
+    from rtxrt.jit import device
+
+    try:
+        device.probe(device_id)
+    except RtxrtError as exc:
+        return str(exc)
+    return None
+
+
+def _load(path_or_bytes: Any, weights: bool = True) -> onnx.ModelProto:
+    """The model, from a path (its external data read from beside it unless ``weights`` is
+    False), from bytes or as given. A model in memory whose tensors keep their data in
+    external files is refused: it has no folder to find them in, and the current directory is
+    not one (onnxruntime would read from there)."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return onnx.load_from_string(bytes(path_or_bytes))
-    if isinstance(path_or_bytes, onnx.ModelProto):
-        return path_or_bytes
-    return onnx.load(os.fspath(path_or_bytes))
+        model = onnx.load_from_string(bytes(path_or_bytes))
+    elif isinstance(path_or_bytes, onnx.ModelProto):
+        model = path_or_bytes
+    else:
+        return onnx.load(os.fspath(path_or_bytes), load_external_data=weights)
+    external = external_data(model)
+    if external:
+        files = sorted(set(external.values()))
+        raise InvalidArgument(f"[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : {PROVIDER}: the model was given as bytes, "
+                              f"but tensor(s) {sorted(external)} keep their data in external file(s) {files}, and "
+                              f"bytes have no folder to find them in: pass the model's path instead")
+    return model
+
+
+def _onnxruntime_source(source: Any, model: onnx.ModelProto) -> str | bytes:
+    """What onnxruntime.InferenceSession takes for ``source``: a path as it is, else bytes."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else model.SerializeToString()
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:

@@ -1,8 +1,10 @@
 """``rtxrt doctor [--json] [--cache-dir DIR]``: is this machine ready to run models on the GPU?
 
 Checks Python, rtxrt, CuPy, the NVIDIA driver, NVRTC, the GPUs, cuBLAS and the runtime cache,
-and prints every problem with the fix to apply. Exit code 0 when everything the GPU path needs
-is in place, 1 when a problem was found (without a GPU, that includes saying what still works).
+and prints every problem with the fix to apply; a check whose prerequisite failed (no CuPy: no
+GPU, NVRTC or cuBLAS check) is shown as skipped, so one cause is one problem. Exit code 0 when
+everything the GPU path needs is in place, 1 when a problem was found (without a GPU, that
+includes saying what still works).
 --json prints one JSON object with stable keys (see rtxrt.doctor.Report.to_json).
 """
 from __future__ import annotations
@@ -52,7 +54,12 @@ def render(report: Report) -> str:
     if not report.gpu_available:
         lines += ["", "No usable NVIDIA GPU on this machine, so models cannot run on the GPU here. What still works:",
                   *(f"  - {line}" for line in report.without_gpu())]
-    problems = len(report.problems)
-    lines += ["", "everything the GPU path needs is in place" if report.ok else
-              f"{problems} problem{'s' if problems != 1 else ''} found: apply the fixes above (exit code 1)"]
+    lines += ["", "everything the GPU path needs is in place" if report.ok else _problems_line(report)]
     return "\n".join(lines)
+
+
+def _problems_line(report: Report) -> str:
+    problems = len(report.problems)
+    skipped = sum(c.skipped for c in report.checks)
+    waiting = f", {skipped} check{'s' if skipped != 1 else ''} skipped until they are fixed" if skipped else ""
+    return f"{problems} problem{'s' if problems != 1 else ''} found{waiting}: apply the fixes above (exit code 1)"

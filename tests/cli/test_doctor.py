@@ -1,8 +1,11 @@
-"""`rtxrt doctor`: every problem comes with its fix; without a GPU it says so and what still works."""
+"""`rtxrt doctor`: every problem comes with its fix; one cause is one problem (what needs it is
+skipped); without a GPU it says so and what still works."""
 from __future__ import annotations
 
 import json
+import re
 import stat
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -36,7 +39,8 @@ def test_without_a_gpu_it_says_so_and_what_still_works(tmp_path, capsys):
     assert "No usable NVIDIA GPU on this machine" in out
     for works in ("rtxrt aot", "rtxrt inspect", "fallback='cpu'", "CPUExecutionProvider"):
         assert works in out
-    assert "FAIL  gpu" in out and "fix: " in out
+    # the GPU check fails, or is skipped because what it needs (CuPy, the driver) failed above
+    assert re.search(r"^  (FAIL  gpu|--    gpu +skipped: needs )", out, re.MULTILINE) and "fix: " in out
     assert out.rstrip().endswith("(exit code 1)")
 
 
@@ -46,9 +50,12 @@ def test_json_is_one_object_with_stable_keys(tmp_path, capsys):
     assert set(report) == TOP_KEYS and report["schema"] == 1
     assert code == (0 if report["ok"] else 1)
     assert report["ok"] == all(c["ok"] is not False for c in report["checks"])
+    names = [c["name"] for c in report["checks"]]
     for check in report["checks"]:
-        assert set(check) == {"name", "ok", "detail", "fix"}
+        assert set(check) == {"name", "ok", "detail", "fix", "needs"}
         assert check["ok"] is not False or check["fix"], f"problem without a fix: {check}"
+        for need in check["needs"]:  # a skipped check names failed checks listed before it
+            assert check["ok"] is None and names.index(need) < names.index(check["name"])
     assert set(report["cupy"]) == {"installed", "package", "version", "cuda_runtime"}
     assert set(report["driver"]) == {"present", "cuda_version"}
     assert set(report["nvrtc"]) == {"loadable", "version", "archs"}
@@ -73,6 +80,65 @@ def test_nvrtc_reports_its_version_and_targets(tmp_path):
     nvrtc = report.facts["nvrtc"]
     assert _check(report, "nvrtc").ok and nvrtc["loadable"]
     assert nvrtc["version"].count(".") == 1 and "sm_75" in nvrtc["archs"] and "sm_86" in nvrtc["archs"]
+
+
+# --- one cause, one problem --------------------------------------------------------------------
+
+@pytest.fixture
+def working_driver(monkeypatch):
+    """The driver check passes whatever this machine has, so CuPy is the only thing missing."""
+    def driver(report):
+        report.facts["driver"].update(present=True, cuda_version="12.8")
+        return [Check("driver", True, "supports CUDA 12.8")]
+
+    monkeypatch.setattr(doctor, "_driver", driver)
+
+
+def test_without_cupy_it_is_one_problem_and_what_needs_cupy_is_skipped(monkeypatch, working_driver, tmp_path):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` fails as when it is not installed
+    report = diagnose(tmp_path)
+    assert [(c.name, c.detail) for c in report.problems] == [
+        ("cupy", "CuPy is not installed, so rtxrt cannot use a GPU")]
+    assert "rtxrt[cuda12]" in _check(report, "cupy").fix
+    for name in ("nvrtc", "gpu", "cublas"):
+        check = _check(report, name)
+        assert (check.ok, check.detail, check.needs) == (None, "skipped: needs CuPy (see 'cupy')", ("cupy",))
+        assert not check.fix  # the fix is the one 'cupy' gives
+    assert not report.ok and not report.gpu_available
+
+
+def test_without_cupy_the_text_report_shows_one_fail_line(monkeypatch, working_driver, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert main(["doctor", "--cache-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("  FAIL")] == ["cupy"]
+    for name in ("nvrtc", "gpu", "cublas"):
+        assert re.search(rf"^  --    {name} +skipped: needs CuPy \(see 'cupy'\)$", out, re.MULTILINE), out
+    assert out.rstrip().endswith("1 problem found, 3 checks skipped until they are fixed: apply the fixes above "
+                                 "(exit code 1)")
+
+
+def test_without_cupy_the_json_says_what_each_skipped_check_needs(monkeypatch, working_driver, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert main(["doctor", "--json", "--cache-dir", str(tmp_path)]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["cupy"]["ok"] is False and checks["cupy"]["needs"] == []
+    assert checks["driver"]["ok"] is True
+    for name in ("nvrtc", "gpu", "cublas"):
+        assert checks[name]["ok"] is None and checks[name]["needs"] == ["cupy"]
+
+
+def test_without_a_driver_the_gpu_check_is_skipped_and_the_driver_is_the_problem(monkeypatch, tmp_path):
+    pytest.importorskip("cupy")
+
+    def no_driver(report):
+        return [Check("driver", False, "no NVIDIA driver found (libcuda.so.1: cannot open)", doctor.DRIVER_FIX)]
+
+    monkeypatch.setattr(doctor, "_driver", no_driver)
+    report = diagnose(tmp_path)
+    gpu = _check(report, "gpu")
+    assert (gpu.ok, gpu.needs) == (None, ("driver",)) and "needs a working NVIDIA driver (see 'driver')" in gpu.detail
+    assert "driver" in [c.name for c in report.problems] and "gpu" not in [c.name for c in report.problems]
 
 
 # --- the cache directory -----------------------------------------------------------------------

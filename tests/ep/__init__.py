@@ -55,3 +55,38 @@ def sequence_cut() -> onnx.ModelProto:
              helper.make_node("ConcatFromSequence", ["s"], ["c"], axis=0),
              helper.make_node("Exp", ["c"], ["y"])]
     return make_model(nodes, [tensor("x", [3, 4])], [tensor("y", [6, 4])])
+
+
+def resnet_style(blocks: int = 3, channels: int = 32) -> onnx.ModelProto:
+    """x[N, 3, 32, 32] -> Conv/BN/Relu stem -> ``blocks`` residual blocks (Conv, BN, Relu,
+    Conv, BN, Add the block's input, Relu) -> GlobalAveragePool -> Flatten -> Gemm -> y[N, 10]."""
+    rng = np.random.default_rng(3)
+    nodes, inits = [], []
+
+    def const(name, values):
+        inits.append(onnx.numpy_helper.from_array(np.asarray(values, np.float32), name))
+        return name
+
+    def conv_bn(x, cin, name, relu=True):
+        w = const(f"{name}_w", rng.standard_normal((channels, cin, 3, 3)) / np.sqrt(9 * cin))
+        stats = [const(f"{name}_{k}", v) for k, v in (("scale", 1 + 0.1 * rng.standard_normal(channels)),
+                                                      ("bias", 0.1 * rng.standard_normal(channels)),
+                                                      ("mean", 0.1 * rng.standard_normal(channels)),
+                                                      ("var", 1 + rng.random(channels)))]
+        nodes.append(helper.make_node("Conv", [x, w], [f"{name}_c"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("BatchNormalization", [f"{name}_c", *stats], [f"{name}_bn"]))
+        if not relu:
+            return f"{name}_bn"
+        nodes.append(helper.make_node("Relu", [f"{name}_bn"], [f"{name}_r"]))
+        return f"{name}_r"
+
+    h = conv_bn("x", 3, "stem")
+    for b in range(blocks):
+        inner = conv_bn(conv_bn(h, channels, f"b{b}a"), channels, f"b{b}b", relu=False)
+        nodes.append(helper.make_node("Add", [inner, h], [f"b{b}_sum"]))
+        nodes.append(helper.make_node("Relu", [f"b{b}_sum"], [f"b{b}_out"]))
+        h = f"b{b}_out"
+    nodes += [helper.make_node("GlobalAveragePool", [h], ["pool"]), helper.make_node("Flatten", ["pool"], ["flat"]),
+              helper.make_node("Gemm", ["flat", const("fc_w", rng.standard_normal((channels, 10)) / np.sqrt(channels)),
+                                        const("fc_b", np.zeros(10))], ["y"])]
+    return make_model(nodes, [tensor("x", ["N", 3, 32, 32])], [tensor("y", ["N", 10])], inits)

@@ -255,3 +255,33 @@ def test_an_unchanged_onnxruntime_app_loads_the_context_model_after_register(tmp
     assert [p.kind for p in session.partitions()] == ["rtxrt", "onnxruntime", "rtxrt"]
     for g, want in zip(got, expected(model), strict=True):
         np.testing.assert_allclose(g, want, rtol=RTOL, atol=ATOL)
+
+
+def test_machine_code_in_a_context_runs_only_when_embedded_kernels_is_set(tmp_path, monkeypatch):
+    compile_ep_context(cut_model(), tmp_path / "m_ctx.onnx")
+    seen = []
+    init = rtxrt.Session.__init__
+
+    def recording_init(self, source, **kwargs):
+        seen.append(kwargs["embedded_kernels"])
+        init(self, source, **kwargs)
+
+    monkeypatch.setattr(rtxrt.Session, "__init__", recording_init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        InferenceSession(str(tmp_path / "m_ctx.onnx"), providers=PROVIDERS)
+        InferenceSession(str(tmp_path / "m_ctx.onnx"), providers=[("RtxrtExecutionProvider", {"embedded_kernels": "1"}),
+                                                                  "CPUExecutionProvider"])
+    assert seen == [False, False, True, True]  # each session's two EPContext partitions
+
+
+def test_a_model_whose_external_data_was_not_loaded_is_refused_by_name(tmp_path, monkeypatch):
+    onnx.save(cut_model(), str(tmp_path / "cut.onnx"), save_as_external_data=True, location="cut.weights",
+              size_threshold=0)
+    monkeypatch.chdir(tmp_path)  # where the data is, but a model in memory has no folder
+    unloaded = onnx.load(str(tmp_path / "cut.onnx"), load_external_data=False)
+    with pytest.raises(ModelError, match=r"tensor\(s\) \['k', 'w', 'zero'\].*\['cut.weights'\].*pass the model's path"):
+        compile_ep_context(unloaded, tmp_path / "out" / "m_ctx.onnx")
+    compile_ep_context(tmp_path / "cut.onnx", tmp_path / "out" / "m_ctx.onnx")  # from its path it is read
+    for got, want in zip(run_drop_in(str(tmp_path / "out" / "m_ctx.onnx")), expected(cut_model()), strict=True):
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)

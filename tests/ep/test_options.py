@@ -9,6 +9,7 @@ def test_defaults():
     assert options.device_id == 0 and options.precision is None and options.runtime_cache_path is None
     assert options.enable_cuda_graph is True and options.dynamic_shapes_specialization == "lazy"
     assert options.min_subgraph_size == 1 and options.verbose is False
+    assert options.embedded_kernels is False  # machine code from a file's builder runs only on request
     assert options.profile() == {}
 
 
@@ -24,6 +25,7 @@ def test_every_option_in_onnxruntime_string_form():
         "dynamic_shapes_specialization": "eager",
         "min_subgraph_size": "3",
         "nv_detailed_build_log": "true",
+        "embedded_kernels": "1",
     })
     assert options.device_id == 1
     assert options.precision == "fp32"
@@ -37,6 +39,7 @@ def test_every_option_in_onnxruntime_string_form():
     assert options.dynamic_shapes_specialization == "eager"
     assert options.min_subgraph_size == 3
     assert options.verbose is True
+    assert options.embedded_kernels is True
 
 
 def test_field_names_and_python_values_are_accepted_too():
@@ -63,6 +66,7 @@ def test_unknown_keys_are_named_with_the_known_ones():
     ("device_id", "-1", "device_id must be >= 0"),
     ("enable_cuda_graph", "yes", "enable_cuda_graph must be 0/1"),
     ("verbose", "2", "verbose must be 0/1"),
+    ("embedded_kernels", "yes", "embedded_kernels must be 0/1"),
     ("precision", "fp8", "precision must be empty or one of"),
     ("dynamic_shapes_specialization", "sometimes", "must be one of"),
     ("min_subgraph_size", "0", "min_subgraph_size must be >= 1"),

@@ -1,5 +1,6 @@
 """InferenceSession: a drop-in for onnxruntime.InferenceSession that runs rtxrt partitions
-through rtxrt (the numpy reference backend here, no GPU) and the rest through onnxruntime."""
+through rtxrt (the numpy reference backend without a GPU: conftest.py opts in) and the rest
+through onnxruntime."""
 import ctypes
 import logging
 import os
@@ -7,6 +8,7 @@ import warnings
 from typing import ClassVar
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
@@ -71,9 +73,49 @@ def test_provider_options_both_spellings():
     for session in (listed, tupled):
         options = session.get_provider_options()
         assert options["RtxrtExecutionProvider"]["enable_cuda_graph"] == "0"
+        assert options["RtxrtExecutionProvider"]["embedded_kernels"] == "0"
         assert options["CPUExecutionProvider"] == {}
     with pytest.raises(ValueError, match="unknown provider option"):
         InferenceSession(data, providers=[("RtxrtExecutionProvider", {"trt_fp16_enable": "1"})])
+
+
+@pytest.fixture
+def session_keywords(monkeypatch) -> list[dict]:
+    """The keyword arguments of every rtxrt.Session built from here on, in order."""
+    seen: list[dict] = []
+    init = rtxrt.Session.__init__
+
+    def recording_init(self, source, **kwargs):
+        seen.append(kwargs)
+        init(self, source, **kwargs)
+
+    monkeypatch.setattr(rtxrt.Session, "__init__", recording_init)
+    return seen
+
+
+def test_embedded_kernels_run_only_when_the_option_says_so(session_keywords):
+    data = cut_chain().SerializeToString()
+    InferenceSession(data, providers=PROVIDERS)
+    assert [kw["embedded_kernels"] for kw in session_keywords] == [False, False]  # both rtxrt partitions
+    session_keywords.clear()
+    opted = InferenceSession(data, providers=PROVIDERS, provider_options=[{"embedded_kernels": "1"}, {}])
+    assert [kw["embedded_kernels"] for kw in session_keywords] == [True, True]
+    assert opted.get_provider_options()["RtxrtExecutionProvider"]["embedded_kernels"] == "1"
+
+
+def test_a_model_in_bytes_with_external_data_is_refused_not_read_from_the_current_directory(tmp_path, monkeypatch):
+    onnx.save(cut_chain(), str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.weights",
+              size_threshold=0)
+    monkeypatch.chdir(tmp_path)  # the data file is right here, where the current directory would find it
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                       match=r"given as bytes, but tensor\(s\) \['w'\] keep their data in external file\(s\) "
+                             r"\['m.weights'\].*pass the model's path"):
+        InferenceSession((tmp_path / "m.onnx").read_bytes(), providers=PROVIDERS)
+    from_path = InferenceSession(str(tmp_path / "m.onnx"), providers=PROVIDERS)
+    assert [p.kind for p in from_path.partitions()] == ["rtxrt", "onnxruntime", "rtxrt"]
+    theirs = ort.InferenceSession(cut_chain().SerializeToString(), providers=["CPUExecutionProvider"])
+    x = randn(3, 8)
+    np.testing.assert_allclose(from_path.run(None, {"x": x})[0], theirs.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
 def api_model():
