@@ -28,11 +28,14 @@ class AotResult:
     precompiled: list[ArchReport] = field(default_factory=list)
 
 
-def aot_compile(source: OnnxSource, options: AotOptions | None = None) -> AotResult:
-    """Import an ONNX model and run the optimization pipeline."""
+def aot_compile(source: OnnxSource, options: AotOptions | None = None, *,
+                base_dir: str | os.PathLike | None = None) -> AotResult:
+    """Import an ONNX model and run the optimization pipeline. ``base_dir``: the folder
+    external data is read from (see ``load_onnx``)."""
     options = options or AotOptions()
     start = time.perf_counter()
-    model = load_onnx(source)
+    model = load_onnx(source, base_dir=base_dir)
+    imported = time.perf_counter()
     recipe = source_recipe(model) if options.weightless else None
     if options.optimize:
         report = optimize(model, options)
@@ -40,15 +43,17 @@ def aot_compile(source: OnnxSource, options: AotOptions | None = None) -> AotRes
         report = AotReport(nodes_before=len(model.graph.nodes))
         report.finish(model)
     report.seconds = time.perf_counter() - start
+    report.import_seconds = imported - start
     report.weightless = options.weightless
     return AotResult(model, report, recipe)
 
 
-def compile_onnx(source: OnnxSource, options: AotOptions | None = None, *, round_trip: bool = False) -> Model:
+def compile_onnx(source: OnnxSource, options: AotOptions | None = None, *, round_trip: bool = False,
+                 base_dir: str | os.PathLike | None = None) -> Model:
     """The optimized IR of an ONNX model. With ``round_trip`` it is serialized to .rtxir bytes
-    and read back, exactly as a saved file would be."""
+    and read back, exactly as a saved file would be. ``base_dir``: as for ``load_onnx``."""
     options = options or AotOptions()
-    model = aot_compile(source, options).model
+    model = aot_compile(source, options, base_dir=base_dir).model
     if round_trip:
         from ..format import read_rtxir, to_bytes
 
@@ -58,10 +63,12 @@ def compile_onnx(source: OnnxSource, options: AotOptions | None = None, *, round
 
 def build_rtxir(source: OnnxSource, destination: str | os.PathLike, options: AotOptions | None = None, *,
                 precompile_for: PrecompileOptions | None = None,
-                profile: Mapping[str, Sequence[Sequence[int]]] | None = None) -> AotResult:
+                profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
+                base_dir: str | os.PathLike | None = None) -> AotResult:
     """``rtxrt aot``: compile an ONNX model and write the .rtxir file. ``precompile_for``
     also embeds the kernels compiled for those GPU archs (``--precompile``); ``profile``
-    ({input: (min, opt, max)}, ``--profile``) is kept in the file for sessions to use."""
+    ({input: (min, opt, max)}, ``--profile``) is kept in the file for sessions to use;
+    ``base_dir``: as for ``load_onnx``."""
     from ..format import read_rtxir, to_bytes, write_rtxir
 
     options = options or AotOptions()
@@ -70,7 +77,7 @@ def build_rtxir(source: OnnxSource, destination: str | os.PathLike, options: Aot
             raise InputError("--precompile cannot go with --weightless: refit rewrites the file without "
                              "its kernels; precompile the full build instead")
         check_archs(precompile_for.archs)
-    result = aot_compile(source, options)
+    result = aot_compile(source, options, base_dir=base_dir)
     if profile:
         result.model.metadata[METADATA_KEY] = make_profile(result.model.graph, profile).to_json()
     if options.weightless:

@@ -25,6 +25,8 @@ class AotReport:
     weight_bytes_by_dtype: dict[str, int] = field(default_factory=dict)
     device_weight_bytes_by_dtype: dict[str, int] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
+    # Import (ONNX → checked IR) and import plus passes.
+    import_seconds: float = 0.0
     seconds: float = 0.0
     # A weightless build writes no weight bytes; refit attaches them later.
     weightless: bool = False
@@ -65,6 +67,7 @@ class AotReport:
         return {
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
+            "import_seconds": round(self.import_seconds, 4),
             "seconds": round(self.seconds, 4),
             "weightless": self.weightless,
             "fusions": dict(sorted(self.fusions.items())),
@@ -78,7 +81,8 @@ class AotReport:
         }
 
     def summary(self) -> str:
-        lines = [f"nodes: {self.nodes_before} -> {self.nodes_after}"]
+        lines = [f"nodes: {self.nodes_before} -> {self.nodes_after}",
+                 f"time: import {self.import_seconds:.2f} s, passes {self.seconds - self.import_seconds:.2f} s"]
         if self.fusions:
             lines.append("fusions: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.fusions.items())))
         weights = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.weight_bytes_by_dtype.items()) or "none"

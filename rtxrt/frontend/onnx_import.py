@@ -1,8 +1,12 @@
-"""ONNX → IR: load (with external data), upgrade old opsets, inline local functions, run
-ONNX shape inference, convert to IR, check that every operator is supported."""
+"""ONNX → IR: load (external data only from inside the model's folder), upgrade old opsets,
+inline local functions, run ONNX shape inference, convert to IR, check that every operator is
+supported."""
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -11,26 +15,33 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import version_converter
 
-from ..errors import ModelError, UnsupportedOpError
+from ..errors import ModelError, RtxrtError, UnsupportedOpError
 from ..ir.checker import check_model
 from ..ir.graph import Graph, Model, Node, TensorType
 from ..ir.infer import infer_types
-from ..ir.onnx_codec import attr_from_proto, sparse_to_numpy, tensor_to_numpy, type_from_proto
+from ..ir.onnx_codec import TensorFromProto, attr_from_proto, sparse_to_numpy, type_from_proto
 from ..ir.ops import get_schema
+from .external_data import tensor_reader
 from .legacy import restore_legacy_resize_defaults, rewrite_coerced_hardmax
+from .onnx_hints import onnx_inferred_types
 
 MIN_OPSET = 13
 OnnxSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
 
-def load_onnx(source: OnnxSource) -> Model:
-    """Import an ONNX model (path, serialized bytes or ModelProto) into a checked, typed IR."""
-    proto, label, base_dir = _load_proto(source)
+def load_onnx(source: OnnxSource, *, base_dir: str | os.PathLike | None = None) -> Model:
+    """Import an ONNX model (path, serialized bytes or ModelProto) into a checked, typed IR.
+
+    External data is read only from inside ``base_dir``: by default the folder of a model
+    given as a path; a model given as bytes or a ModelProto has none unless named here."""
+    proto, label, folder = _load_proto(source)
+    if base_dir is not None:
+        folder = Path(base_dir)
     proto = _upgrade(proto, label)
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
-    hints = _onnx_inferred_types(proto)
-    graph = _convert_graph(proto.graph, base_dir, top_level=True)
+    hints = onnx_inferred_types(proto)
+    graph = _convert_graph(proto.graph, tensor_reader(folder), top_level=True)
     model = Model(
         graph=graph,
         opsets={(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in proto.opset_import},
@@ -45,7 +56,7 @@ def load_onnx(source: OnnxSource) -> Model:
     return model
 
 
-def _load_proto(source: OnnxSource) -> tuple[onnx.ModelProto, str, str | None]:
+def _load_proto(source: OnnxSource) -> tuple[onnx.ModelProto, str, Path | None]:
     if isinstance(source, onnx.ModelProto):
         return source, "model", None
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -57,12 +68,12 @@ def _load_proto(source: OnnxSource) -> tuple[onnx.ModelProto, str, str | None]:
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     try:
-        proto = onnx.load(str(path), load_external_data=True)
+        proto = onnx.load(str(path), load_external_data=False)  # external data: see external_data.py
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(f"{path}: not a valid ONNX model ({exc})") from None
     if not proto.HasField("graph"):
         raise ModelError(f"{path}: not a valid ONNX model (no graph)")
-    return proto, str(path), str(path.parent)
+    return proto, str(path), path.parent
 
 
 def _upgrade(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
@@ -87,66 +98,20 @@ def _upgrade(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     return upgraded
 
 
-def _onnx_inferred_types(proto: onnx.ModelProto) -> dict[str, TensorType]:
-    """ONNX's own inference of the top graph's intermediate types. rtxrt's rules decide;
-    these only fill in what the rules cannot tell (ONNX gets some shapes wrong, e.g. of
-    ConvTranspose with output_shape, so they are never treated as declared)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_without_large_weights(proto), data_prop=True)
-    except Exception:
-        return {}
-    hints = {}
-    for vi in inferred.graph.value_info:
-        t = type_from_proto(vi.type)
-        if t is not None and t.shape is not None:
-            # ONNX names dims it cannot relate "unk__N"; those say nothing.
-            t = TensorType(t.dtype, tuple(None if _invented(d) else d for d in t.shape))
-        if t is not None:
-            hints[vi.name] = t
-    return hints
-
-
-def _without_large_weights(proto: onnx.ModelProto, limit: int = 1024) -> onnx.ModelProto:
-    """A copy for shape inference in which large initializers are typed inputs: inference
-    needs their types, and the values only of small ones (shape tensors); copying and
-    serializing the weights was most of the import time."""
-    graph = proto.graph
-    light = onnx.GraphProto(name=graph.name)
-    light.node.extend(graph.node)
-    light.input.extend(graph.input)
-    light.output.extend(graph.output)
-    light.value_info.extend(graph.value_info)
-    declared = {vi.name for vi in graph.input}
-    for tensor in graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() > limit:
-            if tensor.name not in declared:
-                light.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-        else:
-            light.initializer.append(tensor)
-    model = onnx.ModelProto(ir_version=proto.ir_version, graph=light)
-    model.opset_import.extend(proto.opset_import)
-    return model
-
-
-def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = False) -> Graph:
+def _convert_graph(g: onnx.GraphProto, read: TensorFromProto, top_level: bool = False) -> Graph:
+    _check_unique_names(g)
     initializers: dict[str, np.ndarray] = {}
     for t in g.initializer:
-        try:
-            initializers[t.name] = tensor_to_numpy(t, base_dir)
-        except Exception as exc:
-            raise ModelError(f"initializer {t.name!r}: cannot read its data ({exc})") from None
+        with _reading(f"initializer {t.name!r}"):
+            initializers[t.name] = read(t)
     for st in g.sparse_initializer:
-        try:
-            initializers[st.values.name] = sparse_to_numpy(st, base_dir)
-        except Exception as exc:
-            raise ModelError(f"sparse initializer {st.values.name!r}: cannot read its data ({exc})") from None
+        with _reading(f"sparse initializer {st.values.name!r}"):
+            initializers[st.values.name] = sparse_to_numpy(st, read)
     types = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
-        t = type_from_proto(vi.type)
+        t = _declared_type(vi)
         if t is not None:
             types[vi.name] = t
-        elif vi.type.WhichOneof("value") not in (None, "tensor_type"):
-            raise ModelError(f"value {vi.name!r} has type {vi.type.WhichOneof('value')}; only tensors are supported")
     nodes = []
     used_names: set[str] = set()
     for index, n in enumerate(g.node):
@@ -154,7 +119,10 @@ def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = F
         while name in used_names:
             name += "_"
         used_names.add(name)
-        attrs = {a.name: attr_from_proto(a, lambda sub: _convert_graph(sub, base_dir)) for a in n.attribute}
+        attrs = {}
+        for a in n.attribute:
+            with _reading(f"{n.op_type} node {name!r}, attribute {a.name!r}"):
+                attrs[a.name] = attr_from_proto(a, lambda sub: _convert_graph(sub, read), read)
         node = Node(n.op_type, list(n.input), list(n.output), attrs, name, n.domain if n.domain != "ai.onnx" else "")
         if node.op_type == "Constant" and node.domain == "":
             _normalize_constant(node)
@@ -165,8 +133,54 @@ def _convert_graph(g: onnx.GraphProto, base_dir: str | None, top_level: bool = F
     return Graph(nodes, inputs, [vi.name for vi in g.output], types, initializers, g.name or "main")
 
 
-def _invented(dim) -> bool:
-    return isinstance(dim, str) and dim.startswith("unk__")
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Any failure to read a tensor becomes a ModelError naming the tensor."""
+    try:
+        yield
+    except RtxrtError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{what}: {exc}") from None
+
+
+def _check_unique_names(g: onnx.GraphProto) -> None:
+    """Each name is an input, an output and a value at most once (ONNX's single assignment);
+    a graph input may also have an initializer (its default, IR version < 4)."""
+    where = f"graph {g.name!r}"
+    for kind, names in (("input", [vi.name for vi in g.input]), ("output", [vi.name for vi in g.output]),
+                        ("initializer", [t.name for t in g.initializer]
+                         + [st.values.name for st in g.sparse_initializer])):
+        counts = Counter(names)
+        twice = next((name for name, count in counts.items() if count > 1), None)
+        if twice is not None:
+            raise ModelError(f"{where}: {kind} {twice!r} is declared {counts[twice]} times")
+    defined = {vi.name: "a graph input" for vi in g.input}
+    defined.update((t.name, "an initializer") for t in g.initializer)
+    defined.update((st.values.name, "a sparse initializer") for st in g.sparse_initializer)
+    for index, n in enumerate(g.node):
+        label = f"{n.op_type} node {n.name or f'{n.op_type}_{index}'!r}"
+        for name in filter(None, n.output):
+            if name in defined:
+                raise ModelError(f"{where}: {label} produces {name!r}, which is already {defined[name]}")
+            defined[name] = f"produced by {label}"
+
+
+def _declared_type(vi: onnx.ValueInfoProto) -> TensorType | None:
+    """The type a graph declares for a value; -1 (what old exporters write for "unknown")
+    is an unknown dim, any other negative size is refused."""
+    t = type_from_proto(vi.type)
+    if t is None:
+        if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+            raise ModelError(f"value {vi.name!r} has type {vi.type.WhichOneof('value')}; only tensors are supported")
+        return None
+    if t.shape is None:
+        return t
+    for axis, dim in enumerate(t.shape):
+        if isinstance(dim, int) and dim < -1:
+            raise ModelError(f"value {vi.name!r} declares dim {dim} at axis {axis} of shape {list(t.shape)}; "
+                             f"sizes cannot be negative")
+    return TensorType(t.dtype, tuple(None if dim == -1 else dim for dim in t.shape))
 
 
 _CONSTANT_FORMS = {
