@@ -12,7 +12,6 @@ import onnxruntime
 import pytest
 from rtxrt_ep.register import unregister
 
-import rtxrt
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "ort_app.py"
@@ -59,17 +58,9 @@ def test_ort_app_exits_nonzero_on_a_mismatch(app, monkeypatch, capsys):
 
 
 @pytest.mark.gpu
-def test_ort_app_runs_its_rtxrt_partitions_on_the_gpu_and_matches_onnxruntime(app, monkeypatch, capsys):
-    on_gpu = []
-    run = rtxrt.Session.run
-
-    def recording_run(self, output_names, feeds):
-        on_gpu.append(self.on_gpu)
-        return run(self, output_names, feeds)
-
-    monkeypatch.setattr(rtxrt.Session, "run", recording_run)
+def test_ort_app_runs_its_rtxrt_partitions_on_the_gpu_and_matches_onnxruntime(app, capsys, partitions_on_gpu):
     assert app.main([]) == 0
     out = capsys.readouterr().out
     assert "probs: float32[3, 4] matches onnxruntime CPU" in out
     assert "top_labels: int64[3, 2] matches onnxruntime CPU" in out
-    assert on_gpu and all(on_gpu), on_gpu  # every rtxrt partition ran on the GPU, none on the reference backend
+    assert partitions_on_gpu and all(partitions_on_gpu), partitions_on_gpu  # every rtxrt partition ran on the GPU, none on the reference backend

@@ -130,21 +130,13 @@ def test_an_ep_context_model_needs_a_gpu_or_the_opt_in(no_gpu, tmp_path):
 
 @pytest.mark.skipif(find_gpu() is not None, reason="with a GPU, rtxrt's partitions run on it")
 @pytest.mark.filterwarnings("ignore:rtxrt.*fallback='cpu'")
-def test_the_opt_in_runs_rtxrt_partitions_on_the_reference_backend(monkeypatch):
+def test_the_opt_in_runs_rtxrt_partitions_on_the_reference_backend(monkeypatch, partitions_on_gpu):
     monkeypatch.setenv(OPT_IN, "1")
-    on_gpu = []
-    run = rtxrt.Session.run
-
-    def recording_run(self, output_names, feeds):
-        on_gpu.append(self.on_gpu)
-        return run(self, output_names, feeds)
-
-    monkeypatch.setattr(rtxrt.Session, "run", recording_run)
     ours = InferenceSession(cut_chain().SerializeToString(), providers=[PROVIDER])  # CPU need not be listed
     assert [p.kind for p in ours.partitions()] == ["rtxrt", "onnxruntime", "rtxrt"]
     assert ours.get_providers() == [PROVIDER, CPU]
     ours.run(None, {"x": randn(2, 8)})
-    assert on_gpu == [False, False]
+    assert partitions_on_gpu == [False, False]
 
 
 def test_a_model_in_bytes_with_external_data_is_refused_not_read_from_the_current_directory(no_gpu, tmp_path,
