@@ -24,6 +24,7 @@ from ..ir.ops import get_schema
 from .external_data import tensor_reader
 from .legacy import restore_legacy_resize_defaults, rewrite_coerced_hardmax
 from .onnx_hints import onnx_inferred_types
+from .proto_check import check_proto
 
 MIN_OPSET = 13
 OnnxSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
@@ -35,6 +36,7 @@ def load_onnx(source: OnnxSource, *, base_dir: str | os.PathLike | None = None) 
     External data is read only from inside ``base_dir``: by default the folder of a model
     given as a path; a model given as bytes or a ModelProto has none unless named here."""
     proto, label, folder = _load_proto(source)
+    check_proto(proto, label)
     if base_dir is not None:
         folder = Path(base_dir)
     proto = _upgrade(proto, label)
