@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..ir.dtypes import DType
-from ..ir.graph import Graph, Model, Node, NodePrecision, Storage, TensorType
+from ..ir.graph import MAX_DIM, Graph, Model, Node, NodePrecision, Storage, TensorType
 from . import layout
 from .embedded import cubin_binding, cubin_problem
 from .writer import RefitSource
@@ -458,17 +458,18 @@ class _Decoder(_Checker):
     def type(self, obj: Any, where: str) -> TensorType:
         dtype = self.dtype(obj, where)
         shape = self.get(obj, "shape", (list, type(None)), where)
-        if shape is not None and not all(type(d) in (int, str, type(None)) for d in shape):
-            self.fail(where, "dimensions must be integers, strings or null")
+        if shape is not None and (len(shape) > layout.MAX_RANK or not all(map(_is_dim, shape))):
+            self.fail(where, f"shape must be at most {layout.MAX_RANK} dimensions, each an integer in "
+                             f"[0, {MAX_DIM}], a string or null")
         return TensorType(dtype, None if shape is None else tuple(shape))
 
     def stripped(self, obj: Any, where: str) -> TensorType:
         if self.get(obj, "stripped", bool, where) is not True:
             self.fail(where, "'stripped' must be true when present")
-        t = self.type(obj, where)
-        if t.shape is None or len(t.shape) > layout.MAX_RANK or not all(type(d) is int and d >= 0 for d in t.shape):
+        shape = self.get(obj, "shape", list, where)
+        if len(shape) > layout.MAX_RANK or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
             self.fail(where, f"shape must be at most {layout.MAX_RANK} non-negative integers")
-        return t
+        return TensorType(self.dtype(obj, where), tuple(shape))
 
     def tensor(self, obj: Any, where: str) -> np.ndarray:
         dtype = self.dtype(obj, where)
@@ -502,6 +503,10 @@ class _Decoder(_Checker):
             return array.reshape(shape)
         except ValueError:  # e.g. an empty tensor whose other dims overflow numpy's index type
             self.fail(where, f"shape {shape} cannot be represented")
+
+
+def _is_dim(d: Any) -> bool:
+    return type(d) in (str, type(None)) or (type(d) is int and 0 <= d <= MAX_DIM)
 
 
 _DTYPES = {t.short: t for t in DType}

@@ -17,7 +17,7 @@ import numpy as np
 from .. import __version__ as _rtxrt_version
 from ..errors import FormatError
 from ..ir.dtypes import DType
-from ..ir.graph import Graph, Model, Node, TensorType
+from ..ir.graph import MAX_DIM, Graph, Model, Node, TensorType
 from . import layout
 from .embedded import cubin_binding
 from .layout import Section
@@ -326,11 +326,14 @@ def _encode_attr(value: Any, weights: _Weights, depth: int, where: str) -> dict:
 def _encode_type(t: TensorType, where: str) -> dict:
     shape = None
     if t.shape is not None:
+        if len(t.shape) > layout.MAX_RANK:
+            raise FormatError(f"cannot store type {t} in {where}: more than {layout.MAX_RANK} dimensions")
         shape = []
         for d in t.shape:
-            if not (d is None or isinstance(d, (str, int, np.integer))) or isinstance(d, bool):
+            is_int = isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+            if not (d is None or isinstance(d, str) or (is_int and 0 <= d <= MAX_DIM)):
                 raise FormatError(f"cannot store type {t} in {where}: bad dimension {d!r}")
-            shape.append(int(d) if isinstance(d, np.integer) else d)
+            shape.append(int(d) if is_int else d)
     return {"dtype": DType(t.dtype).short, "shape": shape}
 
 

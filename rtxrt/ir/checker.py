@@ -5,7 +5,9 @@ import numpy as np
 
 from ..errors import GraphError, UnsupportedOpError
 from .graph import Graph, Model, TensorType
+from .infer import infer_types
 from .ops import get_schema
+from .ops.signature import NEWEST_OPSET
 
 _ATTR_TYPES = (int, float, str, list, np.ndarray, Graph, TensorType)
 
@@ -21,7 +23,20 @@ def check_model(model: Model) -> None:
         raise UnsupportedOpError(unsupported)
     if model.opset < 1:
         raise GraphError("model declares no version of the default operator set")
+    if model.opset > NEWEST_OPSET:
+        raise GraphError(f"model uses opset {model.opset} of the default operator set, newer than the "
+                         f"{NEWEST_OPSET} this rtxrt knows")
+    for node in model.graph.walk():  # in every branch: inference forgives a branch it cannot type
+        get_schema(node.op_type, node.domain).check_node(node, model.opset)
     check_graph(model.graph, outer=set())
+
+
+def check_and_type(model: Model) -> None:
+    """What a model from outside (a .rtxir file, a Model handed to a Session) must pass before
+    it runs: the structural checks, then type inference, which also refuses declared types
+    that disagree with what the graph computes (a GraphError naming the node)."""
+    check_model(model)
+    infer_types(model)
 
 
 def check_graph(graph: Graph, outer: set[str]) -> None:
@@ -30,7 +45,7 @@ def check_graph(graph: Graph, outer: set[str]) -> None:
     for name in graph.inputs:
         if not name:
             raise GraphError(f"{where}: an input has an empty name")
-        if name in graph.inputs[: graph.inputs.index(name)]:
+        if graph.inputs.count(name) > 1:
             raise GraphError(f"{where}: input {name!r} is listed twice")
         defined.add(name)
     for name, array in graph.initializers.items():
@@ -39,20 +54,6 @@ def check_graph(graph: Graph, outer: set[str]) -> None:
         defined.add(name)
     local: set[str] = set(graph.inputs) | set(graph.initializers)
     for node in graph.nodes:
-        schema = get_schema(node.op_type, node.domain)
-        assert schema is not None  # check_model reported unknown ops already
-        n_in = len(node.inputs)
-        while n_in and not node.inputs[n_in - 1]:
-            n_in -= 1  # trailing omitted optionals do not count
-        if not schema.min_inputs <= n_in <= schema.max_inputs:
-            raise GraphError(
-                f"{node.label}: takes {_arity(schema.min_inputs, schema.max_inputs)} input(s), got {n_in}"
-            )
-        n_out = len(node.outputs)
-        if not schema.min_outputs <= n_out <= schema.max_outputs:
-            raise GraphError(
-                f"{node.label}: produces {_arity(schema.min_outputs, schema.max_outputs)} output(s), got {n_out}"
-            )
         for name in node.inputs:
             if name and name not in defined:
                 raise GraphError(f"{node.label}: reads {name!r}, which nothing defines before it")
@@ -72,8 +73,3 @@ def check_graph(graph: Graph, outer: set[str]) -> None:
         if name not in defined:
             raise GraphError(f"{where}: output {name!r} is never computed")
 
-
-def _arity(lo: int, hi: int) -> str:
-    if lo == hi:
-        return str(lo)
-    return f"at least {lo}" if hi >= 1 << 30 else f"{lo} to {hi}"

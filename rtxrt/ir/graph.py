@@ -17,6 +17,7 @@ from .dtypes import DType
 # or unknown (None).
 Dim = Union[int, str, None]
 Shape = tuple[Dim, ...]
+MAX_DIM = (1 << 63) - 1  # sizes are int64, as in ONNX
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import GraphError, UnsupportedOpError
 from .dtypes import DType
-from .graph import Dim, Graph, Model, Node, TensorType
+from .graph import MAX_DIM, Dim, Graph, Model, Node, TensorType
 from .ops import InferenceContext, get_schema
 
 
@@ -33,6 +33,7 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: 
         schema = get_schema(node.op_type, node.domain)
         if schema is None:
             raise UnsupportedOpError([(node.domain, node.op_type, node.name)])
+        schema.check_node(node, opset)  # the rules index inputs and outputs and read attributes
         input_types = [scope.get(n) if n else None for n in node.inputs]
         ctx = InferenceContext(node, opset, input_types, [constants.get(n) if n else None for n in node.inputs])
         if schema.subgraph_inputs is not None:
@@ -47,6 +48,7 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: 
         for name, new in zip(node.outputs, inferred):
             if not name:
                 continue
+            _check_dims(node, name, new)
             new = _refine(new, hints.get(name))
             merged = merge_types(scope.get(name), new, f"{node.label} output {name!r}")
             if merged is not None:
@@ -58,15 +60,22 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: 
             graph.types[name] = scope[name]
 
 
+def _check_dims(node: Node, name: str, t: TensorType | None) -> None:
+    """A rule that computes a negative or huge size was given inputs or attributes that make no sense."""
+    if t is not None and t.shape is not None and any(isinstance(d, int) and not 0 <= d <= MAX_DIM for d in t.shape):
+        raise GraphError(f"{node.label}: output {name!r} would be {t}")
+
+
 def _type_subgraph_inputs(node: Node, given: dict[str, list[TensorType | None]]) -> None:
-    """Give subgraph inputs that the model left untyped the types the node passes them."""
+    """Give subgraph inputs the types the node passes them; a type the subgraph declares for
+    one must agree with that."""
     for key, types in given.items():
         graph = node.attrs.get(key)
         if isinstance(graph, Graph):
             for name, t in zip(graph.inputs, types):
-                refined = _refine(graph.types.get(name), t)
-                if refined is not None:
-                    graph.types[name] = refined
+                merged = merge_types(graph.types.get(name), t, f"{node.label} {key} input {name!r}")
+                if merged is not None:
+                    graph.types[name] = merged
 
 
 def _infer_subgraphs(node: Node, opset: int, scope: dict[str, TensorType], hints: Mapping[str, TensorType]) -> None:

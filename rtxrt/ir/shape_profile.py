@@ -38,22 +38,23 @@ class ShapeProfile:
 def make_profile(graph: Graph, profile: Mapping[str, Sequence[Sequence[int]]]) -> ShapeProfile:
     """Validate ``{input: (min, opt, max)}`` against the graph's inputs: every symbolic input
     must be given, ranks must match, static dims must equal the model's, min <= opt <= max."""
-    inputs = {n: graph.types[n] for n in graph.inputs if n not in graph.initializers}
+    inputs = {n: graph.types.get(n) for n in graph.inputs if n not in graph.initializers}
     unknown = sorted(set(profile) - set(inputs))
     if unknown:
         raise InputError(f"profile names unknown input(s) {unknown}; the model's inputs are {list(inputs)}")
     ranges = {}
     for name, t in inputs.items():
-        dynamic = t.shape is not None and not all(isinstance(d, int) for d in t.shape)
+        dynamic = t is None or t.shape is None or not all(isinstance(d, int) for d in t.shape)
         if name not in profile:
             if dynamic:
-                raise InputError(f"profile: input {name!r} has symbolic dims {t.shape}; give its min, opt and max shapes")
+                dims = "of unknown rank" if t is None or t.shape is None else t.shape
+                raise InputError(f"profile: input {name!r} has symbolic dims {dims}; give its min, opt and max shapes")
             continue
         shapes = [tuple(int(d) for d in s) for s in profile[name]]
         if len(shapes) != 3:
             raise InputError(f"profile: input {name!r} needs three shapes (min, opt, max), got {len(shapes)}")
         for shape in shapes:
-            if t.shape is not None and (len(shape) != len(t.shape) or any(
+            if t is not None and t.shape is not None and (len(shape) != len(t.shape) or any(
                     isinstance(d, int) and d != s for d, s in zip(t.shape, shape))):
                 raise InputError(f"profile: input {name!r} shape {list(shape)} does not fit {t}")
         low, opt, high = shapes
@@ -72,4 +73,12 @@ def stored_profile(model: Model) -> ShapeProfile | None:
         ranges = json.loads(text)
     except ValueError:
         raise InputError(f"the model's {METADATA_KEY} metadata is not valid JSON") from None
+    if not (isinstance(ranges, dict) and all(_is_shape_list(r) for r in ranges.values())):
+        raise InputError(f"the model's {METADATA_KEY} metadata is not a profile: {text:.200}")
     return make_profile(model.graph, ranges)
+
+
+def _is_shape_list(value) -> bool:
+    """A JSON list of shapes, each a list of int dims (as ``ShapeProfile.to_json`` writes them)."""
+    return isinstance(value, list) and all(
+        isinstance(s, list) and all(type(d) is int for d in s) for s in value)

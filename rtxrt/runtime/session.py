@@ -17,6 +17,7 @@ from ..backends.reference.executor import (
     refuse_weightless,
 )
 from ..errors import FormatError, InputError, RtxrtError, warn
+from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
@@ -85,20 +86,26 @@ class Session:
     file's graph and are cubins for this arch (else they are ignored, with a warning, and the
     kernels compiled). Pass True only for files whose builder you trust as you trust a
     program from them. By default every kernel is compiled here (or taken from the cache).
+
+    ``base_dir``: for an ONNX model, the only folder its external data is read from; by
+    default the folder of a model given as a path. A model given as bytes has no folder: its
+    external data is refused unless ``base_dir`` names one.
     """
 
     def __init__(self, source: ModelSource, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
                  precision: str | None = None, fallback: str | None = None, progress: ProgressOption = True,
                  use_cuda_graph: bool = True, profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
-                 specialization: str = "eager", embedded_kernels: bool = False):
+                 specialization: str = "eager", embedded_kernels: bool = False,
+                 base_dir: str | os.PathLike | None = None):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be None or 'cpu', not {fallback!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         if specialization not in SPECIALIZATIONS:
             raise ValueError(f"specialization must be one of {SPECIALIZATIONS}, not {specialization!r}")
-        self.model, self._ir_bytes = load_model_and_bytes(source)
+        self.model, self._ir_bytes = load_model_and_bytes(source, base_dir)
         refuse_weightless(self.model.graph)
+        check_and_type(self.model)  # a file may come from anywhere: it gets a compiled model's checks
         self.shape_profile = make_profile(self.model.graph, profile) if profile else stored_profile(self.model)
         self.specialization = specialization
         self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
@@ -333,14 +340,10 @@ class Session:
 # --- models ------------------------------------------------------------------------------------
 
 
-def load_model(source: ModelSource) -> Model:
-    """A Model from a .rtxir path or bytes, or an .onnx path (compiled on the fly)."""
-    return load_model_and_bytes(source)[0]
-
-
-def load_model_and_bytes(source: ModelSource) -> tuple[Model, bytes | Path]:
+def load_model_and_bytes(source: ModelSource,
+                         base_dir: str | os.PathLike | None = None) -> tuple[Model, bytes | Path]:
     """The model and its .rtxir (bytes or path: the cache keys on its header; an .onnx is
-    compiled first)."""
+    compiled first, reading external data only from ``base_dir`` or its own folder)."""
     from ..format import read_rtxir
     from ..format.layout import MAGIC
 
@@ -352,18 +355,18 @@ def load_model_and_bytes(source: ModelSource) -> tuple[Model, bytes | Path]:
         data = bytes(source)
         if data[: len(MAGIC)] == MAGIC:
             return read_rtxir(data), data
-        return _compile_onnx(data)
+        return _compile_onnx(data, base_dir)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
-        return _compile_onnx(path)
+        return _compile_onnx(path, base_dir)
     return read_rtxir(path), path
 
 
-def _compile_onnx(source: bytes | Path) -> tuple[Model, bytes]:
+def _compile_onnx(source: bytes | Path, base_dir: str | os.PathLike | None) -> tuple[Model, bytes]:
     from ..aot import compile_onnx
     from ..format import read_rtxir, to_bytes
 
-    data = to_bytes(compile_onnx(source))
+    data = to_bytes(compile_onnx(source, base_dir=base_dir))
     return read_rtxir(data), data
 
 

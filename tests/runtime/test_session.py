@@ -66,3 +66,18 @@ def test_the_cpu_fallback_reports_that_nothing_came_from_a_cache(session):
     session.run(None, {"x": np.zeros((2, 4), np.float32)})
     assert session.stats["from_cache"] is False and session.stats["kernels_compiled"] == 0
     assert session.stats["host_nodes"] == []
+
+
+def test_an_onnx_model_given_as_bytes_reads_external_data_only_from_the_folder_named(tmp_path, monkeypatch):
+    """`rtxrt.Session(open('m.onnx', 'rb').read())` in a folder holding the weights file must
+    not read it: bytes have no folder. Naming one with base_dir reads it from there."""
+    from tests.frontend.test_hardening import WEIGHTS, add_weights_model, externalize
+
+    (tmp_path / "weights.bin").write_bytes(WEIGHTS.tobytes())
+    data = externalize(add_weights_model(), "weights.bin").SerializeToString()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(rtxrt.ModelError, match="initializer 'w'.*'weights.bin'.*base_dir"):
+        rtxrt.Session(data, fallback="cpu")
+    session = rtxrt.Session(data, fallback="cpu", base_dir=tmp_path)
+    x = np.ones(16, np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x + WEIGHTS)

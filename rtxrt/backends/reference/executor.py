@@ -1,6 +1,7 @@
 """Runs an IR model node by node with the numpy reference kernels."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 from ...errors import ExecutionError, InputError, ModelError, RtxrtError, UnsupportedOpError
 from ...ir.dtypes import DType
 from ...ir.graph import Graph, Model, TensorType
-from .kernel import OpRun, find_kernel
+from .kernel import OpRun, find_kernel, refuse_over_limit
 
 
 class ReferenceExecutor:
@@ -18,6 +19,7 @@ class ReferenceExecutor:
         self.model = model
         self._kernels: dict[int, OpRun] = {}
         refuse_weightless(model.graph)
+        refuse_oversized(model.graph)
         missing = []
         for node in model.graph.walk():
             if find_kernel(node.op_type, node.domain) is None:
@@ -53,7 +55,7 @@ class ReferenceExecutor:
         for index, node in enumerate(graph.nodes):
             kernel = self._kernel(node)
             args = []
-            for name in node.inputs:
+            for name in _without_trailing_omitted(node.inputs):
                 if not name:
                     args.append(None)
                 elif name in env:
@@ -94,6 +96,14 @@ class ReferenceExecutor:
         return [results[o] for o in graph.outputs]
 
 
+def _without_trailing_omitted(names: list[str]) -> list[str]:
+    """Omitted optional inputs at the end are as if not there (the checker counts them so too)."""
+    end = len(names)
+    while end and not names[end - 1]:
+        end -= 1
+    return names[:end]
+
+
 def _failure(exc: Exception) -> str:
     """What went wrong in a kernel, as a plain sentence ending a message that names the node."""
     detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError's str is a repr
@@ -110,6 +120,21 @@ def refuse_weightless(graph: Graph) -> None:
     for node in graph.nodes:
         for sub in node.subgraphs():
             refuse_weightless(sub)
+
+
+def refuse_oversized(graph: Graph) -> None:
+    """Refuse before running a model with a value too large for this machine's memory whatever
+    the inputs (a dim known only at run time counts as 1): attributes and constant tensors,
+    which a file may set to anything, fix such sizes."""
+    producers = graph.producers()
+    for name, t in graph.types.items():
+        if t.shape is not None:
+            nbytes = math.prod(d if isinstance(d, int) else 1 for d in t.shape) * t.dtype.itemsize
+            where = producers[name].label if name in producers else f"graph {graph.name!r}"
+            refuse_over_limit(nbytes, f"{where}: value {name!r} ({t})")
+    for node in graph.nodes:
+        for sub in node.subgraphs():
+            refuse_oversized(sub)
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -7,14 +7,38 @@ array or a tuple of arrays, one per output.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping
+import math
+import os
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from ...errors import ExecutionError
 from ...ir.graph import Graph, Node
 
 # Runs a subgraph with given feeds and an enclosing scope, and returns its outputs.
 SubgraphRunner = Callable[[Graph, dict[str, Any], Mapping[str, Any]], list[Any]]
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): allocations fail at once there
+        return None
+
+
+# The largest array a kernel may create when its size comes from tensor values or attributes
+# (shapes, repeats, pads, counts), which a model may set to anything. Numpy would try, and on
+# an overcommitting OS an array larger than memory can "succeed" until its pages are touched.
+MAX_TENSOR_BYTES = _physical_memory()
+
+
+def refuse_over_limit(nbytes: int, what: str) -> None:
+    """Raise ExecutionError when ``what`` (a sentence's subject, naming the node) would take
+    more than MAX_TENSOR_BYTES."""
+    if MAX_TENSOR_BYTES is not None and nbytes > MAX_TENSOR_BYTES:
+        raise ExecutionError(f"{what} would take {nbytes:,} bytes, more than the {MAX_TENSOR_BYTES:,} bytes "
+                             "of this machine's memory")
 
 _KERNELS: dict[tuple[str, str], type["OpRun"]] = {}
 
@@ -45,6 +69,15 @@ class OpRun:
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.node.attrs.get(key, default)
+
+    def check_size(self, shape: Sequence[int], dtype: np.dtype | type, what: str = "output") -> None:
+        """Refuse, naming the node, to create an array of ``shape`` larger than MAX_TENSOR_BYTES."""
+        dims = tuple(int(d) for d in shape)
+        nbytes = math.prod(max(d, 0) for d in dims) * np.dtype(dtype).itemsize  # numpy refuses negative dims
+        self.check_bytes(nbytes, f"its {what} of shape {dims}")
+
+    def check_bytes(self, nbytes: int, what: str) -> None:
+        refuse_over_limit(nbytes, f"{self.node.label}: {what}")
 
     def run_subgraph(self, graph: Graph, feeds: dict[str, Any], outer: Mapping[str, Any] | None = None) -> list[Any]:
         """Run a subgraph attribute with ``feeds``; it sees ``outer`` (default: this node's scope)."""

@@ -53,8 +53,11 @@ def _infer_if(ctx: InferenceContext) -> list[TensorType | None]:
             f"has {count} output(s) but its branches produce {len(then_branch.outputs)} and "
             f"{len(else_branch.outputs)}"
         )
-    if ctx.type(0).dtype != DType.BOOL:
-        raise ctx.fail(f"condition must be bool, got {ctx.type(0)}")
+    cond = ctx.type(0)
+    if cond.dtype != DType.BOOL:
+        raise ctx.fail(f"condition must be bool, got {cond}")
+    if cond.is_static and np.prod(cond.shape) != 1:
+        raise ctx.fail(f"condition must hold one element, got {cond}")
     pairs = zip(_output_types(then_branch, then_branch.outputs), _output_types(else_branch, else_branch.outputs))
     try:
         return [join_types(t, e) for t, e in pairs]
@@ -72,25 +75,64 @@ def _infer_loop(ctx: InferenceContext) -> list[TensorType | None]:
         )
     if len(ctx.node.outputs) != len(body.outputs) - 1:
         raise ctx.fail(f"has {len(ctx.node.outputs)} output(s) but its body returns {len(body.outputs) - 1} after the condition")
+    for i, name in enumerate(body.inputs[2:], start=2):  # the body's types hold from the first iteration on
+        declared, initial = body.types.get(name), ctx.input_types[i]
+        if declared is not None and initial is not None and not _compatible(declared, initial):
+            raise ctx.fail(f"loop-carried value {ctx.node.inputs[i]!r} starts as {initial} but the body declares "
+                           f"its input {name!r} as {declared}")
     outputs = _output_types(body, body.outputs[1:])
     try:
         # Zero iterations return the initial values, so the result covers both.
         finals = [join_types(ctx.input_types[i + 2], t) for i, t in enumerate(outputs[:carried])]
     except ValueError as exc:
         raise ctx.fail(f"a loop-carried value changes type in the body: {exc}") from None
+    if _never_ends(ctx, body):
+        raise ctx.fail("never ends: it has no trip count, starts with a true condition and its body "
+                       "returns the condition unchanged")
     trips = _fixed_trip_count(ctx, body)
     return finals + [_with_dim(t, 0, trips) for t in outputs[carried:]]
+
+
+def _compatible(a: TensorType, b: TensorType) -> bool:
+    if a.dtype != b.dtype:
+        return False
+    if a.shape is None or b.shape is None:
+        return True
+    return len(a.shape) == len(b.shape) and all(
+        not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape))
+
+
+def _never_ends(ctx: InferenceContext, body: Graph) -> bool:
+    if ctx.has_input(0) or not _passes_condition_through(body):
+        return False
+    cond = ctx.constant(1) if ctx.has_input(1) else np.array(True)
+    return cond is not None and cond.size == 1 and bool(cond.reshape(-1)[0])
 
 
 def _fixed_trip_count(ctx: InferenceContext, body: Graph) -> int | None:
     """The trip count when it is a constant and the body passes its condition through."""
     count = ctx.constant(0) if ctx.has_input(0) else None
-    if count is None or body.outputs[0] != body.inputs[1]:
+    if count is None or not _passes_condition_through(body):
         return None
     cond = ctx.constant(1) if ctx.has_input(1) else np.array(True)
     if cond is None or not bool(cond.reshape(-1)[0]):
         return None
     return max(int(count.reshape(-1)[0]), 0)
+
+
+def _passes_condition_through(body: Graph) -> bool:
+    """Whether the body returns its condition input as it is, directly or through Identity nodes
+    (as exporters write it)."""
+    producers = body.producers()
+    name = body.outputs[0]
+    for _ in range(len(body.nodes) + 1):  # an Identity cycle in an unchecked graph ends too
+        if name == body.inputs[1]:
+            return True
+        node = producers.get(name)
+        if node is None or node.op_type != "Identity" or node.domain or not node.inputs:
+            return False
+        name = node.inputs[0]
+    return False
 
 
 def _infer_scan(ctx: InferenceContext) -> list[TensorType | None]:

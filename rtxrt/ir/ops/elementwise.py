@@ -15,6 +15,7 @@ _KINDS: dict[str, Callable[[DType], bool]] = {
     "float": lambda d: d.is_float,
     "bool": lambda d: d == DType.BOOL,
     "integer": lambda d: d.is_integer,
+    "numeric": lambda d: d not in (DType.BOOL, DType.STRING),
 }
 
 
@@ -109,8 +110,9 @@ for _op in ("Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sin",
             "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Elu", "Selu", "Celu",
             "ThresholdedRelu", "Mish", "Swish"):
     register(_op, _unary("float"))
-for _op in ("Abs", "Neg", "Sign", "Erf", "Relu", "Shrink"):
-    register(_op, _unary())
+for _op in ("Abs", "Neg", "Sign", "Relu", "Shrink"):
+    register(_op, _unary("numeric"))
+register("Erf", _unary())
 register("Gelu", _choice(_unary("float"), "approximate", ("none", "tanh"), "none"))
 register("Not", _unary("bool"))
 register("BitwiseNot", _unary("integer"))
@@ -120,7 +122,7 @@ register("PRelu", _infer_prelu, inputs=2)
 register("Clip", _infer_clip, inputs=(1, 3))
 
 for _op in ("Add", "Sub", "Mul", "Div", "Mod"):
-    register(_op, _nary(), inputs=2)
+    register(_op, _nary("numeric"), inputs=2)
 register("Pow", _nary(same_type=False), inputs=2)
 register("BitShift", _choice(_nary("integer"), "direction", ("LEFT", "RIGHT")), inputs=2)
 for _op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor"):
@@ -130,5 +132,5 @@ for _op in ("And", "Or", "Xor"):
 for _op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
     register(_op, _nary(result=DType.BOOL), inputs=2)
 for _op in ("Min", "Max", "Sum", "Mean"):
-    register(_op, _nary(), inputs=(1, VARIADIC))
+    register(_op, _nary("numeric"), inputs=(1, VARIADIC))
 register("Where", _infer_where, inputs=3)

@@ -9,6 +9,7 @@ inputs, so an output's shape is the broadcast of the inputs it depends on.
 from __future__ import annotations
 
 from ..graph import Graph, TensorType
+from .signature import Attribute
 from .registry import VARIADIC, InferenceContext, register
 
 ELEMENTWISE_OPS = frozenset({
@@ -56,4 +57,4 @@ def _body_inputs(ctx: InferenceContext) -> dict[str, list[TensorType | None]]:
 
 
 register("Elementwise", _infer, inputs=(1, VARIADIC), outputs=(1, VARIADIC), domain="rtxrt",
-         subgraph_inputs=_body_inputs)
+         subgraph_inputs=_body_inputs, attributes={"body": Attribute("graph", required=True)})

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from ..activations import RESIDUALS, activation_params
 from ..graph import Dim, Shape, TensorType
+from .signature import Attribute, onnx_signature
 from .linalg import matmul_shape
 from .registry import InferenceContext, get_schema, register
+
+_EPILOGUE = {"activation": Attribute("string"), "activation_params": Attribute("floats"),
+             "residual": Attribute("string")}
 
 
 def _check_epilogue(ctx: InferenceContext, out: TensorType, bias_axis: int) -> None:
@@ -76,5 +80,7 @@ def _infer_fused_matmul(ctx: InferenceContext) -> list[TensorType | None]:
     return [out]
 
 
-register("FusedConv", _infer_fused_conv, inputs=(2, 4), domain="rtxrt")
-register("FusedMatMul", _infer_fused_matmul, inputs=(2, 4), domain="rtxrt")
+register("FusedConv", _infer_fused_conv, inputs=(2, 4), domain="rtxrt",
+         attributes={**onnx_signature("Conv", 22).attributes, **_EPILOGUE})
+register("FusedMatMul", _infer_fused_matmul, inputs=(2, 4), domain="rtxrt",
+         attributes={"alpha": Attribute("float"), "trans_b": Attribute("int"), **_EPILOGUE})

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from ..dtypes import DType
 from ..graph import TensorType
-from .infer_helpers import as_int_list, normalize_axis, same_as_input
+from .infer_helpers import int_values, normalize_axis, same_as_input
 from .registry import InferenceContext, register
 from .tensor import dims_product, merge_equal_dims
 
 
+def _indices(ctx: InferenceContext, i: int) -> TensorType:
+    t = ctx.type(i)
+    if not t.dtype.is_integer:
+        raise ctx.fail(f"indices must be an integer tensor, got {t}")
+    return t
+
+
 def _infer_gather(ctx: InferenceContext) -> list[TensorType | None]:
-    data, indices = ctx.type(0), ctx.type(1)
+    data, indices = ctx.type(0), _indices(ctx, 1)
     if data.shape is None or indices.shape is None:
         return [TensorType(data.dtype, None)]
     axis = normalize_axis(ctx, ctx.attr("axis", 0), len(data.shape))
@@ -18,7 +25,7 @@ def _infer_gather(ctx: InferenceContext) -> list[TensorType | None]:
 
 
 def _infer_gather_elements(ctx: InferenceContext) -> list[TensorType | None]:
-    data, indices = ctx.type(0), ctx.type(1)
+    data, indices = ctx.type(0), _indices(ctx, 1)
     if data.shape is not None and indices.shape is not None:
         if len(data.shape) != len(indices.shape):
             raise ctx.fail(f"data {data} and indices {indices} must have the same rank")
@@ -27,7 +34,7 @@ def _infer_gather_elements(ctx: InferenceContext) -> list[TensorType | None]:
 
 
 def _infer_gather_nd(ctx: InferenceContext) -> list[TensorType | None]:
-    data, indices = ctx.type(0), ctx.type(1)
+    data, indices = ctx.type(0), _indices(ctx, 1)
     batch = ctx.attr("batch_dims", 0)
     if data.shape is None or indices.shape is None:
         return [TensorType(data.dtype, None)]
@@ -95,7 +102,7 @@ def _infer_reverse_sequence(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
     if t.shape is not None and len(t.shape) < 2:
         raise ctx.fail(f"input must have rank >= 2, got {t}")
-    lengths = as_int_list(ctx.constant(1))
+    lengths = int_values(ctx, 1)
     if t.shape is not None and lengths is not None:
         batch = t.shape[normalize_axis(ctx, ctx.attr("batch_axis", 1), len(t.shape))]
         if isinstance(batch, int) and len(lengths) != batch:

@@ -66,5 +66,11 @@ def normalize_axis(ctx: InferenceContext, axis: int, rank: int) -> int:
     return axis % rank if rank else 0
 
 
-def as_int_list(array: np.ndarray | None) -> list[int] | None:
+def int_values(ctx: InferenceContext, i: int) -> list[int] | None:
+    """The values of shape-like input ``i`` (a shape, axes, pads, repeats, a count) when known
+    before run time. Such an input must be an integer tensor (a float one could hold NaN)."""
+    t = ctx.input_types[i] if i < len(ctx.input_types) else None
+    if t is not None and not t.dtype.is_integer:
+        raise ctx.fail(f"input {i} ({ctx.node.inputs[i]!r}) must be an integer tensor, got {t}")
+    array = ctx.constant(i)
     return None if array is None else [int(v) for v in np.asarray(array).reshape(-1)]

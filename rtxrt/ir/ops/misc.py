@@ -25,7 +25,7 @@ def _infer_grid_sample(ctx: InferenceContext) -> list[TensorType | None]:
     x, grid = ctx.type(0), ctx.type(1)
     if x.shape is None or grid.shape is None:
         return [TensorType(x.dtype, None)]
-    if len(grid.shape) != len(x.shape) or grid.shape[-1] not in (len(x.shape) - 2, None):
+    if len(x.shape) < 3 or len(grid.shape) != len(x.shape) or grid.shape[-1] not in (len(x.shape) - 2, None):
         raise ctx.fail(f"grid {grid} does not fit input {x}: expected [N, *spatial, {len(x.shape) - 2}]")
     return [TensorType(x.dtype, (x.shape[0], x.shape[1], *grid.shape[1:-1]))]
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 from ..dtypes import DType
 from ..graph import Dim, TensorType
 from .conv import sliding_window
-from .infer_helpers import as_int_list
+from .infer_helpers import int_values
 from .registry import InferenceContext, register
 
 
@@ -40,7 +40,7 @@ def _infer_max_unpool(ctx: InferenceContext) -> list[TensorType | None]:
     """The output_shape input when known; else each axis is (in - 1) * stride - pads + kernel."""
     x = ctx.type(0)
     if ctx.has_input(2):
-        wanted = as_int_list(ctx.constant(2))
+        wanted = int_values(ctx, 2)
         if wanted is not None:
             return [TensorType(x.dtype, tuple(wanted))]
         return [TensorType(x.dtype, None if x.shape is None else (None,) * len(x.shape))]

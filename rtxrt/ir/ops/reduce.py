@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..dtypes import DType
 from ..graph import Dim, TensorType
-from .infer_helpers import as_int_list, normalize_axis
+from .infer_helpers import int_values, normalize_axis
 from .registry import InferenceContext, register
 
 # Opset from which ``axes`` is the optional second input instead of an attribute.
@@ -22,7 +22,7 @@ def _infer_reduce(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
     keepdims = bool(ctx.attr("keepdims", 1))
     if ctx.opset >= axes_input_since(ctx.node.op_type):
-        axes = as_int_list(ctx.constant(1)) if ctx.has_input(1) else []
+        axes = int_values(ctx, 1) if ctx.has_input(1) else []
         if axes is None:  # computed at run time: only the rank may be known
             if t.shape is None or not keepdims:
                 return [TensorType(t.dtype, None)]

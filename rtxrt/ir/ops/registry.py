@@ -8,12 +8,13 @@ package, one family per module, and register themselves on import.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ...errors import GraphError
 from ..graph import Node, TensorType
+from .signature import Attribute, Signature, onnx_signature
 
 VARIADIC = 1 << 30
 
@@ -61,6 +62,38 @@ class OpSchema:
     max_outputs: int = 1
     domain: str = ""
     subgraph_inputs: SubgraphInputsFn | None = None
+    # The attributes of an rtxrt operator; a standard one's come from ONNX's schema.
+    attributes: Mapping[str, Attribute] | None = None
+
+    def check_node(self, node: Node, opset: int) -> None:
+        """Raise GraphError when ``node`` has too few or too many inputs or outputs, lacks an input
+        or attribute its operator needs, or has an attribute value of the wrong kind."""
+        self.check_arity(node)
+        signature = self.signature(opset)
+        if signature is not None:
+            signature.check(node)
+
+    def check_arity(self, node: Node) -> None:
+        n_in = len(node.inputs)
+        while n_in and not node.inputs[n_in - 1]:
+            n_in -= 1  # trailing omitted optionals do not count
+        if not self.min_inputs <= n_in <= self.max_inputs:
+            raise GraphError(f"{node.label}: takes {_arity(self.min_inputs, self.max_inputs)} input(s), got {n_in}")
+        n_out = len(node.outputs)
+        if not self.min_outputs <= n_out <= self.max_outputs:
+            raise GraphError(
+                f"{node.label}: produces {_arity(self.min_outputs, self.max_outputs)} output(s), got {n_out}")
+
+    def signature(self, opset: int) -> Signature | None:
+        if not self.domain:
+            return onnx_signature(self.op_type, opset)
+        return None if self.attributes is None else Signature(self.attributes)
+
+
+def _arity(lo: int, hi: int) -> str:
+    if lo == hi:
+        return str(lo)
+    return f"at least {lo}" if hi >= VARIADIC else f"{lo} to {hi}"
 
 
 _SCHEMAS: dict[tuple[str, str], OpSchema] = {}
@@ -73,12 +106,13 @@ def register(
     outputs: int | tuple[int, int] = 1,
     domain: str = "",
     subgraph_inputs: SubgraphInputsFn | None = None,
+    attributes: Mapping[str, Attribute] | None = None,
 ) -> OpSchema:
     """Register an operator. ``inputs``/``outputs`` are a count or a (min, max) range;
     use ``VARIADIC`` as max for unbounded."""
     lo_in, hi_in = (inputs, inputs) if isinstance(inputs, int) else inputs
     lo_out, hi_out = (outputs, outputs) if isinstance(outputs, int) else outputs
-    schema = OpSchema(op_type, infer, lo_in, hi_in, lo_out, hi_out, domain, subgraph_inputs)
+    schema = OpSchema(op_type, infer, lo_in, hi_in, lo_out, hi_out, domain, subgraph_inputs, attributes)
     key = (domain, op_type)
     if key in _SCHEMAS:
         raise RuntimeError(f"operator {op_type!r} registered twice")

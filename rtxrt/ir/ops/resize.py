@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Dim, TensorType
-from .infer_helpers import as_int_list, normalize_axis
+from .infer_helpers import int_values, normalize_axis
 from .registry import InferenceContext, register
 from .tensor import dim_div, dims_product
 
@@ -105,7 +105,7 @@ def _infer_upsample(ctx: InferenceContext) -> list[TensorType | None]:
 
 def _infer_col2im(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
-    image, block = as_int_list(ctx.constant(1)), as_int_list(ctx.constant(2))
+    image, block = int_values(ctx, 1), int_values(ctx, 2)
     if t.shape is not None and len(t.shape) != 3:
         raise ctx.fail(f"input must be 3-D (N, C * prod(block_shape), L), got {t}")
     if image is not None and block is not None and len(image) != len(block):

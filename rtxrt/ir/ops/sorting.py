@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..dtypes import DType
 from ..graph import TensorType
-from .infer_helpers import as_int_list, normalize_axis
+from .infer_helpers import int_values, normalize_axis
 from .registry import InferenceContext, register
 
 
@@ -12,7 +12,7 @@ def _infer_topk(ctx: InferenceContext) -> list[TensorType | None]:
     if ctx.opset >= 10:  # k moved from an attribute to the second input
         if not ctx.has_input(1):
             raise ctx.fail("input K is required")
-        ks = as_int_list(ctx.constant(1))
+        ks = int_values(ctx, 1)
     else:
         ks = [ctx.attr("k")] if ctx.attr("k") is not None else None
     if ks is not None and (len(ks) != 1 or ks[0] < 0):
@@ -29,7 +29,7 @@ def _infer_topk(ctx: InferenceContext) -> list[TensorType | None]:
 
 def _infer_scan(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
-    axis = as_int_list(ctx.constant(1))
+    axis = int_values(ctx, 1)
     if axis is not None:
         if len(axis) != 1:
             raise ctx.fail(f"axis must hold one value, got {axis}")

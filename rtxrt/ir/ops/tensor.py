@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dtypes import DType
 from ..graph import Dim, Shape, TensorType
-from .infer_helpers import as_int_list, broadcast_shapes, normalize_axis, same_as_input
+from .infer_helpers import broadcast_shapes, int_values, normalize_axis, same_as_input
 from .registry import VARIADIC, InferenceContext, register
 
 # Slice bounds at or past these mean "to the end"; models use INT32 or INT64 extremes.
@@ -131,7 +131,7 @@ def _infer_constant_of_shape(ctx: InferenceContext) -> list[TensorType | None]:
     dtype = DType.FLOAT32 if value is None else DType.from_numpy(value.dtype)
     if value is not None and value.size != 1:
         raise ctx.fail(f"'value' must hold one element, has {value.size}")
-    shape = as_int_list(ctx.constant(0))
+    shape = int_values(ctx, 0)
     if shape is not None and any(d < 0 for d in shape):
         raise ctx.fail(f"negative dim in shape {shape}")
     return [TensorType(dtype, tuple(shape) if shape is not None else _unknown_dims(_length_of_1d(ctx, 0)))]
@@ -160,7 +160,7 @@ def _infer_size(ctx: InferenceContext) -> list[TensorType | None]:
 
 def _infer_reshape(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
-    target = as_int_list(ctx.constant(1))
+    target = int_values(ctx, 1)
     if target is None:
         return [TensorType(t.dtype, _unknown_dims(_length_of_1d(ctx, 1)))]
     allowzero = bool(ctx.attr("allowzero", 0))
@@ -203,7 +203,7 @@ def _axes_of(ctx: InferenceContext) -> tuple[list[int] | None, bool]:
         return (None if axes is None else list(axes)), axes is not None
     if not ctx.has_input(1):
         return None, False
-    return as_int_list(ctx.constant(1)), True
+    return int_values(ctx, 1), True
 
 
 def _infer_squeeze(ctx: InferenceContext) -> list[TensorType | None]:
@@ -252,7 +252,7 @@ def _infer_transpose(ctx: InferenceContext) -> list[TensorType | None]:
         return [TensorType(t.dtype, _unknown_dims(None if perm is None else len(perm)))]
     rank = len(t.shape)
     perm = list(range(rank))[::-1] if perm is None else list(perm)
-    if sorted(a % rank if rank else a for a in perm) != list(range(rank)) or len(perm) != rank:
+    if sorted(a + rank if a < 0 else a for a in perm) != list(range(rank)):  # a % rank would let 2**62 in
         raise ctx.fail(f"perm {perm} is not a permutation of the {rank} axes")
     return [TensorType(t.dtype, tuple(t.shape[a] for a in perm))]
 
@@ -332,9 +332,11 @@ def _infer_split(ctx: InferenceContext) -> list[TensorType | None]:
     if ctx.opset < SPLIT_INPUT_SINCE:
         split, given = ctx.attr("split"), "split" in ctx.node.attrs
     else:
-        split, given = as_int_list(ctx.constant(1)) if ctx.has_input(1) else None, ctx.has_input(1)
+        split, given = int_values(ctx, 1) if ctx.has_input(1) else None, ctx.has_input(1)
     if t.shape is None:
         return [TensorType(t.dtype, None)] * count
+    if not t.shape:
+        raise ctx.fail(f"cannot split a scalar ({t})")
     axis = normalize_axis(ctx, ctx.attr("axis", 0), len(t.shape))
     dim = t.shape[axis]
     if given and split is not None:
@@ -371,7 +373,7 @@ def _slice_args(ctx: InferenceContext) -> tuple[list[int] | None, ...]:
     """(starts, ends, axes, steps) when known before run time; axes/steps None = default."""
     if ctx.opset < SLICE_INPUTS_SINCE:
         return ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
-    values = [as_int_list(ctx.constant(i)) if ctx.has_input(i) else None for i in range(1, 5)]
+    values = [int_values(ctx, i) if ctx.has_input(i) else None for i in range(1, 5)]
     return tuple(values)
 
 
@@ -408,8 +410,8 @@ def _infer_pad(ctx: InferenceContext) -> list[TensorType | None]:
     if ctx.opset < PADS_INPUT_SINCE:
         pads, axes = ctx.attr("pads"), list(range(rank))
     else:
-        pads = as_int_list(ctx.constant(1))
-        axes = as_int_list(ctx.constant(3)) if ctx.has_input(3) else list(range(rank))
+        pads = int_values(ctx, 1)
+        axes = int_values(ctx, 3) if ctx.has_input(3) else list(range(rank))
     if pads is None or axes is None:
         return [TensorType(t.dtype, _unknown_dims(rank))]
     if len(pads) != 2 * len(axes):
@@ -429,7 +431,7 @@ def _infer_center_crop_pad(ctx: InferenceContext) -> list[TensorType | None]:
         return [TensorType(t.dtype, None)]
     rank = len(t.shape)
     axes = [normalize_axis(ctx, a, rank) for a in ctx.attr("axes", range(rank))]
-    sizes = as_int_list(ctx.constant(1))
+    sizes = int_values(ctx, 1)
     if sizes is not None and len(sizes) != len(axes):
         raise ctx.fail(f"shape {sizes} must give one size per axis {axes}")
     out = list(t.shape)
@@ -443,7 +445,7 @@ def _infer_center_crop_pad(ctx: InferenceContext) -> list[TensorType | None]:
 
 def _infer_expand(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
-    target = as_int_list(ctx.constant(1))
+    target = int_values(ctx, 1)
     if target is not None:
         try:
             return [TensorType(t.dtype, broadcast_shapes([t.shape, tuple(target)]))]
@@ -460,7 +462,7 @@ def _infer_expand(ctx: InferenceContext) -> list[TensorType | None]:
 
 def _infer_tile(ctx: InferenceContext) -> list[TensorType | None]:
     t = ctx.type(0)
-    repeats = as_int_list(ctx.constant(1))
+    repeats = int_values(ctx, 1)
     if t.shape is None:
         return [TensorType(t.dtype, None)]
     if repeats is None:

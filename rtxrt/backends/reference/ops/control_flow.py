@@ -41,6 +41,7 @@ class Loop(OpRun):
         n = len(initial)  # body outputs: condition, n carried values, then scan outputs
         carried = list(initial)
         scanned: list[list[np.ndarray]] = [[] for _ in body.outputs[1 + n:]]
+        scanned_bytes = 0
         i = 0
         while going and (trips is None or i < trips):
             feeds = dict(zip(body.inputs, [np.array(i, np.int64), np.array(going), *carried]))
@@ -48,6 +49,8 @@ class Loop(OpRun):
             going, carried = _flag(results[0]), results[1 : 1 + n]
             for acc, value in zip(scanned, results[1 + n:]):
                 acc.append(value)
+                scanned_bytes += np.asarray(value).nbytes
+            self.check_bytes(scanned_bytes, f"its scan outputs after {i + 1} iterations")  # trips may be 2**63
             i += 1
         return (*carried, *(_stack(acc, body, name) for acc, name in zip(scanned, body.outputs[1 + n:])))
 

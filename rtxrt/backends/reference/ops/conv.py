@@ -24,18 +24,28 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
 
 
-def pad_for_windows(x: np.ndarray, window: Window, value: float | int = 0) -> np.ndarray:
-    """``x`` (N, C, *spatial) padded with ``value``: the begin pads, and at the end as far as
-    the last window reaches (past the end pads in ceil mode, short of them when unused)."""
-    rank = x.ndim - 2
+def _pad_widths(shape: Sequence[int], window: Window) -> list[tuple[int, int]]:
+    """The begin pads, and at the end as far as the last window reaches (past the end pads in
+    ceil mode, short of them when unused), of an (N, C, *spatial) ``shape``."""
+    rank = len(shape) - 2
     begins = window.pads[:rank]
     ends = [
         max(0, max(o - 1, 0) * s + e - size - b)
-        for o, s, e, size, b in zip(window.out, window.strides, window.extents, x.shape[2:], begins)
+        for o, s, e, size, b in zip(window.out, window.strides, window.extents, shape[2:], begins)
     ]
-    if not any(begins) and not any(ends):
+    return list(zip(begins, ends))
+
+
+def padded_shape(shape: Sequence[int], window: Window) -> tuple[int, ...]:
+    return (*shape[:2], *(size + b + e for size, (b, e) in zip(shape[2:], _pad_widths(shape, window))))
+
+
+def pad_for_windows(x: np.ndarray, window: Window, value: float | int = 0) -> np.ndarray:
+    """``x`` (N, C, *spatial) padded with ``value`` as far as the windows reach."""
+    widths = _pad_widths(x.shape, window)
+    if not any(b or e for b, e in widths):
         return x
-    return np.pad(x, [(0, 0), (0, 0), *zip(begins, ends)], mode="constant", constant_values=value)
+    return np.pad(x, [(0, 0), (0, 0), *widths], mode="constant", constant_values=value)
 
 
 def strided(start: int, count: int, step: int) -> slice:
@@ -78,6 +88,9 @@ class Conv(OpRun):
             raise ValueError(f"X of shape {x.shape} does not fit W of shape {w.shape} with group {group}")
         window = sliding_window(self.node.attrs, x.shape[2:], w.shape[2:])
         dtype = compute_dtype(x.dtype)
+        self.check_size(padded_shape(x.shape, window), dtype, "padded input")  # pads and strides may be anything
+        positions, taps = x.shape[0] * math.prod(window.out), x.shape[1] * math.prod(w.shape[2:])
+        self.check_size((positions, taps), dtype, "im2col matrix")
         y = grouped_matmul(windows(x.astype(dtype, copy=False), window), w.astype(dtype, copy=False), group)
         return _add_bias(y, b).astype(x.dtype, copy=False)
 
@@ -100,6 +113,7 @@ class ConvTranspose(OpRun):
         contributions = contributions.reshape(m, *window.kernel, n, *sizes)
         begins = window.pads[:rank]
         canvas_sizes = [b + o + max(0, e) for b, o, e in zip(begins, window.out, window.pads[rank:])]
+        self.check_size((m, n, *canvas_sizes), dtype)
         canvas = np.zeros((m, n, *canvas_sizes), dtype)
         for tap in np.ndindex(*window.kernel):
             region = [strided(t * d, i, s) for t, d, s, i in zip(tap, window.dilations, window.strides, sizes)]

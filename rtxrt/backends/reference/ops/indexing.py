@@ -93,6 +93,7 @@ class TensorScatter(OpRun):
 class OneHot(OpRun):
     def run(self, indices: np.ndarray, depth: np.ndarray, values: np.ndarray) -> np.ndarray:
         depth = int(scalar(depth))
+        self.check_size([*indices.shape, depth], values.dtype)
         axis = self.attr("axis", -1) % (indices.ndim + 1)
         where = indices.astype(np.int64)
         where = np.expand_dims(np.where(where < 0, where + depth, where), axis)

@@ -14,14 +14,16 @@ import numpy as np
 from ....ir.ops.conv import Window, sliding_window
 from ....ir.ops.pool import unpooled_sizes
 from ..kernel import OpRun
-from .conv import pad_for_windows, strided
+from .conv import pad_for_windows, padded_shape, strided
 from .reduce import lowest, widened
 
 
 class _Pool(OpRun):
     def window(self, x: np.ndarray) -> Window:
         ceil_mode = bool(self.attr("ceil_mode", 0))
-        return sliding_window(self.node.attrs, x.shape[2:], self.attr("kernel_shape"), ceil_mode)
+        window = sliding_window(self.node.attrs, x.shape[2:], self.attr("kernel_shape"), ceil_mode)
+        self.check_size(padded_shape(x.shape, window), x.dtype, "padded input")  # pads and strides may be anything
+        return window
 
 
 def _taps(x: np.ndarray, window: Window, fill: float | int) -> Iterator[np.ndarray]:
@@ -128,11 +130,13 @@ class MaxUnpool(OpRun):
 
     def run(self, x: np.ndarray, indices: np.ndarray, output_shape: np.ndarray | None = None) -> np.ndarray:
         restored = (*x.shape[:2], *unpooled_sizes(self.node.attrs, x.shape[2:], self.attr("kernel_shape")))
+        self.check_size(restored, x.dtype)
         flat = np.zeros(math.prod(restored), x.dtype)
         flat[indices.reshape(-1)] = x.reshape(-1)
         y = flat.reshape(restored)
         if output_shape is None:
             return y
+        self.check_size(output_shape.reshape(-1), x.dtype)
         result = np.zeros([int(d) for d in output_shape], x.dtype)
         common = tuple(slice(0, min(a, b)) for a, b in zip(result.shape, y.shape))
         result[common] = y[common]

@@ -108,8 +108,8 @@ def _saturate(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return y.astype(dtype)
 
 
-def _resize(x: np.ndarray, scales: np.ndarray | None, sizes: np.ndarray | None, roi: np.ndarray | None,
-            o: _Options) -> np.ndarray:
+def _resize(op: OpRun, x: np.ndarray, scales: np.ndarray | None, sizes: np.ndarray | None,
+            roi: np.ndarray | None, o: _Options) -> np.ndarray:
     axes = [a % x.ndim for a in (o.axes if o.axes is not None else range(x.ndim))]
     in_dims = [x.shape[a] for a in axes]
     if sizes is not None:
@@ -126,6 +126,8 @@ def _resize(x: np.ndarray, scales: np.ndarray | None, sizes: np.ndarray | None, 
         lengths = [s * d for s, d in zip(axis_scales, in_dims)]
     if len(axis_scales) != len(axes):
         raise ValueError(f"scales or sizes must have one entry per resized axis {axes}")
+    resized = dict(zip(axes, out_dims))
+    op.check_size([resized.get(a, d) for a, d in enumerate(x.shape)], np.float64)  # scales and sizes may be anything
     boxes = [(0.0, 1.0)] * len(axes)
     if o.transform == "tf_crop_and_resize":
         if roi is None or roi.size == 0:
@@ -166,7 +168,7 @@ class Resize(OpRun):
             axes=self.attr("axes"),
             policy=self.attr("keep_aspect_ratio_policy", "stretch"),
         )
-        return _resize(x, scales, sizes, inputs[1] if since_11 else None, options)
+        return _resize(self, x, scales, sizes, inputs[1] if since_11 else None, options)
 
 
 class Upsample(OpRun):
@@ -176,7 +178,7 @@ class Upsample(OpRun):
         if self.opset < UPSAMPLE_SCALES_INPUT_SINCE:
             scales = np.array(self.attr("scales"), np.float32)
         options = _Options(mode=self.attr("mode", "nearest"), transform="asymmetric", nearest_mode="floor")
-        return _resize(x, scales, None, None, options)
+        return _resize(self, x, scales, None, None, options)
 
 
 class Col2Im(OpRun):
@@ -190,6 +192,7 @@ class Col2Im(OpRun):
         dilations = self.attr("dilations", [1] * rank)
         pads = self.attr("pads", [0] * 2 * rank)
         padded = [size + pads[i] + pads[i + rank] for i, size in enumerate(image)]
+        self.check_size(padded, x.dtype, "padded image")
         counts = [(p - d * (b - 1) - 1) // s + 1 for p, d, b, s in zip(padded, dilations, block, strides)]
         n, columns, length = x.shape
         if columns % math.prod(block) or length != math.prod(counts):

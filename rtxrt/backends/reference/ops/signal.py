@@ -48,6 +48,7 @@ class DFT(OpRun):
         signal = _to_complex(x)
         if dft_length is not None:
             n = int(dft_length)
+            self.check_size([*x.shape[:axis], n, *x.shape[axis + 1:]], np.complex128)
         else:
             n = 2 * (x.shape[axis] - 1) if inverse and onesided else x.shape[axis]
         if inverse and onesided:  # one-sided spectrum → real signal
@@ -81,6 +82,7 @@ class _CosineWindow(OpRun):
 
     def run(self, size):
         size = int(size)
+        self.check_size([size], np.float64)
         period = size if self.attr("periodic", 1) else size - 1
         phase = 2 * np.pi * np.arange(size) / max(period, 1)
         w = sum((-1) ** k * a * np.cos(k * phase) for k, a in enumerate(self.coefficients))
@@ -104,6 +106,7 @@ class MelWeightMatrix(OpRun):
 
     def run(self, num_mel_bins, dft_length, sample_rate, lower_edge_hertz, upper_edge_hertz):
         mels, n, rate = int(num_mel_bins), int(dft_length), int(sample_rate)
+        self.check_size([n // 2 + 1, mels], np.float64)
         low, high = (2595 * np.log10(1 + float(f) / 700) for f in (lower_edge_hertz, upper_edge_hertz))
         # mels + 2 edges stepped by (high - low) / (mels + 2), as ONNX and ONNX Runtime do
         edges_mel = low + np.arange(mels + 2) * ((high - low) / (mels + 2))

@@ -42,6 +42,10 @@ def pad(x: np.ndarray, widths: Sequence[tuple[int, int]], mode: str = "constant"
     return np.pad(x, grow, mode=mode)
 
 
+def padded_shape(shape: Sequence[int], widths: Sequence[tuple[int, int]]) -> list[int]:
+    return [size + b + e for size, (b, e) in zip(shape, widths)]
+
+
 class Constant(OpRun):
     def run(self) -> np.ndarray:
         return self.attr("value")
@@ -51,6 +55,7 @@ class ConstantOfShape(OpRun):
     def run(self, shape: np.ndarray) -> np.ndarray:
         value = self.attr("value")
         value = np.zeros(1, np.float32) if value is None else value
+        self.check_size(ints(shape), value.dtype)
         return np.full(ints(shape), value.reshape(-1)[0], dtype=value.dtype)
 
 
@@ -169,8 +174,10 @@ class Slice(OpRun):
         starts, ends = ints(starts), ints(ends)
         axes = range(len(starts)) if axes is None else ints(axes)
         steps = [1] * len(starts) if steps is None else ints(steps)
+        if not len(starts) == len(ends) == len(axes) == len(steps):
+            raise ValueError(f"starts {starts}, ends {ends}, axes {list(axes)} and steps {steps} differ in length")
         index = [slice(None)] * x.ndim
-        for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        for start, end, axis, step in zip(starts, ends, axes, steps):
             if step == 0:
                 raise ValueError("slice step must not be 0")
             index[axis] = slice(start, end, step)  # Python's clamping is exactly ONNX's
@@ -179,7 +186,9 @@ class Slice(OpRun):
 
 class Expand(OpRun):
     def run(self, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(ints(shape)))).copy()
+        shape = np.broadcast_shapes(x.shape, tuple(ints(shape)))
+        self.check_size(shape, x.dtype)
+        return np.broadcast_to(x, shape).copy()
 
 
 class Tile(OpRun):
@@ -187,6 +196,7 @@ class Tile(OpRun):
         repeats = ints(repeats)
         if len(repeats) != x.ndim:
             raise ValueError(f"repeats {repeats} must have one entry per axis of rank {x.ndim}")
+        self.check_size([d * r for d, r in zip(x.shape, repeats)], x.dtype)
         return np.tile(x, repeats)
 
 
@@ -203,6 +213,7 @@ class Pad(OpRun):
         widths = [(0, 0)] * x.ndim
         for i, axis in enumerate(axes):
             widths[axis] = (pads[i], pads[i + len(axes)])
+        self.check_size(padded_shape(x.shape, widths), x.dtype)
         return pad(x, widths, self.attr("mode", "constant"), value)
 
 
@@ -215,6 +226,7 @@ class CenterCropPad(OpRun):
             # the crop window starts rounded down; an odd extra pad pixel goes to the end
             begin = grow // 2 if grow >= 0 else -(-grow // 2)
             widths[axis] = (begin, grow - begin)
+        self.check_size(padded_shape(x.shape, widths), x.dtype)
         return pad(x, widths)
 
 
@@ -223,6 +235,7 @@ class Range(OpRun):
         dtype = start.dtype
         first, step = scalar(start), scalar(delta)
         count = range_length(first, scalar(limit), step)
+        self.check_size([count], dtype)
         if not DType.from_numpy(dtype).is_float:
             return (first + np.arange(count, dtype=np.int64) * step).astype(dtype)
         # float16/bfloat16 accumulate in stash_type (float32 by default)
