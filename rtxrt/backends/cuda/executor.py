@@ -122,15 +122,13 @@ class Engine:
         return base + ref.offset
 
     def _upload_constants(self) -> None:
-        import cupy
-
         arrays = dict(self.plan.consts)
         arrays.update({f"{i}:{n}": a for i, p in enumerate(self.final.programs) for n, a in p.consts.items()})
-        for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
+        uploads = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+        for name, array in uploads.items():
             if array.nbytes:
-                cupy.cuda.runtime.memcpy(self.weights.ptr + self.final.const_offsets[name], array.ctypes.data,
-                                         array.nbytes, H2D)
+                self._copy(self.weights.ptr + self.final.const_offsets[name], array.ctypes.data, array.nbytes, H2D)
+        self.stream.synchronize()  # the host arrays must outlive their copies
 
     # --- running -----------------------------------------------------------------------------
 
@@ -219,18 +217,15 @@ class Engine:
 
     def _run_host(self, step: Step) -> None:
         """Runs ``step.node`` with the reference backend: reads copied down, results up."""
-        import cupy
-
-        self.stream.synchronize()
-        env = {}
+        env = {name: self.plan.host_values[name] for name, value in step.host_reads.items() if value is None}
+        downloads = {}
         for name, value in step.host_reads.items():
-            if value is None:
-                env[name] = self.plan.host_values[name]
-                continue
-            form = self.plan.forms[value]
-            host = np.empty(form.physical, numpy_dtype(form.dtype))
-            cupy.cuda.runtime.memcpy(host.ctypes.data, self.value_address(value), form.nbytes, D2H)
-            env[name] = from_form(host, form, form.dtype)
+            if value is not None:
+                form = self.plan.forms[value]
+                downloads[name] = (np.empty(form.physical, numpy_dtype(form.dtype)), form)
+                self._copy(downloads[name][0].ctypes.data, self.value_address(value), form.nbytes, D2H)
+        self.stream.synchronize()  # the step's inputs, and everything before them, are done
+        env.update({name: from_form(host, form, form.dtype) for name, (host, form) in downloads.items()})
         node = step.node
         graph = Graph([node], sorted(env), [o for o in node.outputs if o], name=node.name or node.op_type)
         graph.types = {n: t for n, t in self.plan.model.graph.types.items() if n in env or n in node.outputs}
@@ -239,12 +234,22 @@ class Engine:
             results = ReferenceExecutor(model).run(env)
         except Exception as exc:
             raise ExecutionError(f"{node.label} (run on the host): {exc}") from exc
+        uploads = []
         for name, value in zip(node.outputs, step.outputs):
             if not name:
                 continue
             form: TensorForm = self.plan.forms[value]
-            array = to_form(results[name], form)
-            cupy.cuda.runtime.memcpy(self.value_address(value), array.ctypes.data, array.nbytes, H2D)
+            uploads.append(to_form(results[name], form))
+            self._copy(self.value_address(value), uploads[-1].ctypes.data, uploads[-1].nbytes, H2D)
+        self.stream.synchronize()  # the host arrays must outlive their copies
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: int) -> None:
+        """A copy ordered on our stream. Never the synchronous memcpy: from pageable host memory
+        it may return before the data reaches the device, and our non-blocking stream does not
+        wait for the legacy stream it runs on, so the next kernel could read stale bytes."""
+        import cupy
+
+        cupy.cuda.runtime.memcpyAsync(dst, src, nbytes, kind, self.stream.ptr)
 
 
 def _cupy_dtype(form: TensorForm) -> Any:
