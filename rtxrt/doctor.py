@@ -168,7 +168,7 @@ def _cupy(report: Report) -> list[Check]:
     except ModuleNotFoundError:
         return [Check("cupy", False, "CuPy is not installed, so rtxrt cannot use a GPU", _install_hint(report))]
     except Exception as exc:  # noqa: BLE001 -- installed but broken: a missing CUDA library, a half-removed build
-        return [Check("cupy", False, f"CuPy does not load ({type(exc).__name__}: {exc})",
+        return [Check("cupy", False, f"CuPy does not load ({exc})",
                       f"reinstall it: pip install --force-reinstall {builds[0] if builds else 'cupy-cuda12x'}")]
     facts.update(installed=True, version=cupy.__version__, cuda_runtime=cuda_runtime)
     return [Check("cupy", True, f"{facts['package'] or 'cupy'} {facts['version']}, CUDA runtime {facts['cuda_runtime']}")]
