@@ -12,14 +12,23 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
+_CHUNK = 1 << 20  # elements summarized at a time: a few MiB of float64, whatever the array's size
+
+
 def summarize_array(array: np.ndarray) -> str:
-    """One line describing an output: dtype, shape and value statistics."""
+    """One line describing an output: dtype, shape and value statistics (computed in float64
+    chunk by chunk, so a large array needs no float64 copy of itself)."""
     head = f"{array.dtype}{list(array.shape)}"
     if array.size == 0 or array.dtype == object:
         return head
-    values = array.astype(np.float64) if array.dtype != np.bool_ else array.astype(np.int8)
-    return (f"{head} min {values.min():.6g} max {values.max():.6g} "
-            f"mean {values.mean():.6g} std {values.std():.6g}")
+    flat = array.reshape(-1)
+    chunks = lambda: (flat[i:i + _CHUNK].astype(np.float64) for i in range(0, flat.size, _CHUNK))  # noqa: E731
+    low, high, total = np.inf, -np.inf, 0.0
+    for chunk in chunks():
+        low, high, total = np.minimum(low, chunk.min()), np.maximum(high, chunk.max()), total + chunk.sum()
+    mean = total / flat.size
+    std = np.sqrt(sum(np.square(chunk - mean).sum() for chunk in chunks()) / flat.size)
+    return f"{head} min {low:.6g} max {high:.6g} mean {mean:.6g} std {std:.6g}"
 
 
 def table(rows: list[tuple], headers: tuple[str, ...]) -> str:

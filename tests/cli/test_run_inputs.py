@@ -129,3 +129,21 @@ def test_random_inputs_take_no_more_memory_than_themselves(dtype):
     finally:
         tracemalloc.stop()
     assert peak < 1.25 * value.nbytes + 64 * 1024
+
+
+def test_summarizing_a_large_array_needs_no_float64_copy_of_it():
+    """`rtxrt run` prints each input's and output's statistics: a 64 MiB float32 array must
+    not need a 128 MiB float64 copy (or two) to be described."""
+    from rtxrt.formatting import summarize_array
+
+    array = np.random.default_rng(0).standard_normal(1 << 24, dtype=np.float32)
+    tracemalloc.start()
+    try:
+        line = summarize_array(array)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < array.nbytes  # a float64 copy alone is twice that
+    values = array.astype(np.float64)
+    assert line == (f"float32[{1 << 24}] min {values.min():.6g} max {values.max():.6g} "
+                    f"mean {values.mean():.6g} std {values.std():.6g}")
