@@ -277,7 +277,7 @@ def test_an_index_length_past_the_section_is_a_format_error(built):
 def with_cubin(data: bytes, arch: str, name: str, cubin: bytes, *, rebind: bool = False) -> bytes:
     """The file with one of ``arch``'s cubins replaced and every checksum re-sealed, as anyone
     can; ``rebind`` also recomputes the arch's binding (as an attacker could too)."""
-    blobs = {arch: read_cubins(data, arch) for arch in read_cubin_index(data).sizes}
+    blobs = {each: read_cubins(data, each) for each in read_cubin_index(data).sizes}
     blobs[arch][name] = cubin
     index = cubins_index(data)
     model = read_rtxir(data)
