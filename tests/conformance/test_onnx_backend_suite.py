@@ -1,9 +1,9 @@
 """ONNX's backend test suite through ``rtxrt.backend``: the node tests, the ``light`` model zoo
 (the ``real`` kind), and the pytorch-converted and pytorch-operator tests.
 
-Each test prints its pass rate; the thresholds are the foundation issue's bar (node tests
->= 85%, onnxruntime 1.32 CPU passes 84.9% on the same count; every light model passes)
-and, for the pytorch kinds, the rate reached when the suite was last widened.
+Each test prints its pass rate and holds the suite to a pinned list of the cases expected to
+fail on the reference backend: one new failure fails CI, and a case that starts passing must
+leave the list (so the list stays true). Why each fails is in README's Conformance section.
 """
 from __future__ import annotations
 
@@ -28,10 +28,29 @@ def _report(kind: str, record_property):
     return report
 
 
-def test_node_tests_pass_rate_is_at_least_85_percent(record_property):
+EXPECTED_FAILURES = {
+    "node": {
+        # ops rtxrt does not implement: image decoding, random sampling, a preview op
+        *(f"test_image_decoder_decode_{f}" for f in ("bmp_rgb", "jpeg2k_rgb", "jpeg_bgr", "jpeg_grayscale", "jpeg_rgb",
+                                                      "png_rgb", "pnm_rgb", "tiff_rgb", "webp_rgb")),
+        *(f"test_bernoulli{v}" for v in ("", "_double", "_double_expanded", "_expanded", "_seed", "_seed_expanded")),
+        *(f"test_flexattention{v}" for v in ("", "_causal_mask", "_diff_head_sizes", "_double", "_fp16", "_gqa",
+                                             "_prob_mod", "_relative_positional", "_scaled", "_score_mod", "_soft_cap")),
+        # Dropout in training mode (random), an opset-8 Scan the version converter changes, and
+        # one float16 attention case where rtxrt's float32 accumulation differs by one fp16 step
+        "test_training_dropout", "test_training_dropout_default", "test_training_dropout_default_mask",
+        "test_training_dropout_mask", "test_scan_sum", "test_attention_4d_causal_fp16_expanded",
+    },
+    # opset-6 PRelu whose slope no longer broadcasts after the upgrade (onnxruntime refuses them too)
+    "pytorch-converted": {f"test_PReLU_{d}d_multiparam" for d in (1, 2, 3)},
+    "pytorch-operator": set(),
+}
+
+
+def test_node_tests_fail_only_where_expected(record_property):
     report = _report("node", record_property)
     assert report.counted > 1700, "the node suite shrank: did collection break?"
-    assert report.pass_rate >= 0.85, report.summary()
+    assert set(report.failed) == _expected(report, "node"), _surprises(report, "node")
 
 
 def test_every_light_zoo_model_passes(record_property):
@@ -39,7 +58,19 @@ def test_every_light_zoo_model_passes(record_property):
     assert set(report.passed) == LIGHT_MODELS, report.failed
 
 
-@pytest.mark.parametrize("kind, minimum", [("pytorch-converted", 0.95), ("pytorch-operator", 0.90)])
-def test_pytorch_suites(kind, minimum, record_property):
+@pytest.mark.parametrize("kind", ["pytorch-converted", "pytorch-operator"])
+def test_pytorch_suites_fail_only_where_expected(kind, record_property):
     report = _report(kind, record_property)
-    assert report.pass_rate >= minimum, report.summary()
+    assert set(report.failed) == _expected(report, kind), _surprises(report, kind)
+
+
+def _expected(report, kind: str) -> set[str]:
+    """The pinned failures among the cases this onnx version has."""
+    return EXPECTED_FAILURES[kind] & (set(report.passed) | set(report.failed))
+
+
+def _surprises(report, kind: str) -> str:
+    new = sorted(set(report.failed) - EXPECTED_FAILURES[kind])
+    fixed = sorted(_expected(report, kind) - set(report.failed))
+    return (f"new failures: {', '.join(f'{n} ({report.failed[n]})' for n in new) or 'none'}; "
+            f"expected to fail but passed (take them off the list): {', '.join(fixed) or 'none'}")
