@@ -18,7 +18,17 @@ from onnx import helper
 
 from . import PROVIDER
 from .options import ProviderOptions
-from .partition import ONNXRUNTIME, RTXRT, Partition, _reads, external_data, node_names, partition
+from .partition import (
+    ONNXRUNTIME,
+    RTXRT,
+    Partition,
+    _reads,
+    complete_input_types,
+    external_data,
+    node_names,
+    partition,
+    value_types,
+)
 
 OP_TYPE = "EPContext"
 DOMAIN = "com.microsoft"
@@ -34,11 +44,6 @@ def compile_ep_context(model: str | os.PathLike | onnx.ModelProto, output: str |
     from rtxrt.aot import compile_onnx
     from rtxrt.format import to_bytes
 
-    from .session import (  # here: session.py imports this module
-        _complete_input_types,
-        _value_types,
-    )
-
     source_name = Path(model).name if isinstance(model, (str, os.PathLike)) else ""
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
@@ -47,13 +52,13 @@ def compile_ep_context(model: str | os.PathLike | onnx.ModelProto, output: str |
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     graph = model.graph
-    types = _value_types(model)
+    types = value_types(model)
     nodes: list[onnx.NodeProto] = []
     initializers: dict[str, onnx.TensorProto] = {}
     for part in partition(model, options):
         # As the session does: inputs ONNX inference left untyped take the types the
         # partitions before them produce (AOT needs every input's type).
-        part.model = _complete_input_types(part.model, types)
+        part.model = complete_input_types(part.model, types)
         if part.kind == ONNXRUNTIME:
             nodes += part.model.graph.node
             initializers.update({t.name: t for t in part.model.graph.initializer})

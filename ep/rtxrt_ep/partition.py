@@ -295,3 +295,26 @@ def _make_partition(index: int, kind: Kind, group: list[int], model: onnx.ModelP
 
 def _unique(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Typed value infos (ONNX shape inference, then the declared ones) by name."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception:  # noqa: BLE001 -- onnx raises InferenceError, ValidationError or RuntimeError
+        inferred = model.graph
+    types = {}
+    for vi in [*model.graph.input, *model.graph.output, *inferred.value_info, *inferred.output]:
+        if vi.type.tensor_type.elem_type or vi.name not in types:
+            types[vi.name] = vi
+    return types
+
+
+def complete_input_types(model: onnx.ModelProto, types: dict[str, onnx.ValueInfoProto]) -> onnx.ModelProto:
+    """Type the inputs ONNX's shape inference left untyped (e.g. outputs of com.microsoft ops)
+    from what the partitions before reported."""
+    for index, vi in enumerate(model.graph.input):
+        known = types.get(vi.name)
+        if not vi.type.tensor_type.elem_type and vi.type.WhichOneof("value") in (None, "tensor_type") and known:
+            model.graph.input[index].CopyFrom(known)
+    return model

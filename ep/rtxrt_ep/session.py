@@ -34,7 +34,16 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 from . import PROVIDER
 from .ep_context import OP_TYPE, has_ep_context, model_partitions, rtxrt_source
 from .options import ProviderOptions, parse_provider_options
-from .partition import ONNXRUNTIME, RTXRT, Partition, external_data, onnxruntime_only, summary
+from .partition import (
+    ONNXRUNTIME,
+    RTXRT,
+    Partition,
+    complete_input_types,
+    external_data,
+    onnxruntime_only,
+    summary,
+    value_types,
+)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -76,10 +85,10 @@ class InferenceSession:
         self.model = _load(path_or_bytes)
         self._partitions = model_partitions(self.model, self.options, path_or_bytes)
         self._log_partitioning()
-        self._types = _value_types(self.model)
+        self._types = value_types(self.model)
         self._runners = []
         for part in self._partitions:
-            part.model = _complete_input_types(part.model, self._types)
+            part.model = complete_input_types(part.model, self._types)
             runner = self._runner(part)
             self._types.update(runner.output_types())
             self._runners.append(runner)
@@ -421,29 +430,6 @@ def _onnxruntime_source(source: Any, model: onnx.ModelProto) -> str | bytes:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     return bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else model.SerializeToString()
-
-
-def _value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """Typed value infos (ONNX shape inference, then the declared ones) by name."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
-    except Exception:  # noqa: BLE001 -- onnx raises InferenceError, ValidationError or RuntimeError
-        inferred = model.graph
-    types = {}
-    for vi in [*model.graph.input, *model.graph.output, *inferred.value_info, *inferred.output]:
-        if vi.type.tensor_type.elem_type or vi.name not in types:
-            types[vi.name] = vi
-    return types
-
-
-def _complete_input_types(model: onnx.ModelProto, types: dict[str, onnx.ValueInfoProto]) -> onnx.ModelProto:
-    """Type the inputs ONNX's shape inference left untyped (e.g. outputs of com.microsoft ops)
-    from what the partitions before reported."""
-    for index, vi in enumerate(model.graph.input):
-        known = types.get(vi.name)
-        if not vi.type.tensor_type.elem_type and vi.type.WhichOneof("value") in (None, "tensor_type") and known:
-            model.graph.input[index].CopyFrom(known)
-    return model
 
 
 def _node_arg(vi: onnx.ValueInfoProto, inferred: bool = False) -> NodeArg:

@@ -112,9 +112,8 @@ def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[A
 def _as_run_on(model: Model, arch: str) -> Model:
     """The model as the runtime runs it on a GPU of ``arch`` (bf16 storage becomes fp16 below
     sm_80), so that the kernels planned here are the ones it will look up."""
-    from ..runtime.session import runtime_model
+    from ..backends.cuda.target import compute_capability, runtime_model
 
-    digits = arch[3:]
     with warnings.catch_warnings():  # the runtime's warning is for the user of that GPU, not the builder
         warnings.simplefilter("ignore", RuntimeWarning)
-        return runtime_model(model, None, (int(digits[:-1]), int(digits[-1])))
+        return runtime_model(model, None, compute_capability(arch))

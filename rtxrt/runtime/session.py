@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.cuda.builder import DataDependentShape
+from ..backends.cuda.target import runtime_model
 from ..backends.reference.executor import (
     ReferenceExecutor,
     check_input,
@@ -379,25 +380,6 @@ def embedded_cubins(source: bytes | Path, arch: str) -> dict[str, bytes]:
     except FormatError as exc:
         warn(f"rtxrt: not running embedded kernels: {exc}; compiling them instead")
         return {}
-
-
-def runtime_model(model: Model, precision: str | None, compute_capability: tuple[int, int]) -> Model:
-    """The model as this GPU runs it: "fp32" drops every narrowed storage type; bfloat16
-    storage becomes float16 below CC 8.0 (no bf16 tensor cores there), with a warning."""
-    from dataclasses import replace
-
-    from ..ir.dtypes import DType
-
-    storage = model.graph.storage
-    if precision == "fp32":
-        narrowed = {k: replace(s, dtype=model.graph.types[k].dtype) for k, s in storage.items() if k in model.graph.types}
-    elif compute_capability < (8, 0) and any(s.dtype == DType.BFLOAT16 for s in storage.values()):
-        warn("rtxrt: this GPU has no bfloat16 tensor cores (CC < 8.0); running bf16 values in fp16")
-        narrowed = {k: replace(s, dtype=DType.FLOAT16) if s.dtype == DType.BFLOAT16 else s for k, s in storage.items()}
-    else:
-        return model
-    graph = replace(model.graph, storage=narrowed)
-    return replace(model, graph=graph)
 
 
 # --- arrays ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from rtxrt.format import (
 )
 from rtxrt.format.writer import canonical_json, pack_sections
 from rtxrt.jit.cache import kernel_blob_name
-from rtxrt.runtime.session import runtime_model
+from rtxrt.backends.cuda.target import compute_capability, runtime_model
 from tests.helpers import make_model
 
 ARCHS = ("sm_86", "sm_90")
@@ -66,8 +66,7 @@ def built(tmp_path_factory):
 
 def runtime_plan(path, arch: str, shapes=SHAPES) -> Plan:
     """What the runtime's JIT plans for this file on a GPU of ``arch`` (any SM count)."""
-    cc = (int(arch[3:-1]), int(arch[-1]))
-    return build_plan(runtime_model(read_rtxir(path), None, cc), shapes, arch=arch, sm_count=84)
+    return build_plan(runtime_model(read_rtxir(path), None, compute_capability(arch)), shapes, arch=arch, sm_count=84)
 
 
 # ---------------------------------------------------------------- what is embedded
