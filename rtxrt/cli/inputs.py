@@ -3,7 +3,6 @@ the model."""
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..formatting import format_bytes
+from ..host_memory import available_memory
 from ..ir.dtypes import DType
 from ..runtime import IOInfo, Session
 
@@ -119,22 +119,6 @@ def _too_large(info: IOInfo, shape: tuple[int, ...], size: int, free: int | None
     room = f"this machine has {free} bytes ({format_bytes(free)}) free" if free is not None else "it does not fit"
     return (f"input {info.name!r}: random {info.dtype} values of shape {list(shape)} take {size} bytes "
             f"({format_bytes(size)}); {room}; choose smaller --dim/--shapes sizes or give --inputs")
-
-
-def available_memory() -> int | None:
-    """Bytes new arrays can take without swapping: Linux's MemAvailable (page cache counts as
-    free: the kernel hands it back), else the free physical pages; None where the OS does not say."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def shaped_random_inputs(inputs: list[IOInfo], shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:

@@ -8,29 +8,22 @@ array or a tuple of arrays, one per output.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from ...errors import ExecutionError
+from ...host_memory import physical_memory
 from ...ir.graph import Graph, Node
 
 # Runs a subgraph with given feeds and an enclosing scope, and returns its outputs.
 SubgraphRunner = Callable[[Graph, dict[str, Any], Mapping[str, Any]], list[Any]]
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): allocations fail at once there
-        return None
-
-
 # The largest array a kernel may create when its size comes from tensor values or attributes
 # (shapes, repeats, pads, counts), which a model may set to anything. Numpy would try, and on
 # an overcommitting OS an array larger than memory can "succeed" until its pages are touched.
-MAX_TENSOR_BYTES = _physical_memory()
+MAX_TENSOR_BYTES = physical_memory()  # None (Windows): allocations fail at once there
 
 
 def refuse_over_limit(nbytes: int, what: str) -> None:
