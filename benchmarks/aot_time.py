@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # rtxrt and tests.models.zoo from this checkout
 
-from rtxrt.formatting import table  # noqa: E402
+from rtxrt.display import table  # noqa: E402
 
 BUDGET_S = 5.0
 

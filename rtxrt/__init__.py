@@ -1,12 +1,11 @@
 """rtxrt: an open two-stage (AOT + JIT) inference runtime for NVIDIA RTX GPUs."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
+from .errors import (
     ExecutionError, FormatError, GraphError, InputError, ModelError, RtxrtError, UnsupportedOpError,
 )
-from .runtime import IOInfo, Session, is_cached  # noqa: E402
+from .runtime import IOInfo, Session, is_cached
+from .version import __version__
 
 __all__ = [
     "__version__", "Session", "IOInfo", "is_cached", "RtxrtError", "ModelError", "UnsupportedOpError",

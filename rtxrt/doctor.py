@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .formatting import format_bytes
-from .jit.cache import ENV_VAR, RuntimeCache, resolve_cache_dir
+from .display import format_bytes
+from .backends.cuda.cache.runtime_cache import ENV_VAR, RuntimeCache, resolve_cache_dir
 
 SCHEMA = 1  # bump when a key of to_json() changes meaning or disappears
 LOW_DISK_BYTES = 512 * 1024**2  # below this, a large model's kernels may not fit
@@ -200,8 +200,8 @@ def _driver(report: Report) -> list[Check]:
 
 
 def _nvrtc(report: Report) -> list[Check]:
-    from .jit.device import MIN_COMPUTE_CAPABILITY, SUPPORTED_ARCHS
-    from .jit.nvrtc import (
+    from .backends.cuda.device import MIN_COMPUTE_CAPABILITY, SUPPORTED_ARCHS
+    from .backends.cuda.compile.nvrtc import (
         NVRTC_HINT,
         NvrtcNotFoundError,
         nvrtc_version,
@@ -228,7 +228,7 @@ def _nvrtc(report: Report) -> list[Check]:
 def _gpus(report: Report) -> list[Check]:
     from cupy.cuda import runtime  # CuPy loads: the check runs only after 'cupy' passed
 
-    from .jit.device import UnsupportedGpuError, check_compute_capability, target_arch
+    from .backends.cuda.device import UnsupportedGpuError, check_compute_capability, target_arch
 
     try:
         count = runtime.getDeviceCount()
@@ -272,7 +272,7 @@ def _arch(gpu: dict[str, Any]) -> str:
 
 
 def _cublas(report: Report) -> list[Check]:
-    from .jit.cublas import CublasNotFoundError, load_cublas
+    from .backends.cuda.run.cublas import CublasNotFoundError, load_cublas
 
     runtime = report.facts["cupy"]["cuda_runtime"]
     try:

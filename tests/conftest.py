@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtxrt.runtime.device import find_gpu
+from rtxrt.backends.cuda.device import find_gpu
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,13 +6,11 @@ onnxruntime session). ``register()`` makes an unchanged onnxruntime application 
 provider by name."""
 from __future__ import annotations
 
-PROVIDER = "RtxrtExecutionProvider"
-
-from .ep_context import compile_ep_context  # noqa: E402  (PROVIDER first: the modules import it)
-from .options import ProviderOptions, parse_provider_options  # noqa: E402
-from .partition import Partition, partition, summary, supported_nodes  # noqa: E402
-from .register import is_registered, register, unregister  # noqa: E402
-from .session import InferenceSession, IOBinding, NodeArg  # noqa: E402
+from .ep_context import compile_ep_context
+from .options import PROVIDER, ProviderOptions, parse_provider_options
+from .partition import Partition, partition, summary, supported_nodes
+from .register import is_registered, register, unregister
+from .session import InferenceSession, IOBinding, NodeArg
 
 __all__ = [
     "PROVIDER", "InferenceSession", "IOBinding", "NodeArg", "Partition", "ProviderOptions", "compile_ep_context",

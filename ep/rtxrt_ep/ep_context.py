@@ -16,8 +16,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from . import PROVIDER
-from .options import ProviderOptions
+from .options import PROVIDER, ProviderOptions
 from .partition import (
     ONNXRUNTIME,
     RTXRT,

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+PROVIDER = "RtxrtExecutionProvider"  # the name onnxruntime applications ask for
+
 SPECIALIZATIONS = ("lazy", "eager", "none")
 PRECISIONS = ("fp32",)
 

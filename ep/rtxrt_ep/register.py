@@ -16,7 +16,7 @@ from typing import Any
 import onnxruntime
 from onnxruntime.capi import onnxruntime_inference_collection as _collection
 
-from . import PROVIDER
+from .options import PROVIDER
 
 _lock = threading.Lock()
 _originals: dict[str, Any] = {}  # empty while unregistered

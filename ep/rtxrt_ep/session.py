@@ -31,9 +31,8 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 
-from . import PROVIDER
 from .ep_context import OP_TYPE, has_ep_context, model_partitions, rtxrt_source
-from .options import ProviderOptions, parse_provider_options
+from .options import PROVIDER, ProviderOptions, parse_provider_options
 from .partition import (
     ONNXRUNTIME,
     RTXRT,
@@ -396,7 +395,7 @@ def _normalize_providers(providers: Any, provider_options: Any) -> tuple[list[st
 def _gpu_problem(device_id: int) -> str | None:
     """Why rtxrt cannot use GPU ``device_id``, as rtxrt's device probe tells it, or None when it can."""
     from rtxrt.errors import RtxrtError
-    from rtxrt.jit import device
+    from rtxrt.backends.cuda import device
 
     try:
         device.probe(device_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..format import Cubins
-from ..formatting import format_bytes
+from ..display import format_bytes
 from ..ir.graph import Model
 
 
@@ -43,8 +43,8 @@ class ArchReport:
 def check_archs(archs: Iterable[str]) -> tuple[str, ...]:
     """The archs, each once, in the order given. InputError names an arch that rtxrt does
     not offer or that this NVRTC cannot compile for (checked before any slow work)."""
-    from ..jit.device import SUPPORTED_ARCHS
-    from ..jit.nvrtc import nvrtc_version, supported_archs
+    from ..backends.cuda.device import SUPPORTED_ARCHS
+    from ..backends.cuda.compile.nvrtc import nvrtc_version, supported_archs
 
     wanted = tuple(dict.fromkeys(archs))
     if not wanted:
@@ -91,9 +91,9 @@ def planning_shapes(model: Model, shapes: Mapping[str, Sequence[int]]) -> dict[s
 def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[ArchReport]]:
     """Compile every kernel ``model`` needs at ``options.shapes`` for each arch. ``model``
     should be read back from the .rtxir bytes, so that it is exactly what the runtime plans."""
-    from ..backends.cuda.builder import build_plan
-    from ..jit.cache import kernel_blob_name
-    from ..jit.nvrtc import compile_many
+    from ..backends.cuda.plan.builder import build_plan
+    from ..backends.cuda.cache.runtime_cache import kernel_blob_name
+    from ..backends.cuda.compile.nvrtc import compile_many
 
     archs = check_archs(options.archs)
     shapes = planning_shapes(model, options.shapes)

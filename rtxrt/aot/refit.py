@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import FormatError, ModelError, RtxrtError, warn
 from ..format import RefitSource, graph_digest, read_refit_recipe, write_rtxir
 from ..frontend.onnx_import import load_onnx

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..formatting import format_bytes, table
+from ..display import format_bytes, table
 from ..ir.graph import Model, TensorType
 from .pass_result import PassResult
 

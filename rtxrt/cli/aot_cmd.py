@@ -9,8 +9,8 @@ from ..aot import AotOptions, build_rtxir
 from ..aot.options import PRECISIONS
 from ..aot.precompile import PrecompileOptions
 from ..errors import InputError
-from ..formatting import format_bytes
-from ..jit.device import SUPPORTED_ARCHS
+from ..display import format_bytes
+from ..backends.cuda.device import SUPPORTED_ARCHS
 from .arguments import UsageError, check_writable, profile, shapes
 
 

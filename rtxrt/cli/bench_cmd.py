@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formatting import format_bytes, table
+from ..display import format_bytes, table
 from ..runtime import Session
 from .arguments import non_negative_int, positive_int
 from .inputs import shaped_random_inputs

@@ -13,8 +13,8 @@ import re
 import time
 from pathlib import Path
 
-from ..formatting import format_bytes, table
-from ..jit.cache import ENV_VAR, RuntimeCache
+from ..display import format_bytes, table
+from ..backends.cuda.cache.runtime_cache import ENV_VAR, RuntimeCache
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
           "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from ..aot import AotOptions, build_rtxir
-from ..formatting import format_bytes
+from ..display import format_bytes
 from ..runtime import Session
 from ..samples import DEFAULT_MODEL_NAME, default_model
 from .arguments import positive_int

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from ..doctor import Report, diagnose
-from ..formatting import format_bytes, table
-from ..jit.cache import ENV_VAR
+from ..display import format_bytes, table
+from ..backends.cuda.cache.runtime_cache import ENV_VAR
 
 _MARK = {True: "ok", False: "FAIL", None: "--"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..formatting import format_bytes
+from ..display import format_bytes
 from ..host_memory import available_memory
 from ..ir.dtypes import DType
 from ..runtime import IOInfo, Session

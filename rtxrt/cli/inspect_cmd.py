@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..format import read_cubin_index, read_header, read_rtxir
-from ..formatting import format_bytes, table
+from ..display import format_bytes, table
 from ..ir.graph import Graph, Model, TensorType
 
 

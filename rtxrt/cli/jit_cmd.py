@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from ..errors import RtxrtError
-from ..formatting import format_bytes
-from ..jit.cache import ENV_VAR
+from ..display import format_bytes
+from ..backends.cuda.cache.runtime_cache import ENV_VAR
 from ..runtime import Session
 from .arguments import add_trust_embedded_kernels, non_negative_int, shapes
 from .inputs import shaped_random_inputs

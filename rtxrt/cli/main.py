@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import RtxrtError
-from ..jit.device import NoGpuError
+from ..backends.cuda.device import NoGpuError
 from . import (
     aot_cmd,
     bench_cmd,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..formatting import format_bytes
+from ..display import format_bytes
 from .arguments import check_writable
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from ..errors import InputError, RtxrtError
-from ..formatting import summarize_array, table
+from ..display import summarize_array, table
 from ..ir.to_onnx import model_to_onnx
 from ..runtime import Session
 from .arguments import UsageError, add_trust_embedded_kernels, check_writable, dim

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Iterable, Union
 
 import numpy as np
 
-from .. import __version__ as _rtxrt_version
+from ..version import __version__ as _rtxrt_version
 from ..errors import FormatError
 from ..ir.dtypes import DType
 from ..ir.graph import MAX_DIM, Graph, Model, Node, TensorType

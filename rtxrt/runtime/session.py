@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.cuda.builder import DataDependentShape
+from ..backends.cuda.plan.builder import DataDependentShape
 from ..backends.cuda.target import runtime_model
 from ..backends.reference.executor import (
     ReferenceExecutor,
@@ -121,7 +121,7 @@ class Session:
         self._engines: dict[str, Any] = {}
         self._executor: ReferenceExecutor | None = None
         try:
-            from .gpu import GpuContext
+            from ..backends.cuda.jit import GpuContext
 
             self._gpu = GpuContext(device)
         except RtxrtError as exc:
@@ -133,8 +133,8 @@ class Session:
             self.fallback_reason = str(exc)
             self._executor = ReferenceExecutor(self.model)
             return
-        from ..jit.cache import RuntimeCache
-        from ..jit.cache_key import CacheKey
+        from ..backends.cuda.cache.runtime_cache import RuntimeCache
+        from ..backends.cuda.cache.key import CacheKey
 
         self.backend = f"cuda ({self._gpu.info.describe()})"
         self.fallback_reason = ""
@@ -233,7 +233,7 @@ class Session:
         return self._engine({k: tuple(int(d) for d in v) for k, v in shapes.items()})
 
     def _engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
-        from .gpu import load_engine, shape_signature
+        from ..backends.cuda.jit import load_engine, shape_signature
 
         signature = shape_signature(shapes)
         if signature not in self._engines:
@@ -256,7 +256,7 @@ class Session:
         started now) in a background thread that tunes on a stream and cuBLAS handle of its own."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .gpu import GpuContext, shape_signature, specialize
+        from ..backends.cuda.jit import GpuContext, shape_signature, specialize
 
         signature = shape_signature(shapes)
         if signature in self._engines:
@@ -287,7 +287,7 @@ class Session:
 
     def _cached_engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
         """specialization="none": the engine if loaded or in the cache, else ON_HOST."""
-        from .gpu import NotSpecialized, shape_signature, specialize
+        from ..backends.cuda.jit import NotSpecialized, shape_signature, specialize
 
         signature = shape_signature(shapes)
         if signature not in self._engines:
@@ -422,7 +422,7 @@ def _as_kind(array: Any, kind: Any, dtype: Any) -> Any:
     if kind == "cupy":
         return array
     if kind == "numpy":
-        from ..backends.cuda.forms import numpy_dtype
+        from ..backends.cuda.plan.forms import numpy_dtype
 
         return array.get().view(numpy_dtype(dtype))
     return kind(array)
@@ -441,10 +441,10 @@ def is_cached(source: str | os.PathLike | bytes, *, device: int = 0, cache_dir: 
     """Will ``Session(source, ...)`` on this GPU load from the runtime cache without compiling
     (True), or JIT (False)? Like TensorRT-RTX's getEngineValidity. ``shapes``: the input shapes
     the app will run (default: the model's static shapes). False without a usable GPU."""
-    from ..jit.cache import TACTICS_BLOB, RuntimeCache
-    from ..jit.cache_key import CacheKey
-    from ..jit.device import probe
-    from .gpu import shape_signature
+    from ..backends.cuda.cache.runtime_cache import TACTICS_BLOB, RuntimeCache
+    from ..backends.cuda.cache.key import CacheKey
+    from ..backends.cuda.device import probe
+    from ..backends.cuda.jit import shape_signature
 
     model, data = load_model_and_bytes(source)
     try:

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from rtxrt.aot import AotOptions, build_rtxir, compile_onnx
 from rtxrt.aot.precompile import PrecompileOptions
-from rtxrt.backends.cuda.builder import Plan, build_plan
+from rtxrt.backends.cuda.plan.builder import Plan, build_plan
 from rtxrt.cli import main
 from rtxrt.errors import FormatError, InputError
 from rtxrt.format import (
@@ -31,7 +31,7 @@ from rtxrt.format import (
     to_bytes,
 )
 from rtxrt.format.writer import canonical_json, pack_sections
-from rtxrt.jit.cache import kernel_blob_name
+from rtxrt.backends.cuda.cache.runtime_cache import kernel_blob_name
 from rtxrt.backends.cuda.target import compute_capability, runtime_model
 from tests.helpers import make_model
 
@@ -384,8 +384,8 @@ def test_a_session_on_a_gpu_whose_arch_was_embedded_compiles_nothing(tmp_path):
     headroom and still catches a wrong kernel (errors of order 1)."""
     import rtxrt
     from rtxrt.backends.reference.executor import ReferenceExecutor
-    from rtxrt.jit.device import SUPPORTED_ARCHS, probe
-    from rtxrt.jit.nvrtc import compiled_count
+    from rtxrt.backends.cuda.device import SUPPORTED_ARCHS, probe
+    from rtxrt.backends.cuda.compile.nvrtc import compiled_count
 
     arch = probe().arch
     if arch not in SUPPORTED_ARCHS:

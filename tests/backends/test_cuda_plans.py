@@ -9,10 +9,10 @@ import pytest
 
 from rtxrt.aot import compile_onnx
 from rtxrt.aot.options import AotOptions
-from rtxrt.backends.cuda.builder import build_plan, finalize
-from rtxrt.backends.cuda.forms import NHWC
-from rtxrt.jit.device import SUPPORTED_ARCHS
-from rtxrt.jit.nvrtc import compile_many
+from rtxrt.backends.cuda.plan.builder import build_plan, finalize
+from rtxrt.backends.cuda.plan.forms import NHWC
+from rtxrt.backends.cuda.device import SUPPORTED_ARCHS
+from rtxrt.backends.cuda.compile.nvrtc import compile_many
 
 MODELS = ["resnet18", "mobilenetv3_small", "unet", "bert", "gpt2"]
 SHAPES = {"bert": {"batch": 2, "seq": 16}, "gpt2": {"batch": 2, "seq": 16}}

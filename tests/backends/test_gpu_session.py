@@ -122,7 +122,7 @@ def _start(path: Path, cache: Path, image: int = 64) -> subprocess.Popen:
     once and prints its JIT statistics, its NVRTC compile count and the first outputs."""
     script = (
         "import json, sys, numpy as np, rtxrt\n"
-        "from rtxrt.jit.nvrtc import compiled_count\n"
+        "from rtxrt.backends.cuda.compile.nvrtc import compiled_count\n"
         "s = rtxrt.Session(sys.argv[1], cache_dir=sys.argv[2], progress=False)\n"
         "n = int(sys.argv[3])\n"
         "x = np.random.default_rng(0).uniform(-1, 1, (1, 3, n, n)).astype(np.float32)\n"
@@ -172,7 +172,7 @@ def test_eight_processes_starting_at_once_build_one_entry(zoo_export, models_dir
 
 def test_a_bit_flipped_cache_entry_is_rebuilt_with_a_warning(zoo_export, models_dir, tmp_path):
     import rtxrt
-    from rtxrt.jit.cache import CacheWarning
+    from rtxrt.backends.cuda.cache.runtime_cache import CacheWarning
 
     path = build(zoo_export, models_dir, "resnet18", "fp16")
     feeds = zoo_export("resnet18").make_inputs(9)
@@ -301,7 +301,7 @@ def test_no_specialization_compiles_nothing_after_load(zoo_export, models_dir, t
     """specialization="none": the profile's opt shapes are built at load; a shape the cache
     holds (prewarmed by another session) loads on the GPU; any other runs on the host."""
     import rtxrt
-    from rtxrt.jit.nvrtc import compiled_count
+    from rtxrt.backends.cuda.compile.nvrtc import compiled_count
     from rtxrt.runtime.session import ON_HOST
 
     path = build(zoo_export, models_dir, "bert", "fp32")

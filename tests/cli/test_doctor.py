@@ -13,9 +13,9 @@ import pytest
 from rtxrt import doctor
 from rtxrt.cli import main
 from rtxrt.doctor import Check, diagnose
-from rtxrt.jit.cache import RuntimeCache
-from rtxrt.jit.cache_key import CacheKey
-from rtxrt.runtime.device import find_gpu
+from rtxrt.backends.cuda.cache.runtime_cache import RuntimeCache
+from rtxrt.backends.cuda.cache.key import CacheKey
+from rtxrt.backends.cuda.device import find_gpu
 
 no_gpu_here = pytest.mark.skipif(find_gpu() is not None, reason="this machine has a GPU")
 TOP_KEYS = {"schema", "ok", "gpu_available", "checks", "python", "rtxrt", "platform", "cupy", "driver", "nvrtc",
@@ -289,7 +289,7 @@ def test_a_check_that_crashes_becomes_a_problem_not_a_traceback(monkeypatch, tmp
 
 @pytest.mark.gpu
 def test_on_a_gpu_machine_everything_is_in_place(tmp_path, capsys):
-    from rtxrt.jit.device import probe
+    from rtxrt.backends.cuda.device import probe
 
     info = probe(0)
     assert main(["doctor", "--json", "--cache-dir", str(tmp_path)]) == 0, capsys.readouterr()

@@ -10,7 +10,7 @@ import pytest
 
 from rtxrt.cli import main
 from rtxrt.cli.arguments import shapes
-from rtxrt.runtime.device import find_gpu
+from rtxrt.backends.cuda.device import find_gpu
 from rtxrt.samples import default_model
 
 no_gpu = pytest.mark.skipif(find_gpu() is not None, reason="checks the behaviour without a GPU")
@@ -62,7 +62,7 @@ def test_jit_fills_the_cache_and_bench_reports(model, tmp_path, capsys):
 def test_embedded_kernels_run_only_with_the_trust_flag(tmp_path, capsys):
     """A file precompiled for this GPU's arch: `jit` compiles every kernel anyway, unless the
     user trusts the file's builder with --trust-embedded-kernels (then it compiles none)."""
-    from rtxrt.jit.device import SUPPORTED_ARCHS, probe
+    from rtxrt.backends.cuda.device import SUPPORTED_ARCHS, probe
 
     arch = probe().arch
     if arch not in SUPPORTED_ARCHS:

@@ -134,7 +134,7 @@ def test_random_inputs_take_no_more_memory_than_themselves(dtype):
 def test_summarizing_a_large_array_needs_no_float64_copy_of_it():
     """`rtxrt run` prints each input's and output's statistics: a 64 MiB float32 array must
     not need a 128 MiB float64 copy (or two) to be described."""
-    from rtxrt.formatting import summarize_array
+    from rtxrt.display import summarize_array
 
     array = np.random.default_rng(0).standard_normal(1 << 24, dtype=np.float32)
     tracemalloc.start()

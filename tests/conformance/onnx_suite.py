@@ -1,4 +1,4 @@
-"""Runs ONNX's backend test suite against ``rtxrt.backend`` and reports the pass rate.
+"""Runs ONNX's backend test suite against ``rtxrt.onnx_backend`` and reports the pass rate.
 
     python -m tests.conformance.onnx_suite [--kind node|real|pytorch-converted|pytorch-operator|simple]
                                            [--include REGEX] [--failures]
@@ -43,8 +43,8 @@ import numpy as np
 import onnx
 import onnx.backend.test
 
-import rtxrt.backend
-from rtxrt.runtime.device import find_gpu
+import rtxrt.onnx_backend
+from rtxrt.backends.cuda.device import find_gpu
 
 # Node tests left out of the count, decided from each test's model. These are features
 # outside an inference runtime for tensors, the same categories ONNX Runtime's GPU
@@ -179,7 +179,7 @@ class SuiteReport:
     def summary(self) -> str:
         where = "" if self.device == "CPU" else f" on {self.device}"
         return (
-            f"ONNX backend suite [{self.kind}]{where} through rtxrt.backend: {len(self.passed)}/{self.counted} "
+            f"ONNX backend suite [{self.kind}]{where} through rtxrt.onnx_backend: {len(self.passed)}/{self.counted} "
             f"passed = {100 * self.pass_rate:.1f}% ({len(self.excluded)} excluded, {self.seconds:.0f} s)"
         )
 
@@ -192,8 +192,8 @@ class CudaContextLost(RuntimeError):
 # --- running -----------------------------------------------------------------------------------
 
 
-class _RecordingBackend(rtxrt.backend.RtxrtBackend):
-    """rtxrt.backend, keeping what the running test prepared (the model names its op; the
+class _RecordingBackend(rtxrt.onnx_backend.RtxrtBackend):
+    """rtxrt.onnx_backend, keeping what the running test prepared (the model names its op; the
     rep says which nodes ran on the host)."""
 
     models: ClassVar[list[onnx.ModelProto]] = []
@@ -557,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         print(Merged.load(args.merge).text(args.failures))
         return 0
-    if args.device != "CPU" and not rtxrt.backend.supports_device(args.device):
-        print(f"onnx_suite: --device {args.device}: {rtxrt.backend.device_problem(args.device)}", file=sys.stderr)
+    if args.device != "CPU" and not rtxrt.onnx_backend.supports_device(args.device):
+        print(f"onnx_suite: --device {args.device}: {rtxrt.onnx_backend.device_problem(args.device)}", file=sys.stderr)
         return 2
     if args.worker:
         return work(args)

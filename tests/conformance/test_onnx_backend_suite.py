@@ -1,4 +1,4 @@
-"""ONNX's backend test suite through ``rtxrt.backend``: the node tests, the ``light`` model zoo
+"""ONNX's backend test suite through ``rtxrt.onnx_backend``: the node tests, the ``light`` model zoo
 (the ``real`` kind), and the pytorch-converted and pytorch-operator tests.
 
 Each test prints its pass rate and holds the suite to a pinned list of the cases expected to

@@ -1,6 +1,6 @@
 """The ONNX suite's command line for GPU runs: shards split the suite, results files merge
 into pass rates (overall, GPU-only, host fallback), a worker that dies in a test is replaced
-by one that resumes after it, and rtxrt.backend on "CUDA" says clearly when there is no GPU."""
+by one that resumes after it, and rtxrt.onnx_backend on "CUDA" says clearly when there is no GPU."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import rtxrt.backend
-from rtxrt.jit.device import NoGpuError
-from rtxrt.runtime.device import find_gpu
+import rtxrt.onnx_backend
+from rtxrt.backends.cuda.device import NoGpuError
+from rtxrt.backends.cuda.device import find_gpu
 from tests.conformance.onnx_suite import (
     Merged,
     SuiteReport,
@@ -224,23 +224,23 @@ def test_the_cpu_suite_runs_in_a_worker_into_a_results_file(tmp_path, capsys):
     assert "2/2 passed = 100.0%" in capsys.readouterr().out
 
 
-# --- rtxrt.backend on CUDA ---------------------------------------------------------------------
+# --- rtxrt.onnx_backend on CUDA ---------------------------------------------------------------------
 
 
 def test_cpu_stays_supported_and_unknown_devices_are_named():
-    assert rtxrt.backend.supports_device("CPU")
-    assert not rtxrt.backend.supports_device("TPU")
-    assert "'TPU'" in rtxrt.backend.device_problem("TPU")
+    assert rtxrt.onnx_backend.supports_device("CPU")
+    assert not rtxrt.onnx_backend.supports_device("TPU")
+    assert "'TPU'" in rtxrt.onnx_backend.device_problem("TPU")
     with pytest.raises(ValueError, match="does not run on device 'TPU'"):
-        rtxrt.backend.prepare(add_relu_model(), "TPU")
+        rtxrt.onnx_backend.prepare(add_relu_model(), "TPU")
 
 
 @no_gpu_here
 def test_without_a_gpu_cuda_is_unsupported_and_prepare_says_why():
-    assert not rtxrt.backend.supports_device("CUDA")
-    assert not rtxrt.backend.supports_device("CUDA:0")
+    assert not rtxrt.onnx_backend.supports_device("CUDA")
+    assert not rtxrt.onnx_backend.supports_device("CUDA:0")
     with pytest.raises(NoGpuError, match="cannot prepare a model for device 'CUDA': .*(driver|CuPy|GPU)"):
-        rtxrt.backend.prepare(add_relu_model(), "CUDA")
+        rtxrt.onnx_backend.prepare(add_relu_model(), "CUDA")
 
 
 @no_gpu_here
@@ -255,8 +255,8 @@ def test_without_a_gpu_the_suite_refuses_cuda_at_once(capsys):
 def test_cuda_rep_runs_on_the_gpu_and_returns_numpy():
     rng = np.random.default_rng(7)
     a, b = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
-    assert rtxrt.backend.supports_device("CUDA")
-    rep = rtxrt.backend.prepare(add_relu_model(), "CUDA")
+    assert rtxrt.onnx_backend.supports_device("CUDA")
+    rep = rtxrt.onnx_backend.prepare(add_relu_model(), "CUDA")
     (y,) = rep.run([a, b])
     assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == (3, 4)
     # One fp32 add and a max: the GPU rounds exactly as numpy does.

@@ -16,9 +16,9 @@ from rtxrt_ep.ep_context import compile_ep_context
 from rtxrt_ep.session import InferenceSession
 
 import rtxrt
-from rtxrt.jit import device
-from rtxrt.jit.device import NoGpuError
-from rtxrt.runtime.device import find_gpu
+from rtxrt.backends.cuda import device
+from rtxrt.backends.cuda.device import NoGpuError
+from rtxrt.backends.cuda.device import find_gpu
 
 from . import cut_chain, resnet_style
 

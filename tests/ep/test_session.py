@@ -17,7 +17,7 @@ from rtxrt_ep.session import InferenceSession
 
 import rtxrt
 from rtxrt.errors import ExecutionError
-from rtxrt.runtime.device import find_gpu
+from rtxrt.backends.cuda.device import find_gpu
 from tests.conformance.onnx_suite import parse_shard
 
 from . import all_supported, cut_chain, diamond, make_model, sequence_cut, tensor

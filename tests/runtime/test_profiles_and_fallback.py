@@ -14,8 +14,8 @@ import rtxrt
 from rtxrt.aot import build_rtxir
 from rtxrt.cli.arguments import profile
 from rtxrt.ir.shape_profile import make_profile
-from rtxrt.jit.device import NoGpuError
-from rtxrt.runtime.device import find_gpu
+from rtxrt.backends.cuda.device import NoGpuError
+from rtxrt.backends.cuda.device import find_gpu
 from tests.helpers import add_relu_model
 
 no_gpu = pytest.mark.skipif(find_gpu() is not None, reason="checks the behaviour without a GPU")

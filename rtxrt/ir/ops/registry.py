@@ -121,15 +121,11 @@ def register(
 
 
 def get_schema(op_type: str, domain: str = "") -> OpSchema | None:
-    from . import load_all  # schemas register on import
-
     load_all()
     return _SCHEMAS.get((_canonical_domain(domain), op_type))
 
 
 def all_schemas() -> dict[tuple[str, str], OpSchema]:
-    from . import load_all
-
     load_all()
     return dict(_SCHEMAS)
 

@@ -1,0 +1,142 @@
+"""Fused epilogues for generated kernels (GEMM, conv): the activations of
+rtxrt/ir/activations.py as fp32 CUDA expressions, the statements that apply alpha, bias,
+activation and residual to an accumulator, matching the reference backend's epilogue, and
+``epilogue_kernel``, the same epilogue as a kernel of its own for a GEMM that cuBLAS computed."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ....ir.dtypes import DType
+from . import CodegenError
+from . import ctypes_map as C
+from .kernel_source import (
+    KERNEL_NAME,
+    KernelArg,
+    KernelSource,
+    LaunchPolicy,
+    grid_stride_loop,
+    index_type,
+    kernel_name,
+    loop_kernel,
+)
+
+if TYPE_CHECKING:  # gemm imports this module
+    from ..ops.gemm_source import GemmProblem
+
+F32 = DType.FLOAT32
+
+# Activations built on libm functions are called rather than inlined: inlined at each of the
+# up to 256 outputs a thread writes, they would multiply the code (and NVRTC's time) by 3.
+CALLED_ACTIVATIONS = frozenset({"sigmoid", "tanh", "silu", "gelu", "gelu_tanh"})
+
+
+def activation_expr(name: str, q: dict) -> str:
+    """The body of ``float rtx_act(float x)``: the activation in fp32, as the reference's
+    epilogue computes it (NaN-propagating max/min as numpy's maximum/minimum)."""
+    def lit(value: float) -> str:
+        return C.literal(value, F32)
+
+    one, zero, half = lit(1.0), lit(0.0), lit(0.5)
+
+    def hard_sigmoid(alpha: float, beta: float) -> str:
+        return f"rtx_min(rtx_max({lit(alpha)} * x + {lit(beta)}, {zero}), {one})"
+
+    sigmoid = f"({one} / ({one} + expf(-x)))"
+    if name == "none":
+        return "x"
+    if name == "relu":
+        return f"rtx_max(x, {zero})"
+    if name == "leaky_relu":
+        return f"(x < {zero} ? x * {lit(q['alpha'])} : x)"
+    if name == "clip":
+        return f"rtx_min(rtx_max(x, {lit(q['min'])}), {lit(q['max'])})"
+    if name == "sigmoid":
+        return sigmoid
+    if name == "tanh":
+        return "tanhf(x)"
+    if name == "hard_sigmoid":
+        return hard_sigmoid(q["alpha"], q["beta"])
+    if name == "hard_swish":
+        return f"(x * {hard_sigmoid(1 / 6, 0.5)})"
+    if name == "silu":
+        return f"(x * {sigmoid})"
+    if name == "gelu":  # 1 + erf(t) as erfc(-t): accurate where erf(t) nears -1
+        return f"({half} * x * erfcf(-(x / {lit(math.sqrt(2))})))"
+    if name == "gelu_tanh":
+        inner = f"{lit(math.sqrt(2 / math.pi))} * (x + {lit(0.044715)} * (x * x * x))"
+        return f"({half} * x * ({one} + tanhf({inner})))"
+    raise CodegenError(f"no fused activation {name!r}")  # pragma: no cover
+
+
+def activation_functions(activation: str, params: dict, *, one_output_per_thread: bool = False) -> str:
+    """The device functions an epilogue calls: NaN-propagating ``rtx_max`` / ``rtx_min`` (as
+    numpy's maximum / minimum) and ``float rtx_act(float x)``. A kernel writing one output
+    per thread inlines every activation: a call there costs more than the code it saves."""
+    called = activation in CALLED_ACTIVATIONS and not one_output_per_thread
+    inline = "__noinline__" if called else "__forceinline__"
+    return ("template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) "
+            "{ return (a >= b || a != a) ? a : b; }\n"
+            "template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) "
+            "{ return (a <= b || a != a) ? a : b; }\n"
+            f"__device__ {inline} float rtx_act(float x) {{ return {activation_expr(activation, params)}; }}\n")
+
+
+def epilogue_statements(p: GemmProblem, z: str, *, bias: str = "bias[col]", alpha: bool = True) -> list[str]:
+    """C statements taking the fp32 accumulator ``x`` to ``p``'s result: times alpha (unless
+    ``alpha`` is false: already applied), plus ``bias`` (the bias element), then the
+    activation with the residual ``z`` (the element of Z) added before or after it."""
+    statements = []
+    if alpha and p.alpha != 1.0:
+        statements.append(f"x *= {C.literal(p.alpha, F32)};")
+    if p.bias:
+        statements.append(f"x += {C.load(bias, p.out_dtype)};")
+    if p.residual == "before_activation":
+        statements.append(f"x += {C.load(z, p.out_dtype)};")
+    statements.append("x = rtx_act(x);")
+    if p.residual == "after_activation":
+        statements.append(f"x += {C.load(z, p.out_dtype)};")
+    return statements
+
+
+def has_epilogue(p: GemmProblem) -> bool:
+    """Whether anything follows ``alpha * A @ B``: a bias, an activation or a residual."""
+    return p.bias or p.activation != "none" or p.has_z
+
+
+def epilogue_kernel(p: GemmProblem) -> KernelSource:
+    """``p``'s epilogue in place on D, for a GEMM computed elsewhere (cuBLAS) that wrote
+    ``alpha * A @ B`` into D (``p.out_dtype``, rows ``p.ldd`` and batches ``p.stride_d``
+    apart): D = activation(D + bias [+ Z]) [+ Z], computed in fp32, rounded to D's type. A 1-D
+    grid-stride kernel over ``batch x M x N``; its arguments are [bias] (input 2), [Z]
+    (input 3, may be D itself) and D (output 0). CodegenError for a problem with nothing to
+    apply."""
+    if not has_epilogue(p):
+        raise CodegenError(f"GEMM {p.describe()} has no epilogue to apply after the product")
+    out_c = C.storage_type(p.out_dtype)
+    total = p.batch * p.m * p.n
+    index, suffix = index_type(total)
+    params, args = [], []
+    lead = (p.batch,) if p.batch != 1 else ()
+    if p.bias:
+        params.append(f"const {out_c}* __restrict__ bias")
+        args.append(KernelArg("bias", "input", 2, p.out_dtype, (p.n,)))
+    if p.has_z:
+        params.append(f"const {out_c}* Z")  # may alias D: each element is read before it is written
+        z_lead = lead if p.stride_z != 0 else ()
+        args.append(KernelArg("Z", "input", 3, p.out_dtype, (*z_lead, p.m, p.n)))
+    params.append(f"{out_c}* D")
+    args.append(KernelArg("D", "output", 0, p.out_dtype, (*lead, p.m, p.n)))
+    head = [f"// rtxrt GEMM epilogue after cuBLAS: {p.describe()}", C.PRELUDE.strip(),
+            f"constexpr long long LDZ = {p.ldz}, LDD = {p.ldd}, SZ = {p.stride_z}, SD = {p.stride_d};",
+            activation_functions(p.activation, p.params, one_output_per_thread=True)]
+    mn, n = max(p.m * p.n, 1), max(p.n, 1)  # no division by zero where there is nothing to do
+    body = [f"const {index} b = i / {mn}{suffix}, r = i - b * {mn}{suffix};",
+            f"const {index} row = r / {n}{suffix}, col = r - row * {n}{suffix};",
+            "const long long o = (long long)b * SD + (long long)row * LDD + col;",
+            f"float x = {C.load('D[o]', p.out_dtype)};",
+            *epilogue_statements(p, "Z[(long long)b * SZ + (long long)row * LDZ + col]", alpha=False),
+            f"D[o] = {C.store('x', p.out_dtype)};"]
+    source = loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
+    name = kernel_name("rtx_gemm_epilogue_", source)
+    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(total), tuple(args))

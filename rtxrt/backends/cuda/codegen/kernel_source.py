@@ -1,0 +1,142 @@
+"""How a generated kernel is described to the runtime, shared by every generator
+(elementwise, GEMM, reductions): its source and name, its pointer arguments and its launch.
+
+This module imports nothing from the generators, so each of them can import it.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ....ir.dtypes import DType
+
+BLOCK = 256
+MAX_GRID = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class KernelArg:
+    """One pointer parameter: an input (``index`` is its position among the node's inputs,
+    omitted optional inputs have none) or an output (its position among the outputs)."""
+
+    name: str
+    role: str  # "input" or "output"
+    index: int
+    dtype: DType  # storage type in memory
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LaunchPolicy:
+    """A 1-D grid-stride launch over ``elements`` output elements. Any grid size is correct;
+    ``grid()`` gives one thread per element, or ``sm_count * blocks_per_sm`` blocks when the
+    caller prefers fewer, longer-lived ones. ``grid() == 0``: nothing to do, do not launch."""
+
+    elements: int
+    block: int = BLOCK
+
+    def grid(self, sm_count: int | None = None, blocks_per_sm: int = 8) -> int:
+        blocks = min(-(-self.elements // self.block), MAX_GRID)
+        return min(blocks, sm_count * blocks_per_sm) if sm_count else blocks
+
+
+@dataclass(frozen=True)
+class GridLaunch:
+    """A 3-D launch: ``grid`` blocks of ``block`` threads with ``smem_bytes`` of static shared
+    memory (for kernels whose blocks own tiles: GEMM, attention). A zero in ``grid``: nothing
+    to do, do not launch."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """A generated kernel: ``name`` is a hash of ``source`` (same source, same name: compile
+    once, cache by it); the kernel's parameters are ``args`` in order, all pointers to
+    contiguous row-major buffers."""
+
+    name: str
+    source: str
+    launch: LaunchPolicy | GridLaunch
+    args: tuple[KernelArg, ...]
+
+    @classmethod
+    def named(cls, prefix: str, source: str, launch: LaunchPolicy | GridLaunch,
+              args: Sequence[KernelArg], **extra: object) -> KernelSource:
+        """The kernel of ``source``, whose ``extern "C"`` function is called ``KERNEL_NAME``,
+        named ``prefix`` + a hash of that source (``extra``: a subclass's own fields)."""
+        if source.count(KERNEL_NAME) != 1:
+            raise ValueError(f"a {prefix} kernel's source names {KERNEL_NAME} {source.count(KERNEL_NAME)} times")
+        name = kernel_name(prefix, source)
+        return cls(name, source.replace(KERNEL_NAME, name), launch, tuple(args), **extra)
+
+    @property
+    def inputs(self) -> tuple[KernelArg, ...]:
+        return tuple(a for a in self.args if a.role == "input")
+
+    @property
+    def outputs(self) -> tuple[KernelArg, ...]:
+        return tuple(a for a in self.args if a.role == "output")
+
+
+KERNEL_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
+
+
+def kernel_name(prefix: str, source: str) -> str:
+    """``prefix`` and a hash of ``source``: the same source gets the same name."""
+    return prefix + hashlib.sha256(source.encode()).hexdigest()[:20]
+
+
+def index_type(total: int) -> tuple[str, str]:
+    """32-bit loop indexes while ``i + gridDim * blockDim`` cannot wrap, else 64-bit."""
+    return ("unsigned int", "u") if 2 * total + BLOCK < 2**32 else ("unsigned long long", "ull")
+
+
+def grid_stride_loop(index: str, suffix: str, total: int, var: str = "i") -> str:
+    """The opening line of a loop of ``var`` over ``[0, total)``, one step a thread of the grid."""
+    return (f"for ({index} {var} = blockIdx.x * ({index})blockDim.x + threadIdx.x; {var} < {total}{suffix};"
+            f" {var} += ({index})gridDim.x * blockDim.x) {{")
+
+
+def loop_kernel(head: Sequence[str], params: Sequence[str], loop: str, body: Sequence[str], *,
+                block: int = BLOCK, before_loop: Sequence[str] = ()) -> str:
+    """The source of a kernel named ``KERNEL_NAME``: the ``head`` lines (comment, preludes), then
+    ``extern "C" __global__`` over ``params``, whose body is ``loop`` (an opening ``for`` line)
+    around the ``body`` lines."""
+    return "\n".join([
+        *head,
+        f'extern "C" __global__ void __launch_bounds__({block}) {KERNEL_NAME}({", ".join(params)}) {{',
+        *before_loop,
+        f"  {loop}",
+        *(f"    {line}" for line in body),
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def pixel_coordinates(layout: str, shape: Sequence[int], chw: tuple[int, int, int], out_hw: tuple[int, int],
+                      total: int) -> tuple[str, str, str, list[str], int, int]:
+    """For kernels with one thread per output pixel of a 4-D image (NCHW or NHWC) of
+    ``total`` elements, reading an input of ``shape`` whose C, H, W are ``chw``: the index
+    type and literal suffix, the input offset type, the lines turning ``r`` (the output index)
+    into ``x``, ``y`` (and ``ch``) and the input's ``base`` offset of that (n, c), and the
+    input's row and column strides in elements."""
+    c, h, w = chw
+    oh, ow = out_hw
+    index, suffix = index_type(max(total, math.prod(shape)))
+    off = "long long" if math.prod(shape) >= 2**31 else "int"
+    if layout == "NCHW":
+        coords = [f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
+                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
+                  f"const {off} base = ({off})r * {h * w};"]
+        return index, suffix, off, coords, w, 1
+    coords = [f"const {index} ch = r % {c}{suffix}; r /= {c}{suffix};",
+              f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
+              f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
+              f"const {off} base = ({off})r * {h * w * c} + ({off})ch;"]
+    return index, suffix, off, coords, w * c, c

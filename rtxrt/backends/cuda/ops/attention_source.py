@@ -1,0 +1,740 @@
+"""Fused attention for the ONNX ``Attention`` node (opset 23 semantics) as the AOT optimizer
+emits it (rtxrt/aot/passes/fuse_attention.py): one kernel launch per node.
+
+    Y = softmax(Q K^T * scale + bias) V      per (batch, query head)
+
+Q, K and V are 3-D ([batch, seq, heads * head_size], layout "bshd") or 4-D ([batch, heads,
+seq, head_size], "bhsd"); Y has Q's layout. Query head h reads key/value head
+h / (q_heads / kv_heads) (GQA). The bias is the optional ``attn_mask`` (bool: False is
+-inf; float: added), padded with -inf up to kv_len, plus -inf above the diagonal when
+causal. A query row with no allowed key gives zeros, not NaN. These are the reference
+backend's semantics (rtxrt/backends/reference/ops/attention.py).
+
+Flash-attention style: a block owns ``block_q`` queries of one (batch, head); it walks the
+keys in tiles staged in shared memory, keeping a running row maximum and sum (online
+softmax, fp32), so no [q_len, kv_len] matrix is ever stored. Scores stay in natural units
+until the exponent, ``exp2((x - max) * log2 e)``, so that a finite mask as large as
+-3.4e38 (transformers' finfo.min) cannot overflow into -inf.
+
+Two implementations (``AttentionTactic.mma``):
+
+- tensor cores (fp16/bf16 storage): each warp owns 16 query rows; S = Q K^T and O += P V
+  by ``mma.sync`` m16n8k16 with fp32 accumulation (two m16n8k8 on sm_75, and for bf16 on
+  sm_75, which has no bf16 mma, the same product emulated with warp shuffles). Q fragments
+  are loaded once with ``ldmatrix``; K and V tiles are double-buffered with ``cp.async``
+  (sm_80+; plain loads on sm_75); P goes from the S accumulators into A fragments directly,
+  rounded to the storage type (as the reference rounds the probabilities).
+- SIMT (any storage, fp32 math): each warp owns ``rows`` query rows and a tile of 32 keys, one
+  a lane; P passes through shared memory to the P V product, where each lane owns output
+  columns. fp32 storage uses this one.
+
+Shapes are baked into the source; the kernel's parameters are pointers only.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ....ir.dtypes import DType
+from ....ir.graph import Node, TensorType
+from ..codegen import CodegenError
+from ..codegen import ctypes_map as C
+from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
+from ..codegen.ptx import CP_ASYNC, MMA_SM75, MMA_SM80, SHARED_AND_LDMATRIX
+
+F32, F16, BF16 = DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16
+QKV_DTYPES = (F32, F16, BF16)
+MASK_DTYPES = (F32, F16, BF16)  # float masks; bool masks are DType.BOOL
+LAYOUTS = ("bshd", "bhsd")
+MASKS = ("none", "bool", "float")
+MAX_HEAD_SIZE = 128
+MAX_STATIC_SMEM = 48 * 1024
+MAX_GRID_X, MAX_GRID_YZ = 2**31 - 1, 65535
+TARGET_BLOCKS = 256  # about two blocks per SM of an A100/H100: fewer rows per block below it
+SOFTMAX_FP32 = 1  # softmax_precision: the softmax always runs in fp32 here
+_ONNX = ("", "ai.onnx")
+_UNSUPPORTED_INPUTS = {4: "past_key", 5: "past_value", 6: "nonpad_kv_seqlen"}
+_NEG_INF = "__uint_as_float(0xff800000u)"
+
+
+@dataclass(frozen=True)
+class AttentionProblem:
+    """One Attention node with concrete shapes. ``dtype`` is the storage of Q, K, V and Y;
+    ``mask_shape`` the attn_mask as stored (rank 1 to 4, right-aligned to [batch, q_heads,
+    q_len, kv_len]: each dim 1 or that size, the last at most kv_len, the rest -inf)."""
+
+    batch: int
+    q_heads: int
+    kv_heads: int
+    q_len: int
+    kv_len: int
+    head_size: int
+    v_head_size: int
+    dtype: DType
+    layout: str
+    scale: float
+    causal: bool = False
+    mask: str = "none"
+    mask_dtype: DType | None = None
+    mask_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.dtype not in QKV_DTYPES:
+            raise CodegenError(f"attention takes float32, float16 or bfloat16 Q, K and V, not {self.dtype.short}")
+        if self.layout not in LAYOUTS:
+            raise CodegenError(f"attention layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if min(self.batch, self.q_len, self.kv_len) < 0 or min(self.q_heads, self.kv_heads) < 1:
+            raise CodegenError(f"attention shapes must not be negative, and heads at least 1: {self.describe()}")
+        if self.q_heads % self.kv_heads:
+            raise CodegenError(f"{self.q_heads} query heads do not group over {self.kv_heads} key/value heads")
+        for what, size in (("head_size", self.head_size), ("v_head_size", self.v_head_size)):
+            if not 1 <= size <= MAX_HEAD_SIZE:
+                raise CodegenError(f"attention kernels take head sizes 1 to {MAX_HEAD_SIZE}, got {what}={size}")
+        if not (math.isfinite(self.scale) and self.scale >= 0):
+            raise CodegenError(f"attention scale must be finite and not negative (Q and K are scaled by its "
+                               f"square root), got {self.scale}")
+        if self.q_heads > MAX_GRID_YZ or self.batch > MAX_GRID_YZ:
+            raise CodegenError(f"attention over {self.batch} batches of {self.q_heads} heads exceeds CUDA's grid")
+        self._check_mask()
+
+    def _check_mask(self) -> None:
+        if self.mask not in MASKS:
+            raise CodegenError(f"attention mask must be one of {MASKS}, got {self.mask!r}")
+        if self.mask == "none":
+            if self.mask_dtype is not None or self.mask_shape:
+                raise CodegenError("an attention without a mask has no mask dtype or shape")
+            return
+        want = (DType.BOOL,) if self.mask == "bool" else MASK_DTYPES
+        if self.mask_dtype not in want:
+            raise CodegenError(f"a {self.mask} attention mask is stored as {'/'.join(d.short for d in want)}, "
+                               f"not {self.mask_dtype.short if self.mask_dtype else None}")
+        shape, scores = tuple(self.mask_shape), self.scores_shape
+        if not 1 <= len(shape) <= 4 or min(shape) < 0:
+            raise CodegenError(f"attention mask of shape {list(shape)}: rank 1 to 4 expected")
+        if shape[-1] > self.kv_len:
+            raise CodegenError(f"attention mask of shape {list(shape)} is longer than the {self.kv_len} keys")
+        for mine, theirs in zip(shape[:-1], scores[4 - len(shape):-1]):
+            if mine not in (1, theirs):
+                raise CodegenError(f"attention mask of shape {list(shape)} does not broadcast to the scores "
+                                   f"{list(scores)}")
+
+    @property
+    def scores_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.q_heads, self.q_len, self.kv_len)
+
+    def _dims(self, tensor: str) -> tuple[int, int, int]:
+        """(heads, sequence, head size) of "Q", "K", "V" or "Y"."""
+        return {"Q": (self.q_heads, self.q_len, self.head_size),
+                "K": (self.kv_heads, self.kv_len, self.head_size),
+                "V": (self.kv_heads, self.kv_len, self.v_head_size),
+                "Y": (self.q_heads, self.q_len, self.v_head_size)}[tensor]
+
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        """The stored shape of "Q", "K", "V" or "Y"."""
+        heads, seq, size = self._dims(tensor)
+        return (self.batch, seq, heads * size) if self.layout == "bshd" else (self.batch, heads, seq, size)
+
+    def strides(self, tensor: str) -> tuple[int, int, int]:
+        """Elements between batches, heads and rows (sequence positions) of ``tensor``."""
+        heads, seq, size = self._dims(tensor)
+        if self.layout == "bshd":
+            return seq * heads * size, size, heads * size
+        return heads * seq * size, seq * size, size
+
+    def mask_strides(self) -> tuple[int, int, int]:
+        """Elements between the mask's batches, heads and query rows (0 where broadcast)."""
+        b, h, q, k = (1,) * (4 - len(self.mask_shape)) + tuple(self.mask_shape)
+        return (0 if b == 1 else h * q * k, 0 if h == 1 else q * k, 0 if q == 1 else k)
+
+    def describe(self) -> str:
+        mask = f" mask={self.mask}:{self.mask_dtype.short}{list(self.mask_shape)}" if self.mask != "none" else ""
+        return (f"{self.layout} B={self.batch} H={self.q_heads}/{self.kv_heads} Sq={self.q_len} Skv={self.kv_len} "
+                f"D={self.head_size}/{self.v_head_size} {self.dtype.short} scale={self.scale:g}"
+                f"{' causal' if self.causal else ''}{mask}")
+
+
+@dataclass(frozen=True)
+class AttentionTactic:
+    """One implementation choice. ``mma``: tensor cores (fp16/bf16 storage), ``rows`` = 16
+    query rows per warp, K/V tiles of ``kv_tile`` (32 or 64) keys, double-buffered. SIMT:
+    ``rows`` (1 to 8) query rows per warp, tiles of 32 keys."""
+
+    mma: bool
+    warps: int
+    rows: int
+    kv_tile: int
+
+    def __post_init__(self) -> None:
+        if self.warps not in (1, 2, 4, 8):
+            raise ValueError(f"attention tactic {self.label}: warps must be 1, 2, 4 or 8")
+        if self.mma and (self.rows != 16 or self.kv_tile not in (32, 64)):
+            raise ValueError(f"attention tactic {self.label}: tensor cores take 16 rows a warp and tiles of 32 or 64 keys")
+        if not self.mma and (self.rows not in (1, 2, 4, 8) or self.kv_tile != 32):
+            raise ValueError(f"attention tactic {self.label}: SIMT takes 1, 2, 4 or 8 rows a warp and tiles of 32 keys")
+
+    @property
+    def block_q(self) -> int:
+        return self.warps * self.rows
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
+
+    @property
+    def label(self) -> str:
+        return f"{'mma' if self.mma else 'simt'}_w{self.warps}_r{self.rows}_kv{self.kv_tile}"
+
+    def smem_bytes(self, p: AttentionProblem) -> int:
+        """Static shared memory per block for ``p``."""
+        if self.mma:
+            return 2 * 2 * _mma_stage(p, self)
+        g = _simt_geometry(p)
+        return 4 * (self.block_q * g["QS"] + 32 * g["KS"] + 32 * g["VS"] + self.block_q * 32)
+
+    def grid(self, p: AttentionProblem) -> tuple[int, int, int]:
+        """(query tiles, heads, batch); (0, 0, 0) when there is nothing to do."""
+        grid = (-(-p.q_len // self.block_q), p.q_heads, p.batch)
+        if grid[0] > MAX_GRID_X:
+            raise CodegenError(f"attention {p.describe()} needs {grid[0]} query tiles, beyond CUDA's grid")
+        return grid if all(grid) else (0, 0, 0)
+
+
+def _round16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def _mma_stage(p: AttentionProblem, t: AttentionTactic) -> int:
+    """Elements of one shared-memory stage: a K and a V tile, rows padded by 8 elements
+    (conflict-free ldmatrix); stage 1 first holds the Q tile."""
+    ks, vs = _round16(p.head_size) + 8, _round16(p.v_head_size) + 8
+    return max(t.kv_tile * (ks + vs), t.block_q * ks)
+
+
+def _simt_geometry(p: AttentionProblem) -> dict[str, int]:
+    """Shared-memory row lengths (floats) of the SIMT kernel: Q rows padded to float4 reads,
+    K rows of odd length (lanes reading key ``lane`` hit distinct banks), V rows of whole
+    warps of columns."""
+    d = p.head_size
+    dvl = -(-p.v_head_size // 32)
+    return {"QS": -(-d // 4) * 4, "KS": d if d % 2 else d + 1, "DVL": dvl, "VS": 32 * dvl}
+
+
+def candidate_tactics(p: AttentionProblem) -> tuple[AttentionTactic, ...]:
+    """The tactics that fit ``p`` (48 KiB of static shared memory), tensor-core ones first."""
+    tactics = []
+    if p.dtype in C.NARROW_FLOATS:
+        tactics += [AttentionTactic(True, w, 16, kv) for kv in (64, 32) for w in (4, 2, 1)]
+    tactics += [AttentionTactic(False, 4, r, 32) for r in (8, 4, 2)]
+    return tuple(t for t in tactics if t.smem_bytes(p) <= MAX_STATIC_SMEM)
+
+
+def default_tactic(p: AttentionProblem) -> AttentionTactic:
+    """Tensor cores for fp16/bf16, with the larger key tile that fits; the largest block of
+    queries that still gives TARGET_BLOCKS blocks, else the smallest (small batches and
+    short sequences need blocks more than they need K/V reuse)."""
+    fitting = candidate_tactics(p)
+    mma = p.dtype in C.NARROW_FLOATS
+    kv = max(t.kv_tile for t in fitting if t.mma == mma)
+    options = [t for t in fitting if t.mma == mma and t.kv_tile == kv]  # largest block_q first
+    for t in options:
+        if math.prod(t.grid(p)) >= TARGET_BLOCKS:
+            return t
+    return options[-1]
+
+
+def attention_problem(node: Node, inputs: Sequence[TensorType | None],
+                      storage: Sequence[DType | None] | None = None) -> AttentionProblem:
+    """``node`` (an ONNX Attention) on inputs of these static logical types (None for omitted
+    optional ones), stored as ``storage`` says per input (default: the logical types; Y is
+    stored as Q). CodegenError naming the node for what the kernels do not cover."""
+    if node.domain not in _ONNX or node.op_type != "Attention":
+        raise CodegenError(f"{node.label} is not an ONNX Attention")
+    return _problem(node, inputs, storage)
+
+
+def _problem(node: Node, inputs: Sequence[TensorType | None],
+             storage: Sequence[DType | None] | None) -> AttentionProblem:
+    label = node.label
+    present = [i for i, name in enumerate(node.inputs) if name]
+    for i, what in _UNSUPPORTED_INPUTS.items():
+        if i in present:
+            raise CodegenError(f"{label}: {what} is not supported by the attention kernels")
+    if not {0, 1, 2} <= set(present):
+        raise CodegenError(f"{label} needs Q, K and V")
+    if [i for i, name in enumerate(node.outputs) if name] != [0]:
+        raise CodegenError(f"{label}: only the output Y is generated (no present_key/value or qk_matmul_output)")
+    if float(node.attr("softcap", 0.0)) != 0.0:
+        raise CodegenError(f"{label}: softcap is not supported by the attention kernels")
+    for window in ("left_window_size", "right_window_size"):
+        if int(node.attr(window, -1)) >= 0:
+            raise CodegenError(f"{label}: sliding windows ({window}) are not supported by the attention kernels")
+    if int(node.attr("qk_matmul_output_mode", 0)) != 0:
+        raise CodegenError(f"{label}: qk_matmul_output_mode is not supported by the attention kernels")
+    precision = node.attr("softmax_precision")
+    if precision not in (None, SOFTMAX_FP32):
+        raise CodegenError(f"{label}: softmax_precision {precision} (the attention kernels compute the softmax "
+                           "in float32)")
+
+    types = list(inputs) + [None] * (len(node.inputs) - len(inputs))
+    kept = list(storage or []) + [None] * (len(node.inputs) - len(storage or []))
+    q, k, v = types[:3]
+    if any(t is None or not t.is_static for t in (q, k, v)):
+        raise CodegenError(f"{label}: attention kernels need static shapes, got {q}, {k}, {v}")
+    stored = [kept[i] or t.dtype for i, t in enumerate((q, k, v))]
+    if len(set(stored)) != 1:
+        raise CodegenError(f"{label}: Q, K and V are stored as {', '.join(d.short for d in stored)}; "
+                           "one type expected")
+    qs, ks, vs = (tuple(int(d) for d in t.shape) for t in (q, k, v))
+    if not len(qs) == len(ks) == len(vs) or len(qs) not in (3, 4):
+        raise CodegenError(f"{label}: Q, K and V must all be 3-D or all 4-D, got {list(qs)}, {list(ks)}, {list(vs)}")
+    if len(qs) == 3:
+        hq, hkv = int(node.attr("q_num_heads", 0)), int(node.attr("kv_num_heads", 0))
+        if hq <= 0 or hkv <= 0:
+            raise CodegenError(f"{label}: 3-D inputs need q_num_heads and kv_num_heads")
+        if qs[2] % hq or ks[2] % hkv or vs[2] % hkv:
+            raise CodegenError(f"{label}: hidden sizes {qs[2]}, {ks[2]}, {vs[2]} do not split into "
+                               f"{hq}/{hkv} heads")
+        layout = "bshd"
+        qd, kd, vd = ((x[0], heads, x[1], x[2] // heads) for x, heads in ((qs, hq), (ks, hkv), (vs, hkv)))
+    else:
+        layout, (qd, kd, vd) = "bhsd", (qs, ks, vs)
+    if not (qd[0] == kd[0] == vd[0] and kd[1] == vd[1] and kd[2] == vd[2] and qd[3] == kd[3]):
+        raise CodegenError(f"{label}: Q {list(qs)}, K {list(ks)} and V {list(vs)} do not agree")
+    head_size = qd[3]
+    scale = float(node.attr("scale", 1 / math.sqrt(head_size) if head_size else 1.0))
+
+    mask, mask_dtype, mask_shape = "none", None, ()
+    if 3 in present:
+        m = types[3]
+        if m is None or not m.is_static:
+            raise CodegenError(f"{label}: attention kernels need a static attn_mask shape, got {m}")
+        mask_dtype = kept[3] or m.dtype
+        mask = "bool" if m.dtype == DType.BOOL else "float"
+        mask_shape = tuple(int(d) for d in m.shape)
+    try:
+        return AttentionProblem(qd[0], qd[1], kd[1], qd[2], kd[2], head_size, vd[3], stored[0], layout, scale,
+                                bool(node.attr("is_causal", 0)), mask, mask_dtype, mask_shape)
+    except CodegenError as exc:
+        raise CodegenError(f"{label}: {exc}") from None
+
+
+def attention_kernel(problem: AttentionProblem, tactic: AttentionTactic | None = None) -> KernelSource:
+    """The kernel computing ``problem`` with ``tactic`` (default: ``default_tactic``). Its
+    arguments are Q, K, V (inputs 0 to 2), the mask (input 3) when there is one, and Y
+    (output 0); the launch is a GridLaunch. The source compiles for every arch from sm_75."""
+    p = problem
+    t = tactic or default_tactic(p)
+    if t.mma and p.dtype not in C.NARROW_FLOATS:
+        raise CodegenError(f"attention tactic {t.label}: tensor cores take float16 or bfloat16, not {p.dtype.short}")
+    smem = t.smem_bytes(p)
+    if smem > MAX_STATIC_SMEM:
+        raise CodegenError(f"attention tactic {t.label} needs {smem} bytes of shared memory for {p.describe()} "
+                           f"(at most {MAX_STATIC_SMEM})")
+    source = _source(p, t)
+    name = kernel_name("rtx_attn_", source)
+    args = [KernelArg(x, "input", i, p.dtype, p.shape(x)) for i, x in enumerate("QKV")]
+    if p.mask != "none":
+        args.append(KernelArg("attn_mask", "input", 3, p.mask_dtype, tuple(p.mask_shape)))
+    args.append(KernelArg("Y", "output", 0, p.dtype, p.shape("Y")))
+    launch = GridLaunch(t.grid(p), (t.threads, 1, 1), smem)
+    return KernelSource(name, source.replace(KERNEL_NAME, name), launch, tuple(args))
+
+
+# ---------------------------------------------------------------- the source
+
+def _source(p: AttentionProblem, t: AttentionTactic) -> str:
+    io = C.storage_type(p.dtype)
+    params = [f"const {io}* __restrict__ Q", f"const {io}* __restrict__ K", f"const {io}* __restrict__ V"]
+    if p.mask != "none":
+        params.append(f"const {C.storage_type(p.mask_dtype)}* __restrict__ M")
+    params.append(f"{io}* __restrict__ Y")
+    (qb, qh, qr), (kb, kh, kr), (vb, vh, vr), (yb, yh, yr) = (p.strides(x) for x in "QKVY")
+    mb, mh, mq = p.mask_strides() if p.mask != "none" else (0, 0, 0)
+    consts = f"""
+// rtxrt attention: {p.describe()}; tactic {t.label}
+#define RTX_CAUSAL {int(p.causal)}
+#define RTX_NEG_INF {_NEG_INF}
+constexpr int SQ = {p.q_len}, SKV = {p.kv_len}, D = {p.head_size}, DV = {p.v_head_size};
+constexpr int GROUP = {p.q_heads // p.kv_heads};  // query heads per key/value head
+constexpr long long QB = {qb}LL, QH = {qh}LL, QR = {qr}LL, KB = {kb}LL, KH = {kh}LL, KR = {kr}LL;
+constexpr long long VB = {vb}LL, VH = {vh}LL, VR = {vr}LL, YB = {yb}LL, YH = {yh}LL, YR = {yr}LL;
+constexpr long long MB = {mb}LL, MH = {mh}LL, MQ = {mq}LL;  // mask strides (0: broadcast)
+constexpr int MLEN = {p.mask_shape[-1] if p.mask != "none" else 0};  // mask keys; later ones are -inf
+constexpr float SCALE = {C.literal(p.scale, F32)}, LOG2E = {C.literal(math.log2(math.e), F32)};
+constexpr int WARPS = {t.warps}, ROWS = {t.rows}, BQ = {t.block_q}, BKV = {t.kv_tile}, THREADS = {t.threads};
+constexpr int KV_TILES = (SKV + BKV - 1) / BKV;
+"""
+    if t.mma:
+        geometry = f"""
+#define RTX_BF16 {int(p.dtype == BF16)}
+constexpr int DP = {_round16(p.head_size)}, DVP = {_round16(p.v_head_size)};  // padded to whole mma steps
+constexpr int KS = DP + 8, VS = DVP + 8;  // shared-memory rows (elements), padded: conflict-free ldmatrix
+constexpr int K_TILE = BKV * KS, STAGE = {_mma_stage(p, t)};
+constexpr bool VEC_QK = D % 8 == 0, VEC_V = DV % 8 == 0;  // rows of whole 16-byte chunks
+"""
+        body = _MMA_BODY.replace("__PACK_CVT__", "rtx_f2bf" if p.dtype == BF16 else "rtx_f2h")
+    else:
+        g = _simt_geometry(p)
+        geometry = f"constexpr int QS = {g['QS']}, KS = {g['KS']}, DVL = {g['DVL']}, VS = {g['VS']};\n"
+        body = (_SIMT_BODY.replace("__IN_T__", io)
+                .replace("__LOAD_Q__", C.load("q[r * QR + c]", p.dtype))
+                .replace("__LOAD_K__", C.load("k[(k0 + r) * KR + c]", p.dtype))
+                .replace("__LOAD_V__", C.load("v[(k0 + r) * VR + c]", p.dtype))
+                .replace("__STORE__", C.store("o[r][i] * inv", p.dtype)))
+    offsets = "M += b * MB + h * MH;" if p.mask != "none" else ""
+    return (C.PRELUDE + consts + geometry + _COMMON + body
+            .replace("__PARAMS__", ", ".join(params))
+            .replace("__MASK_OFFSET__", offsets)
+            .replace("__BIAS__", _bias(p)))
+
+
+def _bias(p: AttentionProblem) -> str:
+    """Statements turning the scaled score ``x`` of (``row``, ``key``) into the biased one."""
+    lines = ["if (key >= SKV) x = RTX_NEG_INF;"]
+    if p.causal:
+        lines.append("else if (key > row) x = RTX_NEG_INF;")
+    if p.mask != "none":
+        lines.append("else if (key >= MLEN) x = RTX_NEG_INF;")
+        # rows past q_len (a partial last tile) are computed but not stored: read row q_len - 1
+        element = "M[(long long)(row < SQ ? row : SQ - 1) * MQ + key]"
+        if p.mask == "bool":
+            lines.append(f"else if (!{C.load(element, DType.BOOL)}) x = RTX_NEG_INF;")
+        else:
+            lines.append(f"else x += {C.load(element, p.mask_dtype)};")
+    return " ".join(lines)
+
+
+_COMMON = r"""
+constexpr unsigned FULL = 0xffffffffu;
+// The block's first query: causal blocks run the last (longest) query tiles first.
+__device__ __forceinline__ int rtx_first_query() {
+  return (RTX_CAUSAL ? (int)(gridDim.x - 1u - blockIdx.x) : (int)blockIdx.x) * BQ;
+}
+// Key tiles the block needs: causal blocks stop at their last query.
+__device__ __forceinline__ int rtx_key_tiles(int q0) {
+  const int last = SQ - q0 < BQ ? SQ : q0 + BQ;  // one past the block's last query
+  return RTX_CAUSAL ? min(KV_TILES, (last + BKV - 1) / BKV) : KV_TILES;
+}
+"""
+
+# Tensor cores. Fragments as the PTX ISA lays them out for m16n8k16: lane = 4 g + t holds
+# rows g and g + 8 of A and C, columns 2t, 2t + 1 of C (and k 2t, 2t + 1, 2t + 8, 2t + 9).
+_MMA_BODY = r"""
+""" + SHARED_AND_LDMATRIX + r"""#if RTX_BF16 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+// sm_75 has no bf16 mma: the same m16n8k16 product, each lane gathering its rows of A and
+// columns of B from the lanes that hold them.
+__device__ __forceinline__ float rtx_lo(unsigned x) { return rtx_bf2f((unsigned short)(x & 0xffffu)); }
+__device__ __forceinline__ float rtx_hi(unsigned x) { return rtx_bf2f((unsigned short)(x >> 16)); }
+__device__ __forceinline__ void rtx_mma_emulated(float* c, const unsigned* a, const unsigned* b) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll 1
+  for (int src = 0; src < 4; ++src) {  // k = 2 src, 2 src + 1, 2 src + 8, 2 src + 9
+    const unsigned a0 = __shfl_sync(FULL, a[0], 4 * g + src), a1 = __shfl_sync(FULL, a[1], 4 * g + src);
+    const unsigned a2 = __shfl_sync(FULL, a[2], 4 * g + src), a3 = __shfl_sync(FULL, a[3], 4 * g + src);
+    const unsigned b00 = __shfl_sync(FULL, b[0], 8 * t + src), b01 = __shfl_sync(FULL, b[1], 8 * t + src);
+    const unsigned b10 = __shfl_sync(FULL, b[0], 8 * t + 4 + src), b11 = __shfl_sync(FULL, b[1], 8 * t + 4 + src);
+    c[0] += rtx_lo(a0) * rtx_lo(b00) + rtx_hi(a0) * rtx_hi(b00) + rtx_lo(a2) * rtx_lo(b01) + rtx_hi(a2) * rtx_hi(b01);
+    c[1] += rtx_lo(a0) * rtx_lo(b10) + rtx_hi(a0) * rtx_hi(b10) + rtx_lo(a2) * rtx_lo(b11) + rtx_hi(a2) * rtx_hi(b11);
+    c[2] += rtx_lo(a1) * rtx_lo(b00) + rtx_hi(a1) * rtx_hi(b00) + rtx_lo(a3) * rtx_lo(b01) + rtx_hi(a3) * rtx_hi(b01);
+    c[3] += rtx_lo(a1) * rtx_lo(b10) + rtx_hi(a1) * rtx_hi(b10) + rtx_lo(a3) * rtx_lo(b11) + rtx_hi(a3) * rtx_hi(b11);
+  }
+}
+#endif
+
+// c += a * b for one 16x8 tile over k = 16.
+__device__ __forceinline__ void rtx_mma(float* c, const unsigned* a, const unsigned* b) {
+""" + MMA_SM80 + r"""#elif RTX_BF16
+  rtx_mma_emulated(c, a, b);
+""" + MMA_SM75 + r"""}
+
+// Two values as the 16-bit pair of an mma fragment (the first in the low half).
+__device__ __forceinline__ unsigned rtx_pack(float lo, float hi) {
+  return (unsigned)__PACK_CVT__(lo) | ((unsigned)__PACK_CVT__(hi) << 16);
+}
+
+""" + CP_ASYNC + r"""// A ROWS x COLS_P tile into shared memory (rows of LD elements): element (r, c) is
+// src[r * stride + c] for r < valid_rows and c < COLS, zero elsewhere. 16-byte copies where
+// the shape (VEC) and the pointers (aligned) allow them.
+template <int ROWS, int COLS, int COLS_P, int LD, bool VEC>
+__device__ __forceinline__ void rtx_load_tile(unsigned short* dst, const unsigned short* __restrict__ src,
+                                              long long stride, int valid_rows, bool aligned) {
+  const int tid = threadIdx.x;
+  if (VEC && aligned) {
+    constexpr int PER_ROW = COLS_P / 8, CHUNKS = ROWS * PER_ROW;
+#pragma unroll
+    for (int i = 0; i < (CHUNKS + THREADS - 1) / THREADS; ++i) {
+      const int c = tid + i * THREADS;
+      if (CHUNKS % THREADS == 0 || c < CHUNKS) {
+        const int r = c / PER_ROW, col = (c % PER_ROW) * 8;
+        const bool valid = r < valid_rows && col < COLS;
+        rtx_copy16(dst + r * LD + col, valid ? src + r * stride + col : src, valid);
+      }
+    }
+  } else {
+    constexpr int ELEMS = ROWS * COLS_P;
+#pragma unroll 4
+    for (int i = 0; i < (ELEMS + THREADS - 1) / THREADS; ++i) {
+      const int e = tid + i * THREADS;
+      if (ELEMS % THREADS == 0 || e < ELEMS) {
+        const int r = e / COLS_P, col = e % COLS_P;
+        dst[r * LD + col] = (r < valid_rows && col < COLS) ? src[r * stride + col] : (unsigned short)0;
+      }
+    }
+  }
+}
+
+// The K and V tiles of keys k0.. into one stage.
+__device__ __forceinline__ void rtx_load_kv(unsigned short* stage, const unsigned short* __restrict__ k,
+                                            const unsigned short* __restrict__ v, int k0, bool aligned) {
+  const int rows = SKV - k0 < BKV ? SKV - k0 : BKV;
+  rtx_load_tile<BKV, D, DP, KS, VEC_QK>(stage, k + k0 * KR, KR, rows, aligned);
+  rtx_load_tile<BKV, DV, DVP, VS, VEC_V>(stage + K_TILE, v + k0 * VR, VR, rows, aligned);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__) {
+  __shared__ __align__(16) unsigned short smem[2 * STAGE];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
+  const int q0 = rtx_first_query(), h = blockIdx.y, b = blockIdx.z;
+  const unsigned short* __restrict__ q = Q + b * QB + h * QH + q0 * QR;
+  const unsigned short* __restrict__ k = K + b * KB + (h / GROUP) * KH;
+  const unsigned short* __restrict__ v = V + b * VB + (h / GROUP) * VH;
+  __MASK_OFFSET__
+  const bool aligned = ((reinterpret_cast<unsigned long long>(Q) | reinterpret_cast<unsigned long long>(K) |
+                         reinterpret_cast<unsigned long long>(V)) & 15) == 0;
+  const int tiles = rtx_key_tiles(q0);
+
+  // The Q tile goes through stage 1 while the first K/V tile lands in stage 0.
+  rtx_load_tile<BQ, D, DP, KS, VEC_QK>(smem + STAGE, q, QR, SQ - q0 < BQ ? SQ - q0 : BQ, aligned);
+  rtx_commit();
+  if (tiles > 0) rtx_load_kv(smem, k, v, 0, aligned);
+  rtx_commit();
+  rtx_wait<1>();
+  __syncthreads();
+  unsigned qf[DP / 16][4];  // this warp's 16 rows of Q as A fragments, k steps of 16
+  {
+    const unsigned base = rtx_smem_addr(smem + STAGE);
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; ++kk)
+      rtx_ldmatrix_x4(qf[kk], base + 2u * ((warp * 16 + (lane & 15)) * KS + kk * 16 + (lane >> 4) * 8));
+  }
+  __syncthreads();  // stage 1 is free for the second K/V tile
+
+  float o[DVP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DVP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m[2] = {RTX_NEG_INF, RTX_NEG_INF}, l[2] = {0.0f, 0.0f};  // rows g and g + 8; l: this lane's part
+  const int row0 = q0 + warp * 16 + (lane >> 2);
+
+  for (int j = 0; j < tiles; ++j) {
+    if (j + 1 < tiles) rtx_load_kv(smem + ((j + 1) & 1) * STAGE, k, v, (j + 1) * BKV, aligned);
+    rtx_commit();
+    rtx_wait<1>();  // tile j (all but the newest group) has landed
+    __syncthreads();
+    const unsigned ks = rtx_smem_addr(smem + (j & 1) * STAGE), vs = ks + 2u * K_TILE;
+
+    float s[BKV / 8][4];  // S = Q K^T: 16 rows x BKV keys of this warp
+#pragma unroll
+    for (int n = 0; n < BKV / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; ++kk)
+#pragma unroll
+      for (int nj = 0; nj < BKV / 16; ++nj) {  // K rows are the mma's columns: B as [N, K]
+        unsigned r[4];
+        rtx_ldmatrix_x4(r, ks + 2u * ((nj * 16 + (lane & 7) + (lane >> 4) * 8) * KS + kk * 16 + ((lane >> 3) & 1) * 8));
+        rtx_mma(s[2 * nj], qf[kk], r);
+        rtx_mma(s[2 * nj + 1], qf[kk], r + 2);
+      }
+
+    const int k0 = j * BKV;
+    float tile_max[2] = {RTX_NEG_INF, RTX_NEG_INF};
+#pragma unroll
+    for (int n = 0; n < BKV / 8; ++n)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int row = row0 + (c >> 1) * 8, key = k0 + n * 8 + 2 * t + (c & 1);
+        float x = s[n][c] * SCALE;
+        __BIAS__
+        s[n][c] = x;
+        tile_max[c >> 1] = fmaxf(tile_max[c >> 1], x);
+      }
+    float mu[2];  // the running maximum, 0 while a row has no allowed key (exp2(-inf) = 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = fmaxf(tile_max[r], __shfl_xor_sync(FULL, tile_max[r], 1));
+      mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      mu[r] = m_new == RTX_NEG_INF ? 0.0f : m_new;
+      const float alpha = exp2f((m[r] - mu[r]) * LOG2E);
+      m[r] = m_new;
+      l[r] *= alpha;
+#pragma unroll
+      for (int n = 0; n < DVP / 8; ++n) { o[n][2 * r] *= alpha; o[n][2 * r + 1] *= alpha; }
+    }
+    unsigned pa[BKV / 16][4];  // P as A fragments: the C layout of two 8-key tiles is A's over 16 keys
+#pragma unroll
+    for (int n = 0; n < BKV / 8; ++n) {
+      const float p0 = exp2f((s[n][0] - mu[0]) * LOG2E), p1 = exp2f((s[n][1] - mu[0]) * LOG2E);
+      const float p2 = exp2f((s[n][2] - mu[1]) * LOG2E), p3 = exp2f((s[n][3] - mu[1]) * LOG2E);
+      l[0] += p0 + p1;
+      l[1] += p2 + p3;
+      pa[n >> 1][(n & 1) * 2] = rtx_pack(p0, p1);
+      pa[n >> 1][(n & 1) * 2 + 1] = rtx_pack(p2, p3);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BKV / 16; ++kk)
+#pragma unroll
+      for (int nj = 0; nj < DVP / 16; ++nj) {  // V rows are the mma's k: B as [K, N], transposed
+        unsigned r[4];
+        rtx_ldmatrix_x4_trans(r, vs + 2u * ((kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * VS + nj * 16 + (lane >> 4) * 8));
+        rtx_mma(o[2 * nj], pa[kk], r);
+        rtx_mma(o[2 * nj + 1], pa[kk], r + 2);
+      }
+    __syncthreads();  // this stage is read: the next iteration's copy may overwrite it
+  }
+
+  Y += b * YB + h * YH;
+  const bool paired = DV % 2 == 0 && (reinterpret_cast<unsigned long long>(Y) & 3) == 0;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r] + __shfl_xor_sync(FULL, l[r], 1);
+    sum += __shfl_xor_sync(FULL, sum, 2);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;  // a row with no allowed key gives zeros
+    const int row = row0 + r * 8;
+    if (row < SQ) {
+      unsigned short* y = Y + row * YR;
+#pragma unroll
+      for (int n = 0; n < DVP / 8; ++n) {
+        const int col = n * 8 + 2 * t;
+        const float v0 = o[n][2 * r] * inv, v1 = o[n][2 * r + 1] * inv;
+        if (paired && col + 1 < DV) {
+          *reinterpret_cast<unsigned*>(y + col) = rtx_pack(v0, v1);
+        } else {
+          if (col < DV) y[col] = __PACK_CVT__(v0);
+          if (col + 1 < DV) y[col + 1] = __PACK_CVT__(v1);
+        }
+      }
+    }
+  }
+}
+"""
+
+# SIMT: lane = key of the tile for the scores, lane = output columns lane, lane + 32, ...
+# for P V. Q is stored pre-scaled.
+_SIMT_BODY = r"""
+extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__) {
+  __shared__ __align__(16) float qs[BQ * QS];
+  __shared__ float ks[BKV * KS];
+  __shared__ float vs[BKV * VS];
+  __shared__ __align__(16) float ps[WARPS][ROWS][BKV];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int q0 = rtx_first_query(), h = blockIdx.y, b = blockIdx.z;
+  const __IN_T__* __restrict__ q = Q + b * QB + h * QH + q0 * QR;
+  const __IN_T__* __restrict__ k = K + b * KB + (h / GROUP) * KH;
+  const __IN_T__* __restrict__ v = V + b * VB + (h / GROUP) * VH;
+  __MASK_OFFSET__
+  for (int e = tid; e < BQ * QS; e += THREADS) {
+    const int r = e / QS, c = e % QS;
+    qs[e] = (q0 + r < SQ && c < D) ? __LOAD_Q__ * SCALE : 0.0f;
+  }
+  const int tiles = rtx_key_tiles(q0);
+  float o[ROWS][DVL], m[ROWS], l[ROWS];  // l: this lane's part of the row sum
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m[r] = RTX_NEG_INF;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DVL; ++i) o[r][i] = 0.0f;
+  }
+  const int row0 = q0 + warp * ROWS;
+  const float* qw = qs + warp * ROWS * QS;
+
+  for (int j = 0; j < tiles; ++j) {
+    const int k0 = j * BKV;
+    __syncthreads();  // the previous tile is read (and the Q tile written)
+    for (int e = tid; e < BKV * D; e += THREADS) {
+      const int r = e / D, c = e % D;
+      ks[r * KS + c] = k0 + r < SKV ? __LOAD_K__ : 0.0f;
+    }
+    for (int e = tid; e < BKV * VS; e += THREADS) {
+      const int r = e / VS, c = e % VS;
+      vs[e] = (k0 + r < SKV && c < DV) ? __LOAD_V__ : 0.0f;
+    }
+    __syncthreads();
+
+    float s[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) s[r] = 0.0f;
+    const float* kr = ks + lane * KS;
+#pragma unroll 4
+    for (int d = 0; d < D / 4 * 4; d += 4) {
+      const float k_0 = kr[d], k_1 = kr[d + 1], k_2 = kr[d + 2], k_3 = kr[d + 3];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const float4 qv = *reinterpret_cast<const float4*>(qw + r * QS + d);
+        s[r] = fmaf(qv.w, k_3, fmaf(qv.z, k_2, fmaf(qv.y, k_1, fmaf(qv.x, k_0, s[r]))));
+      }
+    }
+#pragma unroll
+    for (int d = D / 4 * 4; d < D; ++d) {
+      const float kd = kr[d];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) s[r] = fmaf(qw[r * QS + d], kd, s[r]);
+    }
+
+    const int key = k0 + lane;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const int row = row0 + r;
+      float x = s[r];
+      __BIAS__
+      float mx = x;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, off));
+      const float m_new = fmaxf(m[r], mx);
+      const float mu = m_new == RTX_NEG_INF ? 0.0f : m_new;  // no allowed key yet: exp2(-inf) = 0
+      const float alpha = exp2f((m[r] - mu) * LOG2E);
+      const float p = exp2f((x - mu) * LOG2E);
+      m[r] = m_new;
+      l[r] = l[r] * alpha + p;
+#pragma unroll
+      for (int i = 0; i < DVL; ++i) o[r][i] *= alpha;
+      ps[warp][r][lane] = p;
+    }
+    __syncwarp();
+    const float* vl = vs + lane;
+#pragma unroll 2
+    for (int jj = 0; jj < BKV; jj += 4) {
+      float vv[4][DVL];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int i = 0; i < DVL; ++i) vv[u][i] = vl[(jj + u) * VS + 32 * i];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const float4 p4 = *reinterpret_cast<const float4*>(&ps[warp][r][jj]);
+#pragma unroll
+        for (int i = 0; i < DVL; ++i)
+          o[r][i] = fmaf(p4.w, vv[3][i], fmaf(p4.z, vv[2][i], fmaf(p4.y, vv[1][i], fmaf(p4.x, vv[0][i], o[r][i]))));
+      }
+    }
+  }
+
+  Y += b * YB + h * YH;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    float sum = l[r];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(FULL, sum, off);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;  // a row with no allowed key gives zeros
+    const int row = row0 + r;
+    if (row < SQ) {
+#pragma unroll
+      for (int i = 0; i < DVL; ++i) {
+        const int c = lane + 32 * i;
+        if (c < DV) Y[row * YR + c] = __STORE__;
+      }
+    }
+  }
+}
+"""

@@ -1,0 +1,77 @@
+"""What a lowering sees of one node, and the helpers every lowering shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ....ir.dtypes import DType
+from ....ir.graph import Node
+from ..codegen import CodegenError
+from ..codegen.kernel_source import GridLaunch, KernelSource
+from ..plan.forms import TensorForm
+from ..plan.program import Launch, NodeProgram, Ref
+
+Unsupported = CodegenError  # a lowering that cannot take these forms raises it; the builder tries others
+
+
+@dataclass
+class LowerContext:
+    """``inputs``: the forms the node's inputs are presented in (None: omitted); ``outputs``:
+    the forms the graph would like its outputs in (a lowering may write others and say so);
+    ``consts``: host values (logical) of the inputs known at plan time; ``tune``: offer
+    alternative tactics for the autotuner."""
+
+    node: Node
+    inputs: list[TensorForm | None]
+    outputs: list[TensorForm | None]
+    consts: list[np.ndarray | None]
+    opset: int
+    arch: str
+    sm_count: int
+    tune: bool = True
+
+    def input(self, i: int) -> TensorForm:
+        form = self.inputs[i] if i < len(self.inputs) else None
+        if form is None:
+            raise Unsupported(f"{self.node.label}: input {i} is omitted")
+        return form
+
+    def const(self, i: int, what: str = "") -> np.ndarray:
+        value = self.consts[i] if i < len(self.consts) else None
+        if value is None:
+            raise Unsupported(f"{self.node.label}: {what or f'input {i}'} must be known when the plan is made")
+        return value
+
+    def has(self, i: int) -> bool:
+        return i < len(self.inputs) and self.inputs[i] is not None
+
+    def require_logical(self) -> None:
+        """For lowerings that index memory as the logical shape says."""
+        if any(f is not None and f.layout for f in self.inputs):
+            raise Unsupported(f"{self.node.label}: takes its inputs in the logical layout")
+
+    def out_dtype(self, i: int = 0) -> DType:
+        form = self.outputs[i]
+        if form is None:
+            raise Unsupported(f"{self.node.label}: output {i} has no type")
+        return form.dtype
+
+
+def launch_of(kernel: KernelSource, args: tuple[Ref, ...]) -> Launch:
+    if isinstance(kernel.launch, GridLaunch):
+        return Launch(kernel.name, kernel.launch.grid, kernel.launch.block, args)
+    return Launch(kernel.name, (kernel.launch.grid(), 1, 1), (kernel.launch.block, 1, 1), args)
+
+
+def kernel_args(kernel: KernelSource) -> tuple[Ref, ...]:
+    """Refs for a generated kernel whose arguments are the node's own inputs and outputs."""
+    return tuple(Ref("in" if a.role == "input" else "out", a.index) for a in kernel.args)
+
+
+def single_kernel(kernel: KernelSource, outputs: list[TensorForm | None], label: str = "") -> NodeProgram:
+    """The program of one kernel launched on the node's inputs and outputs."""
+    steps = [launch_of(kernel, kernel_args(kernel))]
+    if not all(steps[0].grid):  # nothing to compute (an empty tensor)
+        steps = []
+    return NodeProgram(steps, outputs, {kernel.name: kernel.source}, label=label or kernel.name.rsplit("_", 1)[0])

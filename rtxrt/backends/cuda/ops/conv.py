@@ -1,0 +1,83 @@
+"""2-D convolutions (rtxrt::FusedConv, Conv): implicit GEMM through an im2col kernel and a
+tensor-core (or, for float32, SIMT) GEMM with the fused epilogue, a direct depthwise kernel,
+and the same im2col followed by cuBLAS and an epilogue kernel. Writes NHWC."""
+from __future__ import annotations
+
+import numpy as np
+
+from .conv_source import ConvPlan, conv_gemm_tactics, conv_plan
+from ..codegen.epilogue import epilogue_kernel
+from ..plan.forms import NHWC, TensorForm, numpy_dtype
+from ..plan.program import Gemm, Launch, NodeProgram, Ref
+from .context import LowerContext, Unsupported, launch_of
+from .matmul import cublas_compute
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
+    node = ctx.node
+    x = ctx.input(0)
+    w = ctx.const(1, "the weights")
+    if w.ndim != 4:
+        raise Unsupported(f"{node.label}: only 2-D convolutions run on the GPU")
+    bias = ctx.const(2, "the bias") if ctx.has(2) else None
+    out = TensorForm(x.dtype, ctx.outputs[0].shape, NHWC)
+    if ctx.has(3):
+        z = ctx.input(3)
+        if z.dtype != x.dtype or not (z.layout == NHWC or z.same_bytes(TensorForm(z.dtype, z.shape, NHWC))):
+            raise Unsupported(f"{node.label}: the residual must be stored like the output ({out.describe()})")
+    attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS or node.op_type == "FusedConv"}
+    layout = "NHWC" if x.layout == NHWC else "NCHW"
+    base = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None)
+    consts = {"W": base.pack_weights(w).astype(numpy_dtype(x.dtype))}
+    if bias is not None:
+        consts["bias"] = np.ascontiguousarray(bias.astype(numpy_dtype(x.dtype)))
+    tactics = conv_gemm_tactics(base) if ctx.tune else ()
+    plans = [base] + [p for p in (conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
+                                  for t in tactics) if p.steps != base.steps]
+    programs = [_program(p, out, consts) for p in plans]
+    if base.gemm is not None:
+        programs.append(_cublas_program(base, out, consts, node))
+    return programs
+
+
+_REFS = {"X": Ref("in", 0), "W": Ref("const", "W"), "bias": Ref("const", "bias"), "Z": Ref("in", 3),
+         "Y": Ref("out", 0), "workspace": Ref("scratch", "workspace")}
+
+
+def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
+    steps = [Launch(s.kernel.name, s.grid, s.block, tuple(_REFS[b] for b in s.buffers))
+             for s in plan.steps if all(s.grid)]
+    return NodeProgram(steps, [out], {s.kernel.name: s.kernel.source for s in plan.steps},
+                       _scratch(plan), dict(consts), label=f"{plan.tactic} {_tactic_label(plan)}")
+
+
+def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> NodeProgram:
+    """im2col (when the plan has it), cuBLAS ``Y = patches @ Wᵀ``, then the epilogue."""
+    p = plan.gemm
+    steps = [Launch(s.kernel.name, s.grid, s.block, tuple(_REFS[b] for b in s.buffers)) for s in plan.steps[:-1]]
+    a = Ref("scratch", "workspace") if "workspace" in plan.buffers else Ref("in", 0)
+    steps.append(Gemm(a, Ref("const", "W"), Ref("out", 0), p.m, p.n, p.k, p.dtype, p.out_dtype,
+                      cublas_compute(node, p.dtype), trans_b=True, alpha=p.alpha))
+    kernels = {s.kernel.name: s.kernel.source for s in plan.steps[:-1]}
+    if p.bias or p.activation != "none" or p.residual != "none":
+        kernel = epilogue_kernel(p)
+        refs = {"input2": Ref("const", "bias"), "input3": Ref("in", 3), "output0": Ref("out", 0)}
+        steps.append(launch_of(kernel, tuple(refs[f"{a.role}{a.index}"] for a in kernel.args)))
+        kernels[kernel.name] = kernel.source
+    return NodeProgram([s for s in steps if not isinstance(s, Launch) or all(s.grid)], [out], kernels,
+                       _scratch(plan), dict(consts), label=f"{plan.tactic} cublas")
+
+
+def _scratch(plan: ConvPlan) -> dict[str, int]:
+    return {"workspace": plan.workspace_bytes} if plan.workspace_bytes else {}
+
+
+def _tactic_label(plan: ConvPlan) -> str:
+    kernel = plan.steps[-1].kernel
+    tactic = getattr(kernel, "tactic", None)
+    return getattr(tactic, "label", "") if tactic is not None else "direct"
+
+
+LOWERINGS = {"rtxrt::FusedConv": lower_conv, "Conv": lower_conv}

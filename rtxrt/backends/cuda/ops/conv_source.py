@@ -1,0 +1,385 @@
+"""rtxrt::FusedConv (2-D) on the GPU: the kernels to launch, in order, with their buffers.
+
+Two kinds of plan, picked by the convolution's group:
+
+- group 1: an im2col kernel writes the patch matrix ``[N*OH*OW, K]`` (columns in (kh, kw, c)
+  order, K = KH*KW*C rounded up with zero columns to 16-byte rows, so that the GEMM may copy
+  16 bytes at a time) from X, then a GEMM multiplies it by the weights packed as ``[OC, K]``
+  (``pack_conv_weights``: OIHW -> OHWI, flattened and zero-padded; B with trans_b) with
+  FusedConv's epilogue (bias, activation, residual Z as ``[N*OH*OW, OC]``, i.e. NHWC): the
+  tensor-core GEMM of rtxrt.backends.cuda.ops.gemm_source for fp16 and bf16, the SIMT GEMM of
+  rtxrt.backends.cuda.ops.gemm_simt_source for fp32 (or for any type, given a SimtTactic). A 1x1
+  convolution with stride 1, no padding and NHWC input needs no im2col: X already is the
+  patch matrix. The GEMM step is the plan's last, its problem ``ConvPlan.gemm``, so a runtime
+  may run it as a cuBLAS call plus ``epilogue.epilogue_kernel`` instead. Or, given an
+  ImplicitGemmTactic (NHWC, fp16 or bf16, C % 8 == 0): one implicit-GEMM kernel
+  (rtxrt.backends.cuda.ops.conv_implicit_source) that gathers the patch rows from X as it multiplies, no
+  workspace; ``ConvPlan.gemm`` is still the equivalent GEMM and W is packed the same way.
+  ``conv_gemm_tactics`` offers both kinds to the autotuner; the default stays im2col.
+- depthwise (group == C == OC): a direct kernel, one thread per output element, fp32
+  accumulation, the same epilogue. Its weights pack the same way (``[C, KH*KW]``).
+
+Other groups, other ranks, dynamic shapes or storage types other than fp16/bf16/fp32 raise
+CodegenError (the runtime then runs the node elsewhere).
+
+X is stored NHWC (the AOT layout pass stores conv regions channels-last) or NCHW (the first
+conv of a network); Y and Z are always NHWC. Shapes are baked into every source, and each
+kernel's name is a hash of its source, as for the other generated kernels.
+
+Rounding: the result is rounded once to the storage type, after the epilogue. (The reference
+backend rounds the conv + bias to the input's type before the epilogue, so fp16 results may
+differ from it by one ulp.)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ....ir.dtypes import DType
+from ....ir.graph import TensorType
+from ....ir.ops.conv import sliding_window
+from ..codegen import CodegenError
+from ..codegen import ctypes_map as C
+from .conv_implicit_source import (
+    ConvGeometry,
+    ImplicitConvKernel,
+    ImplicitGemmTactic,
+    implicit_conv_kernel,
+    implicit_tactics,
+    why_not_implicit,
+)
+from .elementwise_source import KernelArg, KernelSource, LaunchPolicy
+from ..codegen.epilogue import activation_functions, epilogue_statements
+from .gemm_source import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
+from .gemm_simt_source import (
+    SimtGemmKernel,
+    SimtTactic,
+    simt_candidate_tactics,
+    simt_gemm_kernel,
+)
+from ..codegen.kernel_source import KERNEL_NAME, kernel_name
+
+ConvTactic = GemmTactic | SimtTactic | ImplicitGemmTactic
+LAYOUTS = ("NHWC", "NCHW")
+STORAGE_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
+ROW_ALIGN = 16  # bytes: patch-matrix rows are padded to a multiple, for the GEMM's 16-byte copies
+
+
+@dataclass(frozen=True)
+class ConvStep:
+    """One kernel launch: ``buffers`` name, in the kernel's parameter order, the plan's
+    buffers its pointer parameters take ("X", "W", "bias", "Z", "Y", "workspace")."""
+
+    kernel: KernelSource
+    buffers: tuple[str, ...]
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """The launches of one FusedConv, in order, and the buffers they use.
+
+    ``buffers``: name -> (shape, storage dtype) of every buffer: X (as stored, ``x_layout``),
+    W (packed, see ``pack_weights``), bias [OC], Z and Y ([N, OH, OW, OC]) and the im2col
+    ``workspace`` ([N*OH*OW, K], absent when there is no im2col step). A step with a zero in
+    its grid has nothing to do and is not launched."""
+
+    tactic: str  # "im2col_gemm", "implicit_gemm", "gemm" (1x1, X is the patch matrix) or "depthwise"
+    x_layout: str
+    storage_dtype: DType
+    x_shape: tuple[int, int, int, int]  # logical NCHW
+    w_shape: tuple[int, int, int, int]  # OIHW
+    out_shape: tuple[int, int, int, int]  # NHWC
+    k_padded: int  # columns of the packed weights (and of the patch matrix)
+    steps: tuple[ConvStep, ...]
+    buffers: Mapping[str, tuple[tuple[int, ...], DType]]
+    gemm: GemmProblem | None
+
+    @property
+    def workspace_bytes(self) -> int:
+        if "workspace" not in self.buffers:
+            return 0
+        shape, dtype = self.buffers["workspace"]
+        return math.prod(shape) * dtype.itemsize
+
+    def pack_weights(self, w: np.ndarray) -> np.ndarray:
+        """The OIHW weights as this plan's W buffer (host side, once at load time)."""
+        if tuple(w.shape) != self.w_shape:
+            raise ValueError(f"weights of shape {tuple(w.shape)}, the plan was made for {self.w_shape}")
+        return pack_conv_weights(w, self.k_padded)
+
+
+def pack_conv_weights(w: np.ndarray, k_padded: int | None = None) -> np.ndarray:
+    """OIHW weights ``[OC, C/g, KH, KW]`` as ``[OC, KH*KW*C/g]`` in (kh, kw, c) order (OHWI,
+    flattened), zero columns appended up to ``k_padded``: the patch matrix's column order."""
+    oc = w.shape[0]
+    packed = np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1))).reshape(oc, -1)
+    k = packed.shape[1]
+    if k_padded is None or k_padded == k:
+        return packed
+    if k_padded < k:
+        raise ValueError(f"k_padded={k_padded} is less than the {k} columns of the weights")
+    out = np.zeros((oc, k_padded), packed.dtype)
+    out[:, :k] = packed
+    return out
+
+
+def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs: Mapping[str, Any],
+              storage_dtype: DType, layout: str = "NHWC", *, bias: bool = False,
+              tactic: ConvTactic | None = None) -> ConvPlan:
+    """The kernels computing rtxrt::FusedConv of X (logical NCHW ``x_type``, stored in
+    ``layout``) and weights ``w_shape`` (OIHW) with the node's ``attrs`` (Conv attributes,
+    activation, activation_params, residual), every tensor stored as ``storage_dtype``.
+    ``bias``: the node has its bias input. ``tactic``: the GEMM tactic, a GemmTactic (tensor
+    cores; fp16 and bf16), a SimtTactic (CUDA cores; any type) or an ImplicitGemmTactic (no
+    im2col: see conv_implicit; NHWC, fp16 and bf16, C % 8 == 0) (default: a heuristic among
+    the GEMM tactics, always im2col or the direct 1x1 GEMM; ``conv_gemm_tactics`` lists
+    those an autotuner times). Ignored for depthwise convolutions. CodegenError for what
+    this does not cover."""
+    shape = x_type.shape if isinstance(x_type, TensorType) else tuple(x_type)
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape):
+        raise CodegenError(f"FusedConv codegen needs a static 4-D (2-D conv) input, got shape {shape}")
+    if len(w_shape) != 4:
+        raise CodegenError(f"FusedConv codegen handles 2-D convolutions only, got weights of shape {tuple(w_shape)}")
+    if layout not in LAYOUTS:
+        raise CodegenError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if storage_dtype not in STORAGE_DTYPES:
+        raise CodegenError(f"FusedConv codegen stores float16, bfloat16 or float32 tensors, not {storage_dtype.short}")
+    n, c, h, w = (int(d) for d in shape)
+    oc, cg, kh, kw = (int(d) for d in w_shape)
+    group = int(attrs.get("group", 1) or 1)
+    depthwise = group > 1 and group == c == oc and cg == 1
+    if group != 1 and not depthwise:
+        raise CodegenError(f"FusedConv codegen handles group 1 and depthwise convolutions, not group {group} "
+                           f"with {c} input and {oc} output channels")
+    if c != cg * group:
+        raise CodegenError(f"X has {c} channels but W {tuple(w_shape)} with group {group} expects {cg * group}")
+    if attrs.get("kernel_shape") and tuple(int(k) for k in attrs["kernel_shape"]) != (kh, kw):
+        raise CodegenError(f"kernel_shape {list(attrs['kernel_shape'])} differs from the weights' {(kh, kw)}")
+    try:
+        window = sliding_window(attrs, (h, w), (kh, kw))
+    except ValueError as exc:
+        raise CodegenError(f"FusedConv: {exc}") from None
+    oh, ow = (int(o) for o in window.out)
+    if min(oh, ow) < 1:
+        raise CodegenError(f"FusedConv: the output {oh}x{ow} is empty")
+    residual = attrs.get("residual", "none") or "none"
+    epilogue = {"dtype": storage_dtype, "bias": bias, "activation": attrs.get("activation", "none") or "none",
+                "activation_params": tuple(attrs.get("activation_params") or ()), "residual": residual}
+    geo = ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, window.strides, window.pads, window.dilations, layout)
+    m = n * oh * ow
+    out = (n, oh, ow, oc)
+    buffers: dict[str, tuple[tuple[int, ...], DType]] = {"X": (geo.x_shape, storage_dtype)}
+    epilogue_buffers = {"bias": ((oc,), storage_dtype)} if bias else {}
+    if residual != "none":
+        epilogue_buffers["Z"] = (out, storage_dtype)
+    epilogue_buffers["Y"] = (out, storage_dtype)
+
+    if depthwise:
+        problem = GemmProblem(1, 1, 16, **epilogue)  # validates the epilogue; its source is ours
+        kernel = _depthwise_kernel(geo, problem)
+        buffers["W"] = ((c, kh * kw), storage_dtype)
+        buffers.update(epilogue_buffers)
+        return ConvPlan("depthwise", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, kh * kw,
+                        (_step(kernel),), buffers, None)
+
+    direct = (kh, kw) == (1, 1) and layout == "NHWC" and window.strides == (1, 1) and not any(window.pads)
+    k_real = kh * kw * c
+    align = ROW_ALIGN // storage_dtype.itemsize
+    k = k_real if direct else -(-k_real // align) * align
+    problem = GemmProblem(m, oc, k, trans_b=True, **epilogue)
+    if isinstance(tactic, ImplicitGemmTactic):
+        kernel = implicit_conv_kernel(geo, problem, tactic)  # k == k_real: C % 8 == 0
+        buffers["W"] = ((oc, k), storage_dtype)
+        buffers.update(epilogue_buffers)
+        step = ConvStep(kernel, tuple(_IMPLICIT_BUFFERS[a.name] for a in kernel.args), kernel.launch.grid,
+                        kernel.launch.block)
+        return ConvPlan("implicit_gemm", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, k, (step,),
+                        buffers, problem)
+    tactic = tactic or default_tactic(problem)
+    gemm = simt_gemm_kernel(problem, tactic) if isinstance(tactic, SimtTactic) else gemm_kernel(problem, tactic)
+    gemm_step = ConvStep(gemm, tuple(_GEMM_BUFFERS[a.name] for a in gemm.args), gemm.launch.grid, gemm.launch.block)
+    buffers["W"] = ((oc, k), storage_dtype)
+    if direct:
+        gemm_step = ConvStep(gemm, tuple("X" if b == "workspace" else b for b in gemm_step.buffers),
+                             gemm_step.grid, gemm_step.block)
+        buffers.update(epilogue_buffers)
+        return ConvPlan("gemm", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, k, (gemm_step,),
+                        buffers, problem)
+    buffers["workspace"] = ((m, k), storage_dtype)
+    buffers.update(epilogue_buffers)
+    steps = (_step(_im2col_kernel(geo, k, storage_dtype)), gemm_step)
+    return ConvPlan("im2col_gemm", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, k, steps, buffers,
+                    problem)
+
+
+def conv_gemm_tactics(plan: ConvPlan) -> tuple[ConvTactic, ...]:
+    """The tactics worth timing for ``plan`` (none for a depthwise plan): the GEMM's, and the
+    implicit GEMM's where it applies and there is an im2col to save (not for a direct 1x1)."""
+    if plan.gemm is None:
+        return ()
+    tactics: tuple[ConvTactic, ...] = _candidates(plan.gemm)
+    if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(plan.x_layout, plan.x_shape[1],
+                                                                                 plan.storage_dtype):
+        tactics += implicit_tactics(plan.gemm)
+    return tactics
+
+
+def _candidates(problem: GemmProblem) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:
+    """Tensor-core tactics for fp16 and bf16, SIMT ones for fp32 (tensor cores take no fp32 here)."""
+    return simt_candidate_tactics(problem) if problem.dtype == DType.FLOAT32 else candidate_tactics(problem)
+
+
+def default_tactic(problem: GemmProblem, min_blocks: int = 132) -> GemmTactic | SimtTactic:
+    """The largest-tile candidate for ``problem``'s type that still gives ``min_blocks``
+    blocks (about one wave on a big GPU); else the candidate giving the most blocks."""
+    tactics = _candidates(problem)
+
+    def blocks(t: GemmTactic | SimtTactic) -> int:
+        return -(-problem.m // t.bm) * -(-problem.n // t.bn)
+
+    for t in tactics:  # largest tiles first
+        if blocks(t) >= min_blocks:
+            return t
+    return max(tactics, key=blocks)
+
+
+_GEMM_BUFFERS = {"A": "workspace", "B": "W", "bias": "bias", "Z": "Z", "D": "Y"}
+_IMPLICIT_BUFFERS = {**_GEMM_BUFFERS, "A": "X"}
+
+
+def _step(kernel: KernelSource) -> ConvStep:
+    return ConvStep(kernel, tuple(a.name for a in kernel.args), (kernel.launch.grid(), 1, 1),
+                    (kernel.launch.block, 1, 1))
+
+
+def _named(prefix: str, source: str) -> tuple[str, str]:
+    name = kernel_name(prefix, source)
+    return name, source.replace(KERNEL_NAME, name)
+
+
+def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
+    """Copies X into the patch matrix [N*OH*OW, k]: row (n, oh, ow), column (kh, kw, c);
+    zeros for padding and for columns past KH*KW*C. Values are copied, never computed on:
+    fp16 and bf16 (both ``unsigned short`` bits) share a kernel.
+
+    Each thread copies a run of columns, so the index arithmetic (divisions) is paid once per
+    run, not per element: with NHWC and C a multiple of a 16-byte vector, one vector per
+    thread; else one filter tap (its C channels) per thread, plus one thread per row for the
+    zero padding columns. Indexes are 32-bit where the thread count allows."""
+    m = g.n * g.oh * g.ow
+    t = C.storage_type(dtype)
+    vector = 16 // dtype.itemsize
+    k_real = g.kh * g.kw * g.c
+    vectorized = g.layout == "NHWC" and g.c % vector == 0 and k % vector == 0
+    per_row = k // vector if vectorized else g.kh * g.kw + (k > k_real)
+    threads = m * per_row
+    index = "int" if threads < 2**30 else "long long"  # i + grid stride stays below 2**31
+    position = """      const int tap = col / C, c = col % C;
+      const int kw = tap % KW, kh = tap / KW;
+      const int ow = (int)(row % OW);
+      const I rest = row / OW;
+      const int oh = (int)(rest % OH), n = (int)(rest / OH);
+      const int ih = oh * SH - PH + kh * DH, iw = ow * SW - PW + kw * DW;
+      const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;"""
+    if vectorized:
+        body = f"""    const I row = i / PER_ROW;
+    const int col = (int)(i - row * PER_ROW) * VEC;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (KC == KP || col < KC) {{
+{position}
+      if (inside) v = *reinterpret_cast<const uint4*>(X + {g.x_index()});
+    }}
+    reinterpret_cast<uint4*>(workspace)[i] = v;"""
+    else:
+        body = f"""    const I row = i / PER_ROW;
+    const int slot = (int)(i - row * PER_ROW);
+    {t}* out = workspace + (long long)row * KP + slot * C;
+    if (slot == KH * KW) {{  // the padding columns past KH*KW*C
+      for (int j = 0; j < KP - KC; ++j) out[j] = 0;
+      continue;
+    }}
+    const int col = slot * C;
+{position}
+    for (int c = 0; c < C; ++c) out[c] = inside ? X[{g.x_index()}] : ({t})0;"""
+        body = body.replace("      const int tap = col / C, c = col % C;", "      const int tap = slot;")
+    source = f"""{g.constants()}constexpr int KC = {k_real}, KP = {k}, VEC = {vector}, PER_ROW = {per_row};
+typedef {index} I;
+constexpr I THREADS = ({index}){m} * PER_ROW;
+
+extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __restrict__ X, {t}* __restrict__ workspace) {{
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < THREADS; i += (I)gridDim.x * blockDim.x) {{
+{body}
+  }}
+}}
+"""
+    name, source = _named("rtx_im2col_", source)
+    args = (KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("workspace", "output", 0, dtype, (m, k)))
+    return KernelSource(name, source, LaunchPolicy(threads), args)
+
+
+def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
+    """One thread per output element of Y [N, OH, OW, C] (adjacent threads: adjacent
+    channels, so NHWC reads coalesce): the KH x KW taps summed in fp32, then the epilogue."""
+    dtype = p.dtype
+    t = C.storage_type(dtype)
+    params = [f"const {t}* __restrict__ X", f"const {t}* __restrict__ Wt"]
+    names = ["X", "W"]
+    if p.bias:
+        params.append(f"const {t}* __restrict__ bias")
+        names.append("bias")
+    if p.has_z:
+        params.append(f"const {t}* Z")  # may alias Y: each element is read before it is written
+        names.append("Z")
+    params.append(f"{t}* Y")
+    names.append("Y")
+    epilogue = epilogue_statements(p, "Z[i]", bias="bias[c]")
+    total = g.n * g.oh * g.ow * g.c
+    source = f"""{C.PRELUDE}{g.constants()}constexpr long long TOTAL = {total}LL;
+
+{activation_functions(p.activation, p.params, one_output_per_thread=True)}
+extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(params)}) {{
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
+       i += (long long)gridDim.x * blockDim.x) {{
+    const int c = (int)(i % C);
+    const long long p = i / C;
+    const int ow = (int)(p % OW);
+    const long long rest = p / OW;
+    const int oh = (int)(rest % OH), n = (int)(rest / OH);
+    float acc = 0.0f;
+#pragma unroll
+    for (int kh = 0; kh < KH; ++kh) {{
+      const int ih = oh * SH - PH + kh * DH;
+      if (ih < 0 || ih >= H) continue;
+#pragma unroll
+      for (int kw = 0; kw < KW; ++kw) {{
+        const int iw = ow * SW - PW + kw * DW;
+        if (iw < 0 || iw >= W) continue;
+        acc += {C.load(f"X[{g.x_index()}]", dtype)} * {C.load("Wt[c * (KH * KW) + kh * KW + kw]", dtype)};
+      }}
+    }}
+    float x = acc;
+    {" ".join(epilogue)}
+    Y[i] = {C.store("x", dtype)};
+  }}
+}}
+"""
+    name, source = _named("rtx_dwconv_", source)
+    out = (g.n, g.oh, g.ow, g.c)
+    args = [KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("W", "input", 1, dtype, (g.c, g.kh * g.kw))]
+    if p.bias:
+        args.append(KernelArg("bias", "input", 2, dtype, (g.c,)))
+    if p.has_z:
+        args.append(KernelArg("Z", "input", 3, dtype, out))
+    args.append(KernelArg("Y", "output", 0, dtype, out))
+    assert [a.name for a in args] == names
+    return KernelSource(name, source, LaunchPolicy(total), tuple(args))
+
+
+__all__ = ["ConvPlan", "ConvStep", "ConvTactic", "GemmKernel", "ImplicitConvKernel", "ImplicitGemmTactic",
+           "SimtGemmKernel", "conv_gemm_tactics", "conv_plan", "default_tactic", "pack_conv_weights"]

@@ -1,0 +1,148 @@
+"""Data movement: transposes, slices, splits, concatenation, gathers, broadcasts, casts
+between float types, and the view ops (a copy where the memory plan cannot alias them)."""
+from __future__ import annotations
+
+from .data_movement_source import (
+    CAST_DTYPES,
+    MAX_CONCAT_INPUTS,
+    cast_kernel,
+    concat_kernel,
+    expand_kernel,
+    gather_kernel,
+    slice_kernel,
+    tile_kernel,
+    transpose_kernel,
+)
+from ..codegen.kernel_source import KernelSource
+from ..plan.forms import NHWC, TO_NHWC, TensorForm
+from ..plan.program import Copy, NodeProgram, Ref
+from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
+
+VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def lower_view(ctx: LowerContext) -> list[NodeProgram]:
+    """Same bytes, another shape: a copy the memory plan turns into an alias when it can."""
+    ctx.require_logical()
+    x = ctx.input(0)
+    out = TensorForm(x.dtype, ctx.outputs[0].shape)
+    if out.nbytes != x.nbytes:
+        raise Unsupported(f"{ctx.node.label}: {x.describe()} and {out.describe()} differ in size")
+    steps = [Copy(Ref("in", 0), Ref("out", 0), x.nbytes)] if x.nbytes else []
+    return [NodeProgram(steps, [out], label="view")]
+
+
+def lower_transpose(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    x = ctx.input(0)
+    kernel = transpose_kernel(x.shape, ctx.node.attr("perm"), x.dtype)
+    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "transpose")]
+
+
+def lower_slice(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    node, x = ctx.node, ctx.input(0)
+    if ctx.opset < 10:
+        starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
+    else:
+        starts, ends = (_ints(ctx.const(i, name)) for i, name in ((1, "starts"), (2, "ends")))
+        axes = _ints(ctx.const(3, "axes")) if ctx.has(3) else None
+        steps = _ints(ctx.const(4, "steps")) if ctx.has(4) else None
+    kernel = slice_kernel(x.shape, starts, ends, x.dtype, axes, steps)
+    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "slice")]
+
+
+def lower_split(ctx: LowerContext) -> list[NodeProgram]:
+    """One slice kernel per output; the sizes are the outputs' (already inferred)."""
+    ctx.require_logical()
+    node, x = ctx.node, ctx.input(0)
+    axis = int(node.attr("axis", 0)) % len(x.shape)
+    program = NodeProgram([], [], label="split")
+    start = 0
+    for j, form in enumerate(ctx.outputs):
+        if form is None:
+            raise Unsupported(f"{node.label}: output {j} has no type")
+        end = start + form.shape[axis]
+        kernel = _retarget(slice_kernel(x.shape, [start], [end], x.dtype, [axis]), j)
+        _add(program, kernel)
+        program.outputs.append(TensorForm(x.dtype, form.shape))
+        start = end
+    return [program]
+
+
+def lower_concat(ctx: LowerContext) -> list[NodeProgram]:
+    node = ctx.node
+    forms = [ctx.input(i) for i in range(len(node.inputs))]
+    if len(forms) > MAX_CONCAT_INPUTS:
+        raise Unsupported(f"{node.label}: more than {MAX_CONCAT_INPUTS} inputs")
+    layouts = {f.layout for f in forms}
+    if len(layouts) != 1 or len({f.dtype for f in forms}) != 1:
+        raise Unsupported(f"{node.label}: inputs differ in layout or type")
+    layout = layouts.pop()
+    axis = int(node.attr("axis")) % len(forms[0].shape)
+    if layout == NHWC:
+        axis = TO_NHWC.index(axis)
+    kernel = concat_kernel([f.physical for f in forms], axis, forms[0].dtype)
+    return [single_kernel(kernel, [TensorForm(forms[0].dtype, ctx.outputs[0].shape, layout)], "concat")]
+
+
+def lower_gather(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    x, indices = ctx.input(0), ctx.input(1)
+    kernel = gather_kernel(x.shape, indices.shape, int(ctx.node.attr("axis", 0)), x.dtype, indices.dtype)
+    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "gather")]
+
+
+def lower_expand(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    x = ctx.input(0)
+    kernel = expand_kernel(x.shape, _ints(ctx.const(1, "shape")), x.dtype)
+    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "expand")]
+
+
+def lower_tile(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    x = ctx.input(0)
+    kernel = tile_kernel(x.shape, _ints(ctx.const(1, "repeats")), x.dtype)
+    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "tile")]
+
+
+def conversion(src: TensorForm, dst: TensorForm) -> list[KernelSource]:
+    """The kernels turning a value stored as ``src`` into ``dst`` (same logical shape): a
+    cast, a layout transpose, or both (cast first: the narrower side moves fewer bytes when
+    narrowing, and either order is exact)."""
+    kernels = []
+    if src.dtype != dst.dtype:
+        if src.dtype not in CAST_DTYPES or dst.dtype not in CAST_DTYPES:
+            raise Unsupported(f"no conversion from {src.describe()} to {dst.describe()}")
+        kernels.append(cast_kernel(src.physical, src.dtype, dst.dtype))
+    if not TensorForm(dst.dtype, src.shape, src.layout).same_bytes(dst):
+        perm = TO_NHWC if dst.layout == NHWC else (0, 3, 1, 2)
+        kernels.append(transpose_kernel(src.physical, perm, dst.dtype))
+    return kernels
+
+
+def _retarget(kernel: KernelSource, output: int) -> KernelSource:
+    """A single-output kernel writing output ``output`` of the node."""
+    from dataclasses import replace
+
+    args = tuple(replace(a, index=output) if a.role == "output" else a for a in kernel.args)
+    return replace(kernel, args=args)
+
+
+def _add(program: NodeProgram, kernel: KernelSource) -> None:
+    launch = launch_of(kernel, kernel_args(kernel))
+    if all(launch.grid):
+        program.steps.append(launch)
+    program.kernels[kernel.name] = kernel.source
+
+
+def _ints(value) -> list[int]:
+    return [int(v) for v in value.reshape(-1)]
+
+
+LOWERINGS = {
+    **{op: lower_view for op in VIEW_OPS},
+    "Transpose": lower_transpose, "Slice": lower_slice, "Split": lower_split, "Concat": lower_concat,
+    "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
+}

@@ -1,0 +1,106 @@
+"""Matrix products (rtxrt::FusedMatMul, MatMul, Gemm): generated tensor-core kernels with
+the fused epilogue, a SIMT kernel for float32, and cuBLAS followed by an epilogue kernel.
+Every candidate is offered to the autotuner."""
+from __future__ import annotations
+
+from ....ir.dtypes import DType
+from ..codegen import CodegenError
+from ..codegen.epilogue import epilogue_kernel
+from .gemm_source import (
+    GemmProblem,
+    candidate_tactics,
+    fused_matmul_problem,
+    gemm_kernel,
+)
+from .gemm_simt_source import simt_candidate_tactics, simt_gemm_kernel
+from ..plan.forms import TensorForm
+from ..plan.program import Gemm, NodeProgram, Ref
+from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
+
+TENSOR_CORE = (DType.FLOAT16, DType.BFLOAT16)
+
+
+def lower_matmul(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    node = ctx.node
+    a, b = ctx.input(0), ctx.input(1)
+    attrs = _epilogue(ctx)
+    out = TensorForm(ctx.out_dtype(0) if ctx.out_dtype(0) in (*TENSOR_CORE, DType.FLOAT32) else a.dtype,
+                     ctx.outputs[0].shape)
+    for i in (2, 3):
+        if ctx.has(i) and ctx.input(i).dtype != out.dtype:
+            raise Unsupported(f"{node.label}: bias and residual must be stored as the output ({out.dtype.short})")
+    if ctx.has(2) and ctx.input(2).shape != out.shape[-1:]:
+        raise Unsupported(f"{node.label}: the bias must be a vector of the output's last dim")
+    if ctx.has(3) and ctx.input(3).shape != out.shape:
+        raise Unsupported(f"{node.label}: the residual must have the output's shape")
+    if b.dtype != a.dtype:
+        raise Unsupported(f"{node.label}: A is {a.dtype.short} but B is {b.dtype.short}")
+    problem = fused_matmul_problem(a.shape, b.shape, a.dtype, out_dtype=out.dtype, bias=ctx.has(2), **attrs)
+    compute = cublas_compute(node, a.dtype)
+    programs: list[NodeProgram] = []
+    if problem.m * problem.n * problem.batch == 0:
+        return [NodeProgram([], [out], label="empty")]
+    if a.dtype in TENSOR_CORE:
+        tactics = candidate_tactics(problem) if ctx.tune else candidate_tactics(problem)[:1]
+        for t in tactics:
+            try:
+                programs.append(single_kernel(gemm_kernel(problem, t, ctx.arch), [out], f"mma {t.label}"))
+            except CodegenError:
+                continue
+    if a.dtype not in TENSOR_CORE or not programs:
+        tactics = simt_candidate_tactics(problem)
+        for t in tactics if ctx.tune or not programs else ():
+            programs.append(single_kernel(simt_gemm_kernel(problem, t), [out], f"simt {t.label}"))
+    if problem.k > 0:
+        programs.append(cublas_program(problem, compute, Ref("in", 0), Ref("in", 1), [out]))
+    return programs
+
+
+def cublas_compute(node, dtype: DType) -> str:
+    """cuBLAS's math for ``dtype`` operands: fp32 accumulation always; TF32 tensor cores for
+    float32 operands only where the node's precision annotation allows it."""
+    if dtype in TENSOR_CORE:
+        return "fp16acc32"
+    return "tf32" if node.precision is not None and node.precision.compute == "tf32" else "fp32"
+
+
+def cublas_program(problem: GemmProblem, compute: str, a: Ref, b: Ref, outputs: list[TensorForm | None],
+                   prologue: NodeProgram | None = None) -> NodeProgram:
+    """cuBLAS computes ``alpha * A @ B`` into D, an epilogue kernel adds the rest. A
+    ``prologue`` (an im2col step) runs first."""
+    p = problem
+    gemm = Gemm(a, b, Ref("out", 0), p.m, p.n, p.k, p.dtype, p.out_dtype, compute, trans_b=p.trans_b,
+                lda=p.lda, ldb=p.ldb, ldc=p.ldd, alpha=p.alpha, batch=p.batch,
+                stride_a=p.stride_a if p.batch > 1 else None, stride_b=p.stride_b if p.batch > 1 else None,
+                stride_c=p.stride_d if p.batch > 1 else None)
+    program = NodeProgram(list(prologue.steps) if prologue else [], outputs,
+                          dict(prologue.kernels) if prologue else {}, dict(prologue.scratch) if prologue else {},
+                          label="cublas")
+    program.steps.append(gemm)
+    if p.bias or p.activation != "none" or p.residual != "none":
+        kernel = epilogue_kernel(p)
+        program.steps.append(launch_of(kernel, kernel_args(kernel)))
+        program.kernels[kernel.name] = kernel.source
+    return program
+
+
+def _epilogue(ctx: LowerContext) -> dict:
+    node = ctx.node
+    if node.op_type == "FusedMatMul":
+        return {"trans_b": bool(node.attr("trans_b", 0)), "alpha": float(node.attr("alpha", 1.0)),
+                "activation": node.attr("activation", "none") or "none",
+                "activation_params": tuple(node.attr("activation_params") or ()),
+                "residual": node.attr("residual", "none") or "none"}
+    if node.op_type == "MatMul":
+        return {}
+    # Gemm: C joins as the bias when it is a vector over N and beta is one
+    if node.attr("transA", 0):
+        raise Unsupported(f"{node.label}: Gemm with transA")
+    n = ctx.outputs[0].shape[-1] if ctx.outputs[0] is not None else -1
+    if ctx.has(2) and (float(node.attr("beta", 1.0)) != 1.0 or ctx.input(2).shape != (n,)):
+        raise Unsupported(f"{node.label}: Gemm's C must be a vector of N={n} added with beta 1")
+    return {"trans_b": bool(node.attr("transB", 0)), "alpha": float(node.attr("alpha", 1.0))}
+
+
+LOWERINGS = {"rtxrt::FusedMatMul": lower_matmul, "MatMul": lower_matmul, "Gemm": lower_matmul}

@@ -1,0 +1,176 @@
+"""Generated 2-D pooling kernels: MaxPool and AveragePool (kernel_shape, strides, pads,
+auto_pad, dilations, ceil_mode, count_include_pad), GlobalMaxPool and GlobalAveragePool
+(any spatial rank), over NCHW or NHWC tensors (``layout``), in fp32, fp16 or bf16 storage.
+
+Semantics are the reference backend's (rtxrt/backends/reference/ops/pool.py): the window
+geometry comes from the same ``sliding_window``; MaxPool starts from the first tap (padding
+is -inf) and takes a later tap only when it is larger, so NaNs behave alike; AveragePool
+sums the taps in row-major order in fp32 and divides by the taps inside the input (or, with
+count_include_pad, inside input plus declared pads, never ceil mode's extra padding). So
+fp32 averages are bit-exact; fp16/bf16 round once at the store.
+
+MaxPool's optional Indices output is not generated (CodegenError).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ....ir.dtypes import DType
+from ....ir.ops.conv import sliding_window
+from ..codegen import CodegenError
+from ..codegen import ctypes_map as C
+from ..codegen.kernel_source import (
+    KERNEL_NAME,
+    KernelArg,
+    KernelSource,
+    LaunchPolicy,
+    grid_stride_loop,
+    index_type,
+    kernel_name,
+    loop_kernel,
+    pixel_coordinates,
+)
+
+POOL_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
+LAYOUTS = ("NCHW", "NHWC")
+WARP = 32
+_NEG_INF = "__uint_as_float(0xff800000u)"
+# NaN-propagating max (numpy's max over a global window propagates NaN)
+_GMAX = "((v > acc || v != v) ? v : acc)"
+
+
+def pool_kernel(op_type: str, shape: Sequence[int], dtype: DType, attrs: Mapping[str, Any] | None = None,
+                layout: str = "NCHW") -> KernelSource:
+    """The kernel for ``op_type`` (MaxPool, AveragePool, GlobalMaxPool, GlobalAveragePool)
+    on a ``shape`` tensor laid out as ``layout`` with the node's ONNX attributes."""
+    attrs = dict(attrs or {})
+    if dtype not in POOL_DTYPES:
+        raise CodegenError(f"{op_type}: pooling kernels take float32, float16 or bfloat16, not {dtype.short}")
+    if layout not in LAYOUTS:
+        raise CodegenError(f"{op_type}: layout must be one of {LAYOUTS}, got {layout!r}")
+    shape = tuple(int(d) for d in shape)
+    if op_type in ("GlobalMaxPool", "GlobalAveragePool"):
+        return _global_pool(op_type == "GlobalAveragePool", shape, dtype, layout)
+    if op_type in ("MaxPool", "AveragePool"):
+        return _window_pool(op_type, shape, dtype, attrs, layout)
+    raise CodegenError(f"no generated pooling kernel for {op_type}")
+
+
+def _window_pool(op_type: str, shape: tuple[int, ...], dtype: DType, attrs: dict[str, Any],
+                 layout: str) -> KernelSource:
+    if len(shape) != 4:
+        raise CodegenError(f"{op_type}: generated pooling is 2-D (rank-4 input), got shape {list(shape)}")
+    if op_type == "MaxPool" and int(attrs.get("storage_order", 0)):
+        raise CodegenError("MaxPool: storage_order applies to Indices, which is not generated")
+    n, c, h, w = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
+    try:
+        win = sliding_window(attrs, (h, w), attrs.get("kernel_shape") or (), bool(attrs.get("ceil_mode", 0)))
+    except ValueError as exc:
+        raise CodegenError(f"{op_type}: {exc}") from None
+    oh, ow = (int(d) for d in win.out)
+    (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.strides, win.dilations
+    top, left, bottom, right = win.pads
+    out = (n, c, oh, ow) if layout == "NCHW" else (n, oh, ow, c)
+    total = math.prod(out)
+    index, suffix, off, coords, row, col = pixel_coordinates(layout, shape, (c, h, w), (oh, ow), total)
+    load = C.load(f"in0[base + ({off})ih * {row} + ({off})iw * {col}]", dtype)
+    body = [f"{index} r = i;", *coords,
+            f"const int h0 = (int)y * {sh} - {top}, w0 = (int)x * {sw} - {left};"]
+    if op_type == "MaxPool":
+        body += [
+            f"float acc = {_NEG_INF};",
+            "#pragma unroll",
+            f"for (int a = 0; a < {kh}; ++a) {{",
+            f"  const int ih = h0 + a * {dh};",
+            "  #pragma unroll",
+            f"  for (int b = 0; b < {kw}; ++b) {{",
+            f"    const int iw = w0 + b * {dw};",
+            f"    const float v = (ih >= 0 && ih < {h} && iw >= 0 && iw < {w}) ? {load} : {_NEG_INF};",
+            "    if ((a == 0 && b == 0) || v > acc) acc = v;  // the first tap, then only larger ones",
+            "  }",
+            "}",
+            f"out0[i] = {C.store('acc', dtype)};",
+        ]
+    else:
+        include = bool(attrs.get("count_include_pad", 0))
+        lo_h, hi_h = (-top, h + bottom) if include else (0, h)
+        lo_w, hi_w = (-left, w + right) if include else (0, w)
+        body += [
+            "float acc = 0.0f;",
+            "int rows = 0, cols = 0;",
+            "#pragma unroll",
+            f"for (int b = 0; b < {kw}; ++b) {{ const int iw = w0 + b * {dw}; cols += (iw >= {lo_w} && iw < {hi_w}); }}",
+            "#pragma unroll",
+            f"for (int a = 0; a < {kh}; ++a) {{",
+            f"  const int ih = h0 + a * {dh};",
+            f"  rows += (ih >= {lo_h} && ih < {hi_h});",
+            f"  if (ih < 0 || ih >= {h}) continue;",
+            "  #pragma unroll",
+            f"  for (int b = 0; b < {kw}; ++b) {{",
+            f"    const int iw = w0 + b * {dw};",
+            f"    if (iw >= 0 && iw < {w}) acc += {load};",
+            "  }",
+            "}",
+            f"out0[i] = {C.store('acc / (float)(rows * cols)', dtype)};",
+        ]
+    comment = (f"{op_type} {layout} {list(shape)} -> {list(out)} kernel {[kh, kw]} strides {[sh, sw]} "
+               f"dilations {[dh, dw]} pads {list(win.pads)}")
+    loop = grid_stride_loop(index, suffix, total)
+    return _finish("rtx_pool_", comment, dtype, shape, out, loop, body, total)
+
+
+def _global_pool(average: bool, shape: tuple[int, ...], dtype: DType, layout: str) -> KernelSource:
+    """NCHW: one warp per (n, c), lanes stride over the spatial elements (coalesced) and
+    combine by shuffles. NHWC: one thread per (n, c), neighbouring threads read neighbouring
+    channels (coalesced), each summing its spatial elements in order."""
+    if len(shape) < 3:
+        raise CodegenError(f"global pooling needs a rank >= 3 input, got shape {list(shape)}")
+    op_type = "GlobalAveragePool" if average else "GlobalMaxPool"
+    n, c = shape[0], (shape[1] if layout == "NCHW" else shape[-1])
+    spatial = math.prod(shape[2:] if layout == "NCHW" else shape[1:-1])
+    out = (n, c, *[1] * (len(shape) - 2)) if layout == "NCHW" else (n, *[1] * (len(shape) - 2), c)
+    outputs = n * c
+    index, suffix = index_type(max(outputs * WARP, math.prod(shape)))
+    init = "0.0f" if average else _NEG_INF
+    combine = "acc += v;" if average else f"acc = {_GMAX};"
+    result = f"acc / {C.literal(float(spatial), DType.FLOAT32)}" if average else "acc"
+    if layout == "NCHW":
+        threads = outputs * WARP
+        loop = (f"for ({index} o = (blockIdx.x * ({index})blockDim.x + threadIdx.x) / {WARP}u; o < {outputs}{suffix};"
+                f" o += ({index})gridDim.x * blockDim.x / {WARP}u) {{")  # warp-uniform: shuffles are safe
+        body = [
+            f"const unsigned int lane = threadIdx.x % {WARP}u;",
+            f"float acc = {init};",
+            f"for ({index} j = lane; j < {spatial}{suffix}; j += {WARP}u) {{",
+            f"  const float v = {C.load(f'in0[o * {spatial}{suffix} + j]', dtype)}; {combine}",
+            "}",
+            f"for (int s = {WARP // 2}; s > 0; s >>= 1) {{",
+            f"  const float v = __shfl_xor_sync(0xffffffffu, acc, s); {combine}",
+            "}",
+            f"if (lane == 0) out0[o] = {C.store(result, dtype)};",
+        ]
+    else:
+        threads = outputs
+        loop = grid_stride_loop(index, suffix, outputs, "o")
+        body = [
+            f"const {index} base = (o / {c}{suffix}) * {spatial * c}{suffix} + o % {c}{suffix};",
+            f"float acc = {init};",
+            f"for ({index} j = 0; j < {spatial}{suffix}; ++j) {{",
+            f"  const float v = {C.load(f'in0[base + j * {c}{suffix}]', dtype)}; {combine}",
+            "}",
+            f"out0[o] = {C.store(result, dtype)};",
+        ]
+    comment = f"{op_type} {layout} {list(shape)} -> {list(out)}"
+    return _finish("rtx_gpool_", comment, dtype, shape, out, loop, body, threads)
+
+
+def _finish(prefix: str, comment: str, dtype: DType, shape: tuple[int, ...], out: tuple[int, ...],
+            loop: str, body: list[str], threads: int) -> KernelSource:
+    storage = C.storage_type(dtype)
+    source = loop_kernel([f"// rtxrt pooling kernel: {comment}", C.PRELUDE.strip()],
+                         [f"const {storage}* __restrict__ in0", f"{storage}* __restrict__ out0"], loop, body)
+    name = kernel_name(prefix, source)
+    args = (KernelArg("in0", "input", 0, dtype, shape), KernelArg("out0", "output", 0, dtype, out))
+    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(threads), args)

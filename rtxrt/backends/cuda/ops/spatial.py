@@ -1,0 +1,69 @@
+"""Spatial ops of image models: instance/group normalization, Resize and ConvTranspose, in
+either layout."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....ir.graph import TensorType
+from .conv_transpose_source import (
+    conv_transpose_kernel,
+    pack_conv_transpose_weights,
+)
+from .normalization_source import normalization_kernel
+from .resize_source import resize_kernel
+from ..plan.forms import NHWC, TensorForm, numpy_dtype
+from ..plan.program import Launch, NodeProgram, Ref
+from .context import LowerContext, Unsupported, launch_of, single_kernel
+
+
+def _layout(x: TensorForm) -> str:
+    return "NHWC" if x.layout == NHWC else "NCHW"
+
+
+def _logical_types(ctx: LowerContext) -> list[TensorType | None]:
+    return [None if f is None else TensorType(f.dtype, f.shape) for f in ctx.inputs]
+
+
+def lower_normalization(ctx: LowerContext) -> list[NodeProgram]:
+    x = ctx.input(0)
+    for i in (1, 2):
+        if ctx.input(i).layout or ctx.input(i).dtype != x.dtype:
+            raise Unsupported(f"{ctx.node.label}: scale and bias must be stored as X ({x.dtype.short})")
+    kernel = normalization_kernel(ctx.node, _logical_types(ctx), x.dtype, _layout(x), opset=ctx.opset)
+    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)], "normalization")]
+
+
+def lower_resize(ctx: LowerContext) -> list[NodeProgram]:
+    x = ctx.input(0)
+    scales = None
+    if ctx.has(2):
+        value = ctx.const(2, "scales")
+        scales = [float(s) for s in value.reshape(-1)] if value.size else None
+    out = TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)
+    kernel = resize_kernel(ctx.node, _logical_types(ctx), out.shape, x.dtype, _layout(x), scales=scales,
+                           opset=ctx.opset)
+    program = single_kernel(kernel, [out], "resize")
+    return [program]
+
+
+def lower_conv_transpose(ctx: LowerContext) -> list[NodeProgram]:
+    """The weights are packed channels-last once, at plan time."""
+    x = ctx.input(0)
+    w = ctx.const(1, "the weights")
+    consts = {"W": pack_conv_transpose_weights(w).astype(numpy_dtype(x.dtype))}
+    if ctx.has(2):
+        consts["B"] = np.ascontiguousarray(ctx.const(2, "the bias").astype(numpy_dtype(x.dtype)))
+    types = _logical_types(ctx)
+    kernel = conv_transpose_kernel(ctx.node, types, x.dtype, _layout(x), weight_layout="NHWC")
+    refs = {0: Ref("in", 0), 1: Ref("const", "W"), 2: Ref("const", "B")}
+    args = tuple(refs[a.index] if a.role == "input" else Ref("out", a.index) for a in kernel.args)
+    launch: Launch = launch_of(kernel, args)
+    out = TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)
+    return [NodeProgram([launch] if all(launch.grid) else [], [out], {kernel.name: kernel.source}, consts=consts,
+                        label="conv_transpose")]
+
+
+LOWERINGS = {
+    "InstanceNormalization": lower_normalization, "GroupNormalization": lower_normalization,
+    "Resize": lower_resize, "ConvTranspose": lower_conv_transpose,
+}

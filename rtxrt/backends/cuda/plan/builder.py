@@ -1,0 +1,340 @@
+"""Plans a model for the CUDA backend at concrete input shapes, without touching a GPU.
+
+1. Specialize: bind the input shapes, infer every type, and compute the values that follow
+   from shapes alone (shape arithmetic) once, as constants.
+2. Lower each node to candidate ``NodeProgram``s. A node first sees its inputs in the forms
+   the AOT annotations give them (``graph.storage``), then as they are held now; where its
+   lowering cannot take those, it sees them in the logical layout, then in the logical type,
+   and as a last resort it runs on the host. The
+   conversions this needs are inserted once per value and form and shared by every reader.
+3. ``finalize(choices)`` fixes one program per node (the autotuner's choice, else the first)
+   and plans the arena: every device value and scratch buffer gets an offset (buffers reused
+   by liveness, views aliased); constants get a weight arena of their own.
+
+Device values are named apart from graph values where a value is held in more than one
+form (``name@form``), so the memory plan sees each form as its own buffer.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ....errors import GraphError, UnsupportedOpError
+from ....ir.dtypes import DType
+from ....ir.graph import Graph, Model, Node, TensorType
+from ...memory_plan import (
+    ALIGNMENT,
+    MemoryPlan,
+    node_reads,
+    plan_memory,
+    plan_time_values,
+    specialize,
+)
+from ...reference.kernel import find_kernel
+from .forms import TensorForm, stored_form, to_form
+from ..ops import LowerContext, Unsupported, lower
+from ..ops.context import kernel_args, launch_of
+from ..ops.data_movement import conversion
+from .program import HostRun, NodeProgram, Ref
+
+HOST_LABEL = "host"
+
+
+class DataDependentShape(GraphError):
+    """A value's shape depends on input data (NonZero, Unique, ...): no static plan exists."""
+
+
+@dataclass
+class Step:
+    """One node (or one inserted conversion) with its candidate programs. ``inputs`` and
+    ``outputs`` name device values by position (None: omitted); ``node`` is the graph node
+    (None for a conversion)."""
+
+    label: str
+    candidates: list[NodeProgram]
+    inputs: list[str | None]
+    outputs: list[str | None]
+    node: Node | None = None
+    why_host: str = ""  # why the node runs on the host, when it does
+    # A host step reads graph values by name (inputs and its subgraphs' outer values):
+    # graph name -> device value, or None for a constant the host already has.
+    host_reads: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """The lowered model at one set of input shapes. ``forms``: every device value's form;
+    ``consts``: device constants (host arrays already in their device form); ``feeds``
+    / ``results``: graph input and output names -> device values (logical forms)."""
+
+    model: Model
+    steps: list[Step]
+    forms: dict[str, TensorForm]
+    consts: dict[str, np.ndarray]
+    feeds: dict[str, str]
+    results: dict[str, str]
+    input_shapes: dict[str, tuple[int, ...]]
+    host_values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        """Every kernel any candidate needs: name -> source."""
+        return {name: src for step in self.steps for p in step.candidates for name, src in p.kernels.items()}
+
+    @property
+    def host_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.candidates[0].on_host]
+
+
+@dataclass
+class FinalPlan:
+    """One program per step and the arena: ``offsets`` of device values and of each step's
+    scratch (``scratch[step][name]``), ``const_offsets`` in the weight arena."""
+
+    plan: Plan
+    programs: list[NodeProgram]
+    memory: MemoryPlan
+    scratch: list[dict[str, int]]
+    const_offsets: dict[str, int]
+    const_bytes: int
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        return {name: src for p in self.programs for name, src in p.kernels.items()}
+
+
+def build_plan(model: Model, input_shapes: Mapping[str, Sequence[int]], *, arch: str, sm_count: int,
+               tune: bool = True) -> Plan:
+    """Lower ``model`` at ``input_shapes`` for ``arch`` (no GPU needed). ``tune``: keep every
+    candidate tactic, else only each node's first."""
+    spec = specialize(model, input_shapes)
+    return _Builder(spec, arch, sm_count, tune).build({k: tuple(int(d) for d in v) for k, v in input_shapes.items()})
+
+
+class _Builder:
+    def __init__(self, model: Model, arch: str, sm_count: int, tune: bool):
+        self.model, self.graph = model, model.graph
+        self.arch, self.sm_count, self.tune = arch, sm_count, tune
+        self.known = dict(self.graph.initializers) | plan_time_values(model)
+        for name, value in self.known.items():  # initializers need not be typed in the graph
+            self.graph.types.setdefault(name, TensorType(DType.from_numpy(value.dtype), tuple(value.shape)))
+        self.steps: list[Step] = []
+        self.forms: dict[str, TensorForm] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self.held: dict[str, str] = {}  # graph value -> device value holding it now
+        self.converted: dict[tuple[str, TensorForm], str] = {}
+        self.host_values: dict[str, np.ndarray] = {}  # constants host steps read
+
+    def build(self, shapes: dict[str, tuple[int, ...]]) -> Plan:
+        g = self.graph
+        feeds = {}
+        for name in g.inputs:
+            if name in g.initializers:
+                continue
+            self.forms[name] = _logical(g, name)
+            self.held[name] = feeds[name] = name
+        unsupported = []
+        for node in g.nodes:
+            if all(o in self.known for o in node.outputs if o):
+                continue  # computed at plan time
+            if not self._lower(node):
+                unsupported.append((node.domain, node.op_type, node.name))
+        if unsupported:
+            raise UnsupportedOpError(unsupported)
+        results = {}
+        for name in g.outputs:  # a constant output (a Shape, say) is copied from the weight arena
+            results[name] = self._present(name, _logical(g, name))
+        return Plan(self.model, self.steps, self.forms, self.consts, feeds, results, shapes, self.host_values)
+
+    # --- one node ----------------------------------------------------------------------------
+
+    def _lower(self, node: Node) -> bool:
+        g = self.graph
+        for name in node.outputs:
+            t = g.types.get(name) if name else None
+            if name and (t is None or not t.is_static):
+                raise DataDependentShape(f"{node.label}: the shape of output {name!r} depends on the input values "
+                                         f"({t}); a static plan cannot hold it")
+        held = [self._held_form(n) if n else None for n in node.inputs]
+        stored = [self._stored_input(n) if n else None for n in node.inputs]
+        wanted = [stored_form(g, o) if o and o in g.types else None for o in node.outputs]
+        logical_out = [_logical(g, o) if o and o in g.types else None for o in node.outputs]
+        attempts = [  # the annotated forms first: they are the plan the AOT precision pass made
+            (_narrowed(node, stored), wanted),
+            (stored, wanted),
+            (held, wanted),
+            ([f and f.logical for f in stored], [f and f.logical for f in wanted]),
+            ([self._logical_input(n) if n else None for n in node.inputs], logical_out),
+        ]
+        problems = []
+        seen = []
+        for inputs, outputs in attempts:
+            if (inputs, outputs) in seen:
+                continue
+            seen.append((inputs, outputs))
+            ctx = LowerContext(node, list(inputs), list(outputs), [self.known.get(n) if n else None for n in node.inputs],
+                               self.model.opset, self.arch, self.sm_count, self.tune)
+            try:
+                programs = lower(ctx)
+            except Unsupported as exc:
+                problems.append(str(exc))
+                continue
+            self._add_node(node, programs, inputs)
+            return True
+        if find_kernel(node.op_type, node.domain) is None:
+            return False
+        self._add_host(node, problems[-1] if problems else "no GPU lowering")
+        return True
+
+    def _add_node(self, node: Node, programs: list[NodeProgram], inputs: list[TensorForm | None]) -> None:
+        device_inputs = [self._present(n, f) if n else None for n, f in zip(node.inputs, inputs)]
+        outputs = []
+        for name, form in zip(node.outputs, programs[0].outputs):
+            if not name:
+                outputs.append(None)
+                continue
+            if form is None:
+                raise Unsupported(f"{node.label}: output {name!r} has no form")
+            outputs.append(self._define(name, form))
+        for p in programs[1:]:
+            if p.outputs != programs[0].outputs:
+                raise Unsupported(f"{node.label}: tactics {programs[0].label!r} and {p.label!r} write different forms")
+        self.steps.append(Step(node.label, programs, device_inputs, outputs, node))
+
+    def _add_host(self, node: Node, why: str) -> None:
+        g = self.graph
+        reads = {}
+        for name in sorted(node_reads(node)):
+            if name in self.known and name not in self.held:
+                reads[name] = None
+                self.host_values[name] = self.known[name]
+            else:
+                reads[name] = self._present(name, self._logical_input(name))
+        outputs = [self._define(o, _logical(g, o)) if o else None for o in node.outputs]
+        program = NodeProgram([HostRun()], [self.forms[o] if o else None for o in outputs], label=HOST_LABEL)
+        self.steps.append(Step(node.label, [program], [], outputs, node, why, reads))
+
+    # --- values and their forms --------------------------------------------------------------
+
+    def _define(self, name: str, form: TensorForm) -> str:
+        """A node writes graph value ``name`` in ``form``: its first device value."""
+        self.forms[name] = form
+        self.held[name] = name
+        return name
+
+    def _held_form(self, name: str) -> TensorForm:
+        if name in self.held:
+            return self.forms[self.held[name]]
+        return self._stored_input(name)
+
+    def _stored_input(self, name: str) -> TensorForm:
+        if name in self.known and name not in self.held:
+            return stored_form(self.graph, name) if name in self.graph.storage else _logical(self.graph, name)
+        return stored_form(self.graph, name)
+
+    def _logical_input(self, name: str) -> TensorForm:
+        return _logical(self.graph, name)
+
+    def _present(self, name: str, form: TensorForm) -> str:
+        """The device value holding graph value ``name`` in ``form``: a constant uploaded in
+        that form, the value itself, or a conversion of it (made once, shared)."""
+        if name in self.known and name not in self.held:
+            key = f"{name}@const:{form.describe()}"
+            if key not in self.consts:
+                self.consts[key] = to_form(self.known[name], form)
+                self.forms[key] = form
+            return key
+        current = self.held[name]
+        have = self.forms[current]
+        if have == form:
+            return current
+        key = (name, form)
+        if key not in self.converted:
+            target = f"{name}@{form.describe()}"
+            if have.same_bytes(form):  # the same bytes: a view
+                steps = [NodeProgram([_copy(have.nbytes)], [form], label="view")]
+            else:
+                steps = [_conversion_program(have, form)]
+            self.forms[target] = form
+            self.steps.append(Step(f"convert {name} {have.describe()} -> {form.describe()}", steps, [current], [target]))
+            self.converted[key] = target
+        return self.converted[key]
+
+    # --- finalize ----------------------------------------------------------------------------
+
+
+def finalize(plan: Plan, choices: Mapping[int, int] | None = None, *, alignment: int = ALIGNMENT) -> FinalPlan:
+    """One program per step (``choices[step index]``, default the first candidate) and the
+    memory plan of the device values and scratch buffers."""
+    choices = choices or {}
+    programs = [s.candidates[choices.get(i, 0)] for i, s in enumerate(plan.steps)]
+    nodes = [Node("Feed", [], list(plan.feeds.values()), name="feed")]
+    sizes = {name: form.nbytes for name, form in plan.forms.items() if name not in plan.consts}
+    scratch: list[dict[str, int]] = []
+    for i, (step, program) in enumerate(zip(plan.steps, programs)):
+        offsets, total = {}, 0
+        for name, nbytes in program.scratch.items():
+            offsets[name] = total
+            total += _aligned(nbytes, alignment)
+        scratch.append(offsets)
+        outs = [o for o in step.outputs if o]
+        if total:
+            outs.append(f"#scratch{i}")
+            sizes[f"#scratch{i}"] = total
+        reads = [n for n in (*step.inputs, *step.host_reads.values()) if n and n not in plan.consts]
+        nodes.append(Node("Reshape" if program.label == "view" else "Step", reads, outs, name=str(i)))
+    outputs = [v for v in dict.fromkeys(plan.results.values()) if v not in plan.consts]
+    graph = Graph(nodes, [], outputs, name="device")
+    planned = {o for node in nodes for o in node.outputs}
+    memory = plan_memory(graph, {n: b for n, b in sizes.items() if n in planned}, allow_views=True,
+                         alignment=alignment, check=True)
+    const_offsets, cursor = {}, 0
+    named = [(name, a) for name, a in plan.consts.items()]
+    named += [(f"{i}:{name}", a) for i, p in enumerate(programs) for name, a in p.consts.items()]
+    for name, array in named:
+        const_offsets[name] = cursor
+        cursor += _aligned(array.nbytes, alignment)
+    return FinalPlan(plan, programs, memory, scratch, const_offsets, cursor)
+
+
+def _aligned(nbytes: int, alignment: int) -> int:
+    return -(-nbytes // alignment) * alignment
+
+
+_TENSOR_CORE_OPS = frozenset({"FusedConv", "FusedMatMul", "Conv", "MatMul", "Gemm", "Attention"})
+_NARROW = {"fp16": DType.FLOAT16, "bf16": DType.BFLOAT16}
+
+
+def _narrowed(node: Node, forms: list[TensorForm | None]) -> list[TensorForm | None]:
+    """A tensor-core node annotated to compute in fp16/bf16 takes every float input in that
+    type, even one the graph keeps wider (a model input, say): one cast beats a float32 GEMM."""
+    dtype = _NARROW.get(node.precision.compute if node.precision else "")
+    if dtype is None or node.op_type not in _TENSOR_CORE_OPS:
+        return forms
+    return [f.with_dtype(dtype) if f is not None and f.dtype.is_float else f for f in forms]
+
+
+def _logical(graph: Graph, name: str) -> TensorForm:
+    t = graph.types[name]
+    return TensorForm(t.dtype, tuple(int(d) for d in t.shape))
+
+
+def _copy(nbytes: int):
+    from .program import Copy
+
+    return Copy(Ref("in", 0), Ref("out", 0), nbytes)
+
+
+def _conversion_program(src: TensorForm, dst: TensorForm) -> NodeProgram:
+    """One or two kernels (cast, transpose); a middle value lives in scratch."""
+    kernels = conversion(src, dst)
+    if len(kernels) == 1:
+        k = kernels[0]
+        return NodeProgram([launch_of(k, kernel_args(k))], [dst], {k.name: k.source}, label="convert")
+    cast, transpose = kernels
+    middle = Ref("scratch", "cast")
+    steps = [launch_of(cast, (Ref("in", 0), middle)), launch_of(transpose, (middle, Ref("out", 0)))]
+    return NodeProgram(steps, [dst], {cast.name: cast.source, transpose.name: transpose.source},
+                       {"cast": dst.nbytes}, label="convert")

@@ -1,0 +1,156 @@
+"""Generated InstanceNormalization/GroupNormalization, Resize and ConvTranspose kernels on the
+GPU agree with the reference backend.
+
+Runs the catalogue of tests/backends/cuda/test_spatial_codegen.py (the UNet's cases, odd sizes, both
+layouts, fp32/fp16/bf16 storage): each kernel is compiled with NVRTC for the probed GPU's
+arch and launched on fresh random inputs (seeded per case, uniform, never zeros; X of the
+normalizations has a mean of 0.5, so a missing mean subtraction shows; ConvTranspose
+weights are scaled by 1/sqrt(fan-in) so that results are O(1)) into an output poisoned
+with NaN, so an element no thread wrote fails the comparison. NHWC cases get X transposed
+to channels-last, packed weights (``weight_layout`` NHWC) come from
+``pack_conv_transpose_weights``, and Y is transposed back. The reference backend runs on the
+same stored values widened to float64 (GroupNormalization still stashes in float32, as its
+``stash_type`` says).
+
+Tolerances, as check_close applies them (‖Y − ref‖/‖ref‖ < tol, and per element
+|Y − ref| <= tol · (|ref| + rms(ref))):
+- Resize nearest: exact (the kernel copies the stored bits the reference picks).
+- float32: 1e-5 (fp32 statistics and sums against float64; a few ulp).
+- float16 1e-3 and bfloat16 1e-2: one rounding to the storage type (half an ulp: 4.9e-4 and
+  3.9e-3 relative) on top of fp32 arithmetic.
+- GroupNormalization in float16 2e-3 and bfloat16 2e-2: like the reference, the kernel
+  rounds the normalized value, its product with the scale, and the sum with the bias, each
+  to the storage type; against float64 that is up to three half-ulps of |n·scale| <= |Y| + 1
+  (|bias| <= 1), i.e. 1.5e-3·|Y| + 1e-3 for fp16, 1.2e-2·|Y| + 7.8e-3 for bf16, inside
+  tol · (|Y| + rms(Y)) with rms(Y) ≈ 0.8.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+from rtxrt.backends.reference.kernel import find_kernel
+from rtxrt.ir.dtypes import DType
+from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
+from rtxrt.backends.cuda.ops.conv_transpose_source import pack_conv_transpose_weights
+from rtxrt.backends.cuda.compile.nvrtc import compile_many
+
+from .helpers import check_close, device_view, storage
+from .test_spatial_codegen import CASES, Case
+
+pytestmark = pytest.mark.gpu
+
+F32, F16, BF16 = DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16
+TOLERANCE = {F32: 1e-5, F16: 1e-3, BF16: 1e-2}
+GROUP_NORM_TOLERANCE = {F32: 1e-5, F16: 2e-3, BF16: 2e-2}
+NAN_BITS = {F32: (np.uint32, 0x7FC00000), F16: (np.uint16, 0x7E00), BF16: (np.uint16, 0x7FC0)}
+SMALL_GRID = {"InstanceNorm-unet-1x4x16384-NCHW-float32": 3, "InstanceNorm-2x37x7x9-NHWC-float32": 1,
+              "GroupNorm21_g8-2x40x7x9-NHWC-bfloat16": 3, "Resize-linear_half_pixel_x2-1x32x32x32-NHWC-bfloat16": 5,
+              "ConvTranspose-odd_s2x3_pads_outpad_dil-NHWC-wNHWC-float32": 7}
+
+
+@pytest.fixture(scope="module")
+def functions(tmp_path_factory):
+    import cupy
+
+    from rtxrt.backends.cuda.device import probe
+
+    kernels = {k.name: k.source for k in (c.kernel() for c in CASES)}
+    folder = tmp_path_factory.mktemp("spatial_cubins")
+    loaded = {}
+    for name, cubin in compile_many(kernels.items(), probe().arch).items():
+        path = folder / f"{name}.cubin"
+        path.write_bytes(cubin)
+        loaded[name] = cupy.RawModule(path=str(path)).get_function(name)
+    return loaded
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_kernel_matches_the_reference_backend(case: Case, functions):
+    kernel = case.kernel()
+    arrays = host_inputs(case)
+    got = logical(case, launch(functions[kernel.name], kernel, physical_inputs(case, kernel, arrays)))
+    compare(case, got, reference(case, arrays))
+
+
+@pytest.mark.parametrize("case_id, grid", SMALL_GRID.items())
+def test_a_grid_smaller_than_the_work_loops_over_all_of_it(case_id, grid, functions):
+    case = next(c for c in CASES if c.id == case_id)
+    kernel = case.kernel()
+    assert kernel.launch.grid() > grid
+    arrays = host_inputs(case)
+    got = logical(case, launch(functions[kernel.name], kernel, physical_inputs(case, kernel, arrays), grid))
+    compare(case, got, reference(case, arrays))
+
+
+# ---------------------------------------------------------------- helpers (numpy, then one CuPy launch)
+
+
+def host_inputs(case: Case) -> list[np.ndarray]:
+    """The node's tensor inputs (logical layout, storage dtype): X, then scale and bias or
+    W and B; never zeros."""
+    rng = np.random.default_rng(zlib.crc32(case.id.encode()))
+
+    def values(shape, scale=1.0, offset=0.0):
+        v = (rng.uniform(-1.0, 1.0, shape) * scale + offset).astype(storage(case.dtype))
+        v[v == 0] = storage(case.dtype).type(scale)
+        return v
+
+    shapes = [tuple(t.shape) for t in case.inputs]
+    if case.op == "Resize":
+        return [values(shapes[0])]
+    if case.op == "ConvTranspose":
+        x, w = shapes[:2]
+        fan_in = x[1] // int(case.node.attr("group", 1)) * math.prod(w[2:])
+        return [values(x), values(w, 1 / math.sqrt(fan_in)), *(values(s) for s in shapes[2:])]
+    return [values(shapes[0], 1.0, 0.5), values(shapes[1]), values(shapes[2])]
+
+
+def physical_inputs(case: Case, kernel: KernelSource, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The kernel's input buffers, as stored: X channels-last for NHWC, W packed for a
+    weight_layout NHWC."""
+    stored = list(arrays)
+    if case.layout == "NHWC":
+        stored[0] = np.moveaxis(stored[0], 1, -1)
+    if case.op == "ConvTranspose" and case.weight_layout == "NHWC":
+        stored[1] = pack_conv_transpose_weights(stored[1])
+    for arg in kernel.inputs:
+        assert stored[arg.index].shape == arg.shape, (arg.name, stored[arg.index].shape, arg.shape)
+    return [np.ascontiguousarray(stored[arg.index]) for arg in kernel.inputs]
+
+
+def launch(function, kernel: KernelSource, inputs: list[np.ndarray], grid: int | None = None) -> np.ndarray:
+    """Runs ``kernel`` on ``inputs`` into a NaN-filled output; returns it as stored."""
+    import cupy
+
+    (out,) = kernel.outputs
+    bits, nan = NAN_BITS[out.dtype]
+    y = cupy.full(out.shape, nan, dtype=bits)
+    buffers = [cupy.asarray(device_view(a)) for a in inputs]
+    function((kernel.launch.grid() if grid is None else grid,), (kernel.launch.block,), (*buffers, y))
+    cupy.cuda.get_current_stream().synchronize()
+    return y.get().view(storage(out.dtype))
+
+
+def logical(case: Case, stored: np.ndarray) -> np.ndarray:
+    return np.moveaxis(stored, -1, 1) if case.layout == "NHWC" else stored
+
+
+def reference(case: Case, arrays: list[np.ndarray]) -> np.ndarray:
+    """The reference backend's result for the stored values, computed in float64."""
+    wide = [a.astype(np.float64) for a in arrays]
+    result = find_kernel(case.op)(case.node, case.opset, None).run(*wide, *case.reference_extras())
+    assert result.dtype == np.float64 and result.shape == case.output_shape(), (result.dtype, result.shape)
+    return result
+
+
+def compare(case: Case, got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if case.op == "Resize" and case.node.attr("mode", "nearest") == "nearest":
+        np.testing.assert_array_equal(got.astype(np.float64), want, err_msg=case.id)
+        return
+    tolerance = GROUP_NORM_TOLERANCE if case.op == "GroupNormalization" else TOLERANCE
+    check_close(got, want, tolerance[case.dtype], case.id, "Y")
