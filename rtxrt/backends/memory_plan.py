@@ -16,6 +16,9 @@ stored alike; the shared buffer then lives as long as any value in it.
 
 Only the top-level graph is planned: the values inside subgraphs (an Elementwise body, an If
 branch) belong to whatever runs those nodes.
+
+``plan_memory`` plans a graph; ``plan_lifetimes`` plans values a caller describes directly
+(size, first and last step, view of), as a backend with steps of its own does.
 """
 from __future__ import annotations
 
@@ -303,6 +306,19 @@ def _stored_as(graph: Graph, name: str) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Lifetime:
+    """One value to place: ``size`` bytes, written at step ``first`` and needed through step
+    ``last`` (inclusive). ``view_of``: a value whose buffer this one shares (a view of the same
+    bytes, written as that value dies); the buffer then lives as long as any value in it."""
+
+    value: str
+    size: int
+    first: int
+    last: int
+    view_of: str | None = None
+
+
 @dataclass
 class _Buffer:
     root: str
@@ -310,6 +326,54 @@ class _Buffer:
     first: int
     last: int
     offset: int = 0
+
+
+def plan_lifetimes(values: Sequence[Lifetime], *, alignment: int = ALIGNMENT, check: bool = False) -> MemoryPlan:
+    """Plan an arena for ``values``: values alive at the same step never share bytes, dead
+    values' bytes are reused, and views share their source's buffer. ``check`` validates the
+    result with ``check_lifetimes``."""
+    spans = {v.value: (v.first, v.last) for v in values}
+    sizes = {v.value: int(v.size) for v in values}
+    aliases = _view_roots(values)
+    buffers: dict[str, _Buffer] = {}
+    for v in values:
+        root = aliases.get(v.value, v.value)
+        buf = buffers.setdefault(root, _Buffer(root, v.size, v.first, v.last))
+        buf.size, buf.first, buf.last = max(buf.size, v.size), min(buf.first, v.first), max(buf.last, v.last)
+
+    placed: list[_Buffer] = []
+    for buf in sorted(buffers.values(), key=lambda b: (-b.size, b.first, b.first - b.last, b.root)):
+        if buf.size:
+            buf.offset = _best_fit(buf, placed, alignment)
+            placed.append(buf)
+
+    plan = MemoryPlan(
+        offsets={v.value: buffers[aliases.get(v.value, v.value)].offset for v in values},
+        sizes=sizes,
+        lifetimes=spans,
+        arena_bytes=_align(max((b.offset + b.size for b in placed), default=0), alignment),
+        naive_bytes=sum(_align(s, alignment) for s in sizes.values()),
+        lower_bound_bytes=_live_peak(list(buffers.values()), alignment),
+        aliases=aliases,
+        alignment=alignment,
+    )
+    if check:
+        check_lifetimes(plan, values)
+    return plan
+
+
+def _view_roots(values: Sequence[Lifetime]) -> dict[str, str]:
+    """View -> root (the first value written into the buffer it shares)."""
+    source = {v.value: v.view_of for v in values if v.view_of is not None}
+    roots = {}
+    for view in source:
+        root = view
+        while root in source:
+            root = source[root]
+            if root == view:
+                raise GraphError(f"value {view!r} is a view of itself")
+        roots[view] = root
+    return roots
 
 
 def plan_memory(
@@ -320,7 +384,7 @@ def plan_memory(
     alignment: int = ALIGNMENT,
     check: bool = False,
 ) -> MemoryPlan:
-    """Plan the arena of ``graph``'s intermediate values.
+    """Plan the arena of ``graph``'s intermediate values (see ``plan_lifetimes``).
 
     ``nbytes`` gives each planned value's size; without it sizes come from the graph's static
     types and storage (``value_nbytes``). ``check`` validates the result with ``check_plan``.
@@ -330,34 +394,9 @@ def plan_memory(
     missing = [v for v in planned if v not in sizes]
     if missing:
         raise GraphError(f"no size given for {len(missing)} value(s), first {missing[0]!r}")
-    sizes = {v: sizes[v] for v in planned}
     spans = lifetimes(graph)
     aliases = find_views(graph, sizes) if allow_views else {}
-
-    buffers: dict[str, _Buffer] = {}
-    for name in planned:
-        root = aliases.get(name, name)
-        first, last = spans[name]
-        buf = buffers.setdefault(root, _Buffer(root, sizes[name], first, last))
-        buf.size, buf.first, buf.last = max(buf.size, sizes[name]), min(buf.first, first), max(buf.last, last)
-
-    placed: list[_Buffer] = []
-    for buf in sorted(buffers.values(), key=lambda b: (-b.size, b.first, b.first - b.last, b.root)):
-        if buf.size:
-            buf.offset = _best_fit(buf, placed, alignment)
-            placed.append(buf)
-
-    arena = _align(max((b.offset + b.size for b in placed), default=0), alignment)
-    plan = MemoryPlan(
-        offsets={v: buffers[aliases.get(v, v)].offset for v in planned},
-        sizes=sizes,
-        lifetimes=spans,
-        arena_bytes=arena,
-        naive_bytes=sum(_align(s, alignment) for s in sizes.values()),
-        lower_bound_bytes=_live_peak(list(buffers.values()), len(graph.nodes), alignment),
-        aliases=aliases,
-        alignment=alignment,
-    )
+    plan = plan_lifetimes([Lifetime(v, sizes[v], *spans[v], aliases.get(v)) for v in planned], alignment=alignment)
     if check:
         check_plan(plan, graph)
     return plan
@@ -382,8 +421,8 @@ def _best_fit(buf: _Buffer, placed: list[_Buffer], alignment: int) -> int:
     return cursor if best is None else best
 
 
-def _live_peak(buffers: list[_Buffer], steps: int, alignment: int) -> int:
-    delta = [0] * (steps + 2)
+def _live_peak(buffers: list[_Buffer], alignment: int) -> int:
+    delta = [0] * (max((b.last for b in buffers), default=0) + 2)
     for b in buffers:
         delta[b.first] += _align(b.size, alignment)
         delta[b.last + 1] -= _align(b.size, alignment)
@@ -405,6 +444,37 @@ def _mib(n: int) -> str:
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
+
+
+def check_lifetimes(plan: MemoryPlan, values: Sequence[Lifetime]) -> None:
+    """Raise PlanError unless the plan is safe for ``values``: every value placed, aligned and
+    inside the arena, each view within its root's buffer, and no two buffers alive at the same
+    step sharing a byte."""
+    for v in values:
+        off = plan.offsets.get(v.value)
+        if off is None:
+            raise PlanError(f"value {v.value!r} has no place in the plan")
+        if off % plan.alignment or off < 0 or off + v.size > plan.arena_bytes:
+            raise PlanError(f"value {v.value!r} at [{off}, {off + v.size}) is unaligned or outside the "
+                            f"{plan.arena_bytes}-byte arena")
+    spans: dict[str, tuple[int, int, int]] = {}  # root -> (first, last, size)
+    for v in values:
+        root = plan.aliases.get(v.value, v.value)
+        if root != v.value and (plan.offsets[root] != plan.offsets[v.value] or v.size > plan.sizes[root]):
+            raise PlanError(f"view {v.value!r} does not lie within {root!r}'s buffer")
+        first, last, size = spans.get(root, (v.first, v.last, v.size))
+        spans[root] = (min(first, v.first), max(last, v.last), max(size, v.size))
+    alive: list[str] = []  # roots placed so far, by first step
+    for root in sorted(spans, key=lambda r: spans[r][0]):
+        first, _, size = spans[root]
+        alive = [a for a in alive if spans[a][1] >= first]
+        lo, hi = plan.offsets[root], plan.offsets[root] + size
+        for other in alive:
+            olo, ohi = plan.offsets[other], plan.offsets[other] + spans[other][2]
+            if lo < hi and olo < ohi and lo < ohi and olo < hi:
+                raise PlanError(f"{root!r} at [{lo}, {hi}) (steps {first}-{spans[root][1]}) overlaps {other!r} "
+                                f"at [{olo}, {ohi}) (steps {spans[other][0]}-{spans[other][1]})")
+        alive.append(root)
 
 
 def check_plan(plan: MemoryPlan, graph: Graph) -> None:
@@ -456,12 +526,15 @@ def check_plan(plan: MemoryPlan, graph: Graph) -> None:
 __all__ = [
     "ALIGNMENT",
     "VIEW_OPS",
+    "Lifetime",
     "MemoryPlan",
     "PlanError",
+    "check_lifetimes",
     "check_plan",
     "find_views",
     "lifetimes",
     "node_reads",
+    "plan_lifetimes",
     "plan_memory",
     "plan_model",
     "plan_time_values",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,10 +23,12 @@ from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
 
+if TYPE_CHECKING:
+    from ..backends.cuda.run.executor import Engine
+
 ModelSource = str | os.PathLike | bytes | Model
 FALLBACKS = (None, "cpu")
 PRECISIONS = (None, "fp32")
-ON_HOST = "on the host"  # stands for the engine of shapes no static GPU plan can hold
 SPECIALIZATIONS = ("eager", "lazy", "none")
 
 
@@ -39,13 +41,21 @@ class IOInfo:
     shape: tuple[Dim, ...] | None
 
 
+@dataclass(frozen=True)
+class OnHost:
+    """What a session holds instead of an engine for shapes that run on the CPU reference
+    backend: no static GPU plan holds them, or (specialization="none") none was cached."""
+
+    reason: str
+
+
 @dataclass
 class IOBinding:
     """Device buffers bound to one engine (see Session.bind)."""
 
     inputs: dict[str, Any]
     outputs: dict[str, Any]
-    _engine: Any
+    _engine: Engine
     _gpu: Any
 
     def run(self, synchronize: bool = True) -> dict[str, Any]:
@@ -115,14 +125,13 @@ class Session:
         self.precision = precision
         self.progress = progress
         self.use_cuda_graph = use_cuda_graph
+        from ..backends.cuda.jit import GpuContext, JitStats
+
         # The last engine's JIT statistics; before any (and on the CPU) nothing came from a cache.
-        self.stats: dict[str, Any] = {"jit_seconds": 0.0, "kernels_compiled": 0, "from_cache": False,
-                                      "device_bytes": 0, "host_nodes": []}
-        self._engines: dict[str, Any] = {}
+        self.jit_stats: JitStats = JitStats(from_cache=False)
+        self._engines: dict[str, Engine | OnHost] = {}
         self._executor: ReferenceExecutor | None = None
         try:
-            from ..backends.cuda.jit import GpuContext
-
             self._gpu = GpuContext(device)
         except RtxrtError as exc:
             if fallback != "cpu":
@@ -163,6 +172,12 @@ class Session:
         return self._gpu is not None
 
     @property
+    def stats(self) -> dict[str, Any]:
+        """``jit_stats`` as a dict: jit_seconds, kernels_compiled, from_cache, device_bytes,
+        host_nodes (labels of the nodes the last engine runs on the host), ..."""
+        return self.jit_stats.as_dict()
+
+    @property
     def stream(self) -> Any:
         """The CuPy stream every GPU run is enqueued on (None on the CPU)."""
         return self._gpu.stream if self._gpu is not None else None
@@ -196,7 +211,7 @@ class Session:
             engine = self._cached_engine(shapes)
         else:
             engine = self._engine(shapes)
-        if engine is None or engine is ON_HOST:  # lazy: still being built; or no static plan exists
+        if engine is None or isinstance(engine, OnHost):  # lazy: still being built; or no static plan exists
             return self._run_on_host(wanted, arrays, kind)
         with self._gpu.device:
             self._gpu.follow_current_stream()
@@ -212,8 +227,8 @@ class Session:
             raise InputError("bind() needs the GPU; this session runs on the CPU reference backend")
         shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
         engine = self._engine(shapes)
-        if engine is ON_HOST:
-            raise InputError(f"bind(): this model cannot run on the GPU at these shapes ({self.stats['host_nodes']})")
+        if isinstance(engine, OnHost):
+            raise InputError(f"bind(): this model cannot run on the GPU at these shapes ({engine.reason})")
         plan = engine.plan
         return IOBinding({n: engine.view(v) for n, v in plan.feeds.items()},
                          {n: engine.view(v) for n, v in plan.results.items()}, engine, self._gpu)
@@ -223,16 +238,17 @@ class Session:
         CUDA graph; a step run on the host: its time with the GPU waiting for it)."""
         _, arrays = _device_feeds(feeds)
         engine = self._engine(self._check(arrays))
-        if engine is ON_HOST:
-            raise InputError(f"profile(): this model runs on the host at these shapes ({self.stats['host_nodes']})")
+        if isinstance(engine, OnHost):
+            raise InputError(f"profile(): this model runs on the host at these shapes ({engine.reason})")
         with self._gpu.device:
             return engine.profile(arrays)
 
-    def engine(self, shapes: Mapping[str, Sequence[int]]) -> Any:
-        """The GPU engine for these input shapes (specialized now if it is new)."""
+    def engine(self, shapes: Mapping[str, Sequence[int]]) -> Engine | OnHost:
+        """The GPU engine for these input shapes (specialized now if it is new), or OnHost
+        where no static GPU plan holds them."""
         return self._engine({k: tuple(int(d) for d in v) for k, v in shapes.items()})
 
-    def _engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+    def _engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost:
         from ..backends.cuda.jit import load_engine, shape_signature
 
         signature = shape_signature(shapes)
@@ -243,15 +259,20 @@ class Session:
                                             progress=progress, use_graph=self.use_cuda_graph,
                                             precompiled=self._precompiled)
             except DataDependentShape as exc:
-                self._engines[signature] = ON_HOST
-                self.stats = {**self.stats, "kernels_compiled": 0, "host_nodes": [f"every node ({exc})"]}
+                self._engines[signature] = self._data_dependent(exc)
                 warn(f"rtxrt: {exc}; running this model on the CPU reference backend")
             else:
                 self._engines[signature] = engine
-                self.stats = stats.as_dict()
+                self.jit_stats = stats
         return self._engines[signature]
 
-    def _lazy_engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+    def _data_dependent(self, exc: DataDependentShape) -> OnHost:
+        """No static plan holds these shapes: every node runs on the host."""
+        on_host = OnHost(f"every node ({exc})")
+        self.jit_stats = replace(self.jit_stats, kernels_compiled=0, host_nodes=[on_host.reason])
+        return on_host
+
+    def _lazy_engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost | None:
         """The engine for ``shapes`` if it is ready; else None, with its build running (or
         started now) in a background thread that tunes on a stream and cuBLAS handle of its own."""
         from concurrent.futures import ThreadPoolExecutor
@@ -278,15 +299,15 @@ class Session:
         del self._building[signature]
         try:
             specialized = future.result()  # a failed build raises here, naming what failed
-        except DataDependentShape:
-            self._engines[signature] = ON_HOST
-            return ON_HOST
+        except DataDependentShape as exc:
+            self._engines[signature] = self._data_dependent(exc)
+            return self._engines[signature]
         self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
-        self.stats = specialized.stats.as_dict()
+        self.jit_stats = specialized.stats
         return self._engines[signature]
 
-    def _cached_engine(self, shapes: dict[str, tuple[int, ...]]) -> Any:
-        """specialization="none": the engine if loaded or in the cache, else ON_HOST."""
+    def _cached_engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost:
+        """specialization="none": the engine if loaded or in the cache, else OnHost."""
         from ..backends.cuda.jit import NotSpecialized, shape_signature, specialize
 
         signature = shape_signature(shapes)
@@ -294,11 +315,13 @@ class Session:
             try:
                 specialized = specialize(self._model, self.cache_key, self.cache, self._gpu, shapes,
                                          precompiled=self._precompiled, build=False)
-            except (NotSpecialized, DataDependentShape):
-                self._engines[signature] = ON_HOST
+            except NotSpecialized as exc:
+                self._engines[signature] = OnHost(f"{exc} (specialization='none')")
+            except DataDependentShape as exc:
+                self._engines[signature] = self._data_dependent(exc)
             else:
                 self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
-                self.stats = specialized.stats.as_dict()
+                self.jit_stats = specialized.stats
         return self._engines[signature]
 
     def wait(self) -> None:

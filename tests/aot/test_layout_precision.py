@@ -19,7 +19,8 @@ from rtxrt.aot import aot_compile
 from rtxrt.aot.options import AotOptions
 from rtxrt.aot.passes.layout import choose_layout
 from rtxrt.aot.passes.precision import annotate_precision
-from rtxrt.aot.precision_policy import OP_CLASSES, OpClass, op_class
+from rtxrt.aot.precision_policy import op_class
+from rtxrt.ir.ops import Precision
 from rtxrt.backends.reference.executor import ReferenceExecutor
 from rtxrt.cli import main
 from rtxrt.format import read_rtxir, to_bytes
@@ -178,17 +179,14 @@ def test_a_fused_elementwise_chain_is_as_sensitive_as_its_strictest_op():
         body = Graph([Node(op, [f"v{i}"], [f"v{i + 1}"]) for i, op in enumerate(ops)], ["v0"], [f"v{len(ops)}"])
         return Node("Elementwise", ["x"], ["y"], {"body": body}, domain="rtxrt")
 
-    assert op_class(chain("Relu", "Neg")) is OpClass.PLAIN
-    assert op_class(chain("Neg", "Log")) is OpClass.STATS
-    assert op_class(chain("Neg", "Exp", "Log")) is OpClass.WIDE
+    assert op_class(chain("Relu", "Neg")) is Precision.PLAIN
+    assert op_class(chain("Neg", "Log")) is Precision.STATS
+    assert op_class(chain("Neg", "Exp", "Log")) is Precision.WIDE
 
 
-def test_every_onnx_op_and_fused_op_has_a_precision_class():
-    known = {op if not domain else f"{domain}::{op}" for domain, op in all_schemas()}
-    onnx_ops = {op for op in known if "::" not in op}
-    assert onnx_ops - set(OP_CLASSES) == set()
-    assert {"rtxrt::FusedConv", "rtxrt::FusedMatMul"} <= set(OP_CLASSES)
-    assert set(OP_CLASSES) - known == set()  # no stale names
+def test_every_operator_has_a_precision_class():
+    # declared with each schema (tests/ir/test_op_facts.py checks the facts are consistent)
+    assert all(isinstance(s.facts.precision, Precision) for s in all_schemas().values())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 (the ``real`` kind), and the pytorch-converted and pytorch-operator tests.
 
 Each test prints its pass rate and holds the suite to a pinned list of the cases expected to
-fail on the reference backend: one new failure fails CI, and a case that starts passing must
+fail on the reference backend (expected_failures.py): one new failure fails CI, and a case that starts passing must
 leave the list (so the list stays true). Why each fails is in README's Conformance section.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conformance.conftest import SUMMARIES
+from tests.conformance.expected_failures import EXPECTED_FAILURES
 from tests.conformance.onnx_suite import run_suite
 
 LIGHT_MODELS = {
@@ -27,24 +28,6 @@ def _report(kind: str, record_property):
     record_property(f"{kind}_pass_rate", f"{report.pass_rate:.4f}")
     return report
 
-
-EXPECTED_FAILURES = {
-    "node": {
-        # ops rtxrt does not implement: image decoding, random sampling, a preview op
-        *(f"test_image_decoder_decode_{f}" for f in ("bmp_rgb", "jpeg2k_rgb", "jpeg_bgr", "jpeg_grayscale", "jpeg_rgb",
-                                                      "png_rgb", "pnm_rgb", "tiff_rgb", "webp_rgb")),
-        *(f"test_bernoulli{v}" for v in ("", "_double", "_double_expanded", "_expanded", "_seed", "_seed_expanded")),
-        *(f"test_flexattention{v}" for v in ("", "_causal_mask", "_diff_head_sizes", "_double", "_fp16", "_gqa",
-                                             "_prob_mod", "_relative_positional", "_scaled", "_score_mod", "_soft_cap")),
-        # Dropout in training mode (random), an opset-8 Scan the version converter changes, and
-        # one float16 attention case where rtxrt's float32 accumulation differs by one fp16 step
-        "test_training_dropout", "test_training_dropout_default", "test_training_dropout_default_mask",
-        "test_training_dropout_mask", "test_scan_sum", "test_attention_4d_causal_fp16_expanded",
-    },
-    # opset-6 PRelu whose slope no longer broadcasts after the upgrade (onnxruntime refuses them too)
-    "pytorch-converted": {f"test_PReLU_{d}d_multiparam" for d in (1, 2, 3)},
-    "pytorch-operator": set(),
-}
 
 
 def test_node_tests_fail_only_where_expected(record_property):

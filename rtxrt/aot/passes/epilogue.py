@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...ir.activations import fused_activation
 from ...ir.graph import Graph, Model, Node, Shape, TensorType
 from ...ir.rewrite import GraphIndex, NameGenerator, Replacements, value_type
 from ..pass_result import PassResult
@@ -20,9 +21,6 @@ from .patterns import is_op, other_input
 
 HARD_SIGMOID_OF_HARD_SWISH = (1 / 6, 0.5)
 # ONNX activations that map one to one, and their names in rtxrt.ir.activations.
-_PLAIN_ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hard_swish"}
-
-
 @dataclass
 class Epilogue:
     """What follows a Conv or matrix product and folds into it."""
@@ -114,17 +112,11 @@ def _activation(index: GraphIndex, value: str, opset: int) -> Activation | None:
         return _gated(index, value)
     if node.domain != "":
         return None
-    op, attr = node.op_type, node.attr
-    if op in _PLAIN_ACTIVATIONS:
-        return [node], _PLAIN_ACTIVATIONS[op], [], op
-    if op == "LeakyRelu":
-        return [node], "leaky_relu", [float(attr("alpha", 0.01))], op
-    if op == "HardSigmoid":
-        return [node], "hard_sigmoid", [float(attr("alpha", 0.2)), float(attr("beta", 0.5))], op
-    if op == "Gelu":
-        return [node], "gelu_tanh" if attr("approximate", "none") == "tanh" else "gelu", [], op
-    if op == "Swish" and float(attr("alpha", 1.0)) == 1.0:
-        return [node], "silu", [], "SiLU"
+    op = node.op_type
+    fused = fused_activation(op, node.attrs)
+    if fused is not None:
+        name, params = fused
+        return [node], name, params, "SiLU" if op == "Swish" else op
     if op == "Clip" and (bounds := _clip_bounds(index, node, opset)) is not None:
         return [node], "clip", bounds, op
     return None

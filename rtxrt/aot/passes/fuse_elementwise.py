@@ -18,7 +18,7 @@ import numpy as np
 
 from ...ir.dtypes import DType
 from ...ir.graph import Graph, Model, Node, TensorType
-from ...ir.ops.elementwise_chain import ELEMENTWISE_OPS
+from ...ir.ops import elementwise_ops
 from ...ir.rewrite import GraphIndex, NameGenerator, Replacements, value_type
 from ..options import AotOptions
 from ..pass_result import PassResult
@@ -54,7 +54,7 @@ def fuse_elementwise(model: Model, options: AotOptions) -> PassResult:
 
 
 def _fusible(graph: Graph, index: GraphIndex, node: Node) -> bool:
-    if node.domain or node.op_type not in ELEMENTWISE_OPS or len(node.outputs) != 1 or not node.outputs[0]:
+    if node.domain or node.op_type not in elementwise_ops() or len(node.outputs) != 1 or not node.outputs[0]:
         return False
     tensors = [name for name in node.inputs if name and _inlined(index, name) is None] + node.outputs
     types = [value_type(graph, name) for name in tensors]

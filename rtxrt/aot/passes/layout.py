@@ -35,36 +35,24 @@ from ...ir.graph import Graph, Model, Node, Storage, TensorType
 from ...ir.rewrite import GraphIndex
 from ..options import AotOptions
 from ..pass_result import PassResult
-from ..precision_policy import op_key
+from ...ir.ops import Layout, facts_of
+from ...ir.ops.registry import attribute_default
+from ...op_table import op_key
 
 NHWC = "NHWC"
-ANCHORS = frozenset({"Conv", "ConvTranspose", "rtxrt::FusedConv"})
-# Ops computed pointwise on broadcast operands: any layout, as long as operands agree.
-ELEMENTWISE = frozenset("""
-    Abs Acos Acosh Add And Asin Asinh Atan Atanh Cast Ceil Celu Clip Cos Cosh Div Dropout Elu
-    Equal Erf Exp Floor Gelu Greater GreaterOrEqual HardSigmoid HardSwish Identity IsInf IsNaN
-    LeakyRelu Less LessOrEqual Log Max Mean Min Mish Mod Mul Neg Not Or Pow PRelu Reciprocal
-    Relu Round Selu Shrink Sigmoid Sign Sin Sinh Softplus Softsign Sqrt Sub Sum Swish Tan Tanh
-    ThresholdedRelu Where Xor rtxrt::Elementwise
-""".split())
 MULTI_OUTPUT = frozenset({"rtxrt::Elementwise"})  # a fused chain may write several results
-# 4-D ops with kernels for both layouts, and no condition beyond their rank.
-SPATIAL = frozenset("""
-    MaxPool AveragePool LpPool GlobalAveragePool GlobalMaxPool GlobalLpPool BatchNormalization
-    InstanceNormalization GroupNormalization LRN
-""".split())
 
 
 def choose_layout(model: Model, options: AotOptions) -> PassResult:
     result = PassResult()
     graph = model.graph
     index = GraphIndex(graph)
-    members = [n for n in graph.nodes if _runs_nhwc(n, graph, index)]
+    members = [n for n in graph.nodes if _runs_nhwc(n, graph, index, model.opset)]
     chosen: set[int] = set()
     for region in _regions(members, graph, index):
         ids = {id(n) for n in region}
         crossing = _crossings(region, ids, graph, index)
-        anchors = sum(op_key(n) in ANCHORS for n in region)
+        anchors = sum(_layout(n) is Layout.ANCHOR for n in region)
         costly = sum(not _same_bytes(graph, v) for v in crossing)
         if anchors > costly:
             chosen |= ids
@@ -87,27 +75,28 @@ def choose_layout(model: Model, options: AotOptions) -> PassResult:
     return result
 
 
-def _runs_nhwc(node: Node, graph: Graph, index: GraphIndex) -> bool:
-    """Whether ``node`` has a channels-last kernel for the tensors it has here."""
+def _layout(node: Node) -> Layout:
+    facts = facts_of(node)
+    return Layout.LOGICAL if facts is None else facts.layout
+
+
+def _runs_nhwc(node: Node, graph: Graph, index: GraphIndex, opset: int) -> bool:
+    """Whether ``node`` has a channels-last kernel for the tensors it has here (its operator's
+    layout fact, and the condition that fact names)."""
     outputs = [o for o in node.outputs if o]
     if not outputs or any(o in index.outputs or _rank(graph, o) != 4 for o in outputs):
         return False
-    key = op_key(node)
-    if key == "Split":
-        return node.attr("axis", 0) in (1, -3)
-    if len(outputs) > 1 and key not in MULTI_OUTPUT:
+    if len(outputs) > 1 and op_key(node.op_type, node.domain) not in MULTI_OUTPUT and node.op_type != "Split":
         return False  # MaxPool's Indices, BatchNormalization's training outputs: NCHW offsets
-    if key in ANCHORS:
+    layout = _layout(node)
+    if layout is Layout.ANCHOR:
         return _rank(graph, node.inputs[0]) == 4 and index.constant(node.inputs[1]) is not None
-    if key in ELEMENTWISE or key in SPATIAL:
-        return True
-    if key == "Concat":
-        return node.attr("axis") in (1, -3)
-    if key in ("Softmax", "LogSoftmax"):
-        return node.attr("axis", -1) in (1, -3)
-    if key == "Resize":
+    if layout is Layout.CHANNEL_AXIS:
+        axis = node.attrs.get("axis", attribute_default(node, "axis", opset))
+        return axis in (1, -3)
+    if layout is Layout.PIXELS:
         return _resizes_only_pixels(node, graph, index)
-    return False
+    return layout in (Layout.ANY, Layout.SPATIAL)
 
 
 def _resizes_only_pixels(node: Node, graph: Graph, index: GraphIndex) -> bool:

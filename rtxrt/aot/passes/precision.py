@@ -1,7 +1,8 @@
 """annotate_precision: the precision each node computes in and the type each float32 value is
 stored in on the device, from ``--precision`` and ``--keep-fp32`` (the pipeline's last pass).
 
-The per-op rules are data in rtxrt.aot.precision_policy; this pass walks the graph once
+The per-op rules are data: each op's precision class in its schema (rtxrt.ir.ops), what each
+mode makes of a class in rtxrt.aot.precision_policy; this pass walks the graph once
 backwards (values that feed index math stay exact) and once forwards (what each node computes
 in, which results stay fp32), then decides each value's storage. Only float32 values are
 narrowed; integer, bool and other float types keep their logical type. Graph inputs and
@@ -34,7 +35,8 @@ from ...ir.graph import Graph, Model, Node, NodePrecision, Storage
 from ...ir.rewrite import GraphIndex
 from ..options import AotOptions
 from ..pass_result import PassResult
-from ..precision_policy import EXACT_INPUTS, KNOWN_OPS, MODES, Mode, OpClass, answers_to, op_class, op_key
+from ...ir.ops import Precision
+from ..precision_policy import MODES, Mode, answers_to, exact_inputs, known_ops, op_class
 
 _FP32 = NodePrecision("fp32", "fp32")
 
@@ -52,7 +54,7 @@ def annotate_precision(model: Model, options: AotOptions) -> PassResult:
     narrow_nodes: set[int] = set()
     for node in graph.nodes:
         cls = op_class(node)
-        if cls is OpClass.NONE or not any(_is_f32(graph, n) for n in (*node.inputs, *node.outputs)):
+        if cls is Precision.NONE or not any(_is_f32(graph, n) for n in (*node.inputs, *node.outputs)):
             continue
         reads_wide = any(n in wide for n in node.inputs)
         index_math = any(n in exact for n in node.outputs) or _casts_to_non_float(graph, node)
@@ -60,7 +62,7 @@ def annotate_precision(model: Model, options: AotOptions) -> PassResult:
         result.add(reason)
         if node.precision.compute != "fp32":
             narrow_nodes.add(id(node))
-        if cls in (OpClass.WIDE, OpClass.OPAQUE) or (cls is not OpClass.GEMM and reads_wide):
+        if cls in (Precision.WIDE, Precision.OPAQUE) or (cls is not Precision.GEMM and reads_wide):
             wide.update(n for n in node.outputs if _is_f32(graph, n))
     if mode.storage is not None:
         kept = exact | wide | _opaque_reads(graph, index)
@@ -69,18 +71,18 @@ def annotate_precision(model: Model, options: AotOptions) -> PassResult:
     return result
 
 
-def _decide(cls: OpClass, mode: Mode, pinned: bool, index_math: bool,
+def _decide(cls: Precision, mode: Mode, pinned: bool, index_math: bool,
             reads_wide: bool) -> tuple[NodePrecision, str]:
     """The node's precision and the reason, as the report counts it."""
     if pinned:
         return _FP32, "pinned fp32 by --keep-fp32"
     if index_math and mode.storage is not None:
         return _FP32, "kept fp32 (index math)"
-    if cls is OpClass.GEMM:
+    if cls is Precision.GEMM:
         return NodePrecision(mode.gemm), f"{mode.gemm} compute"
     if mode.plain == "fp32":
         return _FP32, "fp32 compute"
-    if cls is not OpClass.PLAIN:
+    if cls is not Precision.PLAIN:
         return _FP32, "kept fp32 (sensitive)"
     if reads_wide:
         return _FP32, "kept fp32 (reads a wide fp32 result)"
@@ -107,9 +109,10 @@ def check_keep_fp32(graph: Graph, keep: tuple[str, ...]) -> None:
     ``graph`` (the model as imported: a fused node keeps the name of the node it grew from)
     nor an op type at all, suggesting close matches: a typo must not pin nothing silently."""
     known = {name for node in graph.nodes for name in answers_to(node)}
+    ops = known_ops()
     for entry in keep:
-        if entry not in known and entry not in KNOWN_OPS:
-            close = _close_matches(entry, sorted(known | KNOWN_OPS))
+        if entry not in known and entry not in ops:
+            close = _close_matches(entry, sorted(known | ops))
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
             raise InputError(f"--keep-fp32 {entry!r}: the model has no node of that name and no op of that type{hint}")
 
@@ -122,13 +125,13 @@ def _close_matches(entry: str, names: list[str]) -> list[str]:
 
 
 def _exact_values(graph: Graph) -> set[str]:
-    """Float32 values that must keep float32 because they are parameters (EXACT_INPUTS) or
+    """Float32 values that must keep float32 because they are parameters (their ops' exact inputs) or
     cast to a non-float type, and everything computed into them back to the nearest GEMM."""
     exact: set[str] = set()
     for node in reversed(graph.nodes):  # readers come after producers: one sweep suffices
-        if op_class(node) is not OpClass.GEMM and any(n in exact for n in node.outputs):
+        if op_class(node) is not Precision.GEMM and any(n in exact for n in node.outputs):
             exact.update(n for n in node.inputs if _is_f32(graph, n))
-        positions = EXACT_INPUTS.get(op_key(node), ())
+        positions = exact_inputs(node)
         if _casts_to_non_float(graph, node):
             positions = (0,)
         exact.update(n for i, n in enumerate(node.inputs) if i in positions and _is_f32(graph, n))
@@ -149,7 +152,7 @@ def _opaque_reads(graph: Graph, index: GraphIndex) -> set[str]:
     """Float32 values OPAQUE nodes (control flow, quantization) read, subgraphs included:
     they read them as their logical type."""
     return {name for name, readers in index.consumers.items()
-            if _is_f32(graph, name) and any(op_class(r) is OpClass.OPAQUE for r in readers)}
+            if _is_f32(graph, name) and any(op_class(r) is Precision.OPAQUE for r in readers)}
 
 
 def _narrow_storage(graph: Graph, index: GraphIndex, dtype: DType, kept: set[str],

@@ -44,7 +44,7 @@ class JitStats:
     kernels_loaded: int = 0
     from_cache: bool = True
     device_bytes: int = 0
-    host_nodes: list[str] = field(default_factory=list)
+    host_nodes: list[str] = field(default_factory=list)  # labels of the nodes run on the host, always set
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -1,7 +1,8 @@
 """Base class of reference kernels: one small ``OpRun`` subclass per operator.
 
 A subclass is found by its operator name (the class name, or ``op_type`` when the name is
-not a valid class name) and registers itself when its module is imported. ``run`` receives
+not a valid class name) and registers itself in ``KERNELS`` when its module (one family of
+operators per module of rtxrt.backends.reference.ops) is imported. ``run`` receives
 the node's inputs as numpy arrays (``None`` for omitted optional inputs) and returns one
 array or a tuple of arrays, one per output.
 """
@@ -15,6 +16,8 @@ import numpy as np
 from ...errors import ExecutionError
 from ...host_memory import physical_memory
 from ...ir.graph import Graph, Node
+from ...ir.ops.registry import SCHEMA_DEFAULT, attribute_default
+from ...op_table import OpTable
 
 # Runs a subgraph with given feeds and an enclosing scope, and returns its outputs.
 SubgraphRunner = Callable[[Graph, dict[str, Any], Mapping[str, Any]], list[Any]]
@@ -33,7 +36,7 @@ def refuse_over_limit(nbytes: int, what: str) -> None:
         raise ExecutionError(f"{what} would take {nbytes:,} bytes, more than the {MAX_TENSOR_BYTES:,} bytes "
                              "of this machine's memory")
 
-_KERNELS: dict[tuple[str, str], type["OpRun"]] = {}
+KERNELS: OpTable[type["OpRun"]] = OpTable("reference kernel", __name__.rpartition(".")[0] + ".ops")
 
 
 class OpRun:
@@ -49,10 +52,7 @@ class OpRun:
             return  # shared bases, not operators
         if "op_type" not in cls.__dict__:
             cls.op_type = cls.__name__
-        key = (cls.domain, cls.op_type)
-        if key in _KERNELS:
-            raise RuntimeError(f"two reference kernels for {cls.op_type!r}: {_KERNELS[key]} and {cls}")
-        _KERNELS[key] = cls
+        KERNELS.add(cls.op_type, cls, cls.domain)
 
     def __init__(self, node: Node, opset: int, run_subgraph: SubgraphRunner):
         self.node = node
@@ -60,8 +60,12 @@ class OpRun:
         self._run_subgraph = run_subgraph
         self.has_subgraphs = any(True for _ in node.subgraphs())
 
-    def attr(self, key: str, default: Any = None) -> Any:
-        return self.node.attrs.get(key, default)
+    def attr(self, key: str, default: Any = SCHEMA_DEFAULT) -> Any:
+        """The node's attribute ``key``; left out, ``default`` if given, else the default its
+        operator's schema declares (None where it has none)."""
+        if key in self.node.attrs:
+            return self.node.attrs[key]
+        return attribute_default(self.node, key, self.opset) if default is SCHEMA_DEFAULT else default
 
     def check_size(self, shape: Sequence[int], dtype: np.dtype | type, what: str = "output") -> None:
         """Refuse, naming the node, to create an array of ``shape`` larger than MAX_TENSOR_BYTES."""
@@ -81,14 +85,8 @@ class OpRun:
 
 
 def find_kernel(op_type: str, domain: str = "") -> type[OpRun] | None:
-    from . import ops
-
-    ops.load_all()
-    return _KERNELS.get(("" if domain == "ai.onnx" else domain, op_type))
+    return KERNELS.get(op_type, domain)
 
 
 def all_kernels() -> dict[tuple[str, str], type[OpRun]]:
-    from . import ops
-
-    ops.load_all()
-    return dict(_KERNELS)
+    return dict(KERNELS.entries())

@@ -1,12 +1,11 @@
-"""Operator schemas. Each module registers one family of operators on import."""
+"""Operator schemas, one family of operators per module; each registers its operators into
+``registry.SCHEMAS`` on import (the table imports every module of this package when first read)."""
 from __future__ import annotations
 
-from ...submodules import import_submodules
-from .registry import VARIADIC, InferenceContext, OpSchema, all_schemas, get_schema, register
+from .facts import Layout, OpFacts, Precision
+from .registry import (
+    VARIADIC, InferenceContext, OpSchema, all_schemas, elementwise_ops, facts_of, get_schema, register,
+)
 
-
-def load_all() -> None:
-    import_submodules(__name__)
-
-
-__all__ = ["VARIADIC", "InferenceContext", "OpSchema", "all_schemas", "get_schema", "register"]
+__all__ = ["VARIADIC", "InferenceContext", "Layout", "OpFacts", "OpSchema", "Precision", "all_schemas", "elementwise_ops", "facts_of",
+           "get_schema", "register"]

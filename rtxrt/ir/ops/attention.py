@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..graph import Dim, TensorType
 from .infer_helpers import same_as_input
+from .facts import GEMM, PLAIN
 from .registry import InferenceContext, register
 
 
@@ -73,5 +74,5 @@ def _infer_rotary(ctx: InferenceContext) -> list[TensorType | None]:
     return same_as_input()(ctx)
 
 
-register("Attention", _infer_attention, inputs=(3, 7), outputs=(1, 4))
-register("RotaryEmbedding", _infer_rotary, inputs=(3, 4))
+register("Attention", _infer_attention, inputs=(3, 7), outputs=(1, 4), facts=GEMM)
+register("RotaryEmbedding", _infer_rotary, inputs=(3, 4), facts=PLAIN)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..dtypes import DType
 from ..graph import TensorType
+from .facts import PLAIN, POINTWISE
 from .registry import InferenceContext, register
 
 # Bits per element where they differ from the numpy item size (sub-byte types take a byte there).
@@ -52,6 +53,6 @@ def _infer_bit_cast(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(to, source.shape)]
 
 
-register("Cast", _infer_cast)
-register("CastLike", _infer_cast_like, inputs=2)
-register("BitCast", _infer_bit_cast)
+register("Cast", _infer_cast, facts=POINTWISE)
+register("CastLike", _infer_cast_like, inputs=2, facts=PLAIN)
+register("BitCast", _infer_bit_cast, facts=PLAIN)

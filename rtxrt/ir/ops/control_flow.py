@@ -10,6 +10,7 @@ import numpy as np
 from ..dtypes import DType
 from ..graph import Dim, Graph, TensorType
 from .infer_helpers import normalize_axis
+from .facts import OPAQUE
 from .registry import VARIADIC, InferenceContext, register
 
 
@@ -188,6 +189,6 @@ def _scan_body_inputs(ctx: InferenceContext) -> dict[str, list[TensorType | None
     return {"body": [*ctx.input_types[:states], *elements]}
 
 
-register("If", _infer_if, inputs=1, outputs=(1, VARIADIC))
-register("Loop", _infer_loop, inputs=(2, VARIADIC), outputs=(1, VARIADIC), subgraph_inputs=_loop_body_inputs)
-register("Scan", _infer_scan, inputs=(1, VARIADIC), outputs=(1, VARIADIC), subgraph_inputs=_scan_body_inputs)
+register("If", _infer_if, inputs=1, outputs=(1, VARIADIC), facts=OPAQUE)
+register("Loop", _infer_loop, inputs=(2, VARIADIC), outputs=(1, VARIADIC), subgraph_inputs=_loop_body_inputs, facts=OPAQUE)
+register("Scan", _infer_scan, inputs=(1, VARIADIC), outputs=(1, VARIADIC), subgraph_inputs=_scan_body_inputs, facts=OPAQUE)

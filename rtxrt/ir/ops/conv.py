@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..graph import Dim, TensorType
+from .facts import GEMM, Layout
 from .registry import InferenceContext, register
 
 SAME = ("SAME_UPPER", "SAME_LOWER")
@@ -237,6 +238,6 @@ def _infer_deform_conv(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(x.dtype, (x.shape[0], channels, *offset.shape[2:]))]
 
 
-register("Conv", _infer_conv, inputs=(2, 3))
-register("ConvTranspose", _infer_conv_transpose, inputs=(2, 3))
-register("DeformConv", _infer_deform_conv, inputs=(3, 5))
+register("Conv", _infer_conv, inputs=(2, 3), facts=GEMM.but(layout=Layout.ANCHOR))
+register("ConvTranspose", _infer_conv_transpose, inputs=(2, 3), facts=GEMM.but(layout=Layout.ANCHOR, tensor_core=False))
+register("DeformConv", _infer_deform_conv, inputs=(3, 5), facts=GEMM.but(tensor_core=False))

@@ -8,6 +8,7 @@ from typing import Callable
 from ..dtypes import DType
 from ..graph import Shape, TensorType
 from .infer_helpers import broadcast_shapes
+from .facts import POINTWISE, Precision
 from .registry import VARIADIC, InferFn, InferenceContext, register
 
 # Element types an operator accepts where that is narrower than "any".
@@ -105,32 +106,41 @@ def _infer_where(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(x.dtype, _broadcast(ctx, [cond, x, y]))]
 
 
-for _op in ("Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan", "Asin",
-            "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "LeakyRelu", "Sigmoid",
-            "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Elu", "Selu", "Celu",
-            "ThresholdedRelu", "Mish", "Swish"):
-    register(_op, _unary("float"))
+def _pointwise(op_type: str, infer: InferFn, precision: Precision = Precision.PLAIN, **arity) -> None:
+    """Register an elementwise operator: any layout, and a body op of rtxrt::Elementwise."""
+    register(op_type, infer, facts=POINTWISE.but(precision=precision), **arity)
+
+
+for _op in ("Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
+            "Asinh", "Acosh", "Atanh", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softsign",
+            "Elu", "Selu", "Celu", "ThresholdedRelu", "Mish", "Swish"):
+    _pointwise(_op, _unary("float"))
+# exp and the hyperbolic functions leave the fp16 range easily; logs lose accuracy in it
+for _op in ("Exp", "Sinh", "Cosh"):
+    _pointwise(_op, _unary("float"), Precision.WIDE)
+for _op in ("Log", "Softplus"):
+    _pointwise(_op, _unary("float"), Precision.STATS)
 for _op in ("Abs", "Neg", "Sign", "Relu", "Shrink"):
-    register(_op, _unary("numeric"))
-register("Erf", _unary())
-register("Gelu", _choice(_unary("float"), "approximate", ("none", "tanh"), "none"))
-register("Not", _unary("bool"))
-register("BitwiseNot", _unary("integer"))
-register("IsNaN", _unary("float", DType.BOOL))
-register("IsInf", _unary("float", DType.BOOL))
-register("PRelu", _infer_prelu, inputs=2)
-register("Clip", _infer_clip, inputs=(1, 3))
+    _pointwise(_op, _unary("numeric"))
+_pointwise("Erf", _unary())
+_pointwise("Gelu", _choice(_unary("float"), "approximate", ("none", "tanh"), "none"))
+_pointwise("Not", _unary("bool"))
+_pointwise("BitwiseNot", _unary("integer"))
+_pointwise("IsNaN", _unary("float", DType.BOOL))
+_pointwise("IsInf", _unary("float", DType.BOOL))
+_pointwise("PRelu", _infer_prelu, inputs=2)
+_pointwise("Clip", _infer_clip, inputs=(1, 3))
 
 for _op in ("Add", "Sub", "Mul", "Div", "Mod"):
-    register(_op, _nary("numeric"), inputs=2)
-register("Pow", _nary(same_type=False), inputs=2)
-register("BitShift", _choice(_nary("integer"), "direction", ("LEFT", "RIGHT")), inputs=2)
+    _pointwise(_op, _nary("numeric"), inputs=2)
+_pointwise("Pow", _nary(same_type=False), Precision.WIDE, inputs=2)
+_pointwise("BitShift", _choice(_nary("integer"), "direction", ("LEFT", "RIGHT")), inputs=2)
 for _op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor"):
-    register(_op, _nary("integer"), inputs=2)
+    _pointwise(_op, _nary("integer"), inputs=2)
 for _op in ("And", "Or", "Xor"):
-    register(_op, _nary("bool"), inputs=2)
+    _pointwise(_op, _nary("bool"), inputs=2)
 for _op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
-    register(_op, _nary(result=DType.BOOL), inputs=2)
+    _pointwise(_op, _nary(result=DType.BOOL), inputs=2)
 for _op in ("Min", "Max", "Sum", "Mean"):
-    register(_op, _nary("numeric"), inputs=(1, VARIADIC))
-register("Where", _infer_where, inputs=3)
+    _pointwise(_op, _nary("numeric"), inputs=(1, VARIADIC))
+_pointwise("Where", _infer_where, inputs=3)

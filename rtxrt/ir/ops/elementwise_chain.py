@@ -1,7 +1,7 @@
 """rtxrt::Elementwise: a DAG of elementwise and broadcasting ops run as one node, which the
 JIT compiles into one kernel.
 
-Attribute ``body`` is a graph of default-domain ops from ``ELEMENTWISE_OPS``; it reads only
+Attribute ``body`` is a graph of default-domain elementwise ops (``elementwise_ops()``); it reads only
 its own inputs and initializers (one-element constants), which are the node's inputs in
 order, and its outputs are the node's outputs in order. Every body op broadcasts its
 inputs, so an output's shape is the broadcast of the inputs it depends on.
@@ -10,21 +10,8 @@ from __future__ import annotations
 
 from ..graph import Graph, TensorType
 from .signature import Attribute
-from .registry import VARIADIC, InferenceContext, register
-
-ELEMENTWISE_OPS = frozenset({
-    # unary math and activations
-    "Abs", "Neg", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Erf",
-    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign",
-    "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Mish", "Swish", "Gelu", "PRelu", "Clip",
-    "Not", "BitwiseNot", "IsNaN", "IsInf", "Cast",
-    # binary and variadic, broadcasting
-    "Add", "Sub", "Mul", "Div", "Mod", "Pow", "Min", "Max", "Sum", "Mean",
-    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
-    "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "Where",
-})
-
+from .facts import POINTWISE
+from .registry import VARIADIC, InferenceContext, elementwise_ops, register
 
 def _body(ctx: InferenceContext) -> Graph:
     body = ctx.attr("body")
@@ -37,7 +24,7 @@ def _body(ctx: InferenceContext) -> Graph:
         )
     defined = set(body.inputs) | set(body.initializers)
     for node in body.nodes:
-        if node.domain or node.op_type not in ELEMENTWISE_OPS:
+        if node.domain or node.op_type not in elementwise_ops():
             raise ctx.fail(f"body holds {node.label}, which is not an elementwise op")
         outside = [n for n in node.inputs if n and n not in defined]
         if outside:
@@ -56,5 +43,7 @@ def _body_inputs(ctx: InferenceContext) -> dict[str, list[TensorType | None]]:
     return {"body": list(ctx.input_types)}
 
 
+# Not itself a body op; its precision class is its body's (rtxrt.aot.precision_policy).
 register("Elementwise", _infer, inputs=(1, VARIADIC), outputs=(1, VARIADIC), domain="rtxrt",
+         facts=POINTWISE.but(elementwise=False),
          subgraph_inputs=_body_inputs, attributes={"body": Attribute("graph", required=True)})

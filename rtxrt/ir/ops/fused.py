@@ -17,10 +17,11 @@ from ..activations import RESIDUALS, activation_params
 from ..graph import Dim, Shape, TensorType
 from .signature import Attribute, onnx_signature
 from .linalg import matmul_shape
+from .facts import GEMM, Layout
 from .registry import InferenceContext, get_schema, register
 
-_EPILOGUE = {"activation": Attribute("string"), "activation_params": Attribute("floats"),
-             "residual": Attribute("string")}
+_EPILOGUE = {"activation": Attribute("string", default="none"), "activation_params": Attribute("floats", default=[]),
+             "residual": Attribute("string", default="none")}
 
 
 def _check_epilogue(ctx: InferenceContext, out: TensorType, bias_axis: int) -> None:
@@ -81,6 +82,8 @@ def _infer_fused_matmul(ctx: InferenceContext) -> list[TensorType | None]:
 
 
 register("FusedConv", _infer_fused_conv, inputs=(2, 4), domain="rtxrt",
-         attributes={**onnx_signature("Conv", 22).attributes, **_EPILOGUE})
+         attributes={**onnx_signature("Conv", 22).attributes, **_EPILOGUE},
+         facts=GEMM.but(layout=Layout.ANCHOR, fused_from=("Conv",)))
 register("FusedMatMul", _infer_fused_matmul, inputs=(2, 4), domain="rtxrt",
-         attributes={"alpha": Attribute("float"), "trans_b": Attribute("int"), **_EPILOGUE})
+         attributes={"alpha": Attribute("float", default=1.0), "trans_b": Attribute("int", default=0), **_EPILOGUE},
+         facts=GEMM.but(fused_from=("MatMul", "Gemm")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..graph import TensorType
 from .infer_helpers import int_values, normalize_axis, same_as_input
+from .facts import OPAQUE, PLAIN
 from .registry import InferenceContext, register
 from .tensor import dims_product, merge_equal_dims
 
@@ -110,15 +111,15 @@ def _infer_reverse_sequence(ctx: InferenceContext) -> list[TensorType | None]:
     return [t]
 
 
-register("Gather", _infer_gather, inputs=2)
-register("GatherElements", _infer_gather_elements, inputs=2)
-register("GatherND", _infer_gather_nd, inputs=2)
-register("Scatter", same_as_input(0), inputs=3)
-register("ScatterElements", same_as_input(0), inputs=3)
-register("ScatterND", same_as_input(0), inputs=3)
-register("TensorScatter", same_as_input(0), inputs=(2, 3))
-register("OneHot", _infer_one_hot, inputs=3)
-register("NonZero", _infer_non_zero)
-register("Compress", _infer_compress, inputs=2)
-register("Unique", _infer_unique, outputs=(1, 4))
-register("ReverseSequence", _infer_reverse_sequence, inputs=2)
+register("Gather", _infer_gather, inputs=2, facts=PLAIN)
+register("GatherElements", _infer_gather_elements, inputs=2, facts=PLAIN)
+register("GatherND", _infer_gather_nd, inputs=2, facts=PLAIN)
+register("Scatter", same_as_input(0), inputs=3, facts=PLAIN)
+register("ScatterElements", same_as_input(0), inputs=3, facts=PLAIN)
+register("ScatterND", same_as_input(0), inputs=3, facts=PLAIN)
+register("TensorScatter", same_as_input(0), inputs=(2, 3), facts=PLAIN)
+register("OneHot", _infer_one_hot, inputs=3, facts=PLAIN.but(exact_inputs=(1,)))
+register("NonZero", _infer_non_zero, facts=OPAQUE)
+register("Compress", _infer_compress, inputs=2, facts=PLAIN)
+register("Unique", _infer_unique, outputs=(1, 4), facts=OPAQUE)
+register("ReverseSequence", _infer_reverse_sequence, inputs=2, facts=PLAIN)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..graph import Dim, Shape, TensorType
 from .infer_helpers import broadcast_shapes
+from .facts import GEMM, WIDE
 from .registry import VARIADIC, InferenceContext, register
 
 
@@ -130,7 +131,7 @@ def _infer_det(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(t.dtype, t.shape[:-2])]
 
 
-register("MatMul", _infer_matmul, inputs=2)
-register("Gemm", _infer_gemm, inputs=(2, 3))
-register("Einsum", _infer_einsum, inputs=(1, VARIADIC))
-register("Det", _infer_det)
+register("MatMul", _infer_matmul, inputs=2, facts=GEMM)
+register("Gemm", _infer_gemm, inputs=(2, 3), facts=GEMM)
+register("Einsum", _infer_einsum, inputs=(1, VARIADIC), facts=GEMM.but(tensor_core=False))
+register("Det", _infer_det, facts=WIDE)

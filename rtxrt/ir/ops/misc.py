@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..graph import TensorType
 from .onnx_fallback import onnx_inference
+from .facts import OPAQUE, PLAIN, WIDE
 from .registry import InferenceContext, register
 
 
@@ -60,9 +61,9 @@ def _infer_tfidf(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(DType.FLOAT32, (width,) if len(x.shape) == 1 else (x.shape[0], width))]
 
 
-register("SwiGLU", _infer_swiglu, inputs=2)
-register("GridSample", _infer_grid_sample, inputs=2)
-register("AffineGrid", onnx_inference, inputs=2)
-register("RoiAlign", _infer_roi_align, inputs=3)
-register("NonMaxSuppression", _infer_nms, inputs=(2, 5))
-register("TfIdfVectorizer", _infer_tfidf)
+register("SwiGLU", _infer_swiglu, inputs=2, facts=PLAIN)
+register("GridSample", _infer_grid_sample, inputs=2, facts=PLAIN.but(exact_inputs=(1,)))
+register("AffineGrid", onnx_inference, inputs=2, facts=PLAIN.but(exact_inputs=(0,)))
+register("RoiAlign", _infer_roi_align, inputs=3, facts=PLAIN.but(exact_inputs=(1,)))
+register("NonMaxSuppression", _infer_nms, inputs=(2, 5), facts=OPAQUE)
+register("TfIdfVectorizer", _infer_tfidf, facts=WIDE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..graph import TensorType
 from .infer_helpers import normalize_axis, same_as_input
+from .facts import Layout, STATS
 from .registry import InferenceContext, register
 
 
@@ -46,11 +47,11 @@ def _infer_group_norm(ctx: InferenceContext) -> list[TensorType | None]:
     return [x]
 
 
-register("BatchNormalization", _infer_batch_norm, inputs=5, outputs=(1, 5))
-register("InstanceNormalization", same_as_input(), inputs=3)
-register("LayerNormalization", _infer_layer_norm, inputs=(2, 3), outputs=(1, 3))
-register("GroupNormalization", _infer_group_norm, inputs=3)
-register("RMSNormalization", _infer_along_axis, inputs=2)
-register("LpNormalization", _infer_along_axis)
-register("MeanVarianceNormalization", same_as_input())
-register("LRN", same_as_input())
+register("BatchNormalization", _infer_batch_norm, inputs=5, outputs=(1, 5), facts=STATS.but(layout=Layout.SPATIAL))
+register("InstanceNormalization", same_as_input(), inputs=3, facts=STATS.but(layout=Layout.SPATIAL))
+register("LayerNormalization", _infer_layer_norm, inputs=(2, 3), outputs=(1, 3), facts=STATS)
+register("GroupNormalization", _infer_group_norm, inputs=3, facts=STATS.but(layout=Layout.SPATIAL))
+register("RMSNormalization", _infer_along_axis, inputs=2, facts=STATS)
+register("LpNormalization", _infer_along_axis, facts=STATS)
+register("MeanVarianceNormalization", same_as_input(), facts=STATS)
+register("LRN", same_as_input(), facts=STATS.but(layout=Layout.SPATIAL))

@@ -8,6 +8,7 @@ from .cast import target_dtype
 from .conv import sliding_window
 from .infer_helpers import normalize_axis
 from .linalg import matmul_shape
+from .facts import OPAQUE
 from .registry import InferenceContext, register
 
 _QUANTIZED = frozenset({
@@ -100,10 +101,10 @@ def _infer_qlinear_matmul(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(ctx.type(7).dtype, matmul_shape(ctx, ctx.type(0).shape, ctx.type(3).shape))]
 
 
-register("QuantizeLinear", _infer_quantize, inputs=(2, 3))
-register("DequantizeLinear", _infer_dequantize, inputs=(2, 3))
-register("DynamicQuantizeLinear", _infer_dynamic_quantize, outputs=3)
-register("MatMulInteger", _infer_matmul_integer, inputs=(2, 4))
-register("QLinearMatMul", _infer_qlinear_matmul, inputs=8)
-register("ConvInteger", lambda ctx: _infer_integer_conv(ctx, 1, DType.INT32), inputs=(2, 4))
-register("QLinearConv", lambda ctx: _infer_integer_conv(ctx, 3, ctx.type(7).dtype), inputs=(8, 9))
+register("QuantizeLinear", _infer_quantize, inputs=(2, 3), facts=OPAQUE)
+register("DequantizeLinear", _infer_dequantize, inputs=(2, 3), facts=OPAQUE)
+register("DynamicQuantizeLinear", _infer_dynamic_quantize, outputs=3, facts=OPAQUE)
+register("MatMulInteger", _infer_matmul_integer, inputs=(2, 4), facts=OPAQUE)
+register("QLinearMatMul", _infer_qlinear_matmul, inputs=8, facts=OPAQUE)
+register("ConvInteger", lambda ctx: _infer_integer_conv(ctx, 1, DType.INT32), inputs=(2, 4), facts=OPAQUE)
+register("QLinearConv", lambda ctx: _infer_integer_conv(ctx, 3, ctx.type(7).dtype), inputs=(8, 9), facts=OPAQUE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..graph import Dim, TensorType
 from .onnx_fallback import onnx_inference
+from .facts import STATS
 from .registry import InferenceContext, register
 
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
@@ -36,8 +37,8 @@ def _infer_recurrent(states: int):
     return infer
 
 
-register("RNN", _infer_recurrent(1), inputs=(3, 6), outputs=(0, 2))
-register("GRU", _infer_recurrent(1), inputs=(3, 6), outputs=(0, 2))
-register("LSTM", _infer_recurrent(2), inputs=(3, 8), outputs=(0, 3))
-register("LinearAttention", onnx_inference, inputs=(3, 6), outputs=2)
-register("CausalConvWithState", onnx_inference, inputs=(2, 4), outputs=2)
+register("RNN", _infer_recurrent(1), inputs=(3, 6), outputs=(0, 2), facts=STATS)
+register("GRU", _infer_recurrent(1), inputs=(3, 6), outputs=(0, 2), facts=STATS)
+register("LSTM", _infer_recurrent(2), inputs=(3, 8), outputs=(0, 3), facts=STATS)
+register("LinearAttention", onnx_inference, inputs=(3, 6), outputs=2, facts=STATS)
+register("CausalConvWithState", onnx_inference, inputs=(2, 4), outputs=2, facts=STATS)

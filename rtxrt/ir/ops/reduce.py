@@ -4,14 +4,16 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..graph import Dim, TensorType
 from .infer_helpers import int_values, normalize_axis
+from .facts import STATS, WIDE
 from .registry import InferenceContext, register
 
 # Opset from which ``axes`` is the optional second input instead of an attribute.
 AXES_INPUT_SINCE = {"ReduceSum": 13}
-REDUCE_OPS = (
-    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
-)
+# Sums and products may leave the fp16 range (WIDE); means, extrema and norms stay in it (STATS).
+REDUCE_OPS = {
+    "ReduceSum": WIDE, "ReduceMean": STATS, "ReduceMax": STATS, "ReduceMin": STATS, "ReduceProd": WIDE,
+    "ReduceL1": WIDE, "ReduceL2": STATS, "ReduceLogSum": STATS, "ReduceLogSumExp": STATS, "ReduceSumSquare": WIDE,
+}
 
 
 def axes_input_since(op_type: str) -> int:
@@ -59,7 +61,7 @@ def _infer_arg(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(DType.INT64, _reduced_shape(t.shape, {axis}, bool(ctx.attr("keepdims", 1))))]
 
 
-for _op in REDUCE_OPS:
-    register(_op, _infer_reduce, inputs=(1, 2))
-register("ArgMax", _infer_arg)
-register("ArgMin", _infer_arg)
+for _op, _facts in REDUCE_OPS.items():
+    register(_op, _infer_reduce, inputs=(1, 2), facts=_facts)
+register("ArgMax", _infer_arg, facts=STATS)
+register("ArgMin", _infer_arg, facts=STATS)

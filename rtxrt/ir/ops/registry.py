@@ -1,9 +1,11 @@
-"""The op registry: what each operator accepts and how its output types follow from its inputs.
+"""The op registry: what each operator accepts, how its output types follow from its inputs,
+and what passes and backends need to know of it.
 
-An ``OpSchema`` declares an operator's arity and its type inference function. Inference gets an
+An ``OpSchema`` declares an operator's arity, its type inference function and its facts
+(``OpFacts``: precision class, layouts, pointwise or not). Inference gets an
 ``InferenceContext`` (input types, attributes, compile-time constants) and returns one
 ``TensorType`` per output (``None`` where it cannot tell). Schemas live in the modules of this
-package, one family per module, and register themselves on import.
+package, one family per module, and register themselves on import into ``SCHEMAS``.
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ...errors import GraphError
+from ...op_table import OpTable
 from ..graph import Node, TensorType
+from .facts import OpFacts
 from .signature import Attribute, Signature, onnx_signature
 
 VARIADIC = 1 << 30
+SCHEMA_DEFAULT: Any = object()  # attr() without a default: the schema's
 
 
 @dataclass
@@ -26,8 +31,12 @@ class InferenceContext:
     input_types: list[TensorType | None]
     constants: list[np.ndarray | None]
 
-    def attr(self, key: str, default: Any = None) -> Any:
-        return self.node.attrs.get(key, default)
+    def attr(self, key: str, default: Any = SCHEMA_DEFAULT) -> Any:
+        """The node's attribute ``key``; left out, ``default`` if given, else the default its
+        operator's schema declares (None where it has none)."""
+        if key in self.node.attrs:
+            return self.node.attrs[key]
+        return attribute_default(self.node, key, self.opset) if default is SCHEMA_DEFAULT else default
 
     def has_input(self, i: int) -> bool:
         return i < len(self.node.inputs) and bool(self.node.inputs[i])
@@ -56,6 +65,7 @@ SubgraphInputsFn = Callable[[InferenceContext], dict[str, list[TensorType | None
 class OpSchema:
     op_type: str
     infer: InferFn
+    facts: OpFacts
     min_inputs: int = 1
     max_inputs: int = 1
     min_outputs: int = 1
@@ -96,12 +106,14 @@ def _arity(lo: int, hi: int) -> str:
     return f"at least {lo}" if hi >= VARIADIC else f"{lo} to {hi}"
 
 
-_SCHEMAS: dict[tuple[str, str], OpSchema] = {}
+SCHEMAS: OpTable[OpSchema] = OpTable("operator schema", __name__.rpartition(".")[0])
 
 
 def register(
     op_type: str,
     infer: InferFn,
+    *,
+    facts: OpFacts,
     inputs: int | tuple[int, int] = 1,
     outputs: int | tuple[int, int] = 1,
     domain: str = "",
@@ -112,23 +124,33 @@ def register(
     use ``VARIADIC`` as max for unbounded."""
     lo_in, hi_in = (inputs, inputs) if isinstance(inputs, int) else inputs
     lo_out, hi_out = (outputs, outputs) if isinstance(outputs, int) else outputs
-    schema = OpSchema(op_type, infer, lo_in, hi_in, lo_out, hi_out, domain, subgraph_inputs, attributes)
-    key = (domain, op_type)
-    if key in _SCHEMAS:
-        raise RuntimeError(f"operator {op_type!r} registered twice")
-    _SCHEMAS[key] = schema
-    return schema
+    schema = OpSchema(op_type, infer, facts, lo_in, hi_in, lo_out, hi_out, domain, subgraph_inputs, attributes)
+    return SCHEMAS.add(op_type, schema, domain)
 
 
 def get_schema(op_type: str, domain: str = "") -> OpSchema | None:
-    load_all()
-    return _SCHEMAS.get((_canonical_domain(domain), op_type))
+    return SCHEMAS.get(op_type, domain)
 
 
 def all_schemas() -> dict[tuple[str, str], OpSchema]:
-    load_all()
-    return dict(_SCHEMAS)
+    return dict(SCHEMAS.entries())
 
 
-def _canonical_domain(domain: str) -> str:
-    return "" if domain in ("", "ai.onnx") else domain
+def elementwise_ops() -> frozenset[str]:
+    """The default-domain operators computed element by element: an rtxrt::Elementwise body's ops."""
+    return frozenset(op for (domain, op), schema in SCHEMAS.entries().items() if not domain and schema.facts.elementwise)
+
+
+def facts_of(node: Node) -> OpFacts | None:
+    """The facts of ``node``'s operator; None for an operator rtxrt does not know."""
+    schema = SCHEMAS.get(node.op_type, node.domain)
+    return None if schema is None else schema.facts
+
+
+def attribute_default(node: Node, key: str, opset: int) -> Any:
+    """The value attribute ``key`` of ``node`` takes when the node leaves it out, as its
+    operator's schema declares it (None: no default)."""
+    schema = SCHEMAS.get(node.op_type, node.domain)
+    signature = None if schema is None else schema.signature(opset)
+    attribute = None if signature is None else signature.attributes.get(key)
+    return None if attribute is None else attribute.default

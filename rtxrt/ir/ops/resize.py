@@ -5,6 +5,7 @@ import numpy as np
 
 from ..graph import Dim, TensorType
 from .infer_helpers import int_values, normalize_axis
+from .facts import Layout, PLAIN
 from .registry import InferenceContext, register
 from .tensor import dim_div, dims_product
 
@@ -119,9 +120,9 @@ def _infer_col2im(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(t.dtype, (n, channels, *image))]
 
 
-register("Resize", _infer_resize, inputs=(1, 4))
-register("Upsample", _infer_upsample, inputs=(1, 2))
-register("Col2Im", _infer_col2im, inputs=3)
+register("Resize", _infer_resize, inputs=(1, 4), facts=PLAIN.but(layout=Layout.PIXELS, exact_inputs=(1, 2)))
+register("Upsample", _infer_upsample, inputs=(1, 2), facts=PLAIN.but(exact_inputs=(1,)))
+register("Col2Im", _infer_col2im, inputs=3, facts=PLAIN)
 
 
 def source_coordinates(transform: str, out_len: int, in_len: int, scale: float, length: float,

@@ -4,10 +4,11 @@ they are constants, serves."""
 from __future__ import annotations
 
 from .onnx_fallback import onnx_inference
+from .facts import PLAIN, WIDE
 from .registry import register
 
-register("DFT", onnx_inference, inputs=(1, 3))
-register("STFT", onnx_inference, inputs=(2, 4))
+register("DFT", onnx_inference, inputs=(1, 3), facts=WIDE)
+register("STFT", onnx_inference, inputs=(2, 4), facts=WIDE)
 for _window in ("HannWindow", "HammingWindow", "BlackmanWindow"):
-    register(_window, onnx_inference)
-register("MelWeightMatrix", onnx_inference, inputs=5)
+    register(_window, onnx_inference, facts=PLAIN)
+register("MelWeightMatrix", onnx_inference, inputs=5, facts=WIDE.but(exact_inputs=(3, 4)))

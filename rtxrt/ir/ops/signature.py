@@ -23,6 +23,7 @@ from ..graph import Graph, Node, TensorType
 class Attribute:
     kind: str  # "int", "float", "string", "tensor", "graph", "type" or their plurals, as in the .rtxir format
     required: bool = False
+    default: Any = None  # the value a node that leaves the attribute out has (None: no default)
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,23 @@ def onnx_signature(op_type: str, opset: int, domain: str = "") -> Signature | No
             schema = onnx.defs.get_schema(op_type, version, domain)
         except onnx.defs.SchemaError:
             continue
-        return Signature({name: Attribute(_ONNX_KINDS[a.type], a.required) for name, a in schema.attributes.items()},
+        return Signature({name: Attribute(_ONNX_KINDS[a.type], a.required, _onnx_default(a))
+                          for name, a in schema.attributes.items()},
                          tuple((i, p.name) for i, p in enumerate(schema.inputs) if p.option == _SINGLE))
     return None
+
+
+def _onnx_default(attribute: onnx.defs.OpSchema.Attribute) -> Any:
+    """The default ONNX's schema gives an attribute, as the IR holds attribute values."""
+    proto = attribute.default_value
+    if proto.type == onnx.AttributeProto.UNDEFINED:
+        return None
+    value = onnx.helper.get_attribute_value(proto)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, list):
+        return [v.decode("utf-8") if isinstance(v, bytes) else v for v in value]
+    return value
 
 
 def _is_int(value: Any) -> bool:

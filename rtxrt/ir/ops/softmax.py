@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..graph import TensorType
 from .infer_helpers import normalize_axis
+from .facts import Layout, STATS, WIDE
 from .registry import InferenceContext, register
 
 
@@ -31,8 +32,8 @@ def _infer_loss(ctx: InferenceContext) -> list[TensorType | None]:
     return [loss, scores]
 
 
-register("Softmax", _infer_softmax)
-register("LogSoftmax", _infer_softmax)
-register("Hardmax", _infer_softmax)
-register("NegativeLogLikelihoodLoss", _infer_loss, inputs=(2, 3))
-register("SoftmaxCrossEntropyLoss", _infer_loss, inputs=(2, 3), outputs=(1, 2))
+register("Softmax", _infer_softmax, facts=STATS.but(layout=Layout.CHANNEL_AXIS))
+register("LogSoftmax", _infer_softmax, facts=STATS.but(layout=Layout.CHANNEL_AXIS))
+register("Hardmax", _infer_softmax, facts=STATS)
+register("NegativeLogLikelihoodLoss", _infer_loss, inputs=(2, 3), facts=WIDE)
+register("SoftmaxCrossEntropyLoss", _infer_loss, inputs=(2, 3), outputs=(1, 2), facts=WIDE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..graph import TensorType
 from .infer_helpers import int_values, normalize_axis
+from .facts import STATS, WIDE
 from .registry import InferenceContext, register
 
 
@@ -38,6 +39,6 @@ def _infer_scan(ctx: InferenceContext) -> list[TensorType | None]:
     return [t]
 
 
-register("TopK", _infer_topk, inputs=(1, 2), outputs=2)
-register("CumSum", _infer_scan, inputs=2)
-register("CumProd", _infer_scan, inputs=2)
+register("TopK", _infer_topk, inputs=(1, 2), outputs=2, facts=STATS)
+register("CumSum", _infer_scan, inputs=2, facts=WIDE)
+register("CumProd", _infer_scan, inputs=2, facts=WIDE)

@@ -18,6 +18,7 @@ import numpy as np
 from ..dtypes import DType
 from ..graph import Dim, Shape, TensorType
 from .infer_helpers import broadcast_shapes, int_values, normalize_axis, same_as_input
+from .facts import Layout, PLAIN, SHAPE_ONLY, WIDE
 from .registry import VARIADIC, InferenceContext, register
 
 # Slice bounds at or past these mean "to the end"; models use INT32 or INT64 extremes.
@@ -500,26 +501,26 @@ def _infer_eye_like(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(t.dtype if dtype is None else DType(dtype), t.shape or (None, None))]
 
 
-register("Constant", _infer_constant, inputs=0)
-register("ConstantOfShape", _infer_constant_of_shape)
-register("Identity", same_as_input(0))
-register("Dropout", _infer_dropout, inputs=(1, 3), outputs=(1, 2))
-register("Shape", _infer_shape)
-register("Size", _infer_size)
-register("Reshape", _infer_reshape, inputs=2)
-register("Flatten", _infer_flatten)
-register("Squeeze", _infer_squeeze, inputs=(1, 2))
-register("Unsqueeze", _infer_unsqueeze, inputs=(1, 2))
-register("Transpose", _infer_transpose)
-register("DepthToSpace", _infer_depth_to_space)
-register("SpaceToDepth", _infer_space_to_depth)
-register("Concat", _infer_concat, inputs=(1, VARIADIC))
-register("Split", _infer_split, inputs=(1, 2), outputs=(1, VARIADIC))
-register("Slice", _infer_slice, inputs=(1, 5))
-register("Pad", _infer_pad, inputs=(1, 4))
-register("CenterCropPad", _infer_center_crop_pad, inputs=2)
-register("Expand", _infer_expand, inputs=2)
-register("Tile", _infer_tile, inputs=2)
-register("Range", _infer_range, inputs=3)
-register("Trilu", same_as_input(0), inputs=(1, 2))
-register("EyeLike", _infer_eye_like)
+register("Constant", _infer_constant, inputs=0, facts=SHAPE_ONLY)
+register("ConstantOfShape", _infer_constant_of_shape, facts=PLAIN)
+register("Identity", same_as_input(0), facts=PLAIN.but(layout=Layout.ANY))
+register("Dropout", _infer_dropout, inputs=(1, 3), outputs=(1, 2), facts=PLAIN.but(layout=Layout.ANY, exact_inputs=(1,)))
+register("Shape", _infer_shape, facts=SHAPE_ONLY)
+register("Size", _infer_size, facts=SHAPE_ONLY)
+register("Reshape", _infer_reshape, inputs=2, facts=PLAIN)
+register("Flatten", _infer_flatten, facts=PLAIN)
+register("Squeeze", _infer_squeeze, inputs=(1, 2), facts=PLAIN)
+register("Unsqueeze", _infer_unsqueeze, inputs=(1, 2), facts=PLAIN)
+register("Transpose", _infer_transpose, facts=PLAIN)
+register("DepthToSpace", _infer_depth_to_space, facts=PLAIN)
+register("SpaceToDepth", _infer_space_to_depth, facts=PLAIN)
+register("Concat", _infer_concat, inputs=(1, VARIADIC), facts=PLAIN.but(layout=Layout.CHANNEL_AXIS))
+register("Split", _infer_split, inputs=(1, 2), outputs=(1, VARIADIC), facts=PLAIN.but(layout=Layout.CHANNEL_AXIS))
+register("Slice", _infer_slice, inputs=(1, 5), facts=PLAIN)
+register("Pad", _infer_pad, inputs=(1, 4), facts=PLAIN)
+register("CenterCropPad", _infer_center_crop_pad, inputs=2, facts=PLAIN)
+register("Expand", _infer_expand, inputs=2, facts=PLAIN)
+register("Tile", _infer_tile, inputs=2, facts=PLAIN)
+register("Range", _infer_range, inputs=3, facts=WIDE.but(exact_inputs=(0, 1, 2)))
+register("Trilu", same_as_input(0), inputs=(1, 2), facts=PLAIN)
+register("EyeLike", _infer_eye_like, facts=PLAIN)

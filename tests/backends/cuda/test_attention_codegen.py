@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.aot.passes.fuse_attention import fuse_attention
 from rtxrt.frontend.onnx_import import load_onnx
 from rtxrt.ir.dtypes import DType
@@ -225,8 +226,8 @@ def test_storage_types_come_from_the_annotations():
     assert (p.dtype, p.mask_dtype) == (F16, F16)
     kernel = attention_kernel(p)
     assert [(a.name, a.role, a.index, a.dtype) for a in kernel.args] == [
-        ("Q", "input", 0, F16), ("K", "input", 1, F16), ("V", "input", 2, F16), ("attn_mask", "input", 3, F16),
-        ("Y", "output", 0, F16)]
+        ("Q", BufferRole.IN, 0, F16), ("K", BufferRole.IN, 1, F16), ("V", BufferRole.IN, 2, F16), ("attn_mask", BufferRole.IN, 3, F16),
+        ("Y", BufferRole.OUT, 0, F16)]
 
 
 def test_gqa_and_bool_masks_from_hand_built_nodes():
@@ -246,9 +247,9 @@ def test_kernel_arguments_launch_and_naming():
     case = CASES[0]
     kernel = case.kernel()
     assert [(a.name, a.role, a.index, a.dtype, a.shape) for a in kernel.args] == [
-        ("Q", "input", 0, F32, (2, 128, 768)), ("K", "input", 1, F32, (2, 128, 768)),
-        ("V", "input", 2, F32, (2, 128, 768)), ("attn_mask", "input", 3, F32, (2, 1, 1, 128)),
-        ("Y", "output", 0, F32, (2, 128, 768))]
+        ("Q", BufferRole.IN, 0, F32, (2, 128, 768)), ("K", BufferRole.IN, 1, F32, (2, 128, 768)),
+        ("V", BufferRole.IN, 2, F32, (2, 128, 768)), ("attn_mask", BufferRole.IN, 3, F32, (2, 1, 1, 128)),
+        ("Y", BufferRole.OUT, 0, F32, (2, 128, 768))]
     tactic = default_tactic(case.problem())
     assert kernel.launch.grid == (-(-128 // tactic.block_q), 12, 2)
     assert kernel.launch.block == (tactic.threads, 1, 1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node
 from rtxrt.backends.cuda.codegen import CodegenError
@@ -187,7 +188,7 @@ def test_copies_move_bytes_so_same_size_types_share_a_kernel():
     assert transpose_kernel((2, 3, 4), (2, 0, 1), F16).name == transpose_kernel((2, 3, 4), (2, 0, 1), DType.INT16).name
     assert transpose_kernel((2, 3, 4), (2, 0, 1), F32).name != transpose_kernel((2, 3, 4), (2, 0, 1), F16).name
     k = transpose_kernel((2, 3, 4), (2, 0, 1), F16)
-    assert [(a.role, a.dtype, a.shape) for a in k.args] == [("input", F16, (2, 3, 4)), ("output", F16, (4, 2, 3))]
+    assert [(a.role, a.dtype, a.shape) for a in k.args] == [(BufferRole.IN, F16, (2, 3, 4)), (BufferRole.OUT, F16, (4, 2, 3))]
 
 
 def test_layout_conversion_merges_the_spatial_dims_into_one_transpose():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.ir.activations import ACTIVATIONS, RESIDUALS
 from rtxrt.ir.dtypes import DType
 from rtxrt.backends.cuda.codegen import CodegenError
@@ -265,11 +266,11 @@ def test_kernel_describes_its_arguments_in_fused_matmul_order():
     k = gemm_kernel(GemmProblem(45, 70, 96, batch=3, stride_b=0, bias=True, residual="after_activation",
                                 out_dtype=F32), CANDIDATE_TACTICS[4])
     assert [(a.name, a.role, a.index, a.dtype, a.shape) for a in k.args] == [
-        ("A", "input", 0, F16, (3, 45, 96)),
-        ("B", "input", 1, F16, (70, 96)),  # shared by the batch
-        ("bias", "input", 2, F32, (70,)),
-        ("Z", "input", 3, F32, (3, 45, 70)),
-        ("D", "output", 0, F32, (3, 45, 70)),
+        ("A", BufferRole.IN, 0, F16, (3, 45, 96)),
+        ("B", BufferRole.IN, 1, F16, (70, 96)),  # shared by the batch
+        ("bias", BufferRole.IN, 2, F32, (70,)),
+        ("Z", BufferRole.IN, 3, F32, (3, 45, 70)),
+        ("D", BufferRole.OUT, 0, F32, (3, 45, 70)),
     ]
     assert [a.name for a in k.inputs] == ["A", "B", "bias", "Z"] and [a.name for a in k.outputs] == ["D"]
     plain = gemm_kernel(GemmProblem(8, 8, 16, trans_b=False), CANDIDATE_TACTICS[4])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.ir.activations import ACTIVATIONS, RESIDUALS
 from rtxrt.ir.dtypes import DType
 from rtxrt.backends.cuda.codegen import CodegenError
@@ -187,11 +188,11 @@ def test_kernel_describes_its_arguments_in_fused_matmul_order():
     k = simt_gemm_kernel(GemmProblem(45, 70, 96, dtype=F32, batch=3, stride_b=0, bias=True,
                                      residual="after_activation"), SIMT_TACTICS[2])
     assert [(a.name, a.role, a.index, a.dtype, a.shape) for a in k.args] == [
-        ("A", "input", 0, F32, (3, 45, 96)),
-        ("B", "input", 1, F32, (70, 96)),  # shared by the batch
-        ("bias", "input", 2, F32, (70,)),
-        ("Z", "input", 3, F32, (3, 45, 70)),
-        ("D", "output", 0, F32, (3, 45, 70)),
+        ("A", BufferRole.IN, 0, F32, (3, 45, 96)),
+        ("B", BufferRole.IN, 1, F32, (70, 96)),  # shared by the batch
+        ("bias", BufferRole.IN, 2, F32, (70,)),
+        ("Z", BufferRole.IN, 3, F32, (3, 45, 70)),
+        ("D", BufferRole.OUT, 0, F32, (3, 45, 70)),
     ]
     plain = simt_gemm_kernel(GemmProblem(8, 8, 16, dtype=F16, trans_b=False, out_dtype=F32), SIMT_TACTICS[2])
     assert [(a.name, a.dtype, a.shape) for a in plain.args] == [("A", F16, (8, 16)), ("B", F16, (16, 8)),
@@ -218,9 +219,9 @@ def test_epilogue_kernel_reads_and_writes_d_in_place_without_alpha():
                     residual="before_activation", ldd=64)
     k = epilogue_kernel(p)
     assert [(a.name, a.role, a.index, a.dtype, a.shape) for a in k.args] == [
-        ("bias", "input", 2, F32, (61,)),
-        ("Z", "input", 3, F32, (2, 37, 61)),
-        ("D", "output", 0, F32, (2, 37, 61)),
+        ("bias", BufferRole.IN, 2, F32, (61,)),
+        ("Z", BufferRole.IN, 3, F32, (2, 37, 61)),
+        ("D", BufferRole.OUT, 0, F32, (2, 37, 61)),
     ]
     assert k.launch == LaunchPolicy(2 * 37 * 61) and k.name.startswith("rtx_gemm_epilogue_")
     assert "x *=" not in k.source  # cuBLAS applied alpha

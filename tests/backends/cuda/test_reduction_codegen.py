@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node, TensorType
 from rtxrt.backends.cuda.codegen import CodegenError
@@ -107,8 +108,8 @@ def test_short_rows_get_a_warp_and_long_rows_a_block():
 def test_kernel_describes_its_arguments_and_output_shapes():
     k = case("LayerNormalization", F16, SHORT, params=2).kernel()
     assert [(a.name, a.role, a.dtype, a.shape) for a in k.args] == [
-        ("in0", "input", F16, SHORT), ("scale", "input", F16, (67,)), ("bias", "input", F16, (67,)),
-        ("out0", "output", F16, SHORT)]
+        ("in0", BufferRole.IN, F16, SHORT), ("scale", BufferRole.IN, F16, (67,)), ("bias", BufferRole.IN, F16, (67,)),
+        ("out0", BufferRole.OUT, F16, SHORT)]
     assert "#include" not in k.source and k.name in k.source
     assert case("ReduceSum", F32, SHORT, axes=(-1,), keepdims=1).kernel().outputs[0].shape == (3, 5, 1)
     assert case("ReduceSum", F32, SHORT, axes=(1, 2), keepdims=0).kernel().outputs[0].shape == (3,)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.backends.reference.kernel import find_kernel
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node, TensorType
@@ -221,7 +222,7 @@ def test_kernel_buffers_are_the_physical_shapes_the_reference_computes(case: Cas
         return tuple(shape) if case.layout == "NCHW" else (shape[0], *shape[2:], shape[1])
 
     assert [(a.role, a.index) for a in kernel.args] == (
-        [("input", i) for i in range(len(case.inputs) if case.op != "Resize" else 1)] + [("output", 0)])
+        [(BufferRole.IN, i) for i in range(len(case.inputs) if case.op != "Resize" else 1)] + [(BufferRole.OUT, 0)])
     assert kernel.inputs[0].shape == physical(case.inputs[0].shape)
     assert kernel.outputs[0].shape == physical(want.shape)
     assert all(a.dtype == case.dtype for a in kernel.args)

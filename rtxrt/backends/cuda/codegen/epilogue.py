@@ -1,25 +1,26 @@
 """Fused epilogues for generated kernels (GEMM, conv): the activations of
-rtxrt/ir/activations.py as fp32 CUDA expressions, the statements that apply alpha, bias,
+rtxrt/ir/activations.py as fp32 CUDA functions, the statements that apply alpha, bias,
 activation and residual to an accumulator, matching the reference backend's epilogue, and
 ``epilogue_kernel``, the same epilogue as a kernel of its own for a GEMM that cuBLAS computed."""
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
+from ....ir.activations import get_activation
 from ....ir.dtypes import DType
 from . import CodegenError
 from . import ctypes_map as C
+from .activation_c import activation_c
+from .device_helpers import NAN_MAX_MIN
 from .kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
     index_type,
-    kernel_name,
     loop_kernel,
 )
+from ..plan.program import BufferRole
 
 if TYPE_CHECKING:  # gemm imports this module
     from ..ops.gemm_source import GemmProblem
@@ -31,42 +32,15 @@ F32 = DType.FLOAT32
 CALLED_ACTIVATIONS = frozenset({"sigmoid", "tanh", "silu", "gelu", "gelu_tanh"})
 
 
-def activation_expr(name: str, q: dict) -> str:
-    """The body of ``float rtx_act(float x)``: the activation in fp32, as the reference's
-    epilogue computes it (NaN-propagating max/min as numpy's maximum/minimum)."""
-    def lit(value: float) -> str:
-        return C.literal(value, F32)
-
-    one, zero, half = lit(1.0), lit(0.0), lit(0.5)
-
-    def hard_sigmoid(alpha: float, beta: float) -> str:
-        return f"rtx_min(rtx_max({lit(alpha)} * x + {lit(beta)}, {zero}), {one})"
-
-    sigmoid = f"({one} / ({one} + expf(-x)))"
-    if name == "none":
-        return "x"
-    if name == "relu":
-        return f"rtx_max(x, {zero})"
-    if name == "leaky_relu":
-        return f"(x < {zero} ? x * {lit(q['alpha'])} : x)"
-    if name == "clip":
-        return f"rtx_min(rtx_max(x, {lit(q['min'])}), {lit(q['max'])})"
-    if name == "sigmoid":
-        return sigmoid
-    if name == "tanh":
-        return "tanhf(x)"
-    if name == "hard_sigmoid":
-        return hard_sigmoid(q["alpha"], q["beta"])
-    if name == "hard_swish":
-        return f"(x * {hard_sigmoid(1 / 6, 0.5)})"
-    if name == "silu":
-        return f"(x * {sigmoid})"
-    if name == "gelu":  # 1 + erf(t) as erfc(-t): accurate where erf(t) nears -1
-        return f"({half} * x * erfcf(-(x / {lit(math.sqrt(2))})))"
-    if name == "gelu_tanh":
-        inner = f"{lit(math.sqrt(2 / math.pi))} * (x + {lit(0.044715)} * (x * x * x))"
-        return f"({half} * x * ({one} + tanhf({inner})))"
-    raise CodegenError(f"no fused activation {name!r}")  # pragma: no cover
+def _activation_expr(name: str, params: dict[str, float]) -> str:
+    """The body of ``float rtx_act(float x)``: activation ``name`` with ``params`` (by name,
+    all of them) in fp32, as the reference's epilogue computes it. CodegenError for an
+    unknown activation."""
+    try:
+        activation = get_activation(name)
+    except ValueError as exc:
+        raise CodegenError(f"no fused activation: {exc}") from None
+    return activation_c(activation, "x", F32, params)
 
 
 def activation_functions(activation: str, params: dict, *, one_output_per_thread: bool = False) -> str:
@@ -75,11 +49,8 @@ def activation_functions(activation: str, params: dict, *, one_output_per_thread
     per thread inlines every activation: a call there costs more than the code it saves."""
     called = activation in CALLED_ACTIVATIONS and not one_output_per_thread
     inline = "__noinline__" if called else "__forceinline__"
-    return ("template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) "
-            "{ return (a >= b || a != a) ? a : b; }\n"
-            "template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) "
-            "{ return (a <= b || a != a) ? a : b; }\n"
-            f"__device__ {inline} float rtx_act(float x) {{ return {activation_expr(activation, params)}; }}\n")
+    return (NAN_MAX_MIN +
+            f"__device__ {inline} float rtx_act(float x) {{ return {_activation_expr(activation, params)}; }}\n")
 
 
 def epilogue_statements(p: GemmProblem, z: str, *, bias: str = "bias[col]", alpha: bool = True) -> list[str]:
@@ -120,13 +91,13 @@ def epilogue_kernel(p: GemmProblem) -> KernelSource:
     lead = (p.batch,) if p.batch != 1 else ()
     if p.bias:
         params.append(f"const {out_c}* __restrict__ bias")
-        args.append(KernelArg("bias", "input", 2, p.out_dtype, (p.n,)))
+        args.append(KernelArg("bias", BufferRole.IN, 2, p.out_dtype, (p.n,)))
     if p.has_z:
         params.append(f"const {out_c}* Z")  # may alias D: each element is read before it is written
         z_lead = lead if p.stride_z != 0 else ()
-        args.append(KernelArg("Z", "input", 3, p.out_dtype, (*z_lead, p.m, p.n)))
+        args.append(KernelArg("Z", BufferRole.IN, 3, p.out_dtype, (*z_lead, p.m, p.n)))
     params.append(f"{out_c}* D")
-    args.append(KernelArg("D", "output", 0, p.out_dtype, (*lead, p.m, p.n)))
+    args.append(KernelArg("D", BufferRole.OUT, 0, p.out_dtype, (*lead, p.m, p.n)))
     head = [f"// rtxrt GEMM epilogue after cuBLAS: {p.describe()}", C.PRELUDE.strip(),
             f"constexpr long long LDZ = {p.ldz}, LDD = {p.ldd}, SZ = {p.stride_z}, SD = {p.stride_d};",
             activation_functions(p.activation, p.params, one_output_per_thread=True)]
@@ -138,5 +109,4 @@ def epilogue_kernel(p: GemmProblem) -> KernelSource:
             *epilogue_statements(p, "Z[(long long)b * SZ + (long long)row * LDZ + col]", alpha=False),
             f"D[o] = {C.store('x', p.out_dtype)};"]
     source = loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
-    name = kernel_name("rtx_gemm_epilogue_", source)
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(total), tuple(args))
+    return KernelSource.named("rtx_gemm_epilogue_", source, LaunchPolicy(total), args)

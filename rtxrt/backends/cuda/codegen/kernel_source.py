@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ....ir.dtypes import DType
+from ..plan.program import BufferRole, Ref
 
 BLOCK = 256
 MAX_GRID = 2**31 - 1
@@ -22,10 +23,20 @@ class KernelArg:
     omitted optional inputs have none) or an output (its position among the outputs)."""
 
     name: str
-    role: str  # "input" or "output"
+    role: BufferRole  # IN or OUT
     index: int
     dtype: DType  # storage type in memory
     shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.role not in (BufferRole.IN, BufferRole.OUT):
+            raise ValueError(f"kernel argument {self.name!r}: a generated kernel's pointers are the node's inputs "
+                             f"and outputs, not {self.role!r}")
+
+    @property
+    def ref(self) -> Ref:
+        """The node buffer this argument points to."""
+        return Ref(self.role, self.index)
 
 
 @dataclass(frozen=True)
@@ -76,11 +87,11 @@ class KernelSource:
 
     @property
     def inputs(self) -> tuple[KernelArg, ...]:
-        return tuple(a for a in self.args if a.role == "input")
+        return tuple(a for a in self.args if a.role is BufferRole.IN)
 
     @property
     def outputs(self) -> tuple[KernelArg, ...]:
-        return tuple(a for a in self.args if a.role == "output")
+        return tuple(a for a in self.args if a.role is BufferRole.OUT)
 
 
 KERNEL_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed

@@ -11,6 +11,7 @@ from .attention_source import (
 from ..plan.forms import TensorForm
 from ..plan.program import NodeProgram
 from .context import LowerContext, single_kernel
+from .lowering import LOWERINGS
 
 
 def lower_attention(ctx: LowerContext) -> list[NodeProgram]:
@@ -22,5 +23,4 @@ def lower_attention(ctx: LowerContext) -> list[NodeProgram]:
     tactics = [first] + [t for t in candidate_tactics(problem) if t != first] if ctx.tune else [first]
     return [single_kernel(attention_kernel(problem, t), out, f"attention {t}") for t in tactics]
 
-
-LOWERINGS = {"Attention": lower_attention}
+LOWERINGS.add("Attention", lower_attention)

@@ -40,8 +40,10 @@ from ....ir.dtypes import DType
 from ....ir.graph import Node, TensorType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
-from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
+from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
+from ..codegen.template import render
 from ..codegen.ptx import CP_ASYNC, MMA_SM75, MMA_SM80, SHARED_AND_LDMATRIX
+from ..plan.program import BufferRole
 
 F32, F16, BF16 = DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16
 QKV_DTYPES = (F32, F16, BF16)
@@ -331,19 +333,32 @@ def attention_kernel(problem: AttentionProblem, tactic: AttentionTactic | None =
     if smem > MAX_STATIC_SMEM:
         raise CodegenError(f"attention tactic {t.label} needs {smem} bytes of shared memory for {p.describe()} "
                            f"(at most {MAX_STATIC_SMEM})")
-    source = _source(p, t)
-    name = kernel_name("rtx_attn_", source)
-    args = [KernelArg(x, "input", i, p.dtype, p.shape(x)) for i, x in enumerate("QKV")]
+    args = [KernelArg(x, BufferRole.IN, i, p.dtype, p.shape(x)) for i, x in enumerate("QKV")]
     if p.mask != "none":
-        args.append(KernelArg("attn_mask", "input", 3, p.mask_dtype, tuple(p.mask_shape)))
-    args.append(KernelArg("Y", "output", 0, p.dtype, p.shape("Y")))
+        args.append(KernelArg("attn_mask", BufferRole.IN, 3, p.mask_dtype, tuple(p.mask_shape)))
+    args.append(KernelArg("Y", BufferRole.OUT, 0, p.dtype, p.shape("Y")))
     launch = GridLaunch(t.grid(p), (t.threads, 1, 1), smem)
-    return KernelSource(name, source.replace(KERNEL_NAME, name), launch, tuple(args))
+    return KernelSource.named("rtx_attn_", _source(p, t), launch, args)
 
 
 # ---------------------------------------------------------------- the source
 
 def _source(p: AttentionProblem, t: AttentionTactic) -> str:
+    if t.mma:
+        return render(_MMA_SOURCE, **_constants(p, t), bf16=int(p.dtype == BF16), dp=_round16(p.head_size),
+                      dvp=_round16(p.v_head_size), stage=_mma_stage(p, t),
+                      pack_cvt="rtx_f2bf" if p.dtype == BF16 else "rtx_f2h")
+    g = _simt_geometry(p)
+    return render(_SIMT_SOURCE, **_constants(p, t), qs=g["QS"], ks=g["KS"], dvl=g["DVL"], vs=g["VS"],
+                  in_t=C.storage_type(p.dtype),
+                  load_q=C.load("q[r * QR + c]", p.dtype),
+                  load_k=C.load("k[(k0 + r) * KR + c]", p.dtype),
+                  load_v=C.load("v[(k0 + r) * VR + c]", p.dtype),
+                  store=C.store("o[r][i] * inv", p.dtype))
+
+
+def _constants(p: AttentionProblem, t: AttentionTactic) -> dict[str, str | int]:
+    """The values of the placeholders both kernels share (_HEADER's, the parameters, the bias)."""
     io = C.storage_type(p.dtype)
     params = [f"const {io}* __restrict__ Q", f"const {io}* __restrict__ K", f"const {io}* __restrict__ V"]
     if p.mask != "none":
@@ -351,42 +366,15 @@ def _source(p: AttentionProblem, t: AttentionTactic) -> str:
     params.append(f"{io}* __restrict__ Y")
     (qb, qh, qr), (kb, kh, kr), (vb, vh, vr), (yb, yh, yr) = (p.strides(x) for x in "QKVY")
     mb, mh, mq = p.mask_strides() if p.mask != "none" else (0, 0, 0)
-    consts = f"""
-// rtxrt attention: {p.describe()}; tactic {t.label}
-#define RTX_CAUSAL {int(p.causal)}
-#define RTX_NEG_INF {_NEG_INF}
-constexpr int SQ = {p.q_len}, SKV = {p.kv_len}, D = {p.head_size}, DV = {p.v_head_size};
-constexpr int GROUP = {p.q_heads // p.kv_heads};  // query heads per key/value head
-constexpr long long QB = {qb}LL, QH = {qh}LL, QR = {qr}LL, KB = {kb}LL, KH = {kh}LL, KR = {kr}LL;
-constexpr long long VB = {vb}LL, VH = {vh}LL, VR = {vr}LL, YB = {yb}LL, YH = {yh}LL, YR = {yr}LL;
-constexpr long long MB = {mb}LL, MH = {mh}LL, MQ = {mq}LL;  // mask strides (0: broadcast)
-constexpr int MLEN = {p.mask_shape[-1] if p.mask != "none" else 0};  // mask keys; later ones are -inf
-constexpr float SCALE = {C.literal(p.scale, F32)}, LOG2E = {C.literal(math.log2(math.e), F32)};
-constexpr int WARPS = {t.warps}, ROWS = {t.rows}, BQ = {t.block_q}, BKV = {t.kv_tile}, THREADS = {t.threads};
-constexpr int KV_TILES = (SKV + BKV - 1) / BKV;
-"""
-    if t.mma:
-        geometry = f"""
-#define RTX_BF16 {int(p.dtype == BF16)}
-constexpr int DP = {_round16(p.head_size)}, DVP = {_round16(p.v_head_size)};  // padded to whole mma steps
-constexpr int KS = DP + 8, VS = DVP + 8;  // shared-memory rows (elements), padded: conflict-free ldmatrix
-constexpr int K_TILE = BKV * KS, STAGE = {_mma_stage(p, t)};
-constexpr bool VEC_QK = D % 8 == 0, VEC_V = DV % 8 == 0;  // rows of whole 16-byte chunks
-"""
-        body = _MMA_BODY.replace("__PACK_CVT__", "rtx_f2bf" if p.dtype == BF16 else "rtx_f2h")
-    else:
-        g = _simt_geometry(p)
-        geometry = f"constexpr int QS = {g['QS']}, KS = {g['KS']}, DVL = {g['DVL']}, VS = {g['VS']};\n"
-        body = (_SIMT_BODY.replace("__IN_T__", io)
-                .replace("__LOAD_Q__", C.load("q[r * QR + c]", p.dtype))
-                .replace("__LOAD_K__", C.load("k[(k0 + r) * KR + c]", p.dtype))
-                .replace("__LOAD_V__", C.load("v[(k0 + r) * VR + c]", p.dtype))
-                .replace("__STORE__", C.store("o[r][i] * inv", p.dtype)))
-    offsets = "M += b * MB + h * MH;" if p.mask != "none" else ""
-    return (C.PRELUDE + consts + geometry + _COMMON + body
-            .replace("__PARAMS__", ", ".join(params))
-            .replace("__MASK_OFFSET__", offsets)
-            .replace("__BIAS__", _bias(p)))
+    return dict(
+        prelude=C.PRELUDE, problem=p.describe(), tactic=t.label, causal=int(p.causal), neg_inf=_NEG_INF,
+        sq=p.q_len, skv=p.kv_len, d=p.head_size, dv=p.v_head_size, group=p.q_heads // p.kv_heads,
+        qb=qb, qh=qh, qr=qr, kb=kb, kh=kh, kr=kr, vb=vb, vh=vh, vr=vr, yb=yb, yh=yh, yr=yr, mb=mb, mh=mh, mq=mq,
+        mlen=p.mask_shape[-1] if p.mask != "none" else 0,
+        scale=C.literal(p.scale, F32), log2e=C.literal(math.log2(math.e), F32),
+        warps=t.warps, rows=t.rows, block_q=t.block_q, kv_tile=t.kv_tile, threads=t.threads,
+        kernel=KERNEL_NAME, params=", ".join(params),
+        mask_offset="M += b * MB + h * MH;" if p.mask != "none" else "", bias=_bias(p))
 
 
 def _bias(p: AttentionProblem) -> str:
@@ -405,6 +393,23 @@ def _bias(p: AttentionProblem) -> str:
     return " ".join(lines)
 
 
+# The problem's constants, first in both kernels.
+_HEADER = r"""${prelude}
+// rtxrt attention: ${problem}; tactic ${tactic}
+#define RTX_CAUSAL ${causal}
+#define RTX_NEG_INF ${neg_inf}
+constexpr int SQ = ${sq}, SKV = ${skv}, D = ${d}, DV = ${dv};
+constexpr int GROUP = ${group};  // query heads per key/value head
+constexpr long long QB = ${qb}LL, QH = ${qh}LL, QR = ${qr}LL, KB = ${kb}LL, KH = ${kh}LL, KR = ${kr}LL;
+constexpr long long VB = ${vb}LL, VH = ${vh}LL, VR = ${vr}LL, YB = ${yb}LL, YH = ${yh}LL, YR = ${yr}LL;
+constexpr long long MB = ${mb}LL, MH = ${mh}LL, MQ = ${mq}LL;  // mask strides (0: broadcast)
+constexpr int MLEN = ${mlen};  // mask keys; later ones are -inf
+constexpr float SCALE = ${scale}, LOG2E = ${log2e};
+constexpr int WARPS = ${warps}, ROWS = ${rows}, BQ = ${block_q}, BKV = ${kv_tile}, THREADS = ${threads};
+constexpr int KV_TILES = (SKV + BKV - 1) / BKV;
+"""
+
+# After each kernel's geometry: what both kernels call.
 _COMMON = r"""
 constexpr unsigned FULL = 0xffffffffu;
 // The block's first query: causal blocks run the last (longest) query tiles first.
@@ -420,7 +425,13 @@ __device__ __forceinline__ int rtx_key_tiles(int q0) {
 
 # Tensor cores. Fragments as the PTX ISA lays them out for m16n8k16: lane = 4 g + t holds
 # rows g and g + 8 of A and C, columns 2t, 2t + 1 of C (and k 2t, 2t + 1, 2t + 8, 2t + 9).
-_MMA_BODY = r"""
+_MMA_SOURCE = _HEADER + r"""
+#define RTX_BF16 ${bf16}
+constexpr int DP = ${dp}, DVP = ${dvp};  // padded to whole mma steps
+constexpr int KS = DP + 8, VS = DVP + 8;  // shared-memory rows (elements), padded: conflict-free ldmatrix
+constexpr int K_TILE = BKV * KS, STAGE = ${stage};
+constexpr bool VEC_QK = D % 8 == 0, VEC_V = DV % 8 == 0;  // rows of whole 16-byte chunks
+""" + _COMMON + r"""
 """ + SHARED_AND_LDMATRIX + r"""#if RTX_BF16 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 // sm_75 has no bf16 mma: the same m16n8k16 product, each lane gathering its rows of A and
 // columns of B from the lanes that hold them.
@@ -450,7 +461,7 @@ __device__ __forceinline__ void rtx_mma(float* c, const unsigned* a, const unsig
 
 // Two values as the 16-bit pair of an mma fragment (the first in the low half).
 __device__ __forceinline__ unsigned rtx_pack(float lo, float hi) {
-  return (unsigned)__PACK_CVT__(lo) | ((unsigned)__PACK_CVT__(hi) << 16);
+  return (unsigned)${pack_cvt}(lo) | ((unsigned)${pack_cvt}(hi) << 16);
 }
 
 """ + CP_ASYNC + r"""// A ROWS x COLS_P tile into shared memory (rows of LD elements): element (r, c) is
@@ -492,14 +503,14 @@ __device__ __forceinline__ void rtx_load_kv(unsigned short* stage, const unsigne
   rtx_load_tile<BKV, DV, DVP, VS, VEC_V>(stage + K_TILE, v + k0 * VR, VR, rows, aligned);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__) {
+extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   __shared__ __align__(16) unsigned short smem[2 * STAGE];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
   const int q0 = rtx_first_query(), h = blockIdx.y, b = blockIdx.z;
   const unsigned short* __restrict__ q = Q + b * QB + h * QH + q0 * QR;
   const unsigned short* __restrict__ k = K + b * KB + (h / GROUP) * KH;
   const unsigned short* __restrict__ v = V + b * VB + (h / GROUP) * VH;
-  __MASK_OFFSET__
+  ${mask_offset}
   const bool aligned = ((reinterpret_cast<unsigned long long>(Q) | reinterpret_cast<unsigned long long>(K) |
                          reinterpret_cast<unsigned long long>(V)) & 15) == 0;
   const int tiles = rtx_key_tiles(q0);
@@ -554,7 +565,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
       for (int c = 0; c < 4; ++c) {
         const int row = row0 + (c >> 1) * 8, key = k0 + n * 8 + 2 * t + (c & 1);
         float x = s[n][c] * SCALE;
-        __BIAS__
+        ${bias}
         s[n][c] = x;
         tile_max[c >> 1] = fmaxf(tile_max[c >> 1], x);
       }
@@ -610,8 +621,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
         if (paired && col + 1 < DV) {
           *reinterpret_cast<unsigned*>(y + col) = rtx_pack(v0, v1);
         } else {
-          if (col < DV) y[col] = __PACK_CVT__(v0);
-          if (col + 1 < DV) y[col + 1] = __PACK_CVT__(v1);
+          if (col < DV) y[col] = ${pack_cvt}(v0);
+          if (col + 1 < DV) y[col + 1] = ${pack_cvt}(v1);
         }
       }
     }
@@ -621,21 +632,22 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
 
 # SIMT: lane = key of the tile for the scores, lane = output columns lane, lane + 32, ...
 # for P V. Q is stored pre-scaled.
-_SIMT_BODY = r"""
-extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__) {
+_SIMT_SOURCE = _HEADER + r"""constexpr int QS = ${qs}, KS = ${ks}, DVL = ${dvl}, VS = ${vs};
+""" + _COMMON + r"""
+extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   __shared__ __align__(16) float qs[BQ * QS];
   __shared__ float ks[BKV * KS];
   __shared__ float vs[BKV * VS];
   __shared__ __align__(16) float ps[WARPS][ROWS][BKV];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int q0 = rtx_first_query(), h = blockIdx.y, b = blockIdx.z;
-  const __IN_T__* __restrict__ q = Q + b * QB + h * QH + q0 * QR;
-  const __IN_T__* __restrict__ k = K + b * KB + (h / GROUP) * KH;
-  const __IN_T__* __restrict__ v = V + b * VB + (h / GROUP) * VH;
-  __MASK_OFFSET__
+  const ${in_t}* __restrict__ q = Q + b * QB + h * QH + q0 * QR;
+  const ${in_t}* __restrict__ k = K + b * KB + (h / GROUP) * KH;
+  const ${in_t}* __restrict__ v = V + b * VB + (h / GROUP) * VH;
+  ${mask_offset}
   for (int e = tid; e < BQ * QS; e += THREADS) {
     const int r = e / QS, c = e % QS;
-    qs[e] = (q0 + r < SQ && c < D) ? __LOAD_Q__ * SCALE : 0.0f;
+    qs[e] = (q0 + r < SQ && c < D) ? ${load_q} * SCALE : 0.0f;
   }
   const int tiles = rtx_key_tiles(q0);
   float o[ROWS][DVL], m[ROWS], l[ROWS];  // l: this lane's part of the row sum
@@ -654,11 +666,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
     __syncthreads();  // the previous tile is read (and the Q tile written)
     for (int e = tid; e < BKV * D; e += THREADS) {
       const int r = e / D, c = e % D;
-      ks[r * KS + c] = k0 + r < SKV ? __LOAD_K__ : 0.0f;
+      ks[r * KS + c] = k0 + r < SKV ? ${load_k} : 0.0f;
     }
     for (int e = tid; e < BKV * VS; e += THREADS) {
       const int r = e / VS, c = e % VS;
-      vs[e] = (k0 + r < SKV && c < DV) ? __LOAD_V__ : 0.0f;
+      vs[e] = (k0 + r < SKV && c < DV) ? ${load_v} : 0.0f;
     }
     __syncthreads();
 
@@ -687,7 +699,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
     for (int r = 0; r < ROWS; ++r) {
       const int row = row0 + r;
       float x = s[r];
-      __BIAS__
+      ${bias}
       float mx = x;
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, off));
@@ -732,7 +744,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
 #pragma unroll
       for (int i = 0; i < DVL; ++i) {
         const int c = lane + 32 * i;
-        if (c < DV) Y[row * YR + c] = __STORE__;
+        if (c < DV) Y[row * YR + c] = ${store};
       }
     }
   }

@@ -1,6 +1,7 @@
 """What a lowering sees of one node, and the helpers every lowering shares."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,11 @@ def launch_of(kernel: KernelSource, args: tuple[Ref, ...]) -> Launch:
     return Launch(kernel.name, (kernel.launch.grid(), 1, 1), (kernel.launch.block, 1, 1), args)
 
 
-def kernel_args(kernel: KernelSource) -> tuple[Ref, ...]:
-    """Refs for a generated kernel whose arguments are the node's own inputs and outputs."""
-    return tuple(Ref("in" if a.role == "input" else "out", a.index) for a in kernel.args)
+def kernel_args(kernel: KernelSource, bound: Mapping[Ref, Ref] | None = None) -> tuple[Ref, ...]:
+    """Refs for a generated kernel's arguments: the node's own inputs and outputs, except
+    where ``bound`` points one elsewhere (an input the program packed as a constant, say)."""
+    bound = bound or {}
+    return tuple(bound.get(a.ref, a.ref) for a in kernel.args)
 
 
 def single_kernel(kernel: KernelSource, outputs: list[TensorForm | None], label: str = "") -> NodeProgram:

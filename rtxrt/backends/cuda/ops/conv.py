@@ -9,8 +9,9 @@ from .conv_source import ConvPlan, conv_gemm_tactics, conv_plan
 from ..codegen.epilogue import epilogue_kernel
 from ..plan.forms import NHWC, TensorForm, numpy_dtype
 from ..plan.program import Gemm, Launch, NodeProgram, Ref
-from .context import LowerContext, Unsupported, launch_of
+from .context import LowerContext, Unsupported, kernel_args, launch_of
 from .matmul import cublas_compute
+from .lowering import LOWERINGS
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -42,8 +43,8 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
     return programs
 
 
-_REFS = {"X": Ref("in", 0), "W": Ref("const", "W"), "bias": Ref("const", "bias"), "Z": Ref("in", 3),
-         "Y": Ref("out", 0), "workspace": Ref("scratch", "workspace")}
+_REFS = {"X": Ref.input(0), "W": Ref.const("W"), "bias": Ref.const("bias"), "Z": Ref.input(3),
+         "Y": Ref.output(0), "workspace": Ref.scratch("workspace")}
 
 
 def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
@@ -57,14 +58,13 @@ def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> Node
     """im2col (when the plan has it), cuBLAS ``Y = patches @ Wᵀ``, then the epilogue."""
     p = plan.gemm
     steps = [Launch(s.kernel.name, s.grid, s.block, tuple(_REFS[b] for b in s.buffers)) for s in plan.steps[:-1]]
-    a = Ref("scratch", "workspace") if "workspace" in plan.buffers else Ref("in", 0)
-    steps.append(Gemm(a, Ref("const", "W"), Ref("out", 0), p.m, p.n, p.k, p.dtype, p.out_dtype,
+    a = Ref.scratch("workspace") if "workspace" in plan.buffers else Ref.input(0)
+    steps.append(Gemm(a, Ref.const("W"), Ref.output(0), p.m, p.n, p.k, p.dtype, p.out_dtype,
                       cublas_compute(node, p.dtype), trans_b=True, alpha=p.alpha))
     kernels = {s.kernel.name: s.kernel.source for s in plan.steps[:-1]}
     if p.bias or p.activation != "none" or p.residual != "none":
         kernel = epilogue_kernel(p)
-        refs = {"input2": Ref("const", "bias"), "input3": Ref("in", 3), "output0": Ref("out", 0)}
-        steps.append(launch_of(kernel, tuple(refs[f"{a.role}{a.index}"] for a in kernel.args)))
+        steps.append(launch_of(kernel, kernel_args(kernel, {Ref.input(2): Ref.const("bias")})))  # bias is packed
         kernels[kernel.name] = kernel.source
     return NodeProgram([s for s in steps if not isinstance(s, Launch) or all(s.grid)], [out], kernels,
                        _scratch(plan), dict(consts), label=f"{plan.tactic} cublas")
@@ -79,5 +79,5 @@ def _tactic_label(plan: ConvPlan) -> str:
     tactic = getattr(kernel, "tactic", None)
     return getattr(tactic, "label", "") if tactic is not None else "direct"
 
-
-LOWERINGS = {"rtxrt::FusedConv": lower_conv, "Conv": lower_conv}
+LOWERINGS.add("FusedConv", lower_conv, domain="rtxrt")
+LOWERINGS.add("Conv", lower_conv)

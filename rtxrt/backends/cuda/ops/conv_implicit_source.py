@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
+from ..codegen.kernel_source import KernelArg
+from ..codegen.template import render
 from .gemm_source import (
     MMA_DTYPES,
     GemmKernel,
@@ -36,7 +38,7 @@ from .gemm_source import (
     gemm_source,
     mma_instruction,
 )
-from ..codegen.kernel_source import KERNEL_NAME, KernelArg, kernel_name
+from ..plan.program import BufferRole
 
 UINT32_MAX = 2**32 - 1
 
@@ -70,16 +72,23 @@ class ConvGeometry:
         return (self.n, self.oh, self.ow, self.oc)
 
     def constants(self) -> str:
-        return (f"constexpr int NB = {self.n}, C = {self.c}, H = {self.h}, W = {self.w}, OC = {self.oc};\n"
-                f"constexpr int KH = {self.kh}, KW = {self.kw}, OH = {self.oh}, OW = {self.ow};\n"
-                f"constexpr int SH = {self.strides[0]}, SW = {self.strides[1]}, PH = {self.pads[0]}, "
-                f"PW = {self.pads[1]}, DH = {self.dilations[0]}, DW = {self.dilations[1]};\n")
+        """The shapes as the C++ constants every conv kernel reads."""
+        (sh, sw), (ph, pw), (dh, dw) = self.strides, self.pads[:2], self.dilations
+        return render(_GEOMETRY, n=self.n, c=self.c, h=self.h, w=self.w, oc=self.oc, kh=self.kh, kw=self.kw,
+                      oh=self.oh, ow=self.ow, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw)
 
     def x_index(self) -> str:
         """The offset of X[n, c, ih, iw] in its stored layout (64-bit)."""
         if self.layout == "NHWC":
             return "(((long long)n * H + ih) * W + iw) * C + c"
         return "(((long long)n * C + c) * H + ih) * W + iw"
+
+
+# The shapes every conv kernel (im2col, depthwise, implicit GEMM) bakes in.
+_GEOMETRY = r"""constexpr int NB = ${n}, C = ${c}, H = ${h}, W = ${w}, OC = ${oc};
+constexpr int KH = ${kh}, KW = ${kw}, OH = ${oh}, OW = ${ow};
+constexpr int SH = ${sh}, SW = ${sw}, PH = ${ph}, PW = ${pw}, DH = ${dh}, DW = ${dw};
+"""
 
 
 @dataclass(frozen=True)
@@ -154,16 +163,15 @@ def implicit_conv_kernel(g: ConvGeometry, problem: GemmProblem, tactic: Implicit
     index = "unsigned" if g.n * g.h * g.w * g.c <= UINT32_MAX else "long long"
     constants = f"{g.constants()}typedef {index} XI;\n"
     source = gemm_source(problem, tactic.tiles, load_a=_GATHER_A, constants=constants)
-    name = kernel_name("rtx_iconv_", source)
     dtype = problem.dtype
-    args = [KernelArg("A", "input", 0, dtype, g.x_shape), KernelArg("B", "input", 1, dtype, (g.oc, k))]
+    args = [KernelArg("A", BufferRole.IN, 0, dtype, g.x_shape), KernelArg("B", BufferRole.IN, 1, dtype, (g.oc, k))]
     if problem.bias:
-        args.append(KernelArg("bias", "input", 2, dtype, (g.oc,)))
+        args.append(KernelArg("bias", BufferRole.IN, 2, dtype, (g.oc,)))
     if problem.has_z:
-        args.append(KernelArg("Z", "input", 3, dtype, g.out_shape))
-    args.append(KernelArg("D", "output", 0, dtype, g.out_shape))
-    return ImplicitConvKernel(name, source.replace(KERNEL_NAME, name), gemm_launch(problem, tactic.tiles),
-                              tuple(args), problem, tactic.tiles, g)
+        args.append(KernelArg("Z", BufferRole.IN, 3, dtype, g.out_shape))
+    args.append(KernelArg("D", BufferRole.OUT, 0, dtype, g.out_shape))
+    return ImplicitConvKernel.named("rtx_iconv_", source, gemm_launch(problem, tactic.tiles), args,
+                                    problem=problem, tactic=tactic.tiles, geometry=g)
 
 
 # gemm.LOAD_A's replacement: the same rtx_load_tiles signature (A is X), the A tile gathered.

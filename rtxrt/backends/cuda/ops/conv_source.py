@@ -44,6 +44,9 @@ from ....ir.graph import TensorType
 from ....ir.ops.conv import sliding_window
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.epilogue import activation_functions, epilogue_statements
+from ..codegen.kernel_source import KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy
+from ..codegen.template import render
 from .conv_implicit_source import (
     ConvGeometry,
     ImplicitConvKernel,
@@ -52,16 +55,14 @@ from .conv_implicit_source import (
     implicit_tactics,
     why_not_implicit,
 )
-from .elementwise_source import KernelArg, KernelSource, LaunchPolicy
-from ..codegen.epilogue import activation_functions, epilogue_statements
-from .gemm_source import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
 from .gemm_simt_source import (
     SimtGemmKernel,
     SimtTactic,
     simt_candidate_tactics,
     simt_gemm_kernel,
 )
-from ..codegen.kernel_source import KERNEL_NAME, kernel_name
+from .gemm_source import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
+from ..plan.program import BufferRole
 
 ConvTactic = GemmTactic | SimtTactic | ImplicitGemmTactic
 LAYOUTS = ("NHWC", "NCHW")
@@ -258,11 +259,6 @@ def _step(kernel: KernelSource) -> ConvStep:
                     (kernel.launch.block, 1, 1))
 
 
-def _named(prefix: str, source: str) -> tuple[str, str]:
-    name = kernel_name(prefix, source)
-    return name, source.replace(KERNEL_NAME, name)
-
-
 def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
     """Copies X into the patch matrix [N*OH*OW, k]: row (n, oh, ow), column (kh, kw, c);
     zeros for padding and for columns past KH*KW*C. Values are copied, never computed on:
@@ -280,47 +276,60 @@ def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
     per_row = k // vector if vectorized else g.kh * g.kw + (k > k_real)
     threads = m * per_row
     index = "int" if threads < 2**30 else "long long"  # i + grid stride stays below 2**31
-    position = """      const int tap = col / C, c = col % C;
+    if vectorized:
+        body = render(_IM2COL_VECTOR, position=render(_IM2COL_POSITION, tap="const int tap = col / C, c = col % C;"),
+                      x_index=g.x_index())
+    else:
+        body = render(_IM2COL_TAP, position=render(_IM2COL_POSITION, tap="const int tap = slot;"), t=t,
+                      x_index=g.x_index())
+    source = render(_IM2COL, constants=g.constants(), k_real=k_real, k=k, vector=vector, per_row=per_row,
+                    index=index, m=m, kernel=KERNEL_NAME, t=t, body=body)
+    args = (KernelArg("X", BufferRole.IN, 0, dtype, g.x_shape), KernelArg("workspace", BufferRole.OUT, 0, dtype, (m, k)))
+    return KernelSource.named("rtx_im2col_", source, LaunchPolicy(threads), args)
+
+
+_IM2COL = r"""${constants}constexpr int KC = ${k_real}, KP = ${k}, VEC = ${vector}, PER_ROW = ${per_row};
+typedef ${index} I;
+constexpr I THREADS = (${index})${m} * PER_ROW;
+
+extern "C" __global__ void __launch_bounds__(256) ${kernel}(const ${t}* __restrict__ X, ${t}* __restrict__ workspace) {
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < THREADS; i += (I)gridDim.x * blockDim.x) {
+${body}
+  }
+}
+"""
+
+# Where column ``col`` of patch-matrix row ``row`` reads X: its tap (``${tap}`` finds it,
+# and c for a single channel), the input pixel, and whether that pixel is inside X.
+_IM2COL_POSITION = r"""      ${tap}
       const int kw = tap % KW, kh = tap / KW;
       const int ow = (int)(row % OW);
       const I rest = row / OW;
       const int oh = (int)(rest % OH), n = (int)(rest / OH);
       const int ih = oh * SH - PH + kh * DH, iw = ow * SW - PW + kw * DW;
       const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;"""
-    if vectorized:
-        body = f"""    const I row = i / PER_ROW;
+
+# One 16-byte vector (VEC channels of one tap) a thread.
+_IM2COL_VECTOR = r"""    const I row = i / PER_ROW;
     const int col = (int)(i - row * PER_ROW) * VEC;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (KC == KP || col < KC) {{
-{position}
-      if (inside) v = *reinterpret_cast<const uint4*>(X + {g.x_index()});
-    }}
+    if (KC == KP || col < KC) {
+${position}
+      if (inside) v = *reinterpret_cast<const uint4*>(X + ${x_index});
+    }
     reinterpret_cast<uint4*>(workspace)[i] = v;"""
-    else:
-        body = f"""    const I row = i / PER_ROW;
+
+# One tap (its C channels) a thread; the row's last slot writes the zero padding columns.
+_IM2COL_TAP = r"""    const I row = i / PER_ROW;
     const int slot = (int)(i - row * PER_ROW);
-    {t}* out = workspace + (long long)row * KP + slot * C;
-    if (slot == KH * KW) {{  // the padding columns past KH*KW*C
+    ${t}* out = workspace + (long long)row * KP + slot * C;
+    if (slot == KH * KW) {  // the padding columns past KH*KW*C
       for (int j = 0; j < KP - KC; ++j) out[j] = 0;
       continue;
-    }}
+    }
     const int col = slot * C;
-{position}
-    for (int c = 0; c < C; ++c) out[c] = inside ? X[{g.x_index()}] : ({t})0;"""
-        body = body.replace("      const int tap = col / C, c = col % C;", "      const int tap = slot;")
-    source = f"""{g.constants()}constexpr int KC = {k_real}, KP = {k}, VEC = {vector}, PER_ROW = {per_row};
-typedef {index} I;
-constexpr I THREADS = ({index}){m} * PER_ROW;
-
-extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}(const {t}* __restrict__ X, {t}* __restrict__ workspace) {{
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < THREADS; i += (I)gridDim.x * blockDim.x) {{
-{body}
-  }}
-}}
-"""
-    name, source = _named("rtx_im2col_", source)
-    args = (KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("workspace", "output", 0, dtype, (m, k)))
-    return KernelSource(name, source, LaunchPolicy(threads), args)
+${position}
+    for (int c = 0; c < C; ++c) out[c] = inside ? X[${x_index}] : (${t})0;"""
 
 
 def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
@@ -338,14 +347,31 @@ def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
         names.append("Z")
     params.append(f"{t}* Y")
     names.append("Y")
-    epilogue = epilogue_statements(p, "Z[i]", bias="bias[c]")
     total = g.n * g.oh * g.ow * g.c
-    source = f"""{C.PRELUDE}{g.constants()}constexpr long long TOTAL = {total}LL;
+    source = render(_DEPTHWISE, prelude=C.PRELUDE, constants=g.constants(), total=total,
+                    activations=activation_functions(p.activation, p.params, one_output_per_thread=True),
+                    kernel=KERNEL_NAME, params=", ".join(params),
+                    load_x=C.load(f"X[{g.x_index()}]", dtype),
+                    load_w=C.load("Wt[c * (KH * KW) + kh * KW + kw]", dtype),
+                    epilogue=" ".join(epilogue_statements(p, "Z[i]", bias="bias[c]")),
+                    store=C.store("x", dtype))
+    out = (g.n, g.oh, g.ow, g.c)
+    args = [KernelArg("X", BufferRole.IN, 0, dtype, g.x_shape), KernelArg("W", BufferRole.IN, 1, dtype, (g.c, g.kh * g.kw))]
+    if p.bias:
+        args.append(KernelArg("bias", BufferRole.IN, 2, dtype, (g.c,)))
+    if p.has_z:
+        args.append(KernelArg("Z", BufferRole.IN, 3, dtype, out))
+    args.append(KernelArg("Y", BufferRole.OUT, 0, dtype, out))
+    assert [a.name for a in args] == names
+    return KernelSource.named("rtx_dwconv_", source, LaunchPolicy(total), args)
 
-{activation_functions(p.activation, p.params, one_output_per_thread=True)}
-extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(params)}) {{
+
+_DEPTHWISE = r"""${prelude}${constants}constexpr long long TOTAL = ${total}LL;
+
+${activations}
+extern "C" __global__ void __launch_bounds__(256) ${kernel}(${params}) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
-       i += (long long)gridDim.x * blockDim.x) {{
+       i += (long long)gridDim.x * blockDim.x) {
     const int c = (int)(i % C);
     const long long p = i / C;
     const int ow = (int)(p % OW);
@@ -353,32 +379,22 @@ extern "C" __global__ void __launch_bounds__(256) {KERNEL_NAME}({", ".join(param
     const int oh = (int)(rest % OH), n = (int)(rest / OH);
     float acc = 0.0f;
 #pragma unroll
-    for (int kh = 0; kh < KH; ++kh) {{
+    for (int kh = 0; kh < KH; ++kh) {
       const int ih = oh * SH - PH + kh * DH;
       if (ih < 0 || ih >= H) continue;
 #pragma unroll
-      for (int kw = 0; kw < KW; ++kw) {{
+      for (int kw = 0; kw < KW; ++kw) {
         const int iw = ow * SW - PW + kw * DW;
         if (iw < 0 || iw >= W) continue;
-        acc += {C.load(f"X[{g.x_index()}]", dtype)} * {C.load("Wt[c * (KH * KW) + kh * KW + kw]", dtype)};
-      }}
-    }}
+        acc += ${load_x} * ${load_w};
+      }
+    }
     float x = acc;
-    {" ".join(epilogue)}
-    Y[i] = {C.store("x", dtype)};
-  }}
-}}
+    ${epilogue}
+    Y[i] = ${store};
+  }
+}
 """
-    name, source = _named("rtx_dwconv_", source)
-    out = (g.n, g.oh, g.ow, g.c)
-    args = [KernelArg("X", "input", 0, dtype, g.x_shape), KernelArg("W", "input", 1, dtype, (g.c, g.kh * g.kw))]
-    if p.bias:
-        args.append(KernelArg("bias", "input", 2, dtype, (g.c,)))
-    if p.has_z:
-        args.append(KernelArg("Z", "input", 3, dtype, out))
-    args.append(KernelArg("Y", "output", 0, dtype, out))
-    assert [a.name for a in args] == names
-    return KernelSource(name, source, LaunchPolicy(total), tuple(args))
 
 
 __all__ = ["ConvPlan", "ConvStep", "ConvTactic", "GemmKernel", "ImplicitConvKernel", "ImplicitGemmTactic",

@@ -28,15 +28,14 @@ from ....ir.ops.conv import Window, transposed_window
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
     index_type,
-    kernel_name,
     loop_kernel,
 )
+from ..plan.program import BufferRole
 
 CONV_TRANSPOSE_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
 LAYOUTS = ("NCHW", "NHWC")
@@ -87,15 +86,14 @@ def conv_transpose_kernel(node: Node, inputs: Sequence[TensorType | None], dtype
     out = _output_shape(node, x_shape, w_shape, window)
     if has_bias and tuple(int(d) for d in inputs[2].shape) != (out[1],):
         raise CodegenError(f"{node.label}: B must have shape [{out[1]}], got {inputs[2]}")
-    source = _source(x_shape, w_shape, out, window, group, has_bias, dtype, layout, weight_layout)
-    name = kernel_name("rtx_convt_", source)
     stored_w = w_shape if weight_layout == "NCHW" else (w_shape[0], *w_shape[2:], w_shape[1])
-    args = [KernelArg("in0", "input", 0, dtype, _physical(x_shape, layout)),
-            KernelArg("weight", "input", 1, dtype, stored_w)]
+    args = [KernelArg("in0", BufferRole.IN, 0, dtype, _physical(x_shape, layout)),
+            KernelArg("weight", BufferRole.IN, 1, dtype, stored_w)]
     if has_bias:
-        args.append(KernelArg("bias", "input", 2, dtype, (out[1],)))
-    args.append(KernelArg("out0", "output", 0, dtype, _physical(out, layout)))
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(math.prod(out)), tuple(args))
+        args.append(KernelArg("bias", BufferRole.IN, 2, dtype, (out[1],)))
+    args.append(KernelArg("out0", BufferRole.OUT, 0, dtype, _physical(out, layout)))
+    source = _source(x_shape, w_shape, out, window, group, has_bias, dtype, layout, weight_layout)
+    return KernelSource.named("rtx_convt_", source, LaunchPolicy(math.prod(out)), args)
 
 
 def _window(node: Node, x_shape: Sequence[int], w_shape: Sequence[int]) -> Window:

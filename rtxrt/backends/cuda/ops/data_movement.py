@@ -15,8 +15,9 @@ from .data_movement_source import (
 )
 from ..codegen.kernel_source import KernelSource
 from ..plan.forms import NHWC, TO_NHWC, TensorForm
-from ..plan.program import Copy, NodeProgram, Ref
+from ..plan.program import BufferRole, Copy, NodeProgram, Ref
 from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
+from .lowering import LOWERINGS
 
 VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
@@ -28,7 +29,7 @@ def lower_view(ctx: LowerContext) -> list[NodeProgram]:
     out = TensorForm(x.dtype, ctx.outputs[0].shape)
     if out.nbytes != x.nbytes:
         raise Unsupported(f"{ctx.node.label}: {x.describe()} and {out.describe()} differ in size")
-    steps = [Copy(Ref("in", 0), Ref("out", 0), x.nbytes)] if x.nbytes else []
+    steps = [Copy(Ref.input(0), Ref.output(0), x.nbytes)] if x.nbytes else []
     return [NodeProgram(steps, [out], label="view")]
 
 
@@ -126,7 +127,7 @@ def _retarget(kernel: KernelSource, output: int) -> KernelSource:
     """A single-output kernel writing output ``output`` of the node."""
     from dataclasses import replace
 
-    args = tuple(replace(a, index=output) if a.role == "output" else a for a in kernel.args)
+    args = tuple(replace(a, index=output) if a.role is BufferRole.OUT else a for a in kernel.args)
     return replace(kernel, args=args)
 
 
@@ -140,9 +141,8 @@ def _add(program: NodeProgram, kernel: KernelSource) -> None:
 def _ints(value) -> list[int]:
     return [int(v) for v in value.reshape(-1)]
 
-
-LOWERINGS = {
-    **{op: lower_view for op in VIEW_OPS},
-    "Transpose": lower_transpose, "Slice": lower_slice, "Split": lower_split, "Concat": lower_concat,
-    "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
-}
+for _op in VIEW_OPS:
+    LOWERINGS.add(_op, lower_view)
+for _op, _lowering in {"Transpose": lower_transpose, "Slice": lower_slice, "Split": lower_split, "Concat": lower_concat,
+                       "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile}.items():
+    LOWERINGS.add(_op, _lowering)

@@ -24,15 +24,14 @@ from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
     index_type,
-    kernel_name,
     loop_kernel,
 )
+from ..plan.program import BufferRole
 
 MAX_CONCAT_INPUTS = 8
 CAST_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
@@ -167,8 +166,8 @@ def concat_kernel(shapes: Sequence[Sequence[int]], axis: int, dtype: DType) -> K
         offset += n
     params = [f"const {elem}* __restrict__ in{k}" for k in range(len(shapes))] + [f"{elem}* __restrict__ out0"]
     source = _kernel_source(f"Concat along axis {axis} of {[list(s) for s in shapes]}", params, total, body + branches)
-    args = [KernelArg(f"in{k}", "input", k, dtype, s) for k, s in enumerate(shapes)]
-    args.append(KernelArg("out0", "output", 0, dtype, out))
+    args = [KernelArg(f"in{k}", BufferRole.IN, k, dtype, s) for k, s in enumerate(shapes)]
+    args.append(KernelArg("out0", BufferRole.OUT, 0, dtype, out))
     return _finish("rtx_concat_", source, total, args)
 
 
@@ -205,8 +204,8 @@ def gather_kernel(shape: Sequence[int], indices_shape: Sequence[int], axis: int,
         raise CodegenError(f"Gather: cannot take indices from an empty axis of {list(shape)}")
     source = _kernel_source(f"Gather axis {axis} of {list(shape)} by {list(indices_shape)}", params, total, body,
                             index=(index, suffix))
-    args = (KernelArg("in0", "input", 0, dtype, shape), KernelArg("idx", "input", 1, index_dtype, indices_shape),
-            KernelArg("out0", "output", 0, dtype, out))
+    args = (KernelArg("in0", BufferRole.IN, 0, dtype, shape), KernelArg("idx", BufferRole.IN, 1, index_dtype, indices_shape),
+            KernelArg("out0", BufferRole.OUT, 0, dtype, out))
     return _finish("rtx_gather_", source, total, list(args))
 
 
@@ -251,7 +250,7 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
     params = [f"const {in_type}* __restrict__ in0", f"{out_type}* __restrict__ out0"]
     source = _kernel_source(f"{op} {what}: {list(in_shape)} -> {list(out)}", params, total, body,
                             prelude=src != dst, index=(index, suffix))
-    args = [KernelArg("in0", "input", 0, src, in_shape), KernelArg("out0", "output", 0, dst, out)]
+    args = [KernelArg("in0", BufferRole.IN, 0, src, in_shape), KernelArg("out0", BufferRole.OUT, 0, dst, out)]
     return _finish(f"rtx_{op.lower()}_", source, total, args)
 
 
@@ -293,12 +292,11 @@ def _kernel_source(comment: str, params: list[str], total: int, body: list[str],
 
 
 def _finish(prefix: str, source: str, total: int, args: list[KernelArg]) -> KernelSource:
-    name = kernel_name(prefix, source)
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(total), tuple(args))
+    return KernelSource.named(prefix, source, LaunchPolicy(total), args)
 
 
 def _with_output_shape(kernel: KernelSource, shape: tuple[int, ...]) -> KernelSource:
-    args = tuple(KernelArg(a.name, a.role, a.index, a.dtype, shape) if a.role == "output" else a
+    args = tuple(KernelArg(a.name, a.role, a.index, a.dtype, shape) if a.role is BufferRole.OUT else a
                  for a in kernel.args)
     return KernelSource(kernel.name, kernel.source, kernel.launch, args)
 

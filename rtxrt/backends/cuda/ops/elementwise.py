@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from ....ir.graph import TensorType
-from ....ir.ops.elementwise_chain import ELEMENTWISE_OPS
+from ....ir.ops import elementwise_ops
 from .elementwise_source import elementwise_kernel
 from ..plan.forms import NHWC, TO_NHWC, TensorForm
 from ..plan.program import NodeProgram
 from .context import LowerContext, Unsupported, single_kernel
+from .lowering import LOWERINGS
 
 
 def lower_elementwise(ctx: LowerContext) -> list[NodeProgram]:
@@ -42,5 +43,6 @@ def _channels_last(ctx: LowerContext, form: TensorForm) -> TensorType:
         raise Unsupported(f"{ctx.node.label}: operand {form.describe()} is not channels-last")
     return TensorType(form.dtype, tuple(shape4[i] for i in TO_NHWC))
 
-
-LOWERINGS = {op: lower_elementwise for op in ELEMENTWISE_OPS} | {"rtxrt::Elementwise": lower_elementwise}
+for _op in elementwise_ops():
+    LOWERINGS.add(_op, lower_elementwise)
+LOWERINGS.add("Elementwise", lower_elementwise, domain="rtxrt")

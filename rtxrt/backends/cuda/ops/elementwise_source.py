@@ -8,7 +8,8 @@ merged first, so a same-shape input is read at the loop index itself.
 Semantics are ONNX's as the reference backend computes them (rtxrt/backends/reference/ops):
 each op computes fp16/bf16 in fp32 and rounds its result once to its own type, so a fused
 body gives what the unfused ops give; integers wrap; integer division truncates; float
-constants are written exactly. Ops, attributes or dtypes outside this raise CodegenError,
+constants are written exactly. The ops that are an activation of rtxrt/ir/activations.py
+print its formula (codegen/activation_c.py), as the fused epilogues do. Ops, attributes or dtypes outside this raise CodegenError,
 and the runtime runs that node with the reference backend.
 """
 from __future__ import annotations
@@ -19,30 +20,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ....ir.activations import ACTIVATIONS, ONNX_ACTIVATIONS, onnx_activation
 from ....ir.dtypes import DType
 from ....ir.graph import Graph, Node, TensorType
-from ....ir.ops.elementwise_chain import ELEMENTWISE_OPS
+from ....ir.ops import elementwise_ops
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.activation_c import activation_c
+from ..codegen.device_helpers import NAN_MAX_MIN
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
     index_type,
-    kernel_name,
     loop_kernel,
 )
+from ..plan.program import BufferRole
 
 _ONNX = ("", "ai.onnx")
 
 # Device helpers the op expressions use: NaN-propagating min/max (numpy's maximum/minimum),
 # numpy's logaddexp(0, x), Python's float and integer modulo, and wrapping integer power.
-HELPERS = r"""
-template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) { return (a >= b || a != a) ? a : b; }
-template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) { return (a <= b || a != a) ? a : b; }
-__device__ __forceinline__ float rtx_softplus(float x) {
+HELPERS = NAN_MAX_MIN + r"""__device__ __forceinline__ float rtx_softplus(float x) {
   return x == 0.0f ? 0.693147180559945309417f : x < 0.0f ? log1pf(expf(x)) : x > 0.0f ? x + log1pf(expf(-x)) : x;
 }
 __device__ __forceinline__ double rtx_softplus(double x) {
@@ -81,7 +81,7 @@ template <typename U> __device__ __forceinline__ U rtx_ipow(U base, unsigned lon
 
 def elementwise_kernel(node: Node, inputs: Sequence[TensorType | None],
                        output_dtypes: Sequence[DType] | None = None) -> KernelSource:
-    """The kernel computing ``node`` (a default-domain op of ELEMENTWISE_OPS, or
+    """The kernel computing ``node`` (a default-domain elementwise op, or
     rtxrt::Elementwise) on inputs of these static types (None for omitted optional inputs).
 
     ``inputs`` give the storage types; ``output_dtypes`` the outputs' storage types (default:
@@ -91,7 +91,7 @@ def elementwise_kernel(node: Node, inputs: Sequence[TensorType | None],
         body = node.attr("body")
         if not isinstance(body, Graph):
             raise CodegenError(f"{node.label} has no body graph")
-    elif node.domain in _ONNX and node.op_type in ELEMENTWISE_OPS:
+    elif node.domain in _ONNX and node.op_type in elementwise_ops():
         body = _one_node_body(node)
     else:
         raise CodegenError(f"{node.label} is not an elementwise op")
@@ -151,17 +151,15 @@ class _Generator:
         storage = list(self.output_dtypes) if self.output_dtypes is not None else [v.dtype for v in outputs]
         if len(storage) != len(outputs):
             raise CodegenError(f"{self.node.label}: {len(outputs)} outputs but {len(storage)} output dtypes")
-        args = [KernelArg(f"in{k}", "input", p, t.dtype, tuple(t.shape))
+        args = [KernelArg(f"in{k}", BufferRole.IN, p, t.dtype, tuple(t.shape))
                 for k, (p, t) in enumerate(zip(self.positions, self.inputs))]
-        args += [KernelArg(f"out{j}", "output", j, C.check(d), shape) for j, d in enumerate(storage)]
-        source = self._source(shape, args, outputs)
-        name = kernel_name("rtx_ew_", source)
-        return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(math.prod(shape)), tuple(args))
+        args += [KernelArg(f"out{j}", BufferRole.OUT, j, C.check(d), shape) for j, d in enumerate(storage)]
+        return KernelSource.named("rtx_ew_", self._source(shape, args, outputs), LaunchPolicy(math.prod(shape)), args)
 
     # ---------------------------------------------------------------- ops
 
     def _emit(self, node: Node) -> None:
-        if node.domain not in _ONNX or node.op_type not in ELEMENTWISE_OPS:
+        if node.domain not in _ONNX or node.op_type not in elementwise_ops():
             raise CodegenError(f"{self.node.label}: body holds {node.label}, which is not an elementwise op")
         if len(node.outputs) != 1:
             raise CodegenError(f"{self.node.label}: body {node.label} has {len(node.outputs)} outputs")
@@ -186,7 +184,7 @@ class _Generator:
     def _source(self, shape: tuple[int, ...], args: list[KernelArg], outputs: list[_Value]) -> str:
         total = math.prod(shape)
         index, suffix = index_type(total)
-        dims, strides = _collapse(shape, [self._strides(a.shape, shape) for a in args if a.role == "input"])
+        dims, strides = _collapse(shape, [self._strides(a.shape, shape) for a in args if a.role is BufferRole.IN])
         coords = [f"c{d}" for d in range(len(dims))]
         read = {n for node in self.body.nodes for n in node.inputs} | set(self.body.outputs)
         loads = []
@@ -197,8 +195,8 @@ class _Generator:
             value = C.convert(C.load(f"{arg.name}[{_offset(strides[k], dims, coords)}]", arg.dtype), arg.dtype, logical)
             loads.append(f"const {C.register_type(logical)} {self.values[name].var} = {value};")
         stores = [f"out{j}[i] = {C.store(_stored(v, a.dtype), a.dtype)};"
-                  for j, (v, a) in enumerate(zip(outputs, [a for a in args if a.role == "output"]))]
-        params = [f"const {C.storage_type(a.dtype)}* __restrict__ {a.name}" if a.role == "input"
+                  for j, (v, a) in enumerate(zip(outputs, [a for a in args if a.role is BufferRole.OUT]))]
+        params = [f"const {C.storage_type(a.dtype)}* __restrict__ {a.name}" if a.role is BufferRole.IN
                   else f"{C.storage_type(a.dtype)}* __restrict__ {a.name}" for a in args]
         ops = sorted({n.op_type for n in self.body.nodes})
         # A result only stored to storage of its own fp16/bf16 type is rounded by the store.
@@ -368,7 +366,7 @@ _MATH = {  # float-only ops that are one libm call
     "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Floor": "floor", "Ceil": "ceil", "Round": "rint",
     "Erf": "erf", "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin", "Acos": "acos",
     "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh",
-    "Atanh": "atanh", "Tanh": "tanh",
+    "Atanh": "atanh",
 }
 
 
@@ -426,17 +424,19 @@ def _reciprocal(op: _Op) -> str:
     return f"({op.lit(1.0)} / {op.x})"
 
 
-@_register("Relu")
-def _relu(op: _Op) -> str:
-    if op.dtype == DType.BOOL:
+@_register(*ONNX_ACTIVATIONS, "Gelu")
+def _activation(op: _Op) -> str:
+    """An op that is a formula of rtxrt.ir.activations, computed in the op's type (Relu on
+    integers too)."""
+    if op.node.op_type != "Relu":
+        op.float_only()
+    elif op.dtype == DType.BOOL:
         raise op.fail("on bool tensors")
-    return f"rtx_max({op.x}, {op.zero()})"
-
-
-@_register("LeakyRelu")
-def _leaky_relu(op: _Op) -> str:
-    op.float_only()
-    return f"({op.x} < 0 ? {op.x} * {op.lit(op.attr('alpha', 0.01))} : {op.x})"
+    try:
+        activation, params = onnx_activation(op.node.op_type, op.node.attrs)
+    except ValueError:  # Gelu's approximate
+        raise op.fail(f"with approximate={op.attr('approximate')!r}") from None
+    return activation_c(activation, op.x, op.dtype, params)
 
 
 @_register("PRelu")
@@ -446,33 +446,6 @@ def _prelu(op: _Op) -> str:
         raise op.fail("on bool tensors")
     product = f"{x} * {slope}" if op.dtype.is_float else op.wrap(x, "*", slope)
     return f"({x} < 0 ? {product} : {x})"
-
-
-def _sigmoid(op: _Op, z: str) -> str:
-    one = op.lit(1.0)
-    return f"({one} / ({one} + {op.fn('exp')}(-({z}))))"
-
-
-@_register("Sigmoid")
-def _sigmoid_op(op: _Op) -> str:
-    op.float_only()
-    return _sigmoid(op, op.x)
-
-
-def _hard_sigmoid(op: _Op, alpha: float, beta: float) -> str:
-    return f"rtx_min(rtx_max({op.lit(alpha)} * {op.x} + {op.lit(beta)}, {op.lit(0.0)}), {op.lit(1.0)})"
-
-
-@_register("HardSigmoid")
-def _hard_sigmoid_op(op: _Op) -> str:
-    op.float_only()
-    return _hard_sigmoid(op, op.attr("alpha", 0.2), op.attr("beta", 0.5))
-
-
-@_register("HardSwish")
-def _hard_swish(op: _Op) -> str:
-    op.float_only()
-    return f"({op.x} * {_hard_sigmoid(op, 1 / 6, 0.5)})"
 
 
 @_register("Softplus")
@@ -533,50 +506,24 @@ def _mish(op: _Op) -> str:
     return f"({op.x} * {op.fn('tanh')}(rtx_softplus({op.x})))"
 
 
-@_register("Swish")
-def _swish(op: _Op) -> str:
-    op.float_only()
-    scaled = f"{op.lit(op.attr('alpha', 1.0))} * {op.x}"
-    return f"({op.x} * {_sigmoid(op, scaled)})"
-
-
-@_register("Gelu")
-def _gelu(op: _Op) -> str:
-    op.float_only()
-    x, half, one = op.x, op.lit(0.5), op.lit(1.0)
-    mode = op.attr("approximate", "none")
-    if mode == "tanh":
-        inner = f"{op.lit(math.sqrt(2 / math.pi))} * ({x} + {op.lit(0.044715)} * ({x} * {x} * {x}))"
-        return f"({half} * {x} * ({one} + {op.fn('tanh')}({inner})))"
-    if mode != "none":
-        raise op.fail(f"with approximate={mode!r}")
-    # 1 + erf(t) as erfc(-t): accurate where erf(t) nears -1 (the reference sums in float64)
-    return f"({half} * {x} * {op.fn('erfc')}(-({x} / {op.lit(math.sqrt(2))})))"
-
-
 @_register("Clip")
 def _clip(op: _Op) -> str:
     if op.dtype == DType.BOOL:
         raise op.fail("on bool tensors")
-    y = op.x
     bounds = [op.operands[i] if i < len(op.operands) else None for i in (1, 2)]
     if any(b is not None and b.dtype != op.dtype for b in bounds):
         raise op.fail("with bounds of another type than the input")
     low, high = (b.var if b is not None else None for b in bounds)
     if len(op.operands) == 1:  # opset < 11: bounds are attributes
         low, high = (None if op.attr(k, None) is None else _attr_bound(op, op.attr(k)) for k in ("min", "max"))
-    if low is not None:
-        y = f"rtx_max({y}, {low})"
-    if high is not None:
-        y = f"rtx_min({y}, {high})"
-    return y
+    return activation_c(ACTIVATIONS["clip"], op.x, op.dtype, {"min": low, "max": high})
 
 
-def _attr_bound(op: _Op, value: float) -> str:
-    """A bound given as an attribute (opset < 11, floats only): a float in the compute type."""
+def _attr_bound(op: _Op, value: float) -> float:
+    """A bound given as an attribute (opset < 11, floats only)."""
     if not op.dtype.is_float:
         raise op.fail(f"on {op.dtype.short} tensors with attribute bounds")
-    return op.lit(value)
+    return float(value)
 
 
 @_register("Not")

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.epilogue import activation_functions, epilogue_statements
+from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelSource
+from ..codegen.template import render
 from .gemm_source import MAX_GRID_X, MAX_GRID_YZ, MAX_STATIC_SMEM, GemmProblem, gemm_args
-from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelSource, kernel_name
 
 PAD = 4  # floats of padding per shared-memory row: keeps rows 16-byte aligned, spreads banks
 MAX_ACCUMULATORS = 64  # per thread; beyond 8 x 8 the registers spill
@@ -126,9 +127,8 @@ def simt_gemm_kernel(problem: GemmProblem, tactic: SimtTactic | None = None) -> 
     candidate for the problem). Compiles for every arch from sm_75, any input type."""
     tactic = tactic or simt_candidate_tactics(problem)[0]
     launch = GridLaunch(tactic.grid(problem), (tactic.threads, 1, 1), tactic.smem_bytes)
-    source = _source(problem, tactic)
-    name = kernel_name("rtx_sgemm_", source)
-    return SimtGemmKernel(name, source.replace(KERNEL_NAME, name), launch, gemm_args(problem), problem, tactic)
+    return SimtGemmKernel.named("rtx_sgemm_", _source(problem, tactic), launch, gemm_args(problem),
+                                problem=problem, tactic=tactic)
 
 
 def _source(p: GemmProblem, t: SimtTactic) -> str:
@@ -139,28 +139,31 @@ def _source(p: GemmProblem, t: SimtTactic) -> str:
     if p.has_z:
         params.append(f"const {out_c}* Z")  # may alias D (an in-place residual)
     params.append(f"{out_c}* D")
-    epilogue = epilogue_statements(p, "Z[(long long)row * LDZ + col]")
-    consts = f"""
-// rtxrt SIMT GEMM {p.describe()}, tactic {t.label}
-#define RTX_TRANS_B {int(p.trans_b)}
-typedef {in_c} rtx_in_t;
-constexpr int M = {p.m}, N = {p.n}, K = {p.k};
-constexpr long long LDA = {p.lda}, LDB = {p.ldb}, LDZ = {p.ldz}, LDD = {p.ldd};
-constexpr long long SA = {p.stride_a}, SB = {p.stride_b}, SZ = {p.stride_z}, SD = {p.stride_d};
-constexpr int BM = {t.bm}, BN = {t.bn}, BK = {t.bk}, TM = {t.tm}, TN = {t.tn}, THREADS = {t.threads}, PAD = {PAD};
-"""
-    return (C.PRELUDE + consts + activation_functions(p.activation, p.params) + _BODY
-            .replace("__LOAD_A__", C.load("A[(long long)gm * LDA + gk]", p.dtype))
-            .replace("__LOAD_B_NK__", C.load("B[(long long)gn * LDB + gk]", p.dtype))
-            .replace("__LOAD_B_KN__", C.load("B[(long long)gk * LDB + gn]", p.dtype))
-            .replace("__EPILOGUE__", " ".join(epilogue))
-            .replace("__STORE__", C.store("x", p.out_dtype))
-            .replace("__PARAMS__", ", ".join(params))
-            .replace("__BATCH_OFFSETS__", ("Z += z * SZ; " if p.has_z else "") + "D += z * SD;"))
+    return render(
+        _SOURCE, prelude=C.PRELUDE, problem=p.describe(), tactic=t.label, trans_b=int(p.trans_b), in_t=in_c,
+        m=p.m, n=p.n, k=p.k, lda=p.lda, ldb=p.ldb, ldz=p.ldz, ldd=p.ldd,
+        sa=p.stride_a, sb=p.stride_b, sz=p.stride_z, sd=p.stride_d,
+        bm=t.bm, bn=t.bn, bk=t.bk, tm=t.tm, tn=t.tn, threads=t.threads, pad=PAD,
+        activations=activation_functions(p.activation, p.params),
+        load_a=C.load("A[(long long)gm * LDA + gk]", p.dtype),
+        load_b_nk=C.load("B[(long long)gn * LDB + gk]", p.dtype),
+        load_b_kn=C.load("B[(long long)gk * LDB + gn]", p.dtype),
+        kernel=KERNEL_NAME, params=", ".join(params),
+        batch_offsets=("Z += z * SZ; " if p.has_z else "") + "D += z * SD;",
+        epilogue=" ".join(epilogue_statements(p, "Z[(long long)row * LDZ + col]")),
+        store=C.store("x", p.out_dtype))
 
 
-# The kernel body; generated constants above it, placeholders __LIKE_THIS__ filled in.
-_BODY = r"""
+# The whole source: the problem's constants, the activations the epilogue calls, the kernel.
+_SOURCE = r"""${prelude}
+// rtxrt SIMT GEMM ${problem}, tactic ${tactic}
+#define RTX_TRANS_B ${trans_b}
+typedef ${in_t} rtx_in_t;
+constexpr int M = ${m}, N = ${n}, K = ${k};
+constexpr long long LDA = ${lda}, LDB = ${ldb}, LDZ = ${ldz}, LDD = ${ldd};
+constexpr long long SA = ${sa}, SB = ${sb}, SZ = ${sz}, SD = ${sd};
+constexpr int BM = ${bm}, BN = ${bn}, BK = ${bk}, TM = ${tm}, TN = ${tn}, THREADS = ${threads}, PAD = ${pad};
+${activations}
 constexpr int TX = BN / TN, TY = BM / TM;  // threads along N and along M
 constexpr int AS = BM + PAD, BS = BN + PAD;  // padded rows of the k-major tiles (floats)
 constexpr int A_ELEMS = BM * BK, B_ELEMS = BN * BK;
@@ -177,17 +180,17 @@ __device__ __forceinline__ void rtx_fetch(float (&ra)[A_LOADS], float (&rb)[B_LO
   for (int i = 0; i < A_LOADS; ++i) {
     const int e = tid + i * THREADS;
     const int gm = m0 + e / BK, gk = k0 + e % BK;
-    ra[i] = ((A_ELEMS % THREADS == 0 || e < A_ELEMS) && gm < M && gk < K) ? __LOAD_A__ : 0.0f;
+    ra[i] = ((A_ELEMS % THREADS == 0 || e < A_ELEMS) && gm < M && gk < K) ? ${load_a} : 0.0f;
   }
 #pragma unroll
   for (int i = 0; i < B_LOADS; ++i) {
     const int e = tid + i * THREADS;
 #if RTX_TRANS_B  // B is [N, K]
     const int gn = n0 + e / BK, gk = k0 + e % BK;
-    rb[i] = ((B_ELEMS % THREADS == 0 || e < B_ELEMS) && gn < N && gk < K) ? __LOAD_B_NK__ : 0.0f;
+    rb[i] = ((B_ELEMS % THREADS == 0 || e < B_ELEMS) && gn < N && gk < K) ? ${load_b_nk} : 0.0f;
 #else  // B is [K, N]
     const int gk = k0 + e / BN, gn = n0 + e % BN;
-    rb[i] = ((B_ELEMS % THREADS == 0 || e < B_ELEMS) && gk < K && gn < N) ? __LOAD_B_KN__ : 0.0f;
+    rb[i] = ((B_ELEMS % THREADS == 0 || e < B_ELEMS) && gk < K && gn < N) ? ${load_b_kn} : 0.0f;
 #endif
   }
 }
@@ -235,13 +238,13 @@ __device__ __forceinline__ void rtx_multiply(float (&acc)[TM][TN], const float (
   }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__) {
+extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   __shared__ __align__(16) float As[2][BK][AS];
   __shared__ __align__(16) float Bs[2][BK][BS];
   const long long z = blockIdx.z;
   A += z * SA;
   B += z * SB;
-  __BATCH_OFFSETS__
+  ${batch_offsets}
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   float acc[TM][TN];
@@ -274,8 +277,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__)
       const int col = n0 + (j / 4) * 4 * TX + 4 * tx + j % 4;
       if (col >= N) continue;
       float x = acc[i][j];
-      __EPILOGUE__
-      D[(long long)row * LDD + col] = __STORE__;
+      ${epilogue}
+      D[(long long)row * LDD + col] = ${store};
     }
   }
 }

@@ -39,9 +39,11 @@ from ....ir.activations import RESIDUALS, activation_params
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
-from ..codegen.epilogue import CALLED_ACTIVATIONS, activation_expr
-from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource, kernel_name
+from ..codegen.epilogue import activation_functions, epilogue_statements
+from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
+from ..codegen.template import render
 from ..codegen.ptx import CP_ASYNC, MMA_SM75, MMA_SM80, SHARED_AND_LDMATRIX
+from ..plan.program import BufferRole
 
 MMA_DTYPES = (DType.FLOAT16, DType.BFLOAT16)  # what the tensor-core kernel multiplies
 INPUT_DTYPES = (*MMA_DTYPES, DType.FLOAT32)  # GemmProblem's A and B (float32: gemm_simt only)
@@ -328,10 +330,8 @@ def gemm_kernel(problem: GemmProblem, tactic: GemmTactic, arch: str | None = Non
     GEMM for sm_75 fails with a clear CodegenError before NVRTC is asked; so does a float32
     problem, whatever the arch (tensor cores take 16-bit inputs here)."""
     mma_instruction(arch or "sm_80", problem.dtype)
-    source = gemm_source(problem, tactic)
-    name = kernel_name("rtx_gemm_", source)
-    return GemmKernel(name, source.replace(KERNEL_NAME, name), gemm_launch(problem, tactic), gemm_args(problem),
-                      problem, tactic)
+    return GemmKernel.named("rtx_gemm_", gemm_source(problem, tactic), gemm_launch(problem, tactic),
+                            gemm_args(problem), problem=problem, tactic=tactic)
 
 
 def gemm_launch(problem: GemmProblem, tactic: GemmTactic) -> GridLaunch:
@@ -346,13 +346,13 @@ def gemm_args(p: GemmProblem) -> tuple[KernelArg, ...]:
         return (p.batch, *dims) if batched and p.batch != 1 else dims
 
     b_dims = (p.n, p.k) if p.trans_b else (p.k, p.n)
-    args = [KernelArg("A", "input", 0, p.dtype, shape(p.stride_a != 0, p.m, p.k)),
-            KernelArg("B", "input", 1, p.dtype, shape(p.stride_b != 0, *b_dims))]
+    args = [KernelArg("A", BufferRole.IN, 0, p.dtype, shape(p.stride_a != 0, p.m, p.k)),
+            KernelArg("B", BufferRole.IN, 1, p.dtype, shape(p.stride_b != 0, *b_dims))]
     if p.bias:
-        args.append(KernelArg("bias", "input", 2, p.out_dtype, (p.n,)))
+        args.append(KernelArg("bias", BufferRole.IN, 2, p.out_dtype, (p.n,)))
     if p.has_z:
-        args.append(KernelArg("Z", "input", 3, p.out_dtype, shape(p.stride_z != 0, p.m, p.n)))
-    args.append(KernelArg("D", "output", 0, p.out_dtype, shape(True, p.m, p.n)))
+        args.append(KernelArg("Z", BufferRole.IN, 3, p.out_dtype, shape(p.stride_z != 0, p.m, p.n)))
+    args.append(KernelArg("D", BufferRole.OUT, 0, p.out_dtype, shape(True, p.m, p.n)))
     return tuple(args)
 
 
@@ -364,11 +364,6 @@ def gemm_source(p: GemmProblem, t: GemmTactic, load_a: str | None = None, consta
     ``constants`` follow the GEMM's (the shapes that operand needs). The defaults give
     gemm_kernel's source."""
     out_c = C.storage_type(p.out_dtype)
-
-    def load_out(element: str) -> str:
-        return C.load(element, p.out_dtype)
-
-    bf16 = p.dtype == DType.BFLOAT16
     params = ["const unsigned short* __restrict__ A", "const unsigned short* __restrict__ B"]
     call = ["A", "B"]
     if p.bias:
@@ -380,55 +375,47 @@ def gemm_source(p: GemmProblem, t: GemmTactic, load_a: str | None = None, consta
     params.append(f"{out_c}* D")
     call.append("D")
 
-    epilogue = []
-    if p.alpha != 1.0:
-        epilogue.append(f"x *= {C.literal(p.alpha, F32)};")
-    if p.bias:
-        epilogue.append(f"x += {load_out('bias[col]')};")
-    z = load_out("Z[(long long)row * LDZ + col]")
-    if p.residual == "before_activation":
-        epilogue.append(f"x += {z};")
-    epilogue.append("x = rtx_act(x);")
-    if p.residual == "after_activation":
-        epilogue.append(f"x += {z};")
-
     if p.out_dtype == F32:
         pair_store = "float2 w; w.x = v0; w.y = v1; *reinterpret_cast<float2*>(D + o) = w;"
     else:
         cvt = "rtx_f2bf" if p.out_dtype == DType.BFLOAT16 else "rtx_f2h"
         pair_store = (f"*reinterpret_cast<unsigned int*>(D + o) = (unsigned int){cvt}(v0) | "
                       f"((unsigned int){cvt}(v1) << 16);")
-    store = C.store("v", p.out_dtype)
 
-    consts = f"""
-#define RTX_BF16 {int(bf16)}
-#define RTX_STAGES {t.stages}
-#define RTX_TRANS_B {int(p.trans_b)}
-constexpr int M = {p.m}, N = {p.n}, K = {p.k};
-constexpr long long LDA = {p.lda}, LDB = {p.ldb}, LDZ = {p.ldz}, LDD = {p.ldd};
-constexpr long long SA = {p.stride_a}, SB = {p.stride_b}, SZ = {p.stride_z}, SD = {p.stride_d};
-constexpr int BM = {t.bm}, BN = {t.bn}, BK = {t.bk}, WARPS_M = {t.warps_m}, WARPS_N = {t.warps_n};
-constexpr int WM = {t.warp_m}, WN = {t.warp_n}, THREADS = {t.threads};
-constexpr bool VEC_A = {str(p.vector_a).lower()}, VEC_B = {str(p.vector_b).lower()}, VEC_D = {str(p.vector_d).lower()};
-constexpr int D_ALIGN = {2 * p.out_dtype.itemsize};  // bytes, for paired stores
-"""
-    return (C.PRELUDE + consts + constants + (_HEAD + (load_a or LOAD_A) + _LOAD_B + _COMPUTE)
-              .replace("__ACTIVATION__", activation_expr(p.activation, p.params))
-              .replace("__ACT_INLINE__", "__noinline__" if p.activation in CALLED_ACTIVATIONS else "__forceinline__")
-              .replace("__EPILOGUE__", " ".join(epilogue))
-              .replace("__PAIR_STORE__", pair_store)
-              .replace("__STORE__", store)
-              .replace("__OUT_T__", out_c)
-              .replace("__PARAMS__", ", ".join(params))
-              .replace("__ARGS__", ", ".join(call))
-              .replace("__BATCH_OFFSETS__", ("Z += z * SZ; " if p.has_z else "") + "D += z * SD;"))
+    def flag(value: bool) -> str:
+        return str(value).lower()
+
+    return render(
+        _SOURCE, prelude=C.PRELUDE, bf16=int(p.dtype == DType.BFLOAT16), stages=t.stages, trans_b=int(p.trans_b),
+        m=p.m, n=p.n, k=p.k, lda=p.lda, ldb=p.ldb, ldz=p.ldz, ldd=p.ldd,
+        sa=p.stride_a, sb=p.stride_b, sz=p.stride_z, sd=p.stride_d,
+        bm=t.bm, bn=t.bn, bk=t.bk, warps_m=t.warps_m, warps_n=t.warps_n, wm=t.warp_m, wn=t.warp_n, threads=t.threads,
+        vec_a=flag(p.vector_a), vec_b=flag(p.vector_b), vec_d=flag(p.vector_d), d_align=2 * p.out_dtype.itemsize,
+        constants=constants, activations=activation_functions(p.activation, p.params), load_a=load_a or LOAD_A,
+        params=", ".join(params), args=", ".join(call), kernel=KERNEL_NAME,
+        batch_offsets=("Z += z * SZ; " if p.has_z else "") + "D += z * SD;",
+        epilogue=" ".join(epilogue_statements(p, "Z[(long long)row * LDZ + col]")),
+        pair_store=pair_store, store=C.store("v", p.out_dtype))
 
 
-# The kernel body, in four parts (generated constants above it, placeholders __LIKE_THIS__
-# filled in): the primitives; LOAD_A, which opens rtx_load_tiles (its comment, signature and
-# the copy of the A tile) and which another A operand may replace (conv_implicit gathers A
-# from an image); _LOAD_B, which copies the B tile and closes rtx_load_tiles; the main loop,
-# the epilogue and the kernel.
+# The source, in five parts, placeholders ${like_this} filled in by gemm_source: the
+# problem's constants; the primitives (the epilogue's activation among them); LOAD_A, which
+# opens rtx_load_tiles (its comment, signature and the copy of the A tile) and which another A
+# operand may replace (conv_implicit gathers A from an image); _LOAD_B, which copies the B tile
+# and closes rtx_load_tiles; the main loop, the epilogue and the kernel.
+_CONSTANTS = r"""${prelude}
+#define RTX_BF16 ${bf16}
+#define RTX_STAGES ${stages}
+#define RTX_TRANS_B ${trans_b}
+constexpr int M = ${m}, N = ${n}, K = ${k};
+constexpr long long LDA = ${lda}, LDB = ${ldb}, LDZ = ${ldz}, LDD = ${ldd};
+constexpr long long SA = ${sa}, SB = ${sb}, SZ = ${sz}, SD = ${sd};
+constexpr int BM = ${bm}, BN = ${bn}, BK = ${bk}, WARPS_M = ${warps_m}, WARPS_N = ${warps_n};
+constexpr int WM = ${wm}, WN = ${wn}, THREADS = ${threads};
+constexpr bool VEC_A = ${vec_a}, VEC_B = ${vec_b}, VEC_D = ${vec_d};
+constexpr int D_ALIGN = ${d_align};  // bytes, for paired stores
+${constants}"""
+
 _HEAD = r"""
 #if RTX_BF16 && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "rtxrt GEMM: bf16 needs sm_80 (Ampere) or newer; sm_75 has no bf16 tensor-core mma"
@@ -441,10 +428,7 @@ constexpr int A_TILE = BM * AS;
 constexpr int B_TILE = RTX_TRANS_B ? BN * BS : BK * BS;
 constexpr int STAGE = A_TILE + B_TILE;
 
-template <typename T> __device__ __forceinline__ T rtx_max(T a, T b) { return (a >= b || a != a) ? a : b; }
-template <typename T> __device__ __forceinline__ T rtx_min(T a, T b) { return (a <= b || a != a) ? a : b; }
-__device__ __ACT_INLINE__ float rtx_act(float x) { return __ACTIVATION__; }
-
+${activations}
 """ + SHARED_AND_LDMATRIX + r"""// c += a * b for one 16x8 tile over k = 16 (fragments as the PTX ISA lays them out).
 __device__ __forceinline__ void rtx_mma(float* c, const unsigned* a, const unsigned* b) {
 """ + MMA_SM80 + r"""""" + MMA_SM75 + r"""}
@@ -571,7 +555,7 @@ __device__ __forceinline__ void rtx_mma_tiles(float (&acc)[MI][NI][4], unsigned 
   }
 }
 
-__device__ __forceinline__ void rtx_gemm(unsigned short* smem, __PARAMS__, bool va, bool vb, bool vd) {
+__device__ __forceinline__ void rtx_gemm(unsigned short* smem, ${params}, bool va, bool vb, bool vd) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WARPS_N, warp_n = warp % WARPS_N;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
@@ -624,35 +608,37 @@ __device__ __forceinline__ void rtx_gemm(unsigned short* smem, __PARAMS__, bool 
         {
           const int col = col0;
           float x = acc[mi][ni][2 * h];
-          __EPILOGUE__
+          ${epilogue}
           v0 = x;
         }
         if (col0 + 1 < N) {
           const int col = col0 + 1;
           float x = acc[mi][ni][2 * h + 1];
-          __EPILOGUE__
+          ${epilogue}
           v1 = x;
         }
         const long long o = (long long)row * LDD + col0;
         bool paired = false;
-        if (VEC_D && vd && col0 + 1 < N) { __PAIR_STORE__ paired = true; }
+        if (VEC_D && vd && col0 + 1 < N) { ${pair_store} paired = true; }
         if (!paired) {
-          { const float v = v0; D[o] = __STORE__; }
-          if (col0 + 1 < N) { const float v = v1; D[o + 1] = __STORE__; }
+          { const float v = v0; D[o] = ${store}; }
+          if (col0 + 1 < N) { const float v = v1; D[o + 1] = ${store}; }
         }
       }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) __RTX_KERNEL__(__PARAMS__) {
+extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   __shared__ __align__(16) unsigned short smem[RTX_STAGES * STAGE];
   const long long z = blockIdx.z;
   A += z * SA;
   B += z * SB;
-  __BATCH_OFFSETS__
+  ${batch_offsets}
   // 16-byte copies and paired stores where the shapes allow them and the pointers are aligned
   const bool va = (reinterpret_cast<unsigned long long>(A) & 15) == 0;
   const bool vb = (reinterpret_cast<unsigned long long>(B) & 15) == 0;
   const bool vd = (reinterpret_cast<unsigned long long>(D) & (D_ALIGN - 1)) == 0;
-  rtx_gemm(smem, __ARGS__, va, vb, vd);
+  rtx_gemm(smem, ${args}, va, vb, vd);
 }
 """
+
+_SOURCE = _CONSTANTS + _HEAD + "${load_a}" + _LOAD_B + _COMPUTE

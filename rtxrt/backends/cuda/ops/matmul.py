@@ -16,6 +16,7 @@ from .gemm_simt_source import simt_candidate_tactics, simt_gemm_kernel
 from ..plan.forms import TensorForm
 from ..plan.program import Gemm, NodeProgram, Ref
 from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
+from .lowering import LOWERINGS
 
 TENSOR_CORE = (DType.FLOAT16, DType.BFLOAT16)
 
@@ -53,7 +54,7 @@ def lower_matmul(ctx: LowerContext) -> list[NodeProgram]:
         for t in tactics if ctx.tune or not programs else ():
             programs.append(single_kernel(simt_gemm_kernel(problem, t), [out], f"simt {t.label}"))
     if problem.k > 0:
-        programs.append(cublas_program(problem, compute, Ref("in", 0), Ref("in", 1), [out]))
+        programs.append(cublas_program(problem, compute, Ref.input(0), Ref.input(1), [out]))
     return programs
 
 
@@ -70,7 +71,7 @@ def cublas_program(problem: GemmProblem, compute: str, a: Ref, b: Ref, outputs: 
     """cuBLAS computes ``alpha * A @ B`` into D, an epilogue kernel adds the rest. A
     ``prologue`` (an im2col step) runs first."""
     p = problem
-    gemm = Gemm(a, b, Ref("out", 0), p.m, p.n, p.k, p.dtype, p.out_dtype, compute, trans_b=p.trans_b,
+    gemm = Gemm(a, b, Ref.output(0), p.m, p.n, p.k, p.dtype, p.out_dtype, compute, trans_b=p.trans_b,
                 lda=p.lda, ldb=p.ldb, ldc=p.ldd, alpha=p.alpha, batch=p.batch,
                 stride_a=p.stride_a if p.batch > 1 else None, stride_b=p.stride_b if p.batch > 1 else None,
                 stride_c=p.stride_d if p.batch > 1 else None)
@@ -102,5 +103,5 @@ def _epilogue(ctx: LowerContext) -> dict:
         raise Unsupported(f"{node.label}: Gemm's C must be a vector of N={n} added with beta 1")
     return {"trans_b": bool(node.attr("transB", 0)), "alpha": float(node.attr("alpha", 1.0))}
 
-
-LOWERINGS = {"rtxrt::FusedMatMul": lower_matmul, "MatMul": lower_matmul, "Gemm": lower_matmul}
+LOWERINGS.add("FusedMatMul", lower_matmul, domain="rtxrt")
+LOWERINGS.register("MatMul", "Gemm")(lower_matmul)

@@ -33,15 +33,15 @@ from ....ir.graph import Node, TensorType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     index_type,
-    kernel_name,
     loop_kernel,
 )
+from ..codegen.template import render
 from .reduction_source import HELPERS
+from ..plan.program import BufferRole
 
 NORM_OPS = ("InstanceNormalization", "GroupNormalization")
 NORM_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
@@ -148,12 +148,11 @@ def _generate(p: NormProblem) -> KernelSource:
     else:
         block = 1024 if _groups_per_tile(p) * p.per_group * p.spatial > BIG_BLOCK else 256
         blocks, source = p.samples * _tiles(p), _nhwc_source(p, block)
-    name = kernel_name("rtx_norm_", source)
-    args = (KernelArg("in0", "input", 0, p.dtype, p.physical_shape),
-            KernelArg("scale", "input", 1, p.dtype, p.param_shape),
-            KernelArg("bias", "input", 2, p.dtype, p.param_shape),
-            KernelArg("out0", "output", 0, p.dtype, p.physical_shape))
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(blocks * block, block), args)
+    args = (KernelArg("in0", BufferRole.IN, 0, p.dtype, p.physical_shape),
+            KernelArg("scale", BufferRole.IN, 1, p.dtype, p.param_shape),
+            KernelArg("bias", BufferRole.IN, 2, p.dtype, p.param_shape),
+            KernelArg("out0", BufferRole.OUT, 0, p.dtype, p.physical_shape))
+    return KernelSource.named("rtx_norm_", source, LaunchPolicy(blocks * block, block), args)
 
 
 def _groups_per_tile(p: NormProblem) -> int:
@@ -230,26 +229,7 @@ def _nhwc_source(p: NormProblem, block: int) -> str:
     idx, sfx = index_type(max(math.prod(p.shape), blocks * block))
     count, eps = C.literal(float(cpg * spatial), F32), C.literal(p.epsilon, F32)
     tree = 1 << (rows - 1).bit_length()  # rows rounded up to a power of two
-    group_sum = "\n".join([
-        "// The sum of v over the threads of each group of the tile; every thread gets its group's.",
-        "__device__ __forceinline__ float rtx_group_sum(float v, float* cols, float* stat) {",
-        "  const unsigned t = threadIdx.x;",
-        "  cols[t] = v;",
-        "  __syncthreads();",
-        "  #pragma unroll",
-        f"  for (unsigned h = {tree // 2}u; h > 0u; h >>= 1) {{  // down the columns: a tree over the rows",
-        f"    if (t / {lanes}u < h && t / {lanes}u + h < {rows}u) cols[t] += cols[t + h * {lanes}u];",
-        "    __syncthreads();",
-        "  }",
-        f"  if (t < {k}u) {{  // across each group's columns",
-        "    float s = 0.0f;",
-        f"    for (unsigned j = t * {cpg}u; j < (t + 1u) * {cpg}u && j < {lanes}u; ++j) s += cols[j];",
-        "    stat[t] = s;",
-        "  }",
-        "  __syncthreads();",
-        f"  return stat[(t % {lanes}u) / {cpg}u];",
-        "}",
-    ])
+    group_sum = render(_GROUP_SUM, half=tree // 2, lanes=lanes, rows=rows, groups=k, cpg=cpg)
     x = C.load(f"x[p * {c}{sfx} + j]", p.dtype)
     param = f"(c0 + j) / {cpg}{sfx}" if p.per_group_params else "c0 + j"
 
@@ -277,3 +257,26 @@ def _nhwc_source(p: NormProblem, block: int) -> str:
     return loop_kernel([*_head(p, how), group_sum], _params_decl(p),
                        f"for ({idx} blk = blockIdx.x; blk < {blocks}{sfx}; blk += gridDim.x) {{", body, block=block,
                        before_loop=[f"  __shared__ float rtx_cols[{block}];", f"  __shared__ float rtx_stat[{k}];"])
+
+
+# The NHWC kernel's sum over each group of a tile: ``lanes`` threads across the tile's
+# channels, ``rows`` rows of them down the pixels (``half``: the rows rounded up to a power
+# of two, halved), ``groups`` groups of ``cpg`` channels.
+_GROUP_SUM = r"""// The sum of v over the threads of each group of the tile; every thread gets its group's.
+__device__ __forceinline__ float rtx_group_sum(float v, float* cols, float* stat) {
+  const unsigned t = threadIdx.x;
+  cols[t] = v;
+  __syncthreads();
+  #pragma unroll
+  for (unsigned h = ${half}u; h > 0u; h >>= 1) {  // down the columns: a tree over the rows
+    if (t / ${lanes}u < h && t / ${lanes}u + h < ${rows}u) cols[t] += cols[t + h * ${lanes}u];
+    __syncthreads();
+  }
+  if (t < ${groups}u) {  // across each group's columns
+    float s = 0.0f;
+    for (unsigned j = t * ${cpg}u; j < (t + 1u) * ${cpg}u && j < ${lanes}u; ++j) s += cols[j];
+    stat[t] = s;
+  }
+  __syncthreads();
+  return stat[(t % ${lanes}u) / ${cpg}u];
+}"""

@@ -1,10 +1,11 @@
-"""Max, average and global pooling, in either layout."""
+"""Max, average and global pooling, in either layout; MaxRoiPool."""
 from __future__ import annotations
 
-from .pool_source import pool_kernel
+from .pool_source import pool_kernel, roi_pool_kernel
 from ..plan.forms import NHWC, TensorForm
 from ..plan.program import NodeProgram
 from .context import LowerContext, Unsupported, single_kernel
+from .lowering import LOWERINGS
 
 
 def lower_pool(ctx: LowerContext) -> list[NodeProgram]:
@@ -20,4 +21,14 @@ def lower_pool(ctx: LowerContext) -> list[NodeProgram]:
     return [single_kernel(kernel, [form], "pool")]
 
 
-LOWERINGS = {op: lower_pool for op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")}
+LOWERINGS.register("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")(lower_pool)
+
+
+@LOWERINGS.register("MaxRoiPool")
+def lower_roi_pool(ctx: LowerContext) -> list[NodeProgram]:
+    ctx.require_logical()
+    x, rois = ctx.input(0), ctx.input(1)
+    if len(x.shape) != 4 or len(rois.shape) != 2 or rois.shape[1] != 5:
+        raise Unsupported(f"{ctx.node.label}: takes X (N, C, H, W) and rois (R, 5), got {x.describe()}, {rois.describe()}")
+    kernel = roi_pool_kernel(x.shape, x.dtype, rois.shape[0], rois.dtype, ctx.node.attrs)
+    return [single_kernel(kernel, [TensorForm(x.dtype, kernel.outputs[0].shape)], "roi_pool")]

@@ -10,6 +10,11 @@ count_include_pad, inside input plus declared pads, never ceil mode's extra padd
 fp32 averages are bit-exact; fp16/bf16 round once at the store.
 
 MaxPool's optional Indices output is not generated (CodegenError).
+
+MaxRoiPool (``roi_pool_kernel``): one thread per output element, computing its roi's bin as
+the reference does (corners scaled and rounded half away from zero in fp32, floor/ceil bin
+bounds clipped to the image) and the bin's NaN-propagating maximum, 0 for an empty bin. A roi
+naming a batch outside X (which the reference refuses) gives zeros.
 """
 from __future__ import annotations
 
@@ -21,17 +26,17 @@ from ....ir.dtypes import DType
 from ....ir.ops.conv import sliding_window
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.template import render
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
     index_type,
-    kernel_name,
     loop_kernel,
     pixel_coordinates,
 )
+from ..plan.program import BufferRole
 
 POOL_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
 LAYOUTS = ("NCHW", "NHWC")
@@ -171,6 +176,65 @@ def _finish(prefix: str, comment: str, dtype: DType, shape: tuple[int, ...], out
     storage = C.storage_type(dtype)
     source = loop_kernel([f"// rtxrt pooling kernel: {comment}", C.PRELUDE.strip()],
                          [f"const {storage}* __restrict__ in0", f"{storage}* __restrict__ out0"], loop, body)
-    name = kernel_name(prefix, source)
-    args = (KernelArg("in0", "input", 0, dtype, shape), KernelArg("out0", "output", 0, dtype, out))
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(threads), args)
+    args = (KernelArg("in0", BufferRole.IN, 0, dtype, shape), KernelArg("out0", BufferRole.OUT, 0, dtype, out))
+    return KernelSource.named(prefix, source, LaunchPolicy(threads), args)
+
+
+_ROI_POOL_BODY = """\
+${index} r = i;
+const int pw = (int)(r % ${pooled_w}${suffix}); r /= ${pooled_w}${suffix};
+const int ph = (int)(r % ${pooled_h}${suffix}); r /= ${pooled_h}${suffix};
+const long long c = (long long)(r % ${channels}${suffix}), roi = (long long)(r / ${channels}${suffix});
+const int batch = (int)${roi_batch};
+const int x1 = (int)roundf(${roi_x1} * ${scale}), y1 = (int)roundf(${roi_y1} * ${scale});
+const int x2 = (int)roundf(${roi_x2} * ${scale}), y2 = (int)roundf(${roi_y2} * ${scale});
+const float bin_h = (float)max(y2 - y1 + 1, 1) / ${pooled_h_f}, bin_w = (float)max(x2 - x1 + 1, 1) / ${pooled_w_f};
+const int top = min(max((int)floorf((float)ph * bin_h) + y1, 0), ${height});
+const int bottom = min(max((int)ceilf((float)(ph + 1) * bin_h) + y1, 0), ${height});
+const int left = min(max((int)floorf((float)pw * bin_w) + x1, 0), ${width});
+const int right = min(max((int)ceilf((float)(pw + 1) * bin_w) + x1, 0), ${width});
+float acc = 0.0f;
+if (batch >= 0 && batch < ${batches} && bottom > top && right > left) {
+  acc = ${neg_inf};
+  const long long plane = ((long long)batch * ${channels} + c) * ${plane};
+  for (int y = top; y < bottom; ++y) {
+    for (int x = left; x < right; ++x) {
+      const float v = ${load_x};
+      acc = ${max};
+    }
+  }
+}
+out0[i] = ${store};"""
+
+
+def roi_pool_kernel(x_shape: Sequence[int], x_dtype: DType, rois: int, rois_dtype: DType,
+                    attrs: Mapping[str, Any]) -> KernelSource:
+    """MaxRoiPool of an NCHW ``x_shape`` tensor over ``rois`` rows of [batch, x1, y1, x2, y2]."""
+    if x_dtype not in POOL_DTYPES or rois_dtype not in POOL_DTYPES:
+        raise CodegenError(f"MaxRoiPool: takes float32, float16 or bfloat16, not {x_dtype.short}/{rois_dtype.short}")
+    batches, channels, height, width = (int(d) for d in x_shape)
+    pooled_h, pooled_w = (int(v) for v in attrs["pooled_shape"])
+    out = (rois, channels, pooled_h, pooled_w)
+    total = math.prod(out)
+    index, suffix = index_type(max(total, math.prod(x_shape)))
+    f32 = DType.FLOAT32
+
+    def roi_field(k: int) -> str:
+        return C.load(f"in1[roi * 5 + {k}]", rois_dtype)
+
+    body = render(
+        _ROI_POOL_BODY, index=index, suffix=suffix, pooled_h=pooled_h, pooled_w=pooled_w, channels=channels,
+        roi_batch=roi_field(0), roi_x1=roi_field(1), roi_y1=roi_field(2), roi_x2=roi_field(3), roi_y2=roi_field(4),
+        scale=C.literal(float(attrs.get("spatial_scale", 1.0)), f32),
+        pooled_h_f=C.literal(float(pooled_h), f32), pooled_w_f=C.literal(float(pooled_w), f32),
+        height=height, width=width, batches=batches, neg_inf=_NEG_INF, plane=height * width,
+        load_x=C.load(f"in0[plane + (long long)y * {width} + x]", x_dtype), max=_GMAX, store=C.store("acc", x_dtype),
+    ).splitlines()
+    source = loop_kernel(
+        [f"// rtxrt MaxRoiPool: X {list(x_shape)}, {rois} rois -> {list(out)}", C.PRELUDE.strip()],
+        [f"const {C.storage_type(x_dtype)}* __restrict__ in0", f"const {C.storage_type(rois_dtype)}* __restrict__ in1",
+         f"{C.storage_type(x_dtype)}* __restrict__ out0"],
+        grid_stride_loop(index, suffix, total), body)
+    args = (KernelArg("in0", BufferRole.IN, 0, x_dtype, tuple(int(d) for d in x_shape)),
+            KernelArg("in1", BufferRole.IN, 1, rois_dtype, (rois, 5)), KernelArg("out0", BufferRole.OUT, 0, x_dtype, out))
+    return KernelSource.named("rtx_roipool_", source, LaunchPolicy(total), args)

@@ -5,6 +5,7 @@ from .reduction_source import REDUCE_OPS, ROW_OPS, reduction_kernel
 from ..plan.forms import TensorForm
 from ..plan.program import NodeProgram
 from .context import LowerContext, single_kernel
+from .lowering import LOWERINGS
 
 
 def lower_rows(ctx: LowerContext) -> list[NodeProgram]:
@@ -18,5 +19,4 @@ def lower_rows(ctx: LowerContext) -> list[NodeProgram]:
     outputs = [TensorForm(x.dtype, ctx.outputs[0].shape)] + [None] * (len(node.outputs) - 1)
     return [single_kernel(kernel, outputs, node.op_type.lower())]
 
-
-LOWERINGS = {op: lower_rows for op in ROW_OPS}
+LOWERINGS.register(*ROW_OPS)(lower_rows)

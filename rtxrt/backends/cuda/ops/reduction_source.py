@@ -25,16 +25,16 @@ from dataclasses import dataclass
 
 from ....ir.dtypes import DType
 from ....ir.graph import Node, TensorType
+from ..codegen.device_helpers import NAN_MAX_MIN
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
-    kernel_name,
     loop_kernel,
 )
+from ..plan.program import BufferRole
 
 ROW_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
 REDUCE_OPS = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}  # op -> axes-input opset
@@ -44,11 +44,11 @@ WARP_ROWS_PER_BLOCK = 4
 _ONNX = ("", "ai.onnx")
 F32 = DType.FLOAT32
 
-# NaN-propagating max/min (numpy's max/min), and the warp and block reductions.
-HELPERS = r"""
+# Sum and the NaN-propagating max/min (numpy's max/min) as functors, and the warp and block reductions.
+HELPERS = NAN_MAX_MIN + r"""
 struct RtxSum { __device__ __forceinline__ float operator()(float a, float b) const { return a + b; } };
-struct RtxMax { __device__ __forceinline__ float operator()(float a, float b) const { return (a >= b || a != a) ? a : b; } };
-struct RtxMin { __device__ __forceinline__ float operator()(float a, float b) const { return (a <= b || a != a) ? a : b; } };
+struct RtxMax { __device__ __forceinline__ float operator()(float a, float b) const { return rtx_max(a, b); } };
+struct RtxMin { __device__ __forceinline__ float operator()(float a, float b) const { return rtx_min(a, b); } };
 template <typename Op> __device__ __forceinline__ float rtx_warp_reduce(float v, Op op) {
   for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
@@ -184,21 +184,20 @@ def _reduced_axes(node: Node, shape: tuple[int, ...], opset: int,
 
 
 def _generate(p: RowProblem) -> KernelSource:
-    args = [KernelArg("in0", "input", 0, p.dtype, p.shape)]
+    args = [KernelArg("in0", BufferRole.IN, 0, p.dtype, p.shape)]
     if p.op in ("LayerNormalization", "RMSNormalization"):
         row_shape = p.shape[len(p.shape) - p.row_rank:]
-        args.append(KernelArg("scale", "input", 1, p.dtype, row_shape))
+        args.append(KernelArg("scale", BufferRole.IN, 1, p.dtype, row_shape))
         if p.has_bias:
-            args.append(KernelArg("bias", "input", 2, p.dtype, row_shape))
-    args.append(KernelArg("out0", "output", 0, p.dtype, p.out_shape))
+            args.append(KernelArg("bias", BufferRole.IN, 2, p.dtype, row_shape))
+    args.append(KernelArg("out0", BufferRole.OUT, 0, p.dtype, p.out_shape))
     if p.cols <= WARP_ROW_MAX:
         block, per_row = 32 * WARP_ROWS_PER_BLOCK, 32
     else:
         block = 256 if p.cols <= 8192 else 1024
         per_row = block
-    source = _source(p, args, block, per_row)
-    name = kernel_name("rtx_row_", source)
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(p.rows * per_row, block), tuple(args))
+    return KernelSource.named("rtx_row_", _source(p, args, block, per_row), LaunchPolicy(p.rows * per_row, block),
+                              args)
 
 
 def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> str:
@@ -258,7 +257,7 @@ def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> s
         body += [f"float s = {kind[1]};", f"{loop} s = {kind[0]}()(s, {x});", reduce("s", *kind),
                  f"if ({writer}) out0[row] = {C.store(value, t)};"]
     stored = C.storage_type(t)
-    params = [f"const {stored}* __restrict__ {a.name}" if a.role == "input" else f"{stored}* __restrict__ {a.name}"
+    params = [f"const {stored}* __restrict__ {a.name}" if a.role is BufferRole.IN else f"{stored}* __restrict__ {a.name}"
               for a in args]
     pointers = [f"const {stored}* x = in0 + row * {cols};"]
     if p.op not in REDUCE_OPS:

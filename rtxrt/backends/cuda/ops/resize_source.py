@@ -29,15 +29,14 @@ from ....ir.ops.resize import ROI_INPUT_SINCE, scaled_dim, source_coordinates
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.kernel_source import (
-    KERNEL_NAME,
     KernelArg,
     KernelSource,
     LaunchPolicy,
     grid_stride_loop,
-    kernel_name,
     loop_kernel,
     pixel_coordinates,
 )
+from ..plan.program import BufferRole
 
 RESIZE_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
 LAYOUTS = ("NCHW", "NHWC")
@@ -83,10 +82,9 @@ def resize_kernel(node: Node, inputs: Sequence[TensorType | None], output_shape:
     mode, transform, _ = _options(node, opset)
     comment = f"// rtxrt Resize kernel: {mode} {transform} {layout} {list(shape)} -> {list(out)} {dtype.short}"
     source = _source(comment, mode == "linear", rows, cols, shape, out, dtype, layout)
-    name = kernel_name("rtx_resize_", source)
-    args = (KernelArg("in0", "input", 0, dtype, _physical(shape, layout)),
-            KernelArg("out0", "output", 0, dtype, _physical(out, layout)))
-    return KernelSource(name, source.replace(KERNEL_NAME, name), LaunchPolicy(math.prod(out)), args)
+    args = (KernelArg("in0", BufferRole.IN, 0, dtype, _physical(shape, layout)),
+            KernelArg("out0", BufferRole.OUT, 0, dtype, _physical(out, layout)))
+    return KernelSource.named("rtx_resize_", source, LaunchPolicy(math.prod(out)), args)
 
 
 def _source(comment: str, linear: bool, rows: AxisMap, cols: AxisMap, shape: tuple[int, ...], out: tuple[int, ...],

@@ -13,7 +13,8 @@ from .normalization_source import normalization_kernel
 from .resize_source import resize_kernel
 from ..plan.forms import NHWC, TensorForm, numpy_dtype
 from ..plan.program import Launch, NodeProgram, Ref
-from .context import LowerContext, Unsupported, launch_of, single_kernel
+from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
+from .lowering import LOWERINGS
 
 
 def _layout(x: TensorForm) -> str:
@@ -55,15 +56,12 @@ def lower_conv_transpose(ctx: LowerContext) -> list[NodeProgram]:
         consts["B"] = np.ascontiguousarray(ctx.const(2, "the bias").astype(numpy_dtype(x.dtype)))
     types = _logical_types(ctx)
     kernel = conv_transpose_kernel(ctx.node, types, x.dtype, _layout(x), weight_layout="NHWC")
-    refs = {0: Ref("in", 0), 1: Ref("const", "W"), 2: Ref("const", "B")}
-    args = tuple(refs[a.index] if a.role == "input" else Ref("out", a.index) for a in kernel.args)
-    launch: Launch = launch_of(kernel, args)
+    packed = {Ref.input(1): Ref.const("W"), Ref.input(2): Ref.const("B")}
+    launch: Launch = launch_of(kernel, kernel_args(kernel, packed))
     out = TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)
     return [NodeProgram([launch] if all(launch.grid) else [], [out], {kernel.name: kernel.source}, consts=consts,
                         label="conv_transpose")]
 
-
-LOWERINGS = {
-    "InstanceNormalization": lower_normalization, "GroupNormalization": lower_normalization,
-    "Resize": lower_resize, "ConvTranspose": lower_conv_transpose,
-}
+LOWERINGS.register("InstanceNormalization", "GroupNormalization")(lower_normalization)
+LOWERINGS.add("Resize", lower_resize)
+LOWERINGS.add("ConvTranspose", lower_conv_transpose)

@@ -9,14 +9,15 @@
    conversions this needs are inserted once per value and form and shared by every reader.
 3. ``finalize(choices)`` fixes one program per node (the autotuner's choice, else the first)
    and plans the arena: every device value and scratch buffer gets an offset (buffers reused
-   by liveness, views aliased); constants get a weight arena of their own.
+   by liveness, views aliased); constants get a weight arena of their own. The result's
+   ``layout`` (arena.py) places every buffer each step's Refs name.
 
 Device values are named apart from graph values where a value is held in more than one
 form (``name@form``), so the memory plan sees each form as its own buffer.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,20 +25,15 @@ import numpy as np
 from ....errors import GraphError, UnsupportedOpError
 from ....ir.dtypes import DType
 from ....ir.graph import Graph, Model, Node, TensorType
-from ...memory_plan import (
-    ALIGNMENT,
-    MemoryPlan,
-    node_reads,
-    plan_memory,
-    plan_time_values,
-    specialize,
-)
+from ....ir.ops import facts_of
+from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
 from ..ops import LowerContext, Unsupported, lower
 from ..ops.context import kernel_args, launch_of
 from ..ops.data_movement import conversion
-from .program import HostRun, NodeProgram, Ref
+from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
+from .program import Copy, HostRun, NodeProgram, Ref
 
 HOST_LABEL = "host"
 
@@ -90,19 +86,25 @@ class Plan:
 
 @dataclass
 class FinalPlan:
-    """One program per step and the arena: ``offsets`` of device values and of each step's
-    scratch (``scratch[step][name]``), ``const_offsets`` in the weight arena."""
+    """One program per step, the memory plan of the arena, and the ``layout`` every buffer
+    a step names has in the arena or the weights."""
 
     plan: Plan
     programs: list[NodeProgram]
     memory: MemoryPlan
-    scratch: list[dict[str, int]]
-    const_offsets: dict[str, int]
-    const_bytes: int
+    layout: ArenaLayout
 
     @property
     def kernels(self) -> dict[str, str]:
         return {name: src for p in self.programs for name, src in p.kernels.items()}
+
+    def constants(self) -> Iterator[tuple[Place, np.ndarray]]:
+        """Every constant the weights hold (the plan's and each program's), with its place."""
+        for name, array in self.plan.consts.items():
+            yield self.layout.values[name], array
+        for program, step in zip(self.programs, self.layout.steps):
+            for name, array in program.consts.items():
+                yield step.consts[name], array
 
 
 def build_plan(model: Model, input_shapes: Mapping[str, Sequence[int]], *, arch: str, sm_count: int,
@@ -265,45 +267,58 @@ class _Builder:
     # --- finalize ----------------------------------------------------------------------------
 
 
-def finalize(plan: Plan, choices: Mapping[int, int] | None = None, *, alignment: int = ALIGNMENT) -> FinalPlan:
-    """One program per step (``choices[step index]``, default the first candidate) and the
-    memory plan of the device values and scratch buffers."""
+def finalize(plan: Plan, choices: Mapping[int, int] | None = None) -> FinalPlan:
+    """One program per step (``choices[step index]``, default the first candidate), the
+    memory plan of the device values and scratch buffers, and the layout of every buffer."""
     choices = choices or {}
     programs = [s.candidates[choices.get(i, 0)] for i, s in enumerate(plan.steps)]
-    nodes = [Node("Feed", [], list(plan.feeds.values()), name="feed")]
-    sizes = {name: form.nbytes for name, form in plan.forms.items() if name not in plan.consts}
-    scratch: list[dict[str, int]] = []
+    scratch_bytes = [sum(aligned(n) for n in p.scratch.values()) for p in programs]
+    memory = plan_lifetimes(_lifetimes(plan, programs, scratch_bytes), check=True)
+    values = {name: Place(Allocation.ARENA, offset) for name, offset in memory.offsets.items()}
+    consts, weights = pack(((name, a.nbytes) for name, a in plan.consts.items()), Allocation.WEIGHTS)
+    values.update(consts)
+    steps = []
     for i, (step, program) in enumerate(zip(plan.steps, programs)):
-        offsets, total = {}, 0
-        for name, nbytes in program.scratch.items():
-            offsets[name] = total
-            total += _aligned(nbytes, alignment)
-        scratch.append(offsets)
-        outs = [o for o in step.outputs if o]
-        if total:
-            outs.append(f"#scratch{i}")
-            sizes[f"#scratch{i}"] = total
-        reads = [n for n in (*step.inputs, *step.host_reads.values()) if n and n not in plan.consts]
-        nodes.append(Node("Reshape" if program.label == "view" else "Step", reads, outs, name=str(i)))
-    outputs = [v for v in dict.fromkeys(plan.results.values()) if v not in plan.consts]
-    graph = Graph(nodes, [], outputs, name="device")
-    planned = {o for node in nodes for o in node.outputs}
-    memory = plan_memory(graph, {n: b for n, b in sizes.items() if n in planned}, allow_views=True,
-                         alignment=alignment, check=True)
-    const_offsets, cursor = {}, 0
-    named = [(name, a) for name, a in plan.consts.items()]
-    named += [(f"{i}:{name}", a) for i, p in enumerate(programs) for name, a in p.consts.items()]
-    for name, array in named:
-        const_offsets[name] = cursor
-        cursor += _aligned(array.nbytes, alignment)
-    return FinalPlan(plan, programs, memory, scratch, const_offsets, cursor)
+        scratch, _ = pack(program.scratch.items(), Allocation.ARENA, memory.offsets.get(_scratch(i), 0))
+        own, weights = pack(((name, a.nbytes) for name, a in program.consts.items()), Allocation.WEIGHTS, weights)
+        steps.append(StepLayout(tuple(values[v] if v else None for v in step.inputs),
+                                tuple(values[v] if v else None for v in step.outputs), scratch, own))
+    return FinalPlan(plan, programs, memory, ArenaLayout(values, steps, memory.arena_bytes, weights))
 
 
-def _aligned(nbytes: int, alignment: int) -> int:
-    return -(-nbytes // alignment) * alignment
+def _lifetimes(plan: Plan, programs: list[NodeProgram], scratch_bytes: list[int]) -> list[Lifetime]:
+    """The lifetime of every device value and step scratch buffer. Step 0 is the caller writing
+    the feeds, plan step i runs at step i + 1, and results are needed past the last step. A
+    view's output shares its source's buffer where the view is the source's last reader (its
+    copy then has nothing to do)."""
+    sizes = {name: form.nbytes for name, form in plan.forms.items() if name not in plan.consts}
+    written = dict.fromkeys(plan.feeds.values(), 0)  # value -> step that writes it
+    last_read: dict[str, int] = {}
+    views = []
+    for t, (step, program) in enumerate(zip(plan.steps, programs), start=1):
+        for v in (*step.inputs, *step.host_reads.values()):
+            if v and v not in plan.consts:
+                last_read[v] = t
+        for v in step.outputs:
+            if v:
+                written.setdefault(v, t)
+        if scratch_bytes[t - 1]:
+            written[_scratch(t - 1)] = t
+            sizes[_scratch(t - 1)] = scratch_bytes[t - 1]
+        if program.label == "view" and step.inputs and step.inputs[0] and step.outputs[0]:
+            views.append((t, step.inputs[0], step.outputs[0]))
+    results = set(plan.results.values())
+    end = len(plan.steps) + 1
+    last = {v: end if v in results else max(first, last_read.get(v, first)) for v, first in written.items()}
+    view_of = {out: src for t, src, out in views
+               if src in written and src not in results and last[src] == t and sizes[src] == sizes[out]}
+    return [Lifetime(v, sizes[v], first, last[v], view_of.get(v)) for v, first in written.items()]
 
 
-_TENSOR_CORE_OPS = frozenset({"FusedConv", "FusedMatMul", "Conv", "MatMul", "Gemm", "Attention"})
+def _scratch(step: int) -> str:
+    return f"#scratch{step}"
+
+
 _NARROW = {"fp16": DType.FLOAT16, "bf16": DType.BFLOAT16}
 
 
@@ -311,7 +326,8 @@ def _narrowed(node: Node, forms: list[TensorForm | None]) -> list[TensorForm | N
     """A tensor-core node annotated to compute in fp16/bf16 takes every float input in that
     type, even one the graph keeps wider (a model input, say): one cast beats a float32 GEMM."""
     dtype = _NARROW.get(node.precision.compute if node.precision else "")
-    if dtype is None or node.op_type not in _TENSOR_CORE_OPS:
+    facts = facts_of(node)
+    if dtype is None or facts is None or not facts.tensor_core:
         return forms
     return [f.with_dtype(dtype) if f is not None and f.dtype.is_float else f for f in forms]
 
@@ -321,10 +337,8 @@ def _logical(graph: Graph, name: str) -> TensorForm:
     return TensorForm(t.dtype, tuple(int(d) for d in t.shape))
 
 
-def _copy(nbytes: int):
-    from .program import Copy
-
-    return Copy(Ref("in", 0), Ref("out", 0), nbytes)
+def _copy(nbytes: int) -> Copy:
+    return Copy(Ref.input(0), Ref.output(0), nbytes)
 
 
 def _conversion_program(src: TensorForm, dst: TensorForm) -> NodeProgram:
@@ -334,7 +348,7 @@ def _conversion_program(src: TensorForm, dst: TensorForm) -> NodeProgram:
         k = kernels[0]
         return NodeProgram([launch_of(k, kernel_args(k))], [dst], {k.name: k.source}, label="convert")
     cast, transpose = kernels
-    middle = Ref("scratch", "cast")
-    steps = [launch_of(cast, (Ref("in", 0), middle)), launch_of(transpose, (middle, Ref("out", 0)))]
+    middle = Ref.scratch("cast")
+    steps = [launch_of(cast, (Ref.input(0), middle)), launch_of(transpose, (middle, Ref.output(0)))]
     return NodeProgram(steps, [dst], {cast.name: cast.source, transpose.name: transpose.source},
                        {"cast": dst.nbytes}, label="convert")

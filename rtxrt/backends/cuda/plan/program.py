@@ -4,6 +4,7 @@ inputs, outputs, scratch and packed constants. The builder resolves refs to aren
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -11,14 +12,47 @@ from ....ir.dtypes import DType
 from .forms import TensorForm
 
 
+class BufferRole(Enum):
+    """Whose buffer a pointer argument points into: one vocabulary for a generated kernel's
+    arguments (KernelArg, IN or OUT) and a program's pointers (Ref)."""
+
+    IN = "input"  # one of the node's inputs, by position
+    OUT = "output"  # one of the node's outputs, by position
+    SCRATCH = "scratch"  # one of the program's scratch buffers, by name
+    CONST = "const"  # one of the program's packed constants, by name
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Ref:
-    """A pointer argument: ``role`` "in" / "out" (``key`` is the position among the node's
-    inputs / outputs), "scratch" or "const" (``key`` names one of the program's)."""
+    """A pointer argument: with ``role`` IN / OUT, ``key`` is the position among the node's
+    inputs / outputs; with SCRATCH or CONST it names one of the program's buffers."""
 
-    role: str
+    role: BufferRole
     key: int | str
     offset: int = 0  # bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, BufferRole):
+            raise TypeError(f"a Ref's role is a BufferRole, not {self.role!r}")
+
+    @classmethod
+    def input(cls, index: int) -> Ref:
+        return cls(BufferRole.IN, index)
+
+    @classmethod
+    def output(cls, index: int) -> Ref:
+        return cls(BufferRole.OUT, index)
+
+    @classmethod
+    def scratch(cls, name: str) -> Ref:
+        return cls(BufferRole.SCRATCH, name)
+
+    @classmethod
+    def const(cls, name: str) -> Ref:
+        return cls(BufferRole.CONST, name)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 from ....errors import ExecutionError
 from ....ir.graph import Graph, Model
 from ...reference.executor import ReferenceExecutor
+from ..plan.arena import Allocation, Place
 from ..plan.builder import FinalPlan, Step
 from ..plan.forms import TensorForm, device_dtype, from_form, numpy_dtype, to_form
 from ..plan.program import Copy, Gemm, HostRun, Launch, NodeProgram, Ref
@@ -69,11 +70,12 @@ class Engine:
                  use_graph: bool = True):
         import cupy
 
-        self.final, self.plan = final, final.plan
+        self.final, self.plan, self.layout = final, final.plan, final.layout
         self.stream, self.cublas = stream, cublas
         self.use_graph = use_graph
-        self.arena = cupy.cuda.alloc(max(final.memory.arena_bytes, 1))
-        self.weights = cupy.cuda.alloc(max(final.const_bytes, 1))
+        self.arena = cupy.cuda.alloc(max(self.layout.arena_bytes, 1))
+        self.weights = cupy.cuda.alloc(max(self.layout.weights_bytes, 1))
+        self.bases = {Allocation.ARENA: self.arena.ptr, Allocation.WEIGHTS: self.weights.ptr}
         self.functions = load_functions({n: cubins[n] for n in final.kernels})
         self._upload_constants()
         self.segments: list[tuple[str, Any]] = []  # ("device", [calls]) or ("host", step)
@@ -85,7 +87,7 @@ class Engine:
                 self.segments.append(("host", step))
                 self.step_calls.append((step.label, [lambda step=step: self._run_host(step)]))
                 continue
-            calls = step_calls(program, lambda r, i=i: self._address(i, r), self.functions, cublas, stream)
+            calls = step_calls(program, self.layout.steps[i].addresses(self.bases), self.functions, cublas, stream)
             self.step_calls.append((step.label, calls))
             if not self.segments or self.segments[-1][0] != "device":
                 self.segments.append(("device", []))
@@ -94,7 +96,7 @@ class Engine:
 
     @property
     def device_bytes(self) -> int:
-        return self.final.memory.arena_bytes + self.final.const_bytes
+        return self.layout.arena_bytes + self.layout.weights_bytes
 
     @property
     def uses_graph(self) -> bool:
@@ -103,31 +105,16 @@ class Engine:
     # --- addresses ---------------------------------------------------------------------------
 
     def value_address(self, value: str) -> int:
-        if value in self.final.const_offsets:
-            return self.weights.ptr + self.final.const_offsets[value]
-        return self.arena.ptr + self.final.memory.offsets[value]
+        return self._pointer(self.layout.values[value])
 
-    def _address(self, i: int, ref: Ref) -> int:
-        step = self.plan.steps[i]
-        if ref.role == "in":
-            base = self.value_address(step.inputs[ref.key])
-        elif ref.role == "out":
-            base = self.value_address(step.outputs[ref.key])
-        elif ref.role == "scratch":
-            base = self.arena.ptr + self.final.memory.offsets[f"#scratch{i}"] + self.final.scratch[i][ref.key]
-        elif ref.role == "const":
-            base = self.weights.ptr + self.final.const_offsets[f"{i}:{ref.key}"]
-        else:
-            raise ExecutionError(f"{step.label}: unknown buffer role {ref.role!r}")
-        return base + ref.offset
+    def _pointer(self, place: Place) -> int:
+        return self.bases[place.allocation] + place.offset
 
     def _upload_constants(self) -> None:
-        arrays = dict(self.plan.consts)
-        arrays.update({f"{i}:{n}": a for i, p in enumerate(self.final.programs) for n, a in p.consts.items()})
-        uploads = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
-        for name, array in uploads.items():
+        uploads = [(place, np.ascontiguousarray(array)) for place, array in self.final.constants()]
+        for place, array in uploads:
             if array.nbytes:
-                self._copy(self.weights.ptr + self.final.const_offsets[name], array.ctypes.data, array.nbytes, H2D)
+                self._copy(self._pointer(place), array.ctypes.data, array.nbytes, H2D)
         self.stream.synchronize()  # the host arrays must outlive their copies
 
     # --- running -----------------------------------------------------------------------------

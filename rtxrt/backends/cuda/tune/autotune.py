@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from ....errors import ExecutionError
+from ..plan.arena import Allocation, ArenaLayout, step_alone
 from ..plan.builder import Plan, Step
 from ..run.executor import H2D, step_calls
 from ..plan.forms import TensorForm, numpy_dtype
-from ..plan.program import NodeProgram, Ref
+from ..plan.program import NodeProgram
 from .timing import gpu_milliseconds
 
 
@@ -29,17 +30,23 @@ def autotune(plan: Plan, functions: Mapping[str, Any], cublas: Any, stream: Any,
 
 
 def _fastest(plan: Plan, step: Step, functions: Mapping[str, Any], cublas: Any, stream: Any) -> int:
+    """Each candidate laid out on its own (arena.step_alone): the inputs and outputs lie at the
+    same places for every candidate, so one arena holding the random inputs serves them all."""
     import cupy
 
     rng = np.random.default_rng(len(step.label))
-    inputs = [_random_buffer(plan.forms[v], rng) if v else None for v in step.inputs]
-    outputs = [cupy.cuda.alloc(max(plan.forms[v].nbytes, 1)) if v else None for v in step.outputs]
+    layouts = [step_alone([plan.forms[v].nbytes if v else None for v in step.inputs],
+                          [plan.forms[v].nbytes if v else None for v in step.outputs], p) for p in step.candidates]
+    arena = cupy.cuda.alloc(max(max(layout.arena_bytes for layout in layouts), 1))
+    for v, place in zip(step.inputs, layouts[0].steps[0].inputs):
+        if v:
+            _upload(arena.ptr + place.offset, _random_values(plan.forms[v], rng))
     from cupy_backends.cuda.api.driver import CUDADriverError
 
     times, errors = [], []
-    for program in step.candidates:
+    for program, layout in zip(step.candidates, layouts):
         try:
-            times.append(_time_program(program, inputs, outputs, functions, cublas, stream))
+            times.append(_time_program(program, layout, arena, functions, cublas, stream))
         except CUDADriverError as exc:  # a tactic this GPU cannot launch (e.g. too many resources)
             times.append(float("inf"))
             errors.append(f"{program.label}: {exc}")
@@ -48,44 +55,31 @@ def _fastest(plan: Plan, step: Step, functions: Mapping[str, Any], cublas: Any, 
     return int(np.argmin(times))
 
 
-def _time_program(program: NodeProgram, inputs: list, outputs: list, functions: Mapping[str, Any], cublas: Any,
+def _time_program(program: NodeProgram, layout: ArenaLayout, arena: Any, functions: Mapping[str, Any], cublas: Any,
                   stream: Any) -> float:
     import cupy
 
-    offsets, total = {}, 0
-    for name, nbytes in program.scratch.items():
-        offsets[name] = total
-        total += -(-nbytes // 256) * 256
-    scratch = cupy.cuda.alloc(max(total, 1))
-    consts = {name: _upload(a) for name, a in program.consts.items()}
-
-    def address(ref: Ref) -> int:
-        if ref.role == "in":
-            return inputs[ref.key].ptr + ref.offset
-        if ref.role == "out":
-            return outputs[ref.key].ptr + ref.offset
-        if ref.role == "scratch":
-            return scratch.ptr + offsets[ref.key] + ref.offset
-        return consts[ref.key].ptr + ref.offset
-
+    weights = cupy.cuda.alloc(max(layout.weights_bytes, 1))
+    (step,) = layout.steps
+    for name, array in program.consts.items():
+        _upload(weights.ptr + step.consts[name].offset, array)
+    address = step.addresses({Allocation.ARENA: arena.ptr, Allocation.WEIGHTS: weights.ptr})
     return gpu_milliseconds(step_calls(program, address, functions, cublas, stream), stream)
 
 
-def _random_buffer(form: TensorForm, rng: np.random.Generator) -> Any:
-    """Device bytes of ``form`` holding values in [-1, 1] (never zeros: timing on zeros can
+def _random_values(form: TensorForm, rng: np.random.Generator) -> np.ndarray:
+    """The bytes of ``form`` holding values in [-1, 1] (never zeros: timing on zeros can
     flatter a kernel); integer values are small non-negative indexes."""
     if form.dtype.is_float:
         values = rng.uniform(0.1, 1.0, form.physical) * rng.choice([-1.0, 1.0], form.physical)
     else:
         values = rng.integers(0, 2, form.physical)
-    return _upload(values.astype(numpy_dtype(form.dtype)))
+    return values.astype(numpy_dtype(form.dtype))
 
 
-def _upload(array: np.ndarray) -> Any:
+def _upload(dst: int, array: np.ndarray) -> None:
     import cupy
 
     array = np.ascontiguousarray(array)
-    memory = cupy.cuda.alloc(max(array.nbytes, 1))
     if array.nbytes:
-        cupy.cuda.runtime.memcpy(memory.ptr, array.ctypes.data, array.nbytes, H2D)
-    return memory
+        cupy.cuda.runtime.memcpy(dst, array.ctypes.data, array.nbytes, H2D)

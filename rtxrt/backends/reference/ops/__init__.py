@@ -1,8 +1,1 @@
-"""Reference kernels, one family of operators per module; each registers on import."""
-from __future__ import annotations
-
-from ....submodules import import_submodules
-
-
-def load_all() -> None:
-    import_submodules(__name__)
+"""Reference kernels, one family of operators per module; each registers in ``kernel.KERNELS`` on import."""

@@ -1,56 +1,52 @@
 """Activation functions: Relu, LeakyRelu, PRelu, Sigmoid, HardSigmoid, HardSwish, Tanh,
-Softplus, Softsign, Elu, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, Swish, and Clip."""
+Softplus, Softsign, Elu, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, Swish, and Clip.
+Those that are a formula of rtxrt.ir.activations (parameters and their defaults included)
+evaluate it, as the fused epilogue does."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
+from ....ir.activations import ACTIVATIONS, onnx_activation
+from ..activation_numpy import evaluate
 from ..kernel import OpRun
 from .reduce import widened
-from .unary import _Unary, erf
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))  # exp overflowing to inf gives the right limit, 0
-
-
-def hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    return np.clip(alpha * x + beta, 0.0, 1.0)
+from .unary import _Unary
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)  # log(1 + exp(x)) without overflow
 
 
-class Relu(_Unary):
-    @staticmethod
-    def compute(x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, 0)
+class _Activation(_Unary):
+    """An op that is one of rtxrt.ir.activations' formulas, its attributes the parameters."""
 
-
-class LeakyRelu(_Unary):
     def compute(self, x: np.ndarray) -> np.ndarray:
-        return np.where(x < 0, x * self.attr("alpha", 0.01), x)
+        activation, params = onnx_activation(self.op_type, self.node.attrs)
+        return evaluate(activation, x, params)
 
 
-class Sigmoid(_Unary):
-    compute = staticmethod(sigmoid)
+class Relu(_Activation):
+    pass
 
 
-class HardSigmoid(_Unary):
-    def compute(self, x: np.ndarray) -> np.ndarray:
-        return hard_sigmoid(x, self.attr("alpha", 0.2), self.attr("beta", 0.5))
+class LeakyRelu(_Activation):
+    pass
 
 
-class HardSwish(_Unary):
-    @staticmethod
-    def compute(x: np.ndarray) -> np.ndarray:
-        return x * hard_sigmoid(x, 1 / 6, 0.5)
+class Sigmoid(_Activation):
+    pass
 
 
-class Tanh(_Unary):
-    compute = staticmethod(np.tanh)
+class HardSigmoid(_Activation):
+    pass
+
+
+class HardSwish(_Activation):
+    pass
+
+
+class Tanh(_Activation):
+    pass
 
 
 class Softplus(_Unary):
@@ -98,16 +94,12 @@ class Mish(_Unary):
         return x * np.tanh(softplus(x))
 
 
-class Gelu(_Unary):
-    def compute(self, x: np.ndarray) -> np.ndarray:
-        if self.attr("approximate", "none") == "tanh":
-            return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+class Gelu(_Activation):
+    pass
 
 
-class Swish(_Unary):
-    def compute(self, x: np.ndarray) -> np.ndarray:
-        return x * sigmoid(self.attr("alpha", 1.0) * x)
+class Swish(_Activation):
+    pass
 
 
 class PRelu(OpRun):
@@ -127,12 +119,9 @@ class Clip(OpRun):
     def run(self, x: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
         if self.opset < 11:
             low, high = self.attr("min"), self.attr("max")
-        y = widened(x)
-        if low is not None:
-            y = np.maximum(y, _scalar(low))
-        if high is not None:
-            y = np.minimum(y, _scalar(high))
-        return np.asarray(y).astype(x.dtype, copy=False)
+        bounds = {"min": low, "max": high}
+        bounds = {key: None if b is None else _scalar(b) for key, b in bounds.items()}
+        return evaluate(ACTIVATIONS["clip"], widened(x), bounds).astype(x.dtype, copy=False)
 
 
 def _scalar(bound: np.ndarray | float) -> np.ndarray:

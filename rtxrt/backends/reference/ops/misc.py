@@ -5,8 +5,9 @@ import itertools
 
 import numpy as np
 
+from ....ir.activations import SWISH
+from ..activation_numpy import evaluate
 from ..kernel import OpRun
-from .recurrent import sigmoid
 
 _CUBIC_A = -0.75  # Keys' cubic convolution parameter, as in PyTorch and ONNX Runtime
 
@@ -16,7 +17,7 @@ class SwiGLU(OpRun):
         if a.shape != b.shape or a.dtype != b.dtype:
             raise ValueError(f"A and B must have one shape and dtype (no broadcasting), got {a.shape} {a.dtype} "
                              f"and {b.shape} {b.dtype}")
-        return (a * sigmoid(self.attr("alpha", 1.0) * a).astype(a.dtype) * b).astype(a.dtype)
+        return (evaluate(SWISH, a, {"alpha": self.attr("alpha", 1.0)}) * b).astype(a.dtype)  # Swish(A) * B
 
 
 # --- GridSample -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Pooling: MaxPool, AveragePool, LpPool, GlobalMaxPool, GlobalAveragePool, GlobalLpPool,
-MaxUnpool; written once for any number of spatial axes.
+MaxUnpool, written once for any number of spatial axes; and MaxRoiPool.
 
 A pool visits the kernel taps in a short Python loop; each tap is one strided slice of the
 padded input covering every window at once, so the work per tap is a single vectorized op.
@@ -13,6 +13,7 @@ import numpy as np
 
 from ....ir.ops.conv import Window, sliding_window
 from ....ir.ops.pool import unpooled_sizes
+from ....errors import ExecutionError
 from ..kernel import OpRun
 from .conv import pad_for_windows, padded_shape, strided
 from .reduce import lowest, widened
@@ -141,3 +142,40 @@ class MaxUnpool(OpRun):
         common = tuple(slice(0, min(a, b)) for a, b in zip(result.shape, y.shape))
         result[common] = y[common]
         return result
+
+
+class MaxRoiPool(OpRun):
+    """Caffe's ROIPooling, as ONNX Runtime computes it: each roi's corners are scaled and
+    rounded half away from zero, the roi (at least 1x1) is cut into pooled_h x pooled_w bins
+    of floor/ceil bounds clipped to the image, and each bin gives its maximum (0 if empty)."""
+
+    def run(self, x: np.ndarray, rois: np.ndarray) -> np.ndarray:
+        pooled_h, pooled_w = self.attr("pooled_shape")
+        scale = float(self.attr("spatial_scale"))
+        _, channels, height, width = x.shape
+        y = np.zeros((len(rois), channels, pooled_h, pooled_w), x.dtype)
+        for n, roi in enumerate(rois.astype(np.float32)):
+            batch = int(roi[0])
+            if not 0 <= batch < x.shape[0]:
+                raise ExecutionError(f"{self.node.label}: roi {n} names batch {batch}, X has {x.shape[0]}")
+            x1, y1, x2, y2 = (int(round_half_away(v * np.float32(scale))) for v in roi[1:])
+            rows = _roi_bins(y1, max(y2 - y1 + 1, 1), pooled_h, height)
+            cols = _roi_bins(x1, max(x2 - x1 + 1, 1), pooled_w, width)
+            for ph, (top, bottom) in enumerate(rows):
+                for pw, (left, right) in enumerate(cols):
+                    if bottom > top and right > left:
+                        y[n, :, ph, pw] = x[batch, :, top:bottom, left:right].max(axis=(1, 2))
+        return y
+
+
+def round_half_away(v: float) -> float:
+    """C's round(): halves away from zero (numpy rounds them to even)."""
+    return math.copysign(math.floor(abs(v) + 0.5), v)
+
+
+def _roi_bins(start: int, extent: int, bins: int, size: int) -> list[tuple[int, int]]:
+    """[begin, end) of each of ``bins`` bins of an roi axis starting at ``start``, ``extent``
+    pixels long, clipped to [0, size]."""
+    step = np.float32(extent) / np.float32(bins)
+    return [(min(max(int(math.floor(np.float32(b) * step)) + start, 0), size),
+             min(max(int(math.ceil(np.float32(b + 1) * step)) + start, 0), size)) for b in range(bins)]

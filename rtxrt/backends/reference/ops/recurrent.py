@@ -11,26 +11,32 @@ from typing import Callable, ClassVar
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ....ir.activations import get_activation
+from ..activation_numpy import evaluate
 from ..kernel import OpRun
 
 Activation = Callable[[np.ndarray], np.ndarray]
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+def _shared(name: str) -> tuple[Callable[..., np.ndarray], float | None, float | None]:
+    """An activation of rtxrt.ir.activations; its parameters, in order, are alpha and beta."""
+    activation = get_activation(name)
+    keys = [key for key, _ in activation.params]
+    defaults = [default for _, default in activation.params] + [None, None]
+    return (lambda x, a, b: evaluate(activation, x, dict(zip(keys, (a, b))))), defaults[0], defaults[1]
 
 
 # name → (function of x, alpha, beta; default alpha; default beta). None: takes no such value.
+# The ones that are fused activations too come from their one definition.
 _ACTIVATIONS: dict[str, tuple[Callable[..., np.ndarray], float | None, float | None]] = {
-    "relu": (lambda x, a, b: np.maximum(x, 0), None, None),
-    "tanh": (lambda x, a, b: np.tanh(x), None, None),
-    "sigmoid": (lambda x, a, b: sigmoid(x), None, None),
+    "relu": _shared("relu"),
+    "tanh": _shared("tanh"),
+    "sigmoid": _shared("sigmoid"),
+    "leakyrelu": _shared("leaky_relu"),
+    "hardsigmoid": _shared("hard_sigmoid"),
     "affine": (lambda x, a, b: a * x + b, 1.0, 0.0),
-    "leakyrelu": (lambda x, a, b: np.where(x >= 0, x, a * x), 0.01, None),
     "thresholdedrelu": (lambda x, a, b: np.where(x > a, x, 0), 1.0, None),
     "scaledtanh": (lambda x, a, b: a * np.tanh(b * x), 1.0, 1.0),
-    "hardsigmoid": (lambda x, a, b: np.clip(a * x + b, 0, 1), 0.2, 0.5),
     "elu": (lambda x, a, b: np.where(x >= 0, x, a * (np.exp(np.minimum(x, 0)) - 1)), 1.0, None),
     "softsign": (lambda x, a, b: x / (1 + np.abs(x)), None, None),
     "softplus": (lambda x, a, b: np.logaddexp(x, 0), None, None),
@@ -90,7 +96,7 @@ class _Recurrent(OpRun):
 
     def _bound_activations(self, directions: int) -> list[list[Activation]]:
         per = len(self.default_activations)
-        names = self.attr("activations") or list(self.default_activations) * directions
+        names = self.attr("activations", None) or list(self.default_activations) * directions  # ONNX lists both directions' defaults
         if len(names) != per * directions:
             raise ValueError(f"expected {per * directions} activations, got {names}")
         bound = _activations(names, self.attr("activation_alpha", []), self.attr("activation_beta", []))
@@ -218,5 +224,5 @@ class CausalConvWithState(OpRun):
         if bias is not None:
             y = y + bias.astype(work)[:, None]
         if activation != "none":
-            y = y * sigmoid(y)
+            y = evaluate(get_activation("silu"), y, {})
         return y.astype(x.dtype), padded[:, :, length:]
