@@ -70,3 +70,17 @@ def test_a_detector_head_on_the_gpu_equals_the_reference(tmp_path, precision, to
     assert session.on_gpu and session.stats["host_nodes"] == []
     want = ReferenceExecutor(read_rtxir(tmp_path / "reference.rtxir")).run(inputs)["scores"]
     assert np.linalg.norm(got - want) <= tolerance * np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_generated_roi_pool_kernel_matches_the_reference_on_the_fake_device(monkeypatch, precision):
+    """The whole head on the fake device (tests/fake_gpu): the conv on cuBLAS, the MaxRoiPool
+    kernel interpreted, on boxes that cross the image's edges and round on halves."""
+    from tests.fake_gpu.device import FakeDevice, LaunchRecord
+    from tests.fake_gpu.engine import check_model, cublas_tactic
+
+    device = FakeDevice().install(monkeypatch)
+    rng = np.random.default_rng(2)
+    runs = check_model(device, detector_head(rng), [feeds(rng), feeds(rng)], precision, prefer=cublas_tactic)
+    roi = [r for r in runs[1].records if isinstance(r, LaunchRecord) and r.kernel.startswith("rtx_roipool_")]
+    assert len(roi) == 1 and roi[0].executed
