@@ -33,10 +33,10 @@ from ..errors import GraphError, InputError
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Model, Node, TensorType
 from ..ir.infer import infer_types
+from ..ir.ops import view_ops
+from ..ir.ops.facts import NONDETERMINISTIC_OPS
 
 ALIGNMENT = 256
-VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
-_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 _MAX_SHAPE_VALUE = 1 << 16  # elements of a shape value worth evaluating at plan time
 _SUB_BYTE_BITS = {DType.UINT4: 4, DType.INT4: 4, DType.FLOAT4E2M1: 4, DType.UINT2: 2, DType.INT2: 2}
 
@@ -178,7 +178,7 @@ def _shape_values(model: Model) -> dict[str, np.ndarray]:
         if node.op_type == "Shape" and not node.domain and not node.attrs:
             t = graph.types.get(node.inputs[0])
             values = [np.array(t.shape, dtype=np.int64)] if t is not None and t.is_static else None
-        elif (node.op_type in _RANDOM_OPS or any(n and n not in known for n in node.inputs)
+        elif (node.op_type in NONDETERMINISTIC_OPS or any(n and n not in known for n in node.inputs)
               or any(t.is_static and np.prod(t.shape) > _MAX_SHAPE_VALUE for t in outs)):
             values = None
         else:
@@ -282,7 +282,7 @@ def find_views(graph: Graph, sizes: Mapping[str, int]) -> dict[str, str]:
     aliases: dict[str, str] = {}
     outputs = set(graph.outputs)
     for step, node in enumerate(graph.nodes):
-        if node.domain or node.op_type not in VIEW_OPS or not node.inputs or not node.outputs[0]:
+        if node.domain or node.op_type not in view_ops() or not node.inputs or not node.outputs[0]:
             continue
         src, out = node.inputs[0], node.outputs[0]
         if src not in spans or src in outputs or spans[src][1] != step:
@@ -496,7 +496,7 @@ def check_plan(plan: MemoryPlan, graph: Graph) -> None:
     root = {v: plan.aliases.get(v, v) for v in planned}
     for view, src_root in plan.aliases.items():
         _, node = producers[view]
-        if node.domain or node.op_type not in VIEW_OPS or root.get(node.inputs[0]) != src_root:
+        if node.domain or node.op_type not in view_ops() or root.get(node.inputs[0]) != src_root:
             raise PlanError(f"{node.label} output {view!r} shares {src_root!r}'s buffer but is not a view of it")
         if plan.offsets[view] != plan.offsets[src_root] or plan.sizes[view] > plan.sizes[src_root]:
             raise PlanError(f"view {view!r} does not lie within {src_root!r}'s buffer")
@@ -525,7 +525,6 @@ def check_plan(plan: MemoryPlan, graph: Graph) -> None:
 
 __all__ = [
     "ALIGNMENT",
-    "VIEW_OPS",
     "Lifetime",
     "MemoryPlan",
     "PlanError",

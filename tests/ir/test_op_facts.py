@@ -84,3 +84,11 @@ def test_a_table_imports_every_module_of_its_package_when_first_read():
     table.add("Thing", "x", domain="ai.onnx")
     assert table.get("Thing") == "x" and ("", "Thing") in table
     assert "tests.ir.test_rewrite" in __import__("sys").modules
+
+
+def test_view_operators_are_aliased_and_lowered_as_views():
+    from rtxrt.backends.cuda.ops.data_movement import lower_view
+    from rtxrt.ir.ops import view_ops
+
+    assert view_ops() == {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+    assert all(LOWERINGS.get(op) is lower_view for op in view_ops())

@@ -10,12 +10,12 @@ import numpy as np
 
 from ...backends.reference.kernel import find_kernel
 from ...ir.graph import Graph, Model, Node, TensorType
+from ...ir.ops.facts import NONDETERMINISTIC_OPS
 from ...ir.rewrite import constants, remove_nodes
 from ..options import AotOptions
 from ..pass_result import PassResult
 
 # Ops whose result is not a function of their inputs: folding them would freeze one draw.
-RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
 
 def fold_constants(model: Model, options: AotOptions) -> PassResult:
@@ -54,7 +54,7 @@ def is_constant_node(node: Node) -> bool:
 
 def foldable(node: Node) -> bool:
     """Whether evaluating ``node`` once, here, is the same as evaluating it at run time."""
-    return node.op_type not in RANDOM_OPS and not any(True for _ in node.subgraphs())
+    return node.op_type not in NONDETERMINISTIC_OPS and not any(True for _ in node.subgraphs())
 
 
 def evaluate(node: Node, inputs: list[np.ndarray | None], opset: int, graph: Graph,

@@ -11,7 +11,7 @@ from ...ir.graph import Graph, Model, Node, TensorType
 from ...ir.rewrite import constants, remove_nodes, replace_uses
 from ..options import AotOptions
 from ..pass_result import PassResult
-from .constant_folding import RANDOM_OPS
+from ...ir.ops.facts import NONDETERMINISTIC_OPS
 
 # Initializers compared: float scalars and integer vectors up to this length (shape vectors,
 # axes), the values patterns match on. Weights are left alone: merging depends on values, and
@@ -68,7 +68,7 @@ def _small_constant(array: np.ndarray) -> bool:
 
 def _node_key(node: Node) -> Hashable | None:
     """What makes two nodes compute the same values; None for nodes never merged."""
-    if node.op_type in RANDOM_OPS:
+    if node.op_type in NONDETERMINISTIC_OPS:
         return None
     try:
         attrs = tuple(sorted((key, _freeze(value)) for key, value in node.attrs.items()))

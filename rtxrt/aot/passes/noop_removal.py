@@ -12,12 +12,12 @@ from typing import Callable
 import numpy as np
 
 from ...ir.graph import Graph, Model, Node, TensorType
+from ...ir.ops import view_ops
 from ...ir.rewrite import GraphIndex, bypass, value_type
 from ..options import AotOptions
 from ..pass_result import PassResult
 
 # Ops that only reinterpret the shape: the elements stay in the same (row-major) order.
-_SHAPE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 
 
 def remove_noops(model: Model, options: AotOptions) -> PassResult:
@@ -68,7 +68,7 @@ def _shape_op(node: Node, graph: Graph, index: GraphIndex) -> str | None:
     if kind:
         return kind
     producer = index.producer.get(node.inputs[0])
-    if producer is None or producer.op_type not in _SHAPE_OPS or producer.domain:
+    if producer is None or producer.op_type not in view_ops() or producer.domain:
         return None
     origin = producer.inputs[0]
     # A chain of reshapes that ends where it started, e.g. Unsqueeze then Squeeze.

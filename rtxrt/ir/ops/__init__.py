@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .facts import Layout, OpFacts, Precision
 from .registry import (
-    VARIADIC, InferenceContext, OpSchema, all_schemas, elementwise_ops, facts_of, get_schema, register,
+    VARIADIC, InferenceContext, OpSchema, all_schemas, elementwise_ops, facts_of, get_schema, register, view_ops,
 )
 
 __all__ = ["VARIADIC", "InferenceContext", "Layout", "OpFacts", "OpSchema", "Precision", "all_schemas", "elementwise_ops", "facts_of",
-           "get_schema", "register"]
+           "get_schema", "register", "view_ops"]

@@ -60,6 +60,9 @@ class OpFacts:
     tensor_core: bool = False
     # The op types a fused operator was made from, which ``--keep-fp32`` may name it by.
     fused_from: tuple[str, ...] = ()
+    # Its output is its input's bytes under another shape: memory plans alias the two, the GPU
+    # copies nothing, and chains of such ops collapse.
+    view: bool = False
 
     def but(self, **changes) -> OpFacts:
         return replace(self, **changes)
@@ -73,3 +76,9 @@ STATS = OpFacts(Precision.STATS)
 WIDE = OpFacts(Precision.WIDE)
 OPAQUE = OpFacts(Precision.OPAQUE)
 GEMM = OpFacts(Precision.GEMM, tensor_core=True)
+VIEW = OpFacts(Precision.PLAIN, view=True)
+
+# Operators whose results differ from run to run. rtxrt has no schema for them yet, but passes
+# must never fold, share or precompute one of them.
+NONDETERMINISTIC_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+                                  "Multinomial", "Bernoulli"})

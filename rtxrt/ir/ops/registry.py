@@ -141,6 +141,11 @@ def elementwise_ops() -> frozenset[str]:
     return frozenset(op for (domain, op), schema in SCHEMAS.entries().items() if not domain and schema.facts.elementwise)
 
 
+def view_ops() -> frozenset[str]:
+    """The default-domain operators whose output is their input's bytes under another shape."""
+    return frozenset(op for (domain, op), schema in SCHEMAS.entries().items() if not domain and schema.facts.view)
+
+
 def facts_of(node: Node) -> OpFacts | None:
     """The facts of ``node``'s operator; None for an operator rtxrt does not know."""
     schema = SCHEMAS.get(node.op_type, node.domain)

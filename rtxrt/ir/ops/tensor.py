@@ -18,7 +18,7 @@ import numpy as np
 from ..dtypes import DType
 from ..graph import Dim, Shape, TensorType
 from .infer_helpers import broadcast_shapes, int_values, normalize_axis, same_as_input
-from .facts import Layout, PLAIN, SHAPE_ONLY, WIDE
+from .facts import PLAIN, SHAPE_ONLY, VIEW, WIDE, Layout
 from .registry import VARIADIC, InferenceContext, register
 
 # Slice bounds at or past these mean "to the end"; models use INT32 or INT64 extremes.
@@ -503,14 +503,14 @@ def _infer_eye_like(ctx: InferenceContext) -> list[TensorType | None]:
 
 register("Constant", _infer_constant, inputs=0, facts=SHAPE_ONLY)
 register("ConstantOfShape", _infer_constant_of_shape, facts=PLAIN)
-register("Identity", same_as_input(0), facts=PLAIN.but(layout=Layout.ANY))
+register("Identity", same_as_input(0), facts=VIEW.but(layout=Layout.ANY))
 register("Dropout", _infer_dropout, inputs=(1, 3), outputs=(1, 2), facts=PLAIN.but(layout=Layout.ANY, exact_inputs=(1,)))
 register("Shape", _infer_shape, facts=SHAPE_ONLY)
 register("Size", _infer_size, facts=SHAPE_ONLY)
-register("Reshape", _infer_reshape, inputs=2, facts=PLAIN)
-register("Flatten", _infer_flatten, facts=PLAIN)
-register("Squeeze", _infer_squeeze, inputs=(1, 2), facts=PLAIN)
-register("Unsqueeze", _infer_unsqueeze, inputs=(1, 2), facts=PLAIN)
+register("Reshape", _infer_reshape, inputs=2, facts=VIEW)
+register("Flatten", _infer_flatten, facts=VIEW)
+register("Squeeze", _infer_squeeze, inputs=(1, 2), facts=VIEW)
+register("Unsqueeze", _infer_unsqueeze, inputs=(1, 2), facts=VIEW)
 register("Transpose", _infer_transpose, facts=PLAIN)
 register("DepthToSpace", _infer_depth_to_space, facts=PLAIN)
 register("SpaceToDepth", _infer_space_to_depth, facts=PLAIN)

@@ -13,13 +13,13 @@ from .data_movement_source import (
     tile_kernel,
     transpose_kernel,
 )
+from ....ir.ops import view_ops
 from ..codegen.kernel_source import KernelSource
 from ..plan.forms import NHWC, TO_NHWC, TensorForm
 from ..plan.program import BufferRole, Copy, NodeProgram, Ref
 from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
 from .lowering import LOWERINGS
 
-VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 
 def lower_view(ctx: LowerContext) -> list[NodeProgram]:
@@ -141,7 +141,7 @@ def _add(program: NodeProgram, kernel: KernelSource) -> None:
 def _ints(value) -> list[int]:
     return [int(v) for v in value.reshape(-1)]
 
-for _op in VIEW_OPS:
+for _op in view_ops():
     LOWERINGS.add(_op, lower_view)
 for _op, _lowering in {"Transpose": lower_transpose, "Slice": lower_slice, "Split": lower_split, "Concat": lower_concat,
                        "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile}.items():
