@@ -20,7 +20,7 @@ import numpy as np
 
 from ...ir.dtypes import DType
 from ...ir.graph import Dim, Model, Node, TensorType
-from ...ir.ops import InferenceContext, get_schema
+from ...ir.ops import InferenceContext, elementwise_ops, get_schema
 from ...ir.ops.infer_helpers import broadcast_shapes
 from ...ir.rewrite import NameGenerator, constants
 from ..options import AotOptions
@@ -196,7 +196,7 @@ class ShapeAnalysis:
                 better = None
         elif node.op_type == "Slice":
             better = self._slice_prefix(p, x)
-        elif node.op_type in _BROADCASTING:
+        elif not node.domain and node.op_type in elementwise_ops():  # output shape: the inputs' broadcast
             better = self._broadcast_prefix(node)
         if better is None or len(better) != len(t.shape):
             return t
@@ -260,10 +260,6 @@ def _better_dim(inferred: Dim, declared: Dim) -> Dim:
 
 
 # ---- rules for partly known inputs: each returns the partial value of output 0, or None ----
-
-# Ops whose output shape is the broadcast of their inputs' shapes.
-_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "And", "Or", "Xor", "Equal", "Less",
-                           "LessOrEqual", "Greater", "GreaterOrEqual", "Max", "Min", "Sum", "Mean"})
 
 Types = dict[str, TensorType]
 Rule = Callable[[Node, list, Types], "Partial | None"]
