@@ -25,5 +25,9 @@ EXPECTED_FAILURES = {
 # The node suite on the GPU (tests/conformance/test_cuda_conformance.py): the reference
 # backend's failures (those ops run on the host there too) and the cases where a GPU kernel's
 # float32 arithmetic differs from the reference beyond the suite's tolerance.
-CUDA_NODE_ONLY: set[str] = set()
+CUDA_NODE_ONLY = {
+    # float16 Attention: rtxrt's fused kernel keeps the softmax in float32; the test's float16
+    # reference rounds it, and the two differ by more than rtol 1e-3
+    "test_attention_4d_fp16", "test_attention_4d_causal_fp16",
+}
 CUDA_NODE = EXPECTED_FAILURES["node"] | CUDA_NODE_ONLY

@@ -43,9 +43,10 @@ def render(template: str, **values: str | int) -> str:
 
 
 def _check_value(name: str, value: object) -> None:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         if "$" in value:
             raise CodegenError(f"template: the value of {name} holds a '$' (an unrendered template?)")
-    elif isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    elif kind is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise CodegenError(f"template: the value of {name} is a {type(value).__name__} ({value!r}); "
                            "values are code (str) or integers")
