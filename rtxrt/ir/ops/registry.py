@@ -125,6 +125,7 @@ def register(
     lo_in, hi_in = (inputs, inputs) if isinstance(inputs, int) else inputs
     lo_out, hi_out = (outputs, outputs) if isinstance(outputs, int) else outputs
     schema = OpSchema(op_type, infer, facts, lo_in, hi_in, lo_out, hi_out, domain, subgraph_inputs, attributes)
+    _OPS_WITH.clear()  # a new schema may have the fact
     return SCHEMAS.add(op_type, schema, domain)
 
 
@@ -136,14 +137,26 @@ def all_schemas() -> dict[tuple[str, str], OpSchema]:
     return dict(SCHEMAS.entries())
 
 
+# Fact name -> the default-domain operators that have it; passes ask per node, so each set is
+# made once (after every schema module is imported: ``register`` clears it).
+_OPS_WITH: dict[str, frozenset[str]] = {}
+
+
+def _ops_with(fact: str) -> frozenset[str]:
+    entries = SCHEMAS.entries()
+    if fact not in _OPS_WITH:
+        _OPS_WITH[fact] = frozenset(op for (domain, op), s in entries.items() if not domain and getattr(s.facts, fact))
+    return _OPS_WITH[fact]
+
+
 def elementwise_ops() -> frozenset[str]:
     """The default-domain operators computed element by element: an rtxrt::Elementwise body's ops."""
-    return frozenset(op for (domain, op), schema in SCHEMAS.entries().items() if not domain and schema.facts.elementwise)
+    return _ops_with("elementwise")
 
 
 def view_ops() -> frozenset[str]:
     """The default-domain operators whose output is their input's bytes under another shape."""
-    return frozenset(op for (domain, op), schema in SCHEMAS.entries().items() if not domain and schema.facts.view)
+    return _ops_with("view")
 
 
 def facts_of(node: Node) -> OpFacts | None:
