@@ -24,12 +24,16 @@ from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
 
 if TYPE_CHECKING:
+    from ..backends.cuda.generic import GenericEngines
+    from ..backends.cuda.jit import JitStats
     from ..backends.cuda.run.executor import Engine
 
 ModelSource = str | os.PathLike | bytes | Model
 FALLBACKS = (None, "cpu")
 PRECISIONS = (None, "fp32")
 SPECIALIZATIONS = ("eager", "lazy", "none")
+HOT_USES = 2  # "lazy": a shape gets its specialized engine built once it has run this many times
+DEFAULT_DIM_MAX = 2048  # a symbolic dim without a profile ranges over [1, max(its first size, this)]
 
 
 @dataclass(frozen=True)
@@ -82,14 +86,21 @@ class Session:
     ``(stage, done, total)`` for GUIs. ``use_cuda_graph``: replay each run as a CUDA graph.
 
     Dynamic shapes: ``profile={input: (min, opt, max)}`` (default: the one ``rtxrt aot
-    --profile`` stored in the file, if any) specializes to the opt shapes here
-    and refuses shapes outside [min, max]. ``specialization`` says what a run at a new shape
-    does: "eager" specializes to it before running (the first run waits for the JIT);
-    "lazy" starts that in a background thread and runs on the CPU reference backend until
-    the GPU engine is ready; "none" never compiles after loading: a shape runs on the GPU
-    when its engine was made at load (static or profile opt shapes) or is in the runtime
-    cache (``rtxrt jit --shapes``), else on the CPU reference backend. (Every rtxrt GPU kernel
-    is shape-specialized: the reference backend is the shape-generic path.)
+    --profile`` stored in the file, if any) refuses shapes outside [min, max] and builds, here,
+    the profile's generic engine: kernels that take the varying dims as arguments, compiled
+    and tuned once at the opt shapes, which run every shape of the profile on the GPU (a new
+    shape costs a plan on the host and a CUDA graph capture, no compile). A model with
+    symbolic dims and no profile gets one at its first run: each symbolic dim ranges over
+    [1, max(its size then, DEFAULT_DIM_MAX = 2048)], opt is that first shape, and a shape
+    outside is specialized on its own. ``specialization`` says what shape-specialized engines
+    are built on top, as TensorRT-RTX does: "lazy" (default) runs a new shape on the generic
+    engine at once and, once it has run HOT_USES (2) times, builds its specialized engine in a
+    background thread and swaps it in when ready; "eager" specializes a new shape before
+    running it (the first run waits for the JIT); "none" never compiles after loading: a shape
+    runs specialized where that engine was made at load or is in the runtime cache (``rtxrt
+    jit --shapes``), else on the generic engine. The CPU reference backend runs a model only
+    where no GPU plan holds it (``fallback="cpu"`` without a GPU, values whose shapes depend
+    on the data). ``stats["engine"]`` says which engine the last run used.
 
     ``embedded_kernels``: also use the cubins ``rtxrt aot --precompile`` put in the file for
     this GPU's arch (no compile on first launch). They are machine code from whoever built
@@ -106,7 +117,7 @@ class Session:
     def __init__(self, source: ModelSource, *, device: int = 0, cache_dir: str | os.PathLike | None = None,
                  precision: str | None = None, fallback: str | None = None, progress: ProgressOption = True,
                  use_cuda_graph: bool = True, profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
-                 specialization: str = "eager", embedded_kernels: bool = False,
+                 specialization: str = "lazy", embedded_kernels: bool = False,
                  base_dir: str | os.PathLike | None = None):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be None or 'cpu', not {fallback!r}")
@@ -120,6 +131,10 @@ class Session:
         self.shape_profile = make_profile(self.model.graph, profile) if profile else stored_profile(self.model)
         self.specialization = specialization
         self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
+        self._generic: GenericEngines | OnHost | None = None  # the profile's (or default ranges') engines
+        self._uses: dict[str, int] = {}  # runs per shape signature on the generic engine
+        self.last_engine = ""  # "specialized", "generic" or "host": what the last run used
+        self.kernels_compiled_total = 0  # by every JIT of this session (background builds included)
         self._reference: ReferenceExecutor | None = None
         self._pool: Any = None
         self.precision = precision
@@ -153,8 +168,12 @@ class Session:
                                             {"precision": precision} if precision else {})
         self._precompiled = embedded_cubins(self._ir_bytes, self._gpu.info.arch) if embedded_kernels else {}
         static = self.static_input_shapes()
-        if static is not None or self.shape_profile is not None:
-            self._engine(static if static is not None else self.shape_profile.opt_shapes)
+        if static is not None:
+            self._engine(static)
+        elif self.shape_profile is not None:
+            self._generic_engines(self.shape_profile.ranges, reserve=True)
+            if specialization == "eager":
+                self._engine(self.shape_profile.opt_shapes)
 
     # --- metadata ----------------------------------------------------------------------------
 
@@ -174,8 +193,11 @@ class Session:
     @property
     def stats(self) -> dict[str, Any]:
         """``jit_stats`` as a dict: jit_seconds, kernels_compiled, from_cache, device_bytes,
-        host_nodes (labels of the nodes the last engine runs on the host), ..."""
-        return self.jit_stats.as_dict()
+        host_nodes (labels of the nodes the last engine runs on the host), ...; plus
+        ``engine`` (what the last run used: "specialized", "generic" or "host") and
+        ``kernels_compiled_total`` (every compile of this session)."""
+        return self.jit_stats.as_dict() | {"engine": self.last_engine,
+                                           "kernels_compiled_total": self.kernels_compiled_total}
 
     @property
     def stream(self) -> Any:
@@ -201,17 +223,14 @@ class Session:
             if name not in self.model.graph.outputs:
                 raise InputError(f"unknown output {name!r}; the model's outputs are {self.model.graph.outputs}")
         if self._executor is not None:
+            self.last_engine = "host"
             results = self._executor.run({k: _to_numpy(v) for k, v in feeds.items()}, wanted)
             return [results[n] for n in wanted]
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
-        if self.specialization == "lazy":
-            engine = self._lazy_engine(shapes)
-        elif self.specialization == "none":
-            engine = self._cached_engine(shapes)
-        else:
-            engine = self._engine(shapes)
+        engine = self._select(shapes)
         if engine is None or isinstance(engine, OnHost):  # lazy: still being built; or no static plan exists
+            self.last_engine = "host"
             return self._run_on_host(wanted, arrays, kind)
         with self._gpu.device:
             self._gpu.follow_current_stream()
@@ -248,22 +267,98 @@ class Session:
         where no static GPU plan holds them."""
         return self._engine({k: tuple(int(d) for d in v) for k, v in shapes.items()})
 
+    def _select(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost | None:
+        """The engine a run at ``shapes`` uses (see the class docstring); None: lazy, on the host."""
+        from ..backends.cuda.jit import NotSpecialized, shape_signature
+
+        signature = shape_signature(shapes)
+        self.last_engine = "specialized"
+        if signature in self._engines:
+            return self._engines[signature]
+        generic = self._generic_for(shapes)
+        if generic is None or isinstance(generic, OnHost):  # static, outside the default ranges, or no plan
+            if generic is not None:
+                return generic
+            if self.specialization == "lazy":
+                return self._lazy_engine(shapes)
+            return self._cached_engine(shapes) if self.specialization == "none" else self._engine(shapes)
+        if self.specialization == "eager":
+            return self._engine(shapes)
+        if self.specialization == "lazy":
+            self._uses[signature] = self._uses.get(signature, 0) + 1
+            if self._uses[signature] >= HOT_USES or signature in self._building:
+                specialized = self._lazy_engine(shapes)
+                if specialized is not None:
+                    return specialized
+        elif self._in_cache(signature):
+            cached = self._cached_engine(shapes, remember_miss=False)
+            if not isinstance(cached, OnHost):
+                return cached
+        self.last_engine = "generic"
+        try:
+            engine, stats = generic.engine(shapes, build=self.specialization != "none")
+        except NotSpecialized as exc:
+            return OnHost(f"{exc} (specialization='none')")
+        self._count(stats)
+        return engine
+
+    def _generic_for(self, shapes: dict[str, tuple[int, ...]]) -> GenericEngines | OnHost | None:
+        """The generic engines serving ``shapes``: the profile's, else ones over default ranges
+        made now (None for a static model or shapes outside the default ranges)."""
+        if self._generic is None and self.static_input_shapes() is None and self.shape_profile is None:
+            self._generic_engines(self._default_ranges(shapes), reserve=False)
+        if isinstance(self._generic, OnHost) or self._generic is None:
+            return self._generic
+        return self._generic if self._generic.contains(shapes) else None
+
+    def _generic_engines(self, ranges: Mapping[str, Any], *, reserve: bool) -> None:
+        from ..backends.cuda.generic import GenericEngines, varies
+
+        if not varies(ranges):
+            return
+        generic = GenericEngines(self._model, self.cache_key, self.cache, self._gpu, ranges,
+                                 use_graph=self.use_cuda_graph, precompiled=self._precompiled, reserve=reserve)
+        try:
+            stats = generic.build(Progress(self.progress, "rtxrt JIT"))
+        except DataDependentShape as exc:
+            self._generic = self._data_dependent(exc)
+            warn(f"rtxrt: {exc}; running this model on the CPU reference backend")
+            return
+        self._generic = generic
+        self._count(stats)
+
+    def _default_ranges(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Each symbolic dim over [1, max(its size here, DEFAULT_DIM_MAX)], opt its size here."""
+        ranges = {}
+        for info in self.inputs:
+            shape = shapes[info.name]
+            declared = info.shape or (None,) * len(shape)
+            low = tuple(d if isinstance(d, int) else 1 for d, s in zip(declared, shape))
+            high = tuple(d if isinstance(d, int) else max(s, DEFAULT_DIM_MAX) for d, s in zip(declared, shape))
+            ranges[info.name] = (low, tuple(shape), high)
+        return ranges
+
+    def _count(self, stats: JitStats) -> None:
+        self.jit_stats = stats
+        self.kernels_compiled_total += stats.kernels_compiled
+
     def _engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost:
-        from ..backends.cuda.jit import load_engine, shape_signature
+        from ..backends.cuda.jit import shape_signature, specialize
 
         signature = shape_signature(shapes)
         if signature not in self._engines:
             progress = Progress(self.progress, "rtxrt JIT")
             try:
-                engine, stats = load_engine(self._model, self.cache_key, self.cache, self._gpu, shapes,
-                                            progress=progress, use_graph=self.use_cuda_graph,
-                                            precompiled=self._precompiled)
+                specialized = specialize(self._model, self.cache_key, self.cache, self._gpu, shapes, progress=progress,
+                                         precompiled=self._precompiled, constants=self._constants())
+                engine = specialized.load(self._gpu, use_graph=self.use_cuda_graph, shared=self._shared())
+                stats = specialized.stats
             except DataDependentShape as exc:
                 self._engines[signature] = self._data_dependent(exc)
                 warn(f"rtxrt: {exc}; running this model on the CPU reference backend")
             else:
                 self._engines[signature] = engine
-                self.jit_stats = stats
+                self._count(stats)
         return self._engines[signature]
 
     def _data_dependent(self, exc: DataDependentShape) -> OnHost:
@@ -287,10 +382,12 @@ class Session:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtxrt-jit")
 
+            constants = self._constants()
+
             def build() -> Any:
                 return specialize(self._model, self.cache_key, self.cache, GpuContext(self._gpu.info.index), shapes,
                                   progress=Progress(self.progress if callable(self.progress) else False, "rtxrt JIT"),
-                                  precompiled=self._precompiled)
+                                  precompiled=self._precompiled, constants=constants)
 
             self._building[signature] = self._pool.submit(build)
             return None
@@ -302,11 +399,29 @@ class Session:
         except DataDependentShape as exc:
             self._engines[signature] = self._data_dependent(exc)
             return self._engines[signature]
-        self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
-        self.jit_stats = specialized.stats
+        self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph, shared=self._shared())
+        self._count(specialized.stats)
         return self._engines[signature]
 
-    def _cached_engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost:
+    def _in_cache(self, signature: str) -> bool:
+        """Whether the runtime cache holds a specialized engine's tactics for this signature."""
+        from ..backends.cuda.cache.runtime_cache import TACTICS_BLOB
+
+        entry = self.cache.entry(self.cache_key)
+        return entry.problem() is None and signature in (entry.get_json(TACTICS_BLOB) or {})
+
+    def _shared(self) -> Any:
+        """The memory the generic engines hold, for a specialized engine to share (or None)."""
+        from ..backends.cuda.generic import GenericEngines
+
+        return self._generic.shared if isinstance(self._generic, GenericEngines) else None
+
+    def _constants(self) -> dict | None:
+        from ..backends.cuda.generic import GenericEngines
+
+        return self._generic.constants if isinstance(self._generic, GenericEngines) else None
+
+    def _cached_engine(self, shapes: dict[str, tuple[int, ...]], remember_miss: bool = True) -> Engine | OnHost:
         """specialization="none": the engine if loaded or in the cache, else OnHost."""
         from ..backends.cuda.jit import NotSpecialized, shape_signature, specialize
 
@@ -314,14 +429,17 @@ class Session:
         if signature not in self._engines:
             try:
                 specialized = specialize(self._model, self.cache_key, self.cache, self._gpu, shapes,
-                                         precompiled=self._precompiled, build=False)
+                                         precompiled=self._precompiled, build=False, constants=self._constants())
             except NotSpecialized as exc:
+                if not remember_miss:
+                    return OnHost(f"{exc} (specialization='none')")
                 self._engines[signature] = OnHost(f"{exc} (specialization='none')")
             except DataDependentShape as exc:
                 self._engines[signature] = self._data_dependent(exc)
             else:
-                self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph)
-                self.jit_stats = specialized.stats
+                self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph,
+                                                            shared=self._shared())
+                self._count(specialized.stats)
         return self._engines[signature]
 
     def wait(self) -> None:

@@ -254,6 +254,51 @@ class UNet(nn.Module):
         return self.head(d1)
 
 
+class ConvSiLU(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return nn.functional.silu(self.bn(self.conv(x)))
+
+
+class TinyYolo(nn.Module):
+    """YOLO-style detector: a strided backbone (Conv+BN+SiLU), a neck that upsamples the
+    coarse level and concatenates it with the fine one, and a head per level whose anchor
+    grid is built from that level's height and width (``torch.arange`` over the feature map's
+    size, as YOLOv5/v8 exports have it: Shape -> Range in the graph). Output [batch, boxes, 5 +
+    classes], boxes = anchors * (H/8 * W/8 + H/16 * W/16)."""
+
+    def __init__(self, classes: int = 4, anchors: int = 2, base: int = 16):
+        super().__init__()
+        c1, c2, c3 = base, base * 2, base * 4
+        self.nc, self.na = classes, anchors
+        self.backbone = nn.Sequential(ConvSiLU(3, c1, 3, 2), ConvSiLU(c1, c2, 3, 2), ConvSiLU(c2, c3, 3, 2))
+        self.down = ConvSiLU(c3, c3, 3, 2)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = ConvSiLU(2 * c3, c3, 1, 1)
+        self.heads = nn.ModuleList([nn.Conv2d(c3, anchors * (5 + classes), 1) for _ in range(2)])
+        self.strides = (8, 16)
+        self.register_buffer("anchor_wh", torch.tensor([[[10.0, 13.0], [16.0, 30.0]], [[30.0, 61.0], [62.0, 45.0]]]))
+
+    def forward(self, x):
+        p3 = self.backbone(x)
+        p4 = self.down(p3)
+        p3 = self.fuse(torch.cat([p3, self.up(p4)], 1))
+        outs = []
+        for i, (f, stride) in enumerate(zip((p3, p4), self.strides)):
+            b, _, h, w = f.shape
+            y = self.heads[i](f).view(b, self.na, 5 + self.nc, h, w).permute(0, 1, 3, 4, 2).sigmoid()
+            gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            grid = torch.stack((gx, gy), -1).view(1, 1, h, w, 2).float()
+            xy = (y[..., :2] * 2 - 0.5 + grid) * stride
+            wh = (y[..., 2:4] * 2) ** 2 * self.anchor_wh[i].view(1, self.na, 1, 1, 2)
+            outs.append(torch.cat((xy, wh, y[..., 4:]), -1).view(b, -1, 5 + self.nc))
+        return torch.cat(outs, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # ViT-B/16 (Dosovitskiy et al. 2020); one fused QKV projection, as torchvision and timm have it
 # ---------------------------------------------------------------------------------------------
@@ -451,9 +496,9 @@ class ExportedModel:
 
 
 def _image_inputs(shape: tuple[int, ...]) -> Callable[..., dict[str, np.ndarray]]:
-    def make(seed: int, batch: int | None = None) -> dict[str, np.ndarray]:
+    def make(seed: int, batch: int | None = None, size: int | None = None) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
-        s = (batch or shape[0],) + tuple(shape[1:])
+        s = (batch or shape[0], shape[1]) + ((size, size) if size else tuple(shape[2:]))
         return {"input": rng.standard_normal(s).astype(np.float32)}
 
     return make
@@ -517,6 +562,8 @@ TEXT_MODELS: dict[str, TextModel] = {
                       {"last_hidden_state": {0: "batch", 1: "sequence"}}, _gpt2_inputs),
 }
 MODEL_NAMES = [*IMAGE_MODELS, *TEXT_MODELS]
+# Models for the shape-generic tests, kept out of the CPU model tests' list.
+CNN_MODELS["yolo_tiny"] = (TinyYolo, (1, 3, 64, 64))
 
 
 def _bert_base_inputs(seed: int, batch: int = 1, seq: int = 128) -> dict[str, np.ndarray]:
@@ -576,7 +623,7 @@ def build_torch(name: str, image_size: int | None = None) -> nn.Module:
         return TEXT_MODELS[name].build().eval()
     if name == "vit_b16":
         return _randomize_vit(vit_b16(image_size or IMAGE_MODELS[name][1][-1]), EXPORT_SEED)
-    ctor, shape = CNN_MODELS[name]
+    ctor, shape = CNN_MODELS[name]  # (yolo_tiny is in CNN_MODELS but not IMAGE_MODELS)
     return _randomize(ctor(), EXPORT_SEED, _image_shape(shape, image_size))
 
 
@@ -584,9 +631,11 @@ def _image_shape(shape: tuple[int, ...], image_size: int | None) -> tuple[int, .
     return shape if image_size is None else (*shape[:-2], image_size, image_size)
 
 
-def export(name: str, path: str | os.PathLike, image_size: int | None = None) -> ExportedModel:
+def export(name: str, path: str | os.PathLike, image_size: int | None = None, *,
+           dynamic_size: bool = False) -> ExportedModel:
     """Export model ``name`` (one of MODEL_NAMES) with seeded random weights to ``path``;
-    ``image_size`` (image models only) replaces the zoo's default height and width."""
+    ``image_size`` (image models only) replaces the zoo's default height and width;
+    ``dynamic_size``: the image's batch, height and width are symbolic in the export."""
     path = os.fspath(path)
     model = build_torch(name, image_size)
     with torch.no_grad(), warnings.catch_warnings():
@@ -601,10 +650,11 @@ def export(name: str, path: str | os.PathLike, image_size: int | None = None) ->
                 input_names=spec.inputs, output_names=list(spec.outputs), dynamic_axes=dynamic,
             )
             return ExportedModel(name, path, spec.make_inputs, list(spec.inputs), list(spec.outputs))
-        make = _image_inputs(_image_shape(IMAGE_MODELS[name][1], image_size))
+        make = _image_inputs(_image_shape(CNN_MODELS.get(name, IMAGE_MODELS.get(name))[1], image_size))
         x = torch.from_numpy(make(EXPORT_SEED)["input"])
+        axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch"}} if dynamic_size else None
         torch.onnx.export(
             model, (x,), path, dynamo=False, opset_version=OPSET, do_constant_folding=True,
-            input_names=["input"], output_names=["output"],
+            input_names=["input"], output_names=["output"], dynamic_axes=axes,
         )
         return ExportedModel(name, path, make, ["input"], ["output"])

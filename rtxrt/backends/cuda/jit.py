@@ -10,13 +10,14 @@ and a new shape adds its kernels to the entry under the cross-process lock.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .tune.autotune import autotune
 from .plan.builder import FinalPlan, Plan, build_plan, finalize
-from .run.executor import Engine, load_functions
+from .plan.dim_ranges import DimRanges
+from .run.executor import Engine, SharedMemory, load_functions
 from ...errors import RtxrtError, warn
 from ...ir.graph import Model
 from .cache.runtime_cache import (
@@ -91,22 +92,27 @@ class Specialized:
     cubins: dict[str, bytes]
     stats: JitStats
 
-    def load(self, gpu: GpuContext, *, use_graph: bool = True) -> Engine:
-        """Allocate, upload and bind it to ``gpu``'s stream and cuBLAS handle."""
+    def load(self, gpu: GpuContext, *, use_graph: bool = True, shared: SharedMemory | None = None) -> Engine:
+        """Allocate, upload and bind it to ``gpu``'s stream and cuBLAS handle (sharing
+        ``shared``'s memory and loaded kernels where it can)."""
         from cupy_backends.cuda.api.driver import CUDADriverError
 
         started = time.perf_counter()
         with gpu.device:
             try:
-                engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
+                engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph,
+                                shared=shared)
             except CUDADriverError as exc:
                 if not any(code in str(exc) for code in _IMAGE_ERRORS):
                     raise
                 # A cubin from the cache or the file that this driver cannot load (made by a
                 # newer NVRTC, say): compile the plan's kernels here and load those instead.
                 warn(f"rtxrt: a stored kernel does not load on this driver ({exc}); recompiling", CacheWarning)
+                if shared is not None:
+                    shared.functions.clear()
                 self.cubins = _compile(self.final.kernels, gpu.info.arch, self.stats, None)
-                engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph)
+                engine = Engine(self.final, self.cubins, stream=gpu.stream, cublas=gpu.cublas, use_graph=use_graph,
+                                shared=shared)
         self.stats.device_bytes = engine.device_bytes
         self.stats.jit_seconds += time.perf_counter() - started
         return engine
@@ -118,18 +124,25 @@ class NotSpecialized(RtxrtError):
 
 def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
-               precompiled: Mapping[str, bytes] | None = None, build: bool = True) -> Specialized:
+               precompiled: Mapping[str, bytes] | None = None, build: bool = True,
+               dims: DimRanges | None = None, signature: str | None = None, constants: dict | None = None,
+               loaded: Container[str] = ()) -> Specialized:
     """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
     cache, or compile and tune them (timing on ``gpu``'s stream) and store them there.
     ``build=False`` compiles nothing: NotSpecialized unless the cache (or the file's embedded
-    cubins) holds everything."""
+    cubins) holds everything.
+
+    A generic plan (``dims``, with the profile's ``signature``): the tactics tuned at the
+    first shape serve every shape of the profile, and so do its kernels. ``constants``: the
+    memo builder.build_plan keeps from plan to plan; ``loaded``: kernels the caller has loaded
+    already (no cubin needed)."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
     with gpu.device:
-        plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count)
+        plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
         stats.plan_seconds = time.perf_counter() - started
-        signature = shape_signature(shapes)
+        signature = signature or shape_signature(shapes)
         builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})
         if not build:
             entry = cache.entry(key)
@@ -149,6 +162,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         cubins = {}
         missing = {}
         for name, source in final.kernels.items():
+            if name in loaded:
+                continue
             blob = builder.cubins.get(name) or precompiled and precompiled.get(kernel_blob_name(name, arch)) \
                 or entry.get(kernel_blob_name(name, arch))
             if blob is None:
@@ -165,14 +180,6 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
     if progress is not None:
         progress.close()
     return Specialized(final, cubins, stats)
-
-
-def load_engine(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext,
-                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
-                precompiled: Mapping[str, bytes] | None = None, use_graph: bool = True) -> tuple[Engine, JitStats]:
-    """The engine of ``model`` at ``shapes`` on ``gpu``, from the cache or built into it."""
-    specialized = specialize(model, key, cache, gpu, shapes, progress=progress, precompiled=precompiled)
-    return specialized.load(gpu, use_graph=use_graph), specialized.stats
 
 
 class _Build:

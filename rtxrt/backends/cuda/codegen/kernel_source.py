@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ....ir.dtypes import DType
 from ..plan.program import BufferRole, Ref
+from .dynamic import c_int, dim_arguments, upper
 
 BLOCK = 256
 MAX_GRID = 2**31 - 1
@@ -68,12 +69,14 @@ class GridLaunch:
 class KernelSource:
     """A generated kernel: ``name`` is a hash of ``source`` (same source, same name: compile
     once, cache by it); the kernel's parameters are ``args`` in order, all pointers to
-    contiguous row-major buffers."""
+    contiguous row-major buffers, then one ``int`` per dim argument the source uses
+    (dynamic.py), whose values at the planned shapes are ``dims``."""
 
     name: str
     source: str
     launch: LaunchPolicy | GridLaunch
     args: tuple[KernelArg, ...]
+    dims: tuple[int, ...] = field(default=(), kw_only=True)
 
     @classmethod
     def named(cls, prefix: str, source: str, launch: LaunchPolicy | GridLaunch,
@@ -82,8 +85,11 @@ class KernelSource:
         named ``prefix`` + a hash of that source (``extra``: a subclass's own fields)."""
         if source.count(KERNEL_NAME) != 1:
             raise ValueError(f"a {prefix} kernel's source names {KERNEL_NAME} {source.count(KERNEL_NAME)} times")
+        names, values = dim_arguments(source)
+        if names:
+            source = _with_parameters(source, [f"int {n}" for n in names])
         name = kernel_name(prefix, source)
-        return cls(name, source.replace(KERNEL_NAME, name), launch, tuple(args), **extra)
+        return cls(name, source.replace(KERNEL_NAME, name), launch, tuple(args), dims=values, **extra)
 
     @property
     def inputs(self) -> tuple[KernelArg, ...]:
@@ -97,19 +103,32 @@ class KernelSource:
 KERNEL_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 
 
+def _with_parameters(source: str, params: list[str]) -> str:
+    """``source`` with ``params`` appended to the parameter list of its ``KERNEL_NAME``."""
+    start = source.index(KERNEL_NAME + "(") + len(KERNEL_NAME) + 1
+    depth, end = 1, start
+    while depth:
+        depth += {"(": 1, ")": -1}.get(source[end], 0)
+        end += 1
+    end -= 1  # the closing parenthesis
+    existing = source[start:end].strip()
+    return source[:end] + (", " if existing and existing != "void" else "") + ", ".join(params) + source[end:]
+
+
 def kernel_name(prefix: str, source: str) -> str:
     """``prefix`` and a hash of ``source``: the same source gets the same name."""
     return prefix + hashlib.sha256(source.encode()).hexdigest()[:20]
 
 
 def index_type(total: int) -> tuple[str, str]:
-    """32-bit loop indexes while ``i + gridDim * blockDim`` cannot wrap, else 64-bit."""
-    return ("unsigned int", "u") if 2 * total + BLOCK < 2**32 else ("unsigned long long", "ull")
+    """32-bit loop indexes while ``i + gridDim * blockDim`` cannot wrap (at any shape of the
+    profile), else 64-bit."""
+    return ("unsigned int", "u") if 2 * upper(total) + BLOCK < 2**32 else ("unsigned long long", "ull")
 
 
 def grid_stride_loop(index: str, suffix: str, total: int, var: str = "i") -> str:
     """The opening line of a loop of ``var`` over ``[0, total)``, one step a thread of the grid."""
-    return (f"for ({index} {var} = blockIdx.x * ({index})blockDim.x + threadIdx.x; {var} < {total}{suffix};"
+    return (f"for ({index} {var} = blockIdx.x * ({index})blockDim.x + threadIdx.x; {var} < {c_int(total, suffix)};"
             f" {var} += ({index})gridDim.x * blockDim.x) {{")
 
 
@@ -139,15 +158,15 @@ def pixel_coordinates(layout: str, shape: Sequence[int], chw: tuple[int, int, in
     input's row and column strides in elements."""
     c, h, w = chw
     oh, ow = out_hw
-    index, suffix = index_type(max(total, math.prod(shape)))
-    off = "long long" if math.prod(shape) >= 2**31 else "int"
+    index, suffix = index_type(max(upper(total), upper(math.prod(shape))))
+    off = "long long" if upper(math.prod(shape)) >= 2**31 else "int"
     if layout == "NCHW":
-        coords = [f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
+        coords = [f"const {index} x = r % {c_int(ow, suffix)}; r /= {c_int(ow, suffix)};",
+                  f"const {index} y = r % {c_int(oh, suffix)}; r /= {c_int(oh, suffix)};",
                   f"const {off} base = ({off})r * {h * w};"]
         return index, suffix, off, coords, w, 1
-    coords = [f"const {index} ch = r % {c}{suffix}; r /= {c}{suffix};",
-              f"const {index} x = r % {ow}{suffix}; r /= {ow}{suffix};",
-              f"const {index} y = r % {oh}{suffix}; r /= {oh}{suffix};",
+    coords = [f"const {index} ch = r % {c_int(c, suffix)}; r /= {c_int(c, suffix)};",
+              f"const {index} x = r % {c_int(ow, suffix)}; r /= {c_int(ow, suffix)};",
+              f"const {index} y = r % {c_int(oh, suffix)}; r /= {c_int(oh, suffix)};",
               f"const {off} base = ({off})r * {h * w * c} + ({off})ch;"]
     return index, suffix, off, coords, w * c, c

@@ -1,8 +1,8 @@
 """What a lowering sees of one node, and the helpers every lowering shares."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,7 +21,9 @@ class LowerContext:
     """``inputs``: the forms the node's inputs are presented in (None: omitted); ``outputs``:
     the forms the graph would like its outputs in (a lowering may write others and say so);
     ``consts``: host values (logical) of the inputs known at plan time; ``tune``: offer
-    alternative tactics for the autotuner."""
+    alternative tactics for the autotuner; ``memo``: kept from plan to plan of one model (see
+    ``model_constant``). In a generic plan, the dims of ``inputs`` and ``outputs`` that vary
+    over the profile are DimInts (codegen/dynamic.py)."""
 
     node: Node
     inputs: list[TensorForm | None]
@@ -31,6 +33,16 @@ class LowerContext:
     arch: str
     sm_count: int
     tune: bool = True
+    memo: dict = field(default_factory=dict)
+
+    def model_constant(self, name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """A program constant (packed weights, say) made by ``make`` from the node's constant
+        inputs and attributes only, never from the input shapes: made once per model and node,
+        and the same array object in every plan, so the engines of a profile share its bytes."""
+        key = ("program constant", self.node.name or self.node.label, name)
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
     def input(self, i: int) -> TensorForm:
         form = self.inputs[i] if i < len(self.inputs) else None
@@ -61,8 +73,12 @@ class LowerContext:
 
 def launch_of(kernel: KernelSource, args: tuple[Ref, ...]) -> Launch:
     if isinstance(kernel.launch, GridLaunch):
-        return Launch(kernel.name, kernel.launch.grid, kernel.launch.block, args)
-    return Launch(kernel.name, (kernel.launch.grid(), 1, 1), (kernel.launch.block, 1, 1), args)
+        return Launch(kernel.name, _ints(kernel.launch.grid), _ints(kernel.launch.block), args, kernel.dims)
+    return Launch(kernel.name, (int(kernel.launch.grid()), 1, 1), (int(kernel.launch.block), 1, 1), args, kernel.dims)
+
+
+def _ints(values: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)  # plain ints, not the DimInts a generic plan computes with
 
 
 def kernel_args(kernel: KernelSource, bound: Mapping[Ref, Ref] | None = None) -> tuple[Ref, ...]:

@@ -31,9 +31,10 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
     attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS or node.op_type == "FusedConv"}
     layout = "NHWC" if x.layout == NHWC else "NCHW"
     base = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None)
-    consts = {"W": base.pack_weights(w).astype(numpy_dtype(x.dtype))}
+    dtype = numpy_dtype(x.dtype)
+    consts = {"W": ctx.model_constant(f"W {base.k_padded} {dtype}", lambda: base.pack_weights(w).astype(dtype))}
     if bias is not None:
-        consts["bias"] = np.ascontiguousarray(bias.astype(numpy_dtype(x.dtype)))
+        consts["bias"] = ctx.model_constant(f"bias {dtype}", lambda: np.ascontiguousarray(bias.astype(dtype)))
     tactics = conv_gemm_tactics(base) if ctx.tune else ()
     plans = [base] + [p for p in (conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
                                   for t in tactics) if p.steps != base.steps]
@@ -48,8 +49,7 @@ _REFS = {"X": Ref.input(0), "W": Ref.const("W"), "bias": Ref.const("bias"), "Z":
 
 
 def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
-    steps = [Launch(s.kernel.name, s.grid, s.block, tuple(_REFS[b] for b in s.buffers))
-             for s in plan.steps if all(s.grid)]
+    steps = [_launch(s) for s in plan.steps if all(s.grid)]
     return NodeProgram(steps, [out], {s.kernel.name: s.kernel.source for s in plan.steps},
                        _scratch(plan), dict(consts), label=f"{plan.tactic} {_tactic_label(plan)}")
 
@@ -57,7 +57,7 @@ def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
 def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> NodeProgram:
     """im2col (when the plan has it), cuBLAS ``Y = patches @ Wᵀ``, then the epilogue."""
     p = plan.gemm
-    steps = [Launch(s.kernel.name, s.grid, s.block, tuple(_REFS[b] for b in s.buffers)) for s in plan.steps[:-1]]
+    steps = [_launch(s) for s in plan.steps[:-1]]
     a = Ref.scratch("workspace") if "workspace" in plan.buffers else Ref.input(0)
     steps.append(Gemm(a, Ref.const("W"), Ref.output(0), p.m, p.n, p.k, p.dtype, p.out_dtype,
                       cublas_compute(node, p.dtype), trans_b=True, alpha=p.alpha))
@@ -68,6 +68,11 @@ def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> Node
         kernels[kernel.name] = kernel.source
     return NodeProgram([s for s in steps if not isinstance(s, Launch) or all(s.grid)], [out], kernels,
                        _scratch(plan), dict(consts), label=f"{plan.tactic} cublas")
+
+
+def _launch(step) -> Launch:
+    return Launch(step.kernel.name, tuple(int(g) for g in step.grid), tuple(int(b) for b in step.block),
+                  tuple(_REFS[b] for b in step.buffers), step.kernel.dims)
 
 
 def _scratch(plan: ConvPlan) -> dict[str, int]:

@@ -51,9 +51,11 @@ def lower_conv_transpose(ctx: LowerContext) -> list[NodeProgram]:
     """The weights are packed channels-last once, at plan time."""
     x = ctx.input(0)
     w = ctx.const(1, "the weights")
-    consts = {"W": pack_conv_transpose_weights(w).astype(numpy_dtype(x.dtype))}
+    dtype = numpy_dtype(x.dtype)
+    consts = {"W": ctx.model_constant(f"W {dtype}", lambda: pack_conv_transpose_weights(w).astype(dtype))}
     if ctx.has(2):
-        consts["B"] = np.ascontiguousarray(ctx.const(2, "the bias").astype(numpy_dtype(x.dtype)))
+        bias = ctx.const(2, "the bias")
+        consts["B"] = ctx.model_constant(f"B {dtype}", lambda: np.ascontiguousarray(bias.astype(dtype)))
     types = _logical_types(ctx)
     kernel = conv_transpose_kernel(ctx.node, types, x.dtype, _layout(x), weight_layout="NHWC")
     packed = {Ref.input(1): Ref.const("W"), Ref.input(2): Ref.const("B")}

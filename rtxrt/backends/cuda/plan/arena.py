@@ -17,7 +17,8 @@ K = TypeVar("K")
 
 class Allocation(Enum):
     ARENA = "arena"  # device values and scratch, reused by liveness
-    WEIGHTS = "weights"  # constants, uploaded once
+    WEIGHTS = "weights"  # the model's constants (weights and what follows from them), uploaded once
+    SHAPE = "shape"  # constants that follow from the input shapes (positions, masks), uploaded once
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ArenaLayout:
     steps: Sequence[StepLayout]
     arena_bytes: int
     weights_bytes: int
+    shape_bytes: int = 0
 
 
 def aligned(nbytes: int) -> int:

@@ -14,11 +14,17 @@
 
 Device values are named apart from graph values where a value is held in more than one
 form (``name@form``), so the memory plan sees each form as its own buffer.
+
+A generic plan (``dims``: the DimRanges of a shape profile) hands each lowering the dims that
+vary over the profile as DimInts (codegen/dynamic.py): its kernels take them as arguments, so
+the plan at any shape of the profile needs the same kernels as at the opt shape. Planning again
+at a new shape is then cheap: ``constants`` carries the model's constants, converted once,
+from one plan to the next.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,11 +35,13 @@ from ....ir.ops import facts_of
 from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
+from ..codegen.dynamic import dim, dim_bindings, is_dynamic
 from ..ops import LowerContext, Unsupported, lower
 from ..ops.context import kernel_args, launch_of
 from ..ops.data_movement import conversion
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
-from .program import Copy, HostRun, NodeProgram, Ref
+from .dim_ranges import DimRanges
+from .program import Copy, Gemm, HostRun, NodeProgram, Ref
 
 HOST_LABEL = "host"
 
@@ -73,6 +81,14 @@ class Plan:
     results: dict[str, str]
     input_shapes: dict[str, tuple[int, ...]]
     host_values: dict[str, np.ndarray] = field(default_factory=dict)
+    shape_consts: set[str] = field(default_factory=set)  # consts that follow from the input shapes
+
+    @property
+    def generic(self) -> bool:
+        """Whether the plan's kernels take the profile's varying dims as arguments."""
+        return self.dims is not None
+
+    dims: DimRanges | None = None
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -108,17 +124,23 @@ class FinalPlan:
 
 
 def build_plan(model: Model, input_shapes: Mapping[str, Sequence[int]], *, arch: str, sm_count: int,
-               tune: bool = True) -> Plan:
+               tune: bool = True, dims: DimRanges | None = None, constants: dict | None = None) -> Plan:
     """Lower ``model`` at ``input_shapes`` for ``arch`` (no GPU needed). ``tune``: keep every
-    candidate tactic, else only each node's first."""
+    candidate tactic, else only each node's first. ``dims``: make a generic plan for the
+    profile these ranges describe. ``constants``: a dict kept from plan to plan of the same
+    model, memoizing its constants in their device forms."""
     spec = specialize(model, input_shapes)
-    return _Builder(spec, arch, sm_count, tune).build({k: tuple(int(d) for d in v) for k, v in input_shapes.items()})
+    builder = _Builder(spec, arch, sm_count, tune, dims, {} if constants is None else constants)
+    return builder.build({k: tuple(int(d) for d in v) for k, v in input_shapes.items()})
 
 
 class _Builder:
-    def __init__(self, model: Model, arch: str, sm_count: int, tune: bool):
+    def __init__(self, model: Model, arch: str, sm_count: int, tune: bool, dims: DimRanges | None,
+                 constants: dict):
         self.model, self.graph = model, model.graph
         self.arch, self.sm_count, self.tune = arch, sm_count, tune
+        self.dims, self.constants = dims, constants
+        self.model_constants = set(self.graph.initializers)
         self.known = dict(self.graph.initializers) | plan_time_values(model)
         for name, value in self.known.items():  # initializers need not be typed in the graph
             self.graph.types.setdefault(name, TensorType(DType.from_numpy(value.dtype), tuple(value.shape)))
@@ -148,7 +170,9 @@ class _Builder:
         results = {}
         for name in g.outputs:  # a constant output (a Shape, say) is copied from the weight arena
             results[name] = self._present(name, _logical(g, name))
-        return Plan(self.model, self.steps, self.forms, self.consts, feeds, results, shapes, self.host_values)
+        shape_consts = {key for key in self.consts if key.split("@const:")[0] not in self.model_constants}
+        return Plan(self.model, self.steps, self.forms, self.consts, feeds, results, shapes, self.host_values,
+                    shape_consts, self.dims)
 
     # --- one node ----------------------------------------------------------------------------
 
@@ -176,10 +200,14 @@ class _Builder:
             if (inputs, outputs) in seen:
                 continue
             seen.append((inputs, outputs))
-            ctx = LowerContext(node, list(inputs), list(outputs), [self.known.get(n) if n else None for n in node.inputs],
-                               self.model.opset, self.arch, self.sm_count, self.tune)
+            bindings: dict[str, int] = {}
+            ctx = LowerContext(node, self._generic(node.inputs, inputs, "i", bindings),
+                               self._generic(node.outputs, outputs, "o", bindings),
+                               [self.known.get(n) if n else None for n in node.inputs],
+                               self.model.opset, self.arch, self.sm_count, self.tune, self.constants)
             try:
-                programs = lower(ctx)
+                with dim_bindings(bindings):
+                    programs = [_concrete(p) for p in lower(ctx)]
             except Unsupported as exc:
                 problems.append(str(exc))
                 continue
@@ -245,7 +273,12 @@ class _Builder:
         if name in self.known and name not in self.held:
             key = f"{name}@const:{form.describe()}"
             if key not in self.consts:
-                self.consts[key] = to_form(self.known[name], form)
+                if name in self.model_constants:  # the same at every shape: converted once
+                    self.consts[key] = self.constants.get(key)
+                    if self.consts[key] is None:
+                        self.consts[key] = self.constants[key] = to_form(self.known[name], form)
+                else:
+                    self.consts[key] = to_form(self.known[name], form)
                 self.forms[key] = form
             return key
         current = self.held[name]
@@ -258,32 +291,66 @@ class _Builder:
             if have.same_bytes(form):  # the same bytes: a view
                 steps = [NodeProgram([_copy(have.nbytes)], [form], label="view")]
             else:
-                steps = [_conversion_program(have, form)]
+                bindings: dict[str, int] = {}
+                (src,) = self._generic([name], [have], "i", bindings)
+                (dst,) = self._generic([name], [form], "o", bindings)
+                with dim_bindings(bindings):
+                    steps = [_concrete(_conversion_program(src, dst))]
             self.forms[target] = form
             self.steps.append(Step(f"convert {name} {have.describe()} -> {form.describe()}", steps, [current], [target]))
             self.converted[key] = target
         return self.converted[key]
+
+    def _generic(self, names: Sequence[str | None], forms: Sequence[TensorForm | None], side: str,
+                 bindings: dict[str, int]) -> list[TensorForm | None]:
+        """``forms`` of the values ``names`` as a lowering of a generic plan sees them: each axis
+        that varies over the profile a DimInt named for its place (``rtxd_i0_1``: input 0, axis
+        1), whose value ``bindings`` gets. Unchanged in a specialized plan."""
+        if self.dims is None:
+            return list(forms)
+        out: list[TensorForm | None] = []
+        for k, (name, form) in enumerate(zip(names, forms)):
+            if name is None or form is None:
+                out.append(form)
+                continue
+            shape = []
+            for axis, size in enumerate(form.shape):
+                span = self.dims.varying(name, axis)
+                if span is None:
+                    shape.append(size)
+                    continue
+                label = f"rtxd_{side}{k}_{axis}"
+                bindings[label] = int(size)
+                shape.append(dim(int(size), label, *span))
+            out.append(replace(form, shape=tuple(shape)))
+        return out
 
     # --- finalize ----------------------------------------------------------------------------
 
 
 def finalize(plan: Plan, choices: Mapping[int, int] | None = None) -> FinalPlan:
     """One program per step (``choices[step index]``, default the first candidate), the
-    memory plan of the device values and scratch buffers, and the layout of every buffer."""
+    memory plan of the device values and scratch buffers, and the layout of every buffer.
+    The weights hold the model's constants in plan order (the same places at every shape, so
+    the engines of one profile share them); constants of the input shapes go apart."""
     choices = choices or {}
     programs = [s.candidates[choices.get(i, 0)] for i, s in enumerate(plan.steps)]
     scratch_bytes = [sum(aligned(n) for n in p.scratch.values()) for p in programs]
     memory = plan_lifetimes(_lifetimes(plan, programs, scratch_bytes), check=True)
     values = {name: Place(Allocation.ARENA, offset) for name, offset in memory.offsets.items()}
-    consts, weights = pack(((name, a.nbytes) for name, a in plan.consts.items()), Allocation.WEIGHTS)
+    consts, weights = pack(((name, a.nbytes) for name, a in plan.consts.items() if name not in plan.shape_consts),
+                           Allocation.WEIGHTS)
+    shape_consts, shape_bytes = pack(((name, plan.consts[name].nbytes) for name in plan.consts
+                                      if name in plan.shape_consts), Allocation.SHAPE)
     values.update(consts)
+    values.update(shape_consts)
     steps = []
     for i, (step, program) in enumerate(zip(plan.steps, programs)):
         scratch, _ = pack(program.scratch.items(), Allocation.ARENA, memory.offsets.get(_scratch(i), 0))
         own, weights = pack(((name, a.nbytes) for name, a in program.consts.items()), Allocation.WEIGHTS, weights)
         steps.append(StepLayout(tuple(values[v] if v else None for v in step.inputs),
                                 tuple(values[v] if v else None for v in step.outputs), scratch, own))
-    return FinalPlan(plan, programs, memory, ArenaLayout(values, steps, memory.arena_bytes, weights))
+    return FinalPlan(plan, programs, memory, ArenaLayout(values, steps, memory.arena_bytes, weights, shape_bytes))
 
 
 def _lifetimes(plan: Plan, programs: list[NodeProgram], scratch_bytes: list[int]) -> list[Lifetime]:
@@ -335,6 +402,20 @@ def _narrowed(node: Node, forms: list[TensorForm | None]) -> list[TensorForm | N
 def _logical(graph: Graph, name: str) -> TensorForm:
     t = graph.types[name]
     return TensorForm(t.dtype, tuple(int(d) for d in t.shape))
+
+
+def _concrete(program: NodeProgram) -> NodeProgram:
+    """``program`` with plain ints where a generic lowering computed DimInts (forms, sizes)."""
+    def ints(step):
+        if isinstance(step, Gemm):
+            return replace(step, **{f: int(v) for f, v in vars(step).items() if is_dynamic(v)})
+        if isinstance(step, Copy):
+            return replace(step, nbytes=int(step.nbytes))
+        return step
+
+    outputs = [f and replace(f, shape=tuple(int(d) for d in f.shape)) for f in program.outputs]
+    return replace(program, steps=[ints(s) for s in program.steps], outputs=outputs,
+                   scratch={k: int(v) for k, v in program.scratch.items()})
 
 
 def _copy(nbytes: int) -> Copy:

@@ -57,12 +57,14 @@ class Ref:
 
 @dataclass(frozen=True)
 class Launch:
-    """A kernel launch (generated kernels declare their shared memory statically)."""
+    """A kernel launch (generated kernels declare their shared memory statically): pointers
+    ``args``, then the kernel's dim arguments ``dims`` (ints; codegen/dynamic.py)."""
 
     kernel: str  # a name in NodeProgram.kernels
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     args: tuple[Ref, ...]
+    dims: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ graphs)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ def step_calls(program: NodeProgram, address: Callable[[Ref], int], functions: M
     for step in program.steps:
         if isinstance(step, Launch):
             fn = functions[step.kernel]
-            args = tuple(np.uint64(address(r)) for r in step.args)
+            args = tuple(np.uint64(address(r)) for r in step.args) + tuple(np.int32(d) for d in step.dims)
             calls.append(lambda fn=fn, s=step, args=args: fn(s.grid, s.block, args, stream=stream))
         elif isinstance(step, Gemm):
             a, b, c = address(step.a), address(step.b), address(step.c)
@@ -62,22 +63,59 @@ def step_calls(program: NodeProgram, address: Callable[[Ref], int], functions: M
     return calls
 
 
+@dataclass
+class SharedMemory:
+    """What the engines of one model on one stream share: loaded kernels, the weights (where
+    an engine's weights layout is the one held) and one arena (runs on one stream never
+    overlap). ``arena_bytes``: reserve this much at the first engine (the profile's largest)."""
+
+    arena_bytes: int = 0
+    functions: dict[str, Any] = field(default_factory=dict)
+    arena: Any = None
+    weights: Any = None
+    weights_key: tuple = ()
+    own_bytes: int = 0  # what engines allocated for themselves (shape constants, a larger arena)
+
+    @property
+    def device_bytes(self) -> int:
+        held = (self.arena.mem.size if self.arena is not None else 0) + \
+            (self.weights.mem.size if self.weights is not None else 0)
+        return held + self.own_bytes
+
+
 class Engine:
     """A plan loaded on the GPU. ``run`` takes device arrays already checked against the
-    inputs' logical types and returns CuPy arrays (enqueued on ``stream``)."""
+    inputs' logical types and returns CuPy arrays (enqueued on ``stream``). ``shared``: the
+    memory this engine may share with the other engines of its model (else it owns its own)."""
 
     def __init__(self, final: FinalPlan, cubins: Mapping[str, bytes], *, stream: Any, cublas: Any,
-                 use_graph: bool = True):
+                 use_graph: bool = True, shared: SharedMemory | None = None):
         import cupy
 
         self.final, self.plan, self.layout = final, final.plan, final.layout
         self.stream, self.cublas = stream, cublas
         self.use_graph = use_graph
-        self.arena = cupy.cuda.alloc(max(self.layout.arena_bytes, 1))
-        self.weights = cupy.cuda.alloc(max(self.layout.weights_bytes, 1))
-        self.bases = {Allocation.ARENA: self.arena.ptr, Allocation.WEIGHTS: self.weights.ptr}
-        self.functions = load_functions({n: cubins[n] for n in final.kernels})
-        self._upload_constants()
+        shared = shared if shared is not None else SharedMemory()
+        self.arena = self._arena(shared)
+        weights_key = tuple((place.offset, id(array)) for place, array in final.constants()
+                            if place.allocation is Allocation.WEIGHTS)
+        upload_weights = shared.weights is None or shared.weights_key != weights_key
+        if shared.weights is None:
+            shared.weights, shared.weights_key = cupy.cuda.alloc(max(self.layout.weights_bytes, 1)), weights_key
+            self.weights = shared.weights
+        elif upload_weights:
+            self.weights = cupy.cuda.alloc(max(self.layout.weights_bytes, 1))
+            shared.own_bytes += self.weights.mem.size
+        else:
+            self.weights = shared.weights
+        self.shape_consts = cupy.cuda.alloc(max(self.layout.shape_bytes, 1))
+        shared.own_bytes += self.shape_consts.mem.size
+        self.bases = {Allocation.ARENA: self.arena.ptr, Allocation.WEIGHTS: self.weights.ptr,
+                      Allocation.SHAPE: self.shape_consts.ptr}
+        missing = {n: cubins[n] for n in final.kernels if n not in shared.functions}
+        shared.functions.update(load_functions(missing))
+        self.functions = {n: shared.functions[n] for n in final.kernels}
+        self._upload_constants(upload_weights)
         self.segments: list[tuple[str, Any]] = []  # ("device", [calls]) or ("host", step)
         self.step_calls: list[tuple[str, list[Callable[[], None]]]] = []
         self.host_steps: set[int] = set()  # indexes into step_calls
@@ -94,9 +132,20 @@ class Engine:
             self.segments[-1][1].extend(calls)
         self._graphs: list[Any] | None = None
 
+    def _arena(self, shared: SharedMemory) -> Any:
+        import cupy
+
+        need = max(self.layout.arena_bytes, 1)
+        if shared.arena is None:
+            shared.arena = cupy.cuda.alloc(max(need, shared.arena_bytes))
+        if shared.arena.mem.size >= need:
+            return shared.arena
+        shared.own_bytes += need  # a shape needing more than the profile reserved
+        return cupy.cuda.alloc(need)
+
     @property
     def device_bytes(self) -> int:
-        return self.layout.arena_bytes + self.layout.weights_bytes
+        return self.layout.arena_bytes + self.layout.weights_bytes + self.layout.shape_bytes
 
     @property
     def uses_graph(self) -> bool:
@@ -110,8 +159,9 @@ class Engine:
     def _pointer(self, place: Place) -> int:
         return self.bases[place.allocation] + place.offset
 
-    def _upload_constants(self) -> None:
-        uploads = [(place, np.ascontiguousarray(array)) for place, array in self.final.constants()]
+    def _upload_constants(self, weights: bool = True) -> None:
+        uploads = [(place, np.ascontiguousarray(array)) for place, array in self.final.constants()
+                   if weights or place.allocation is not Allocation.WEIGHTS]
         for place, array in uploads:
             if array.nbytes:
                 self._copy(self._pointer(place), array.ctypes.data, array.nbytes, H2D)

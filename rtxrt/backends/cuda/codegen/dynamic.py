@@ -1,0 +1,199 @@
+"""Shape-generic kernels: a dim that varies over a profile is a kernel argument, not a literal.
+
+The plan builder hands a lowering ``DimInt``s for the dims that vary (batch, sequence, image
+size). A ``DimInt`` is an ``int`` of its value at the shapes being planned, so everything the
+generators compute from it on the host (grids, tile counts, scratch sizes, arena offsets) is
+right for those shapes; formatted into kernel source it is a C expression over the kernel's
+dim arguments (``rtxd_i0_1``: input 0, axis 1 of the node), so the source text, and with it
+the kernel's name and cubin, is the same at every shape of the profile. ``KernelSource.named``
+turns the dim names a source uses into ``int`` parameters and records their values for the
+launch.
+
+A generator stays generic by formatting dims into the source (never ``int(d)`` or numpy on
+them) and by deciding what its source looks like from ``upper(d)`` (the largest value over the
+profile), not from ``d`` itself. A decision made on the value shows as a different source at
+another shape: a compile there, never a wrong result (tests/backends/cuda/test_generic_*.py
+plan the zoo at several shapes and hold every source to being the same).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+INT_MAX = 2**31 - 1
+DIM_NAME = re.compile(r"\brtxd_[io]\d+_\d+\b")
+
+_bindings: ContextVar[Mapping[str, int] | None] = ContextVar("rtxrt_dim_bindings", default=None)
+
+
+class DimInt(int):
+    """An int (its value at the planned shapes) that formats as a C expression; ``lo``/``hi``
+    bound it over the profile."""
+
+    lo: int
+    hi: int
+    negated: DimInt | None  # this is -negated (so that ceil division -(-a // b) stays exact)
+
+    def __new__(cls, value: int, expr: str | None, lo: int, hi: int, negated: DimInt | None = None) -> DimInt:
+        self = super().__new__(cls, value)
+        self._expr, self.lo, self.hi, self.negated = expr, lo, hi, negated
+        return self
+
+    @property
+    def expr(self) -> str:
+        if self._expr is None:  # C's division truncates where Python's floors
+            raise ValueError(f"{int(self)}: a dim expression dividing a value that may be negative has no C form")
+        return self._expr
+
+    def __format__(self, spec: str) -> str:
+        return self.expr if not spec else format(int(self), spec)
+
+    def __str__(self) -> str:
+        return self.expr
+
+    def __repr__(self) -> str:
+        return f"DimInt({int(self)}, {self.expr!r}, {self.lo}..{self.hi})"
+
+    # arithmetic keeps the expression; a result that may pass 2**31 computes in 64 bits
+    def __add__(self, other: Any) -> Any:
+        return _combine(self, other, "+")
+
+    def __radd__(self, other: Any) -> Any:
+        return _combine(other, self, "+")
+
+    def __sub__(self, other: Any) -> Any:
+        return _combine(self, other, "-")
+
+    def __rsub__(self, other: Any) -> Any:
+        return _combine(other, self, "-")
+
+    def __mul__(self, other: Any) -> Any:
+        return _combine(self, other, "*")
+
+    def __rmul__(self, other: Any) -> Any:
+        return _combine(other, self, "*")
+
+    def __floordiv__(self, other: Any) -> Any:
+        return _combine(self, other, "/")
+
+    def __rfloordiv__(self, other: Any) -> Any:
+        return _combine(other, self, "/")
+
+    def __mod__(self, other: Any) -> Any:
+        return _combine(self, other, "%")
+
+    def __rmod__(self, other: Any) -> Any:
+        return _combine(other, self, "%")
+
+    def __neg__(self) -> Any:
+        if self.negated is not None:
+            return self.negated
+        return DimInt(-int(self), f"(0-{self._expr})" if self._expr is not None else None, -self.hi, -self.lo, self)
+
+    def __pos__(self) -> DimInt:
+        return self
+
+    def __reduce__(self) -> Any:  # pickles (and deep-copies) as its value
+        return int, (int(self),)
+
+
+def upper(value: int) -> int:
+    """The largest value ``value`` takes over the profile (itself when it is fixed)."""
+    return value.hi if isinstance(value, DimInt) else int(value)
+
+
+def lower(value: int) -> int:
+    """The smallest value ``value`` takes over the profile."""
+    return value.lo if isinstance(value, DimInt) else int(value)
+
+
+def is_dynamic(value: int) -> bool:
+    return isinstance(value, DimInt)
+
+
+def c_int(value: int, suffix: str = "") -> str:
+    """``value`` as a C operand of the unsigned type a literal ``suffix`` ("u", "ull") gives."""
+    if not isinstance(value, DimInt):
+        return f"{int(value)}{suffix}"
+    ctype = {"": "", "u": "unsigned int", "ull": "unsigned long long"}[suffix]
+    return f"(({ctype})({value.expr}))" if ctype else f"({value.expr})"
+
+
+def dim(value: int, name: str, lo: int, hi: int) -> int:
+    """The dim argument ``name``: a DimInt where it varies (lo < hi), else the plain value."""
+    return DimInt(value, name, lo, hi) if lo < hi else int(value)
+
+
+@contextmanager
+def dim_bindings(values: Mapping[str, int]) -> Iterator[None]:
+    """While lowering one node: the values of its dim arguments (name -> int)."""
+    token = _bindings.set(dict(values))
+    try:
+        yield
+    finally:
+        _bindings.reset(token)
+
+
+def dim_arguments(source: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The dim arguments ``source`` uses (sorted names) and their values while lowering."""
+    names = tuple(sorted(set(DIM_NAME.findall(source))))
+    if not names:
+        return (), ()
+    bound = _bindings.get() or {}
+    missing = [n for n in names if n not in bound]
+    if missing:
+        raise ValueError(f"kernel source uses dim argument(s) {missing} that no node being lowered binds")
+    return names, tuple(int(bound[n]) for n in names)
+
+
+def _combine(a: Any, b: Any, op: str) -> Any:
+    if not isinstance(a, int) or not isinstance(b, int) or isinstance(a, bool) or isinstance(b, bool):
+        return NotImplemented
+    value = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__,
+             "%": int.__mod__}[op](int(a), int(b))
+    if not isinstance(a, DimInt) and not isinstance(b, DimInt):
+        return value
+    if op == "*" and (_is(a, 1) or _is(b, 1)):
+        return b if _is(a, 1) else a
+    if op in "+-" and _is(b, 0):
+        return a
+    if op == "/" and _is(b, 1):
+        return a
+    lo, hi = _bounds(a, b, op)
+    if op in "/%" and lower(a) < 0:  # C truncates where Python floors
+        if op == "/" and isinstance(a, DimInt) and a.negated is not None and lower(b) > 0:
+            return -_combine(_combine(a.negated, b, "+") - 1, b, "/")  # -(-x // b) is ceil(x / b)
+        return DimInt(value, None, lo, hi)
+    if (isinstance(a, DimInt) and a._expr is None) or (isinstance(b, DimInt) and b._expr is None):
+        return DimInt(value, None, lo, hi)
+    left, right = _operand(a), _operand(b)
+    if max(abs(lo), abs(hi), abs(lower(a)), abs(upper(a)), abs(lower(b)), abs(upper(b))) > INT_MAX:
+        left = f"(long long){left}"
+    return DimInt(value, f"({left}{op}{right})", lo, hi)
+
+
+def _is(value: int, literal: int) -> bool:
+    return not isinstance(value, DimInt) and int(value) == literal
+
+
+def _operand(value: int) -> str:
+    return value.expr if isinstance(value, DimInt) else str(int(value))
+
+
+def _bounds(a: int, b: int, op: str) -> tuple[int, int]:
+    a_lo, a_hi, b_lo, b_hi = lower(a), upper(a), lower(b), upper(b)
+    if op == "+":
+        return a_lo + b_lo, a_hi + b_hi
+    if op == "-":
+        return a_lo - b_hi, a_hi - b_lo
+    if op == "*":
+        ends = (a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi)
+        return min(ends), max(ends)
+    if b_lo <= 0:
+        raise ValueError(f"a dim expression divides by a value that may be zero or negative: {b!r}")
+    if op == "/":
+        return a_lo // b_hi, a_hi // b_lo
+    return (a_lo, a_hi) if a_hi < b_lo else (0, b_hi - 1)  # %

@@ -1,0 +1,108 @@
+"""One engine for every shape of a profile, as TensorRT-RTX's shape-generic engine.
+
+Its kernels take the dims that vary over the profile as arguments (codegen/dynamic.py), so
+they are compiled, and the tactics tuned, once: at the profile's opt shapes, through the
+runtime cache like any engine (the cache holds them apart from shape-specialized engines,
+under the profile's signature). A shape met later is planned again on the host (no compile,
+no tuning), shares the kernels, the weights and one arena with every other shape of the
+profile, and gets its own CUDA graph when it first runs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+
+from ...ir.graph import Model
+from ...runtime.progress import Progress
+from .cache.key import CacheKey
+from .cache.runtime_cache import RuntimeCache
+from . import jit
+from .jit import GpuContext, JitStats, shape_signature
+from .plan.dim_ranges import DimRanges, dim_ranges, sample_shapes
+from .run.executor import Engine, SharedMemory
+
+Ranges = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
+
+
+def profile_signature(ranges: Ranges) -> str:
+    """The runtime cache's name for the generic engine of these ranges."""
+    return "generic " + json.dumps({n: [list(map(int, s)) for s in r] for n, r in sorted(ranges.items())},
+                                   separators=(",", ":"))
+
+
+def varies(ranges: Ranges) -> bool:
+    """Whether any dim of the ranges varies (else a generic engine is a specialized one)."""
+    return any(tuple(low) != tuple(high) for low, _, high in ranges.values())
+
+
+class GenericEngines:
+    """The engines of one profile on one GPU: ``engine(shapes)`` plans a new shape on the host
+    and loads it beside the others; ``reserve``: size the shared arena for the max shapes up
+    front (a user's profile), else it grows with the largest shape run (default ranges)."""
+
+    def __init__(self, model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext, ranges: Ranges, *,
+                 use_graph: bool = True, precompiled: Mapping[str, bytes] | None = None, reserve: bool = True):
+        self.model, self.key, self.cache, self.gpu = model, key, cache, gpu
+        self.ranges = {n: tuple(tuple(int(d) for d in s) for s in r) for n, r in ranges.items()}
+        self.signature = profile_signature(self.ranges)
+        self.use_graph, self.precompiled, self.reserve = use_graph, dict(precompiled or {}), reserve
+        self.dims: DimRanges = dim_ranges(model, sample_shapes(self.ranges))
+        self.constants: dict = {}  # the builder's memo of the model's constants, shared by every plan
+        self.shared = SharedMemory()
+        self.engines: dict[str, Engine] = {}
+        self.stats: dict[str, JitStats] = {}
+
+    @property
+    def opt_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(opt) for n, (_, opt, _) in self.ranges.items()}
+
+    @property
+    def max_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(high) for n, (_, _, high) in self.ranges.items()}
+
+    @property
+    def device_bytes(self) -> int:
+        """Device memory held by every engine of the profile together."""
+        return self.shared.device_bytes
+
+    def contains(self, shapes: Mapping[str, Sequence[int]]) -> bool:
+        for name, (low, _, high) in self.ranges.items():
+            shape = tuple(shapes.get(name, ()))
+            if len(shape) != len(low) or any(not lo <= d <= hi for lo, d, hi in zip(low, shape, high)):
+                return False
+        return True
+
+    def build(self, progress: Progress | None = None) -> JitStats:
+        """Compile and tune the generic kernels at the opt shapes (or read them from the cache),
+        reserve the arena and load the opt shapes' engine: the profile's one JIT."""
+        opt = self.opt_shapes
+        signature = shape_signature(opt)
+        made = self._specialize(opt, progress=progress, build=True)
+        if self.reserve and self.max_shapes != opt:
+            at_max = self._specialize(self.max_shapes, build=True)
+            self.shared.arena_bytes = at_max.final.layout.arena_bytes
+        started = time.perf_counter()
+        self.engines[signature] = made.load(self.gpu, use_graph=self.use_graph, shared=self.shared)
+        made.stats.jit_seconds += time.perf_counter() - started
+        made.stats.device_bytes = self.device_bytes
+        self.stats[signature] = made.stats
+        return made.stats
+
+    def engine(self, shapes: Mapping[str, Sequence[int]], *, build: bool = True) -> tuple[Engine, JitStats]:
+        """The engine of ``shapes`` (in the profile): planned and loaded now if new. Compiles
+        only kernels a generic plan could not share (``build=False``: NotSpecialized then)."""
+        signature = shape_signature(shapes)
+        if signature not in self.engines:
+            made = self._specialize(shapes, build=build)
+            started = time.perf_counter()
+            self.engines[signature] = made.load(self.gpu, use_graph=self.use_graph, shared=self.shared)
+            made.stats.jit_seconds += time.perf_counter() - started
+            made.stats.device_bytes = self.device_bytes
+            self.stats[signature] = made.stats
+        return self.engines[signature], self.stats[signature]
+
+    def _specialize(self, shapes: Mapping[str, Sequence[int]], *, build: bool, progress: Progress | None = None):
+        return jit.specialize(self.model, self.key, self.cache, self.gpu, shapes, progress=progress,
+                          precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
+                          constants=self.constants, loaded=self.shared.functions)
