@@ -60,23 +60,21 @@ class FakeCublas:
 
     def _compute(self, a: int, b: int, c: int, m: int, n: int, k: int, o: dict[str, Any]) -> None:
         memory = self.device.memory
-        batch = np.arange(o["batch"], dtype=np.int64)[:, None, None]
-        rows, cols = np.arange(m, dtype=np.int64)[:, None], np.arange(n, dtype=np.int64)[None, :]
-        inner = np.arange(k, dtype=np.int64)
-        # op(A)[b, r, kk] and op(B)[b, kk, c] as element offsets of the stored row-major matrices
-        a_off = inner[None, :] * o["lda"] + rows if o["trans_a"] else rows * o["lda"] + inner[None, :]
-        b_off = cols * o["ldb"] + inner[:, None] if o["trans_b"] else inner[:, None] * o["ldb"] + cols
-        size_in, size_out = o["dtype"].itemsize, o["out_dtype"].itemsize
-        A = memory.load(a + (batch * o["stride_a"] + a_off) * size_in, o["dtype"], None).astype(np.float64)
-        B = memory.load(b + (batch * o["stride_b"] + b_off) * size_in, o["dtype"], None).astype(np.float64)
+        # op(A)[b, r, kk] and op(B)[b, kk, c] as element strides of the stored row-major matrices
+        a_strides = (o["stride_a"], 1, o["lda"]) if o["trans_a"] else (o["stride_a"], o["lda"], 1)
+        b_strides = (o["stride_b"], 1, o["ldb"]) if o["trans_b"] else (o["stride_b"], o["ldb"], 1)
+        c_strides = (o["stride_c"], o["ldc"], 1)
+        batch = o["batch"]
+        A = memory.load_block(a, o["dtype"], (batch, m, k), a_strides).astype(np.float64)
+        B = memory.load_block(b, o["dtype"], (batch, k, n), b_strides).astype(np.float64)
         if o["compute"] == "tf32":
             A, B = _tf32(A.astype(np.float32)).astype(np.float64), _tf32(B.astype(np.float32)).astype(np.float64)
         result = o["alpha"] * np.matmul(A, B)
-        c_addr = c + (batch * o["stride_c"] + rows * o["ldc"] + cols) * size_out
         if o["beta"] != 0.0:
-            result = result + o["beta"] * memory.load(c_addr, o["out_dtype"], None).astype(np.float64)
+            old = memory.load_block(c, o["out_dtype"], (batch, m, n), c_strides)
+            result = result + o["beta"] * old.astype(np.float64)
         out = result.astype(np.float32).astype(o["out_dtype"]) if o["out_dtype"] != F32 else result.astype(F32)
-        memory.store(c_addr.reshape(-1), o["out_dtype"], out.reshape(-1), None)
+        memory.store_block(c, o["out_dtype"], out, c_strides)
 
     def close(self) -> None:
         pass

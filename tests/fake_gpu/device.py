@@ -8,8 +8,11 @@ JIT use of CuPy, backed by FakeMemory and the kernel interpreter.
 - kernels: ``function.Module().load(cubin)`` takes the kernel's CUDA source as the "cubin"
   (tests pass ``{name: source.encode()}``); ``get_function`` fails as the driver would for a
   name the source lacks; a launch is recorded (``FakeDevice.launches``: kernel, grid, block,
-  every pointer argument with the allocation and offset it points into) and, when
-  ``execute``, run by the interpreter (cuda_c.py);
+  every pointer argument with the allocation and offset it points into, the scalar arguments
+  after them, e.g. a shape-generic kernel's dim arguments) and, when ``execute``, run by the
+  interpreter (cuda_c.py). Arguments are checked against the kernel's parameter list as the
+  driver reads them: one per parameter, and a scalar passed with its parameter's size (CuPy
+  passes a Python int as 8 bytes: an ``int`` parameter wants ``np.int32``);
 - streams and CUDA graphs: ``begin_capture`` / ``end_capture`` record the operations enqueued
   on the capturing stream instead of running them; ``graph.launch`` replays them. Work
   enqueued on another stream while one captures, or a synchronous copy or synchronize during
@@ -53,12 +56,13 @@ class LaunchRecord:
     kernel: str
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
-    args: tuple[int, ...]
-    where: tuple[tuple[Allocation | None, int], ...]  # per argument: allocation and offset
+    args: tuple[int, ...]  # the pointer arguments (every argument, if the kernel's parameters are unknown)
+    where: tuple[tuple[Allocation | None, int], ...]  # per pointer argument: allocation and offset
     stream: int
     replay: bool  # run from a CUDA graph replay
     executed: bool = False  # the interpreter ran it
     why_not: str = ""  # why it did not
+    scalars: tuple[int | float, ...] = ()  # the scalar arguments (a generic kernel's dims), in order
 
 
 @dataclass
@@ -164,7 +168,14 @@ class FakeDevice:
     # --- kernels
     def launch(self, module: FakeModule, name: str, grid: tuple[int, int, int], block: tuple[int, int, int],
                args: tuple[int, ...], stream_ptr: int, replay: bool) -> LaunchRecord:
-        record = LaunchRecord(next(self._seq), name, grid, block, args, self._where(args), stream_ptr, replay)
+        params = module.parameters(name)
+        if params is not None and len(params) == len(args):
+            pointers = tuple(a for a, p in zip(args, params) if p.pointer)
+            scalars = tuple(a for a, p in zip(args, params) if not p.pointer)
+        else:
+            pointers, scalars = args, ()
+        record = LaunchRecord(next(self._seq), name, grid, block, pointers, self._where(pointers), stream_ptr, replay,
+                              scalars=scalars)
         self._record(record)  # first: a fault below still shows the launch in the log
         if not self.execute:
             record.why_not = "the device only records"
@@ -380,6 +391,46 @@ class FakeArray:
 
 _KERNEL = re.compile(r'__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s+)?(\w+)\s*\(')
 
+# bytes of a scalar kernel parameter, by its type's words (qualifiers dropped)
+_PARAM_BYTES = {"int": 4, "signed": 4, "signed int": 4, "unsigned": 4, "unsigned int": 4, "float": 4,
+                "long long": 8, "long long int": 8, "signed long long": 8, "unsigned long long": 8,
+                "unsigned long long int": 8, "long": 8, "long int": 8, "unsigned long": 8, "size_t": 8,
+                "double": 8, "short": 2, "unsigned short": 2, "char": 1, "unsigned char": 1, "bool": 1}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of a ``__global__`` function: its declaration, whether it is a pointer,
+    and a scalar's size in bytes (None: a type the fake does not size)."""
+
+    text: str
+    pointer: bool
+    nbytes: int | None
+
+
+def kernel_parameters(source: str, name: str) -> list[Parameter] | None:
+    """The parameters of ``__global__`` function ``name`` in ``source`` (None: not found)."""
+    for match in _KERNEL.finditer(source):
+        if match.group(1) != name:
+            continue
+        start = match.end()
+        depth, end = 1, start
+        while depth and end < len(source):
+            depth += {"(": 1, ")": -1}.get(source[end], 0)
+            end += 1
+        text = source[start:end - 1].strip()
+        if not text or text == "void":
+            return []
+        params = []
+        for item in (p.strip() for p in text.split(",")):
+            if "*" in item or "[" in item:
+                params.append(Parameter(item, True, 8))
+                continue
+            words = [w for w in item.split()[:-1] if w not in ("const", "volatile", "__restrict__")]
+            params.append(Parameter(item, False, _PARAM_BYTES.get(" ".join(words))))
+        return params
+    return None
+
 
 class FakeModule:
     """``cupy.cuda.function.Module``: ``load(cubin)`` takes the kernel's CUDA source."""
@@ -397,6 +448,9 @@ class FakeModule:
             raise CUDADriverError("CUDA_ERROR_INVALID_IMAGE: the fake device loads CUDA source text with a "
                                   "__global__ function (pass {name: source.encode()})")
         self.source = text
+
+    def parameters(self, name: str) -> list[Parameter] | None:
+        return kernel_parameters(self.source, name) if self.source is not None else None
 
     def get_function(self, name: str) -> FakeFunction:
         if self.source is None:
@@ -429,6 +483,38 @@ def _argument(arg: Any) -> int:
     raise TypeError(f"unsupported kernel argument {arg!r}")
 
 
+def _argument_bytes(arg: Any) -> int | None:
+    """How many bytes CuPy passes for ``arg`` (a Python int or float: 8)."""
+    if isinstance(arg, (FakeArray, MemoryPointer)):
+        return 8
+    if isinstance(arg, (np.integer, np.floating, np.bool_)):
+        return arg.dtype.itemsize
+    if isinstance(arg, (int, float)):
+        return 8
+    return None
+
+
+def check_arguments(name: str, params: Sequence[Parameter] | None, args: Sequence[Any]) -> None:
+    """The driver reads each parameter from the bytes CuPy packed: one argument per parameter,
+    a scalar of its parameter's size (else the ones after it are read at the wrong offsets)."""
+    if params is None:
+        return
+    if len(args) != len(params):
+        raise DeviceFault(f"{name}: launched with {len(args)} arguments, the kernel takes {len(params)}: "
+                          + ", ".join(p.text for p in params))
+    for k, (param, arg) in enumerate(zip(params, args)):
+        if param.pointer:
+            if not isinstance(arg, (FakeArray, MemoryPointer, int, np.integer)) or _argument_bytes(arg) != 8:
+                raise DeviceFault(f"{name}: argument {k} ({param.text}) is a pointer, got {arg!r}")
+        elif param.nbytes is not None:
+            if isinstance(arg, (FakeArray, MemoryPointer)):
+                raise DeviceFault(f"{name}: argument {k} ({param.text}) is a scalar, got an array {arg!r}")
+            got = _argument_bytes(arg)
+            if got != param.nbytes:
+                raise DeviceFault(f"{name}: argument {k} ({param.text}) takes {param.nbytes} bytes, but "
+                                  f"{type(arg).__name__} {arg!r} is passed as {got}")
+
+
 class FakeFunction:
     """A kernel: calling it enqueues a launch on ``stream`` (default: the current stream)."""
 
@@ -439,6 +525,7 @@ class FakeFunction:
                  enable_cooperative_groups: bool = False) -> None:
         device = self.module.device
         grid, block = _dim3(grid), _dim3(block)
+        check_arguments(self.name, self.module.parameters(self.name), args)
         values = tuple(_argument(a) for a in args)
         stream = device.current_stream if stream is None else stream
         ptr = int(stream.ptr)

@@ -16,6 +16,7 @@ Ref-to-pointer path.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,16 @@ ARCH, SM_COUNT = "sm_86", 46
 # ------------------------------------------------------------------------------- kernels
 
 class KernelCatalog(dict):
-    """Kernel name -> the KernelSource (with its KernelArgs) that a generator made."""
+    """Kernel name -> the KernelSource (with its KernelArgs) that a generator made last;
+    ``at(name, dims)``: the one made with those dim values (a generic kernel is made once per
+    shape planned, its KernelArgs' shapes those of that shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_dims: dict[tuple[str, tuple[int, ...]], KernelSource] = {}
+
+    def at(self, name: str, dims: Sequence[int] = ()) -> KernelSource | None:
+        return self.by_dims.get((name, tuple(int(d) for d in dims)), self.get(name))
 
     def install(self, monkeypatch: Any) -> KernelCatalog:
         """Record every KernelSource (and subclass) constructed while the test runs."""
@@ -60,6 +70,7 @@ class KernelCatalog(dict):
             def init(self, *args, _original=original, **kwargs):
                 _original(self, *args, **kwargs)
                 catalog[self.name] = self
+                catalog.by_dims[(self.name, tuple(int(d) for d in self.dims))] = self
 
             catalog = self
             monkeypatch.setattr(cls, "__init__", init)
@@ -68,8 +79,12 @@ class KernelCatalog(dict):
 
 # ------------------------------------------------------------------------------- plans and engines
 
-def plan_model(model, shapes: Mapping[str, Sequence[int]], *, tune: bool = True) -> Plan:
-    return build_plan(model, {k: tuple(v) for k, v in shapes.items()}, arch=ARCH, sm_count=SM_COUNT, tune=tune)
+def plan_model(model, shapes: Mapping[str, Sequence[int]], *, tune: bool = True, dims: Any = None,
+               constants: dict | None = None) -> Plan:
+    """The real builder's plan of ``model`` at ``shapes``; ``dims`` (plan/dim_ranges.py): a
+    generic plan of that profile, ``constants`` the builder's memo shared between its plans."""
+    return build_plan(model, {k: tuple(v) for k, v in shapes.items()}, arch=ARCH, sm_count=SM_COUNT, tune=tune,
+                      dims=dims, constants=constants)
 
 
 def choose(plan: Plan, prefer: Callable[[Step, NodeProgram], bool]) -> dict[int, int]:
@@ -84,15 +99,18 @@ def choose(plan: Plan, prefer: Callable[[Step, NodeProgram], bool]) -> dict[int,
 
 
 def load_engine(device: FakeDevice, final: FinalPlan, *, use_graph: bool = True,
-                mutate: Callable[[str, str], str] | None = None):
+                mutate: Callable[[str, str], str] | None = None, shared: Any = None, stream: Any = None):
     """The real Engine on ``device`` (installed), its "cubins" the kernels' CUDA sources;
-    ``mutate(name, source)`` may change a source on its way to the device (a planted bug)."""
+    ``mutate(name, source)`` may change a source on its way to the device (a planted bug);
+    ``shared``: the executor's SharedMemory (kernels, weights, arena) of the engines of one
+    model, ``stream`` theirs (engines sharing an arena run on one stream)."""
     from rtxrt.backends.cuda.run.executor import Engine
 
-    stream = device.cupy.cuda.Stream(non_blocking=True)
+    stream = stream if stream is not None else device.cupy.cuda.Stream(non_blocking=True)
     sources = {name: (mutate(name, src) if mutate else src) for name, src in final.kernels.items()}
     cubins = {name: src.encode() for name, src in sources.items()}
-    return Engine(final, cubins, stream=stream, cublas=FakeCublas(device, stream), use_graph=use_graph)
+    return Engine(final, cubins, stream=stream, cublas=FakeCublas(device, stream), use_graph=use_graph,
+                  shared=shared)
 
 
 @dataclass
@@ -198,11 +216,24 @@ class Buffer:
         return self.name if self.kind == "value" else f"the program's {self.kind} {self.name!r}"
 
 
+def allocation_bases(engine) -> dict[Any, int]:
+    """Allocation (plan/arena.py) -> the device address of the engine's allocation of it,
+    taken from the engine's own memory (the arena, the weights, the shape constants), not
+    from the engine's table of them."""
+    from rtxrt.backends.cuda.plan.arena import Allocation
+
+    bases = {Allocation.ARENA: engine.arena.ptr, Allocation.WEIGHTS: engine.weights.ptr}
+    shape_consts = getattr(engine, "shape_consts", None)
+    if shape_consts is not None:
+        bases[Allocation.SHAPE] = shape_consts.ptr
+    return bases
+
+
 def value_layout(engine) -> Callable[[int, Buffer], tuple[int, int]]:
     """(step index, buffer) -> (address, bytes), from the finalized plan's layout and the
-    engine's two allocations (the arena and the weights), read from the plan's arena layout."""
+    engine's allocations (the arena, the weights, the shape constants)."""
     final, plan = engine.final, engine.plan
-    arena, weights = engine.arena.ptr, engine.weights.ptr
+    bases = allocation_bases(engine)
     layout = final.layout
 
     def locate(i: int, buffer: Buffer) -> tuple[int, int]:
@@ -210,13 +241,13 @@ def value_layout(engine) -> Callable[[int, Buffer], tuple[int, int]]:
         if buffer.kind == "value":
             nbytes = plan.forms[buffer.name].nbytes
             place = layout.values[buffer.name]
-            base = arena if place.allocation.value == "arena" else weights
-            return base + place.offset, nbytes
-        if buffer.kind == "const":
+        elif buffer.kind == "const":
             nbytes = program.consts[buffer.name].nbytes
-            return weights + layout.steps[i].consts[buffer.name].offset, nbytes
-        nbytes = program.scratch[buffer.name]
-        return arena + layout.steps[i].scratch[buffer.name].offset, nbytes
+            place = layout.steps[i].consts[buffer.name]
+        else:
+            nbytes = program.scratch[buffer.name]
+            place = layout.steps[i].scratch[buffer.name]
+        return bases[place.allocation] + place.offset, nbytes
 
     return locate
 
@@ -293,13 +324,15 @@ def expected_operations(engine) -> list[tuple[int, Any]]:
 
 
 def check_plan_order(engine, records: Sequence[Any]) -> list[tuple[int, Any, Any]]:
-    """The device ran exactly the plan's device operations, in plan order; returns (step
-    index, plan operation, record) triples."""
+    """The device ran exactly the plan's device operations, in plan order (a launch with its
+    grid, block and dim arguments); returns (step index, plan operation, record) triples."""
     want, got = expected_operations(engine), device_operations(engine, records)
 
     def describe(op: Any) -> str:
         if isinstance(op, (Launch, LaunchRecord)):
-            return f"launch {op.kernel} grid {tuple(op.grid)} block {tuple(op.block)}"
+            dims = tuple(int(d) for d in (op.dims if isinstance(op, Launch) else op.scalars))
+            text = f"launch {op.kernel} grid {tuple(op.grid)} block {tuple(op.block)}"
+            return text + (f" dims {dims}" if dims else "")
         if isinstance(op, (Gemm, GemmRecord)):
             return f"gemm {op.m}x{op.n}x{op.k}"
         return f"copy {op.nbytes} bytes"
@@ -344,19 +377,27 @@ GEMM_OPERANDS = {"a": ("A", BufferRole.IN, 0), "b": ("B", BufferRole.IN, 1), "c"
 def check_bindings(engine, catalog: Mapping[str, KernelSource], records: Sequence[Any], *,
                    meaning: Meaning = node_buffer) -> int:
     """Every pointer of every launch and cuBLAS call of one run (``records``) points at the
-    start of the buffer its KernelArg means, and the KernelArg's extent fits that buffer.
-    Returns how many pointers were checked."""
+    start of the buffer its KernelArg means, and the KernelArg's extent fits that buffer; a
+    launch's scalar arguments after the pointers are its kernel's dim arguments, the values
+    the plan's Launch carries (those of the shape planned). Returns how many pointers were
+    checked."""
     locate = value_layout(engine)
     checked = 0
     for i, op, record in check_plan_order(engine, records):
         step, program = engine.plan.steps[i], engine.final.programs[i]
         launch = [s for s in program.steps if isinstance(s, Launch)].index(op) if isinstance(op, Launch) else -1
         if isinstance(op, Launch):
-            kernel = catalog.get(op.kernel)
+            at = getattr(catalog, "at", None)
+            kernel = at(op.kernel, op.dims) if at is not None else catalog.get(op.kernel)
             assert kernel is not None, f"{step.label}: no KernelSource recorded for {op.kernel}"
             assert len(record.args) == len(kernel.args), (
                 f"{step.label}: {op.kernel} launched with {len(record.args)} pointers for {len(kernel.args)} "
                 f"kernel arguments {[a.name for a in kernel.args]}")
+            assert tuple(record.scalars) == tuple(int(d) for d in op.dims), (
+                f"{step.label}: {op.kernel} launched with dim arguments {tuple(record.scalars)}, "
+                f"the plan's launch has {tuple(op.dims)}")
+            assert len(op.dims) == len(kernel.dims), (
+                f"{step.label}: {op.kernel} takes {len(kernel.dims)} dim arguments, the launch passes {len(op.dims)}")
             pairs = [(arg, ptr, arg.name) for arg, ptr in zip(kernel.args, record.args)]
         elif isinstance(op, Gemm):
             pairs = []
@@ -371,7 +412,7 @@ def check_bindings(engine, catalog: Mapping[str, KernelSource], records: Sequenc
             assert ptr == address, (
                 f"step {i} ({step.label}): {what} ({arg.role} {arg.index}) should point at {buffer}, "
                 f"but points at {', '.join(buffers_at(engine, i, ptr))}")
-            extent = int(np.prod(arg.shape, dtype=np.int64)) * arg.dtype.itemsize
+            extent = math.prod(int(d) for d in arg.shape) * arg.dtype.itemsize
             assert extent <= nbytes, (f"step {i} ({step.label}): {what} spans {extent} bytes, "
                                       f"but {buffer} holds {nbytes}")
             checked += 1
@@ -381,11 +422,18 @@ def check_bindings(engine, catalog: Mapping[str, KernelSource], records: Sequenc
 # What FusedConv's kernels point at, by KernelArg (see rtxrt.backends.cuda.ops.conv): the conv
 # uploads its weights (input 1) packed as [OC, K] and its bias (input 2) as constants of its
 # own; im2col writes the patch matrix into the scratch "workspace", and the GEMM after it (its
-# A, input 0) multiplies that. Everything else is the node's own input or output.
+# A, input 0) multiplies that. ConvTranspose reads its repacked weights and its bias as its
+# constants "W" and "B".
+# Everything else is the node's own input or output.
 CONV_CONSTANTS = {1: "W", 2: "bias"}
+CONV_TRANSPOSE_CONSTANTS = {1: "W", 2: "B"}
 
 
 def conv_buffer(arg: KernelArg, step: Step, program: NodeProgram, launch: int) -> Buffer:
+    if step.node is not None and step.node.op_type == "ConvTranspose":  # weights and bias as constants "W", "B"
+        if arg.role is BufferRole.IN and CONV_TRANSPOSE_CONSTANTS.get(arg.index) in program.consts:
+            return Buffer("const", CONV_TRANSPOSE_CONSTANTS[arg.index])
+        return node_buffer(arg, step, program, launch)
     if step.node is None or step.node.op_type not in ("FusedConv", "Conv"):
         return node_buffer(arg, step, program, launch)
     if arg.name == "workspace" or (arg.role is BufferRole.IN and arg.index == 0 and arg.name == "A"

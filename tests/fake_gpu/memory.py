@@ -149,6 +149,67 @@ class FakeMemory(Memory):
         k = dtype.itemsize
         self.written[(offsets[:, None] + np.arange(k)).reshape(-1)] = True
 
+    # ------------------------------------------------------------------ affine blocks (cuBLAS operands)
+
+    def _affine(self, address: int, dtype: np.dtype, shape: tuple[int, ...], strides: tuple[int, ...],
+                what: str) -> tuple[int, tuple[int, ...]] | None:
+        """(buffer offset, byte strides) of the elements ``address + sum(i_d * strides[d])`` (in
+        elements) for every index of ``shape``, checked as ``load`` / ``store`` check each
+        element; None for an empty block. Its extreme elements bound the rest, so it lies in
+        one allocation when they do."""
+        k = dtype.itemsize
+        if any(n == 0 for n in shape):
+            return None
+        if any(st < 0 for st in strides):
+            raise ValueError("affine blocks take non-negative strides")
+        last = int(address) + k * sum((n - 1) * st for n, st in zip(shape, strides))
+        self._offsets(np.array([int(address), last]), k, what)
+        allocation, _ = self.find(address)
+        if self.find(last)[0] is not allocation:
+            raise DeviceFault(f"{what} of a block from {self.describe(address)} to {self.describe(last)} spans "
+                              "several allocations")
+        return int(address) - self.base, tuple(st * k for st in strides)
+
+    def load_block(self, address: int, dtype: np.dtype, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+        """The elements at ``address + sum(i_d * strides[d])`` (strides in elements), as ``load``
+        of that address array would give them, without building it."""
+        dtype = np.dtype(dtype)
+        place = self._affine(address, dtype, shape, strides, "load")
+        if place is None:
+            return np.zeros(shape, dtype)
+        offset, byte_strides = place
+        if self.check_init:
+            for b in range(dtype.itemsize):
+                flags = np.lib.stride_tricks.as_strided(self.written[offset + b:], shape, byte_strides)
+                if not flags.all():
+                    raise DeviceFault(f"a load reads {int((~flags).sum())} of {flags.size} elements that nothing "
+                                      f"wrote in the block at {self.describe(self.base + offset)}")
+        return np.lib.stride_tricks.as_strided(self.buffer[offset:].view(dtype), shape, byte_strides).copy()
+
+    def store_block(self, address: int, dtype: np.dtype, values: np.ndarray, strides: tuple[int, ...]) -> None:
+        """``values`` stored at ``address + sum(i_d * strides[d])`` (strides in elements); a block
+        whose elements overlap goes through ``store`` (which checks for a race)."""
+        dtype = np.dtype(dtype)
+        shape = values.shape
+        extents = sorted((st, n) for st, n in zip(strides, shape) if n > 1)
+        span, disjoint = 1, True
+        for st, n in extents:  # each stride steps past everything the inner ones cover
+            disjoint &= st >= span
+            span = st * (n - 1) + span
+        if not disjoint:
+            index = sum(np.arange(n).reshape((-1,) + (1,) * (len(shape) - d - 1)) * st
+                        for d, (n, st) in enumerate(zip(shape, strides)))
+            self.store(int(address) + np.asarray(index, np.int64) * dtype.itemsize, dtype, values, None)
+            return
+        place = self._affine(address, dtype, shape, strides, "store")
+        if place is None:
+            return
+        offset, byte_strides = place
+        target = np.lib.stride_tricks.as_strided(self.buffer[offset:].view(dtype), shape, byte_strides)
+        target[...] = values
+        for b in range(dtype.itemsize):
+            np.lib.stride_tricks.as_strided(self.written[offset + b:], shape, byte_strides)[...] = True
+
     @staticmethod
     def _check_race(offsets: np.ndarray, values: np.ndarray, dtype: np.dtype) -> None:
         order = np.argsort(offsets, kind="stable")

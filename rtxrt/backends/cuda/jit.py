@@ -140,7 +140,13 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
     started = time.perf_counter()
     arch = gpu.info.arch
     with gpu.device:
-        plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
+        # A generic plan whose tactics the cache holds needs only each node's first candidate,
+        # unless the tuned one is another: planning every candidate is most of a plan's time.
+        stored = _tactics(cache.entry(key), signature) if dims is not None and signature else None
+        plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
+                          tune=stored is None)
+        if stored is not None and len(_choices(plan, stored)) < len(stored):
+            plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
         stats.plan_seconds = time.perf_counter() - started
         signature = signature or shape_signature(shapes)
         builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})

@@ -12,6 +12,7 @@ from . import CodegenError
 from . import ctypes_map as C
 from .activation_c import activation_c
 from .device_helpers import NAN_MAX_MIN
+from .dynamic import c_int, is_dynamic
 from .kernel_source import (
     KernelArg,
     KernelSource,
@@ -88,25 +89,37 @@ def epilogue_kernel(p: GemmProblem) -> KernelSource:
     total = p.batch * p.m * p.n
     index, suffix = index_type(total)
     params, args = [], []
-    lead = (p.batch,) if p.batch != 1 else ()
+    lead = (p.batch,) if is_dynamic(p.batch) or p.batch != 1 else ()
     if p.bias:
         params.append(f"const {out_c}* __restrict__ bias")
         args.append(KernelArg("bias", BufferRole.IN, 2, p.out_dtype, (p.n,)))
     if p.has_z:
         params.append(f"const {out_c}* Z")  # may alias D: each element is read before it is written
-        z_lead = lead if p.stride_z != 0 else ()
+        z_lead = lead if is_dynamic(p.stride_z) or p.stride_z != 0 else ()
         args.append(KernelArg("Z", BufferRole.IN, 3, p.out_dtype, (*z_lead, p.m, p.n)))
     params.append(f"{out_c}* D")
     args.append(KernelArg("D", BufferRole.OUT, 0, p.out_dtype, (*lead, p.m, p.n)))
-    head = [f"// rtxrt GEMM epilogue after cuBLAS: {p.describe()}", C.PRELUDE.strip(),
-            f"constexpr long long LDZ = {p.ldz}, LDD = {p.ldd}, SZ = {p.stride_z}, SD = {p.stride_d};",
+    describe = p.describe()
+    if is_dynamic(p.batch) and not describe.startswith(f"{p.batch}x"):  # the same text where the batch is 1
+        describe = f"{p.batch}x{describe}"
+    strides = f"LDZ = {p.ldz}, LDD = {p.ldd}, SZ = {p.stride_z}, SD = {p.stride_d};"
+    dynamic_strides = any(is_dynamic(v) for v in (p.ldz, p.ldd, p.stride_z, p.stride_d))
+    head = [f"// rtxrt GEMM epilogue after cuBLAS: {describe}", C.PRELUDE.strip(),
+            *([] if dynamic_strides else [f"constexpr long long {strides}"]),
             activation_functions(p.activation, p.params, one_output_per_thread=True)]
-    mn, n = max(p.m * p.n, 1), max(p.n, 1)  # no division by zero where there is nothing to do
-    body = [f"const {index} b = i / {mn}{suffix}, r = i - b * {mn}{suffix};",
-            f"const {index} row = r / {n}{suffix}, col = r - row * {n}{suffix};",
+    # no division by zero where there is nothing to do (a dim's zero divides in no thread)
+    mn = p.m * p.n if is_dynamic(p.m * p.n) else max(p.m * p.n, 1)
+    n = p.n if is_dynamic(p.n) else max(p.n, 1)
+    if is_dynamic(mn) and not is_dynamic(p.batch) and p.batch == 1:  # no division by a dim where b is 0
+        split = f"const {index} b = 0, r = i;"
+    else:
+        split = f"const {index} b = i / {c_int(mn, suffix)}, r = i - b * {c_int(mn, suffix)};"
+    body = [split,
+            f"const {index} row = r / {c_int(n, suffix)}, col = r - row * {c_int(n, suffix)};",
             "const long long o = (long long)b * SD + (long long)row * LDD + col;",
             f"float x = {C.load('D[o]', p.out_dtype)};",
             *epilogue_statements(p, "Z[(long long)b * SZ + (long long)row * LDZ + col]", alpha=False),
             f"D[o] = {C.store('x', p.out_dtype)};"]
-    source = loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
+    source = loop_kernel(head, params, grid_stride_loop(index, suffix, total), body,
+                         before_loop=[f"  const long long {strides}"] if dynamic_strides else ())
     return KernelSource.named("rtx_gemm_epilogue_", source, LaunchPolicy(total), args)

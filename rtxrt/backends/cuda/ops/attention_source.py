@@ -28,7 +28,12 @@ Two implementations (``AttentionTactic.mma``):
   a lane; P passes through shared memory to the P V product, where each lane owns output
   columns. fp32 storage uses this one.
 
-Shapes are baked into the source; the kernel's parameters are pointers only.
+Shapes are baked into the source; the kernel's parameters are pointers only, except in a
+generic plan (codegen/dynamic.py): there the batch, sequence and mask sizes that vary over
+the profile are ``int`` parameters (the constants made of them become macros over them; the
+file-scope helpers that read SQ, SKV or KV_TILES take them too), heads and head sizes stay
+fixed, and the default tactic is chosen at the profile's largest grid, so that every shape
+gets the same source and the same candidate order.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from ....ir.dtypes import DType
 from ....ir.graph import Node, TensorType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import DIM_NAME, is_dynamic, upper
 from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
 from ..codegen.template import render
 from ..codegen.ptx import CP_ASYNC, MMA_SM75, MMA_SM80, SHARED_AND_LDMATRIX
@@ -88,6 +94,10 @@ class AttentionProblem:
             raise CodegenError(f"attention layout must be one of {LAYOUTS}, got {self.layout!r}")
         if min(self.batch, self.q_len, self.kv_len) < 0 or min(self.q_heads, self.kv_heads) < 1:
             raise CodegenError(f"attention shapes must not be negative, and heads at least 1: {self.describe()}")
+        for what, size in (("q_heads", self.q_heads), ("kv_heads", self.kv_heads), ("head_size", self.head_size),
+                           ("v_head_size", self.v_head_size)):
+            if is_dynamic(size):
+                raise CodegenError(f"attention kernels need a fixed {what}, got one varying over the profile: {size!r}")
         if self.q_heads % self.kv_heads:
             raise CodegenError(f"{self.q_heads} query heads do not group over {self.kv_heads} key/value heads")
         for what, size in (("head_size", self.head_size), ("v_head_size", self.v_head_size)):
@@ -147,10 +157,10 @@ class AttentionProblem:
     def mask_strides(self) -> tuple[int, int, int]:
         """Elements between the mask's batches, heads and query rows (0 where broadcast)."""
         b, h, q, k = (1,) * (4 - len(self.mask_shape)) + tuple(self.mask_shape)
-        return (0 if b == 1 else h * q * k, 0 if h == 1 else q * k, 0 if q == 1 else k)
+        return (0 if _broadcast(b) else h * q * k, 0 if _broadcast(h) else q * k, 0 if _broadcast(q) else k)
 
     def describe(self) -> str:
-        mask = f" mask={self.mask}:{self.mask_dtype.short}{list(self.mask_shape)}" if self.mask != "none" else ""
+        mask = f" mask={self.mask}:{self.mask_dtype.short}{_listed(self.mask_shape)}" if self.mask != "none" else ""
         return (f"{self.layout} B={self.batch} H={self.q_heads}/{self.kv_heads} Sq={self.q_len} Skv={self.kv_len} "
                 f"D={self.head_size}/{self.v_head_size} {self.dtype.short} scale={self.scale:g}"
                 f"{' causal' if self.causal else ''}{mask}")
@@ -240,9 +250,30 @@ def default_tactic(p: AttentionProblem) -> AttentionTactic:
     kv = max(t.kv_tile for t in fitting if t.mma == mma)
     options = [t for t in fitting if t.mma == mma and t.kv_tile == kv]  # largest block_q first
     for t in options:
-        if math.prod(t.grid(p)) >= TARGET_BLOCKS:
+        if _most_blocks(p, t) >= TARGET_BLOCKS:
             return t
     return options[-1]
+
+
+def _most_blocks(p: AttentionProblem, t: AttentionTactic) -> int:
+    """Blocks of ``t``'s grid for ``p``; in a generic plan at the profile's largest batch and
+    query length, so that every shape of the profile gets the same default (and candidate order)."""
+    return -(-upper(p.q_len) // t.block_q) * p.q_heads * upper(p.batch)
+
+
+def _dim(d: int) -> int:
+    """A dim as the kernels take it: a plain int, or the DimInt of a generic plan kept as it is."""
+    return d if is_dynamic(d) else int(d)
+
+
+def _broadcast(n: int) -> bool:
+    """Whether a mask dim of size ``n`` broadcasts (is 1 at every shape of the profile)."""
+    return not is_dynamic(n) and n == 1
+
+
+def _listed(shape: Sequence[int]) -> str:
+    """``shape`` as ``list(shape)`` prints it, a dim argument as its C expression (not its value)."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def attention_problem(node: Node, inputs: Sequence[TensorType | None],
@@ -287,7 +318,7 @@ def _problem(node: Node, inputs: Sequence[TensorType | None],
     if len(set(stored)) != 1:
         raise CodegenError(f"{label}: Q, K and V are stored as {', '.join(d.short for d in stored)}; "
                            "one type expected")
-    qs, ks, vs = (tuple(int(d) for d in t.shape) for t in (q, k, v))
+    qs, ks, vs = (tuple(_dim(d) for d in t.shape) for t in (q, k, v))
     if not len(qs) == len(ks) == len(vs) or len(qs) not in (3, 4):
         raise CodegenError(f"{label}: Q, K and V must all be 3-D or all 4-D, got {list(qs)}, {list(ks)}, {list(vs)}")
     if len(qs) == 3:
@@ -313,7 +344,7 @@ def _problem(node: Node, inputs: Sequence[TensorType | None],
             raise CodegenError(f"{label}: attention kernels need a static attn_mask shape, got {m}")
         mask_dtype = kept[3] or m.dtype
         mask = "bool" if m.dtype == DType.BOOL else "float"
-        mask_shape = tuple(int(d) for d in m.shape)
+        mask_shape = tuple(_dim(d) for d in m.shape)
     try:
         return AttentionProblem(qd[0], qd[1], kd[1], qd[2], kd[2], head_size, vd[3], stored[0], layout, scale,
                                 bool(node.attr("is_causal", 0)), mask, mask_dtype, mask_shape)
@@ -365,16 +396,49 @@ def _constants(p: AttentionProblem, t: AttentionTactic) -> dict[str, str | int]:
         params.append(f"const {C.storage_type(p.mask_dtype)}* __restrict__ M")
     params.append(f"{io}* __restrict__ Y")
     (qb, qh, qr), (kb, kh, kr), (vb, vh, vr), (yb, yh, yr) = (p.strides(x) for x in "QKVY")
-    mb, mh, mq = p.mask_strides() if p.mask != "none" else (0, 0, 0)
+    mb, mh, mq = _mask_strides(p) if p.mask != "none" else (0, 0, 0)
+    shape = "\n".join([
+        _declare("int", "", [("SQ", p.q_len), ("SKV", p.kv_len), ("D", p.head_size), ("DV", p.v_head_size)]),
+        _declare("int", "", [("GROUP", p.q_heads // p.kv_heads)], "  // query heads per key/value head"),
+        _declare("long long", "LL", [("QB", qb), ("QH", qh), ("QR", qr), ("KB", kb), ("KH", kh), ("KR", kr)]),
+        _declare("long long", "LL", [("VB", vb), ("VH", vh), ("VR", vr), ("YB", yb), ("YH", yh), ("YR", yr)]),
+        _declare("long long", "LL", [("MB", mb), ("MH", mh), ("MQ", mq)], "  // mask strides (0: broadcast)"),
+        _declare("int", "", [("MLEN", p.mask_shape[-1] if p.mask != "none" else 0)],
+                 "  // mask keys; later ones are -inf"),
+    ])
+    kv_tiles = ("#define KV_TILES ((SKV + BKV - 1) / BKV)" if is_dynamic(p.kv_len)
+                else "constexpr int KV_TILES = (SKV + BKV - 1) / BKV;")
+    # the file-scope helpers read SQ, SKV and KV_TILES: in a generic plan, dim arguments they take
+    names = sorted(set(DIM_NAME.findall(f"{p.q_len} {p.kv_len}")))
     return dict(
         prelude=C.PRELUDE, problem=p.describe(), tactic=t.label, causal=int(p.causal), neg_inf=_NEG_INF,
-        sq=p.q_len, skv=p.kv_len, d=p.head_size, dv=p.v_head_size, group=p.q_heads // p.kv_heads,
-        qb=qb, qh=qh, qr=qr, kb=kb, kh=kh, kr=kr, vb=vb, vh=vh, vr=vr, yb=yb, yh=yh, yr=yr, mb=mb, mh=mh, mq=mq,
-        mlen=p.mask_shape[-1] if p.mask != "none" else 0,
+        shape=shape, kv_tiles=kv_tiles,
+        dim_params="".join(f", int {n}" for n in names), dim_args="".join(f", {n}" for n in names),
         scale=C.literal(p.scale, F32), log2e=C.literal(math.log2(math.e), F32),
         warps=t.warps, rows=t.rows, block_q=t.block_q, kv_tile=t.kv_tile, threads=t.threads,
         kernel=KERNEL_NAME, params=", ".join(params),
         mask_offset="M += b * MB + h * MH;" if p.mask != "none" else "", bias=_bias(p))
+
+
+def _mask_strides(p: AttentionProblem) -> tuple[int | str, int | str, int | str]:
+    """``p.mask_strides()``; in a generic plan, a mask dim that varies down to 1 broadcasts where
+    it is 1 (stride 0 then, a C expression choosing at run time)."""
+    dims = (1,) * (4 - len(p.mask_shape)) + tuple(p.mask_shape)
+    return tuple(f"({n} == 1 ? 0 : {stride})" if is_dynamic(n) and n.lo <= 1 else stride
+                 for n, stride in zip(dims[:3], p.mask_strides()))
+
+
+def _declare(ctype: str, suffix: str, values: Sequence[tuple[str, int | str]], comment: str = "") -> str:
+    """``constexpr ctype NAME = value, ...;`` for the fixed ``values``; one that is a dim argument
+    (generic plans) a macro of its C expression over the kernel's (or a helper's) parameters."""
+    varying = [is_dynamic(value) or isinstance(value, str) for _, value in values]
+    fixed = [f"{name} = {value}{suffix}" for (name, value), v in zip(values, varying) if not v]
+    lines = [f"#define {name} (({ctype})({value}))" for (name, value), v in zip(values, varying) if v]
+    if fixed:
+        lines.append(f"constexpr {ctype} {', '.join(fixed)};{comment}")
+    elif lines:
+        lines[-1] += comment
+    return "\n".join(lines)
 
 
 def _bias(p: AttentionProblem) -> str:
@@ -398,15 +462,10 @@ _HEADER = r"""${prelude}
 // rtxrt attention: ${problem}; tactic ${tactic}
 #define RTX_CAUSAL ${causal}
 #define RTX_NEG_INF ${neg_inf}
-constexpr int SQ = ${sq}, SKV = ${skv}, D = ${d}, DV = ${dv};
-constexpr int GROUP = ${group};  // query heads per key/value head
-constexpr long long QB = ${qb}LL, QH = ${qh}LL, QR = ${qr}LL, KB = ${kb}LL, KH = ${kh}LL, KR = ${kr}LL;
-constexpr long long VB = ${vb}LL, VH = ${vh}LL, VR = ${vr}LL, YB = ${yb}LL, YH = ${yh}LL, YR = ${yr}LL;
-constexpr long long MB = ${mb}LL, MH = ${mh}LL, MQ = ${mq}LL;  // mask strides (0: broadcast)
-constexpr int MLEN = ${mlen};  // mask keys; later ones are -inf
+${shape}
 constexpr float SCALE = ${scale}, LOG2E = ${log2e};
 constexpr int WARPS = ${warps}, ROWS = ${rows}, BQ = ${block_q}, BKV = ${kv_tile}, THREADS = ${threads};
-constexpr int KV_TILES = (SKV + BKV - 1) / BKV;
+${kv_tiles}
 """
 
 # After each kernel's geometry: what both kernels call.
@@ -417,7 +476,7 @@ __device__ __forceinline__ int rtx_first_query() {
   return (RTX_CAUSAL ? (int)(gridDim.x - 1u - blockIdx.x) : (int)blockIdx.x) * BQ;
 }
 // Key tiles the block needs: causal blocks stop at their last query.
-__device__ __forceinline__ int rtx_key_tiles(int q0) {
+__device__ __forceinline__ int rtx_key_tiles(int q0${dim_params}) {
   const int last = SQ - q0 < BQ ? SQ : q0 + BQ;  // one past the block's last query
   return RTX_CAUSAL ? min(KV_TILES, (last + BKV - 1) / BKV) : KV_TILES;
 }
@@ -497,7 +556,7 @@ __device__ __forceinline__ void rtx_load_tile(unsigned short* dst, const unsigne
 
 // The K and V tiles of keys k0.. into one stage.
 __device__ __forceinline__ void rtx_load_kv(unsigned short* stage, const unsigned short* __restrict__ k,
-                                            const unsigned short* __restrict__ v, int k0, bool aligned) {
+                                            const unsigned short* __restrict__ v, int k0, bool aligned${dim_params}) {
   const int rows = SKV - k0 < BKV ? SKV - k0 : BKV;
   rtx_load_tile<BKV, D, DP, KS, VEC_QK>(stage, k + k0 * KR, KR, rows, aligned);
   rtx_load_tile<BKV, DV, DVP, VS, VEC_V>(stage + K_TILE, v + k0 * VR, VR, rows, aligned);
@@ -513,12 +572,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   ${mask_offset}
   const bool aligned = ((reinterpret_cast<unsigned long long>(Q) | reinterpret_cast<unsigned long long>(K) |
                          reinterpret_cast<unsigned long long>(V)) & 15) == 0;
-  const int tiles = rtx_key_tiles(q0);
+  const int tiles = rtx_key_tiles(q0${dim_args});
 
   // The Q tile goes through stage 1 while the first K/V tile lands in stage 0.
   rtx_load_tile<BQ, D, DP, KS, VEC_QK>(smem + STAGE, q, QR, SQ - q0 < BQ ? SQ - q0 : BQ, aligned);
   rtx_commit();
-  if (tiles > 0) rtx_load_kv(smem, k, v, 0, aligned);
+  if (tiles > 0) rtx_load_kv(smem, k, v, 0, aligned${dim_args});
   rtx_commit();
   rtx_wait<1>();
   __syncthreads();
@@ -538,7 +597,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   const int row0 = q0 + warp * 16 + (lane >> 2);
 
   for (int j = 0; j < tiles; ++j) {
-    if (j + 1 < tiles) rtx_load_kv(smem + ((j + 1) & 1) * STAGE, k, v, (j + 1) * BKV, aligned);
+    if (j + 1 < tiles) rtx_load_kv(smem + ((j + 1) & 1) * STAGE, k, v, (j + 1) * BKV, aligned${dim_args});
     rtx_commit();
     rtx_wait<1>();  // tile j (all but the newest group) has landed
     __syncthreads();
@@ -649,7 +708,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
     const int r = e / QS, c = e % QS;
     qs[e] = (q0 + r < SQ && c < D) ? ${load_q} * SCALE : 0.0f;
   }
-  const int tiles = rtx_key_tiles(q0);
+  const int tiles = rtx_key_tiles(q0${dim_args});
   float o[ROWS][DVL], m[ROWS], l[ROWS];  // l: this lane's part of the row sum
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {

@@ -22,10 +22,13 @@ lives here too, shared with conv.py's im2col and depthwise kernels.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ....ir.dtypes import DType
+from ....ir.ops.conv import Window
 from ..codegen import CodegenError
+from ..codegen.dynamic import DIM_NAME, is_dynamic, lower, upper
 from ..codegen.kernel_source import KernelArg
 from ..codegen.template import render
 from .gemm_source import (
@@ -72,16 +75,68 @@ class ConvGeometry:
         return (self.n, self.oh, self.ow, self.oc)
 
     def constants(self) -> str:
-        """The shapes as the C++ constants every conv kernel reads."""
+        """The shapes as the C++ constants every conv kernel reads: file-scope constexprs, less
+        those that vary over a generic plan's profile (``dynamic_constants`` declares those
+        inside the kernel)."""
+        lines = self._constant_lines()
+        if not any(is_dynamic(v) for line in lines for _, v in line):
+            (sh, sw), (ph, pw), (dh, dw) = self.strides, self.pads[:2], self.dilations
+            return render(_GEOMETRY, n=self.n, c=self.c, h=self.h, w=self.w, oc=self.oc, kh=self.kh, kw=self.kw,
+                          oh=self.oh, ow=self.ow, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw)
+        text = ""
+        for line in lines:
+            static = [f"{k} = {v}" for k, v in line if not is_dynamic(v)]
+            text += f"constexpr int {', '.join(static)};\n" if static else ""
+        return text
+
+    def dynamic_constants(self, indent: str = "  ") -> str:
+        """Declarations (one a line, for a kernel's or device function's body) of the constants
+        that vary over the profile, each a C expression over the kernel's dim arguments; ""
+        when every shape is fixed."""
+        return "".join(f"{indent}const int {k} = {v};\n" for line in self._constant_lines() for k, v in line
+                       if is_dynamic(v))
+
+    @property
+    def dynamic(self) -> bool:
+        """Some shape varies over a generic plan's profile."""
+        return any(is_dynamic(v) for line in self._constant_lines() for _, v in line)
+
+    def _constant_lines(self) -> list[list[tuple[str, int]]]:
         (sh, sw), (ph, pw), (dh, dw) = self.strides, self.pads[:2], self.dilations
-        return render(_GEOMETRY, n=self.n, c=self.c, h=self.h, w=self.w, oc=self.oc, kh=self.kh, kw=self.kw,
-                      oh=self.oh, ow=self.ow, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw)
+        return [[("NB", self.n), ("C", self.c), ("H", self.h), ("W", self.w), ("OC", self.oc)],
+                [("KH", self.kh), ("KW", self.kw), ("OH", self.oh), ("OW", self.ow)],
+                [("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw), ("DH", dh), ("DW", dw)]]
 
     def x_index(self) -> str:
         """The offset of X[n, c, ih, iw] in its stored layout (64-bit)."""
         if self.layout == "NHWC":
             return "(((long long)n * H + ih) * W + iw) * C + c"
         return "(((long long)n * C + c) * H + ih) * W + iw"
+
+
+def window_out(sizes: Sequence[int], window: Window, ceil_mode: bool = False) -> tuple[int, ...]:
+    """The output sizes of ``window`` (``sliding_window`` over the spatial ``sizes``). Where a
+    size varies over a generic plan's profile (a DimInt) the output size is the expression
+    ``(size + pads - extent) / stride + 1`` over it, so a kernel of the window has the same
+    source at every shape; where that is not sure to hold (ceil_mode, a span that may be
+    negative) the value at the planned shape, which gives another source (a compile) at a
+    shape where it differs, never a wrong result. The pads are the planned shape's values (for
+    auto_pad SAME with a stride they follow the size, and so does the source)."""
+    rank = len(sizes)
+    pads = tuple(int(p) for p in window.pads)
+    out = []
+    for a, size in enumerate(sizes):
+        value = int(window.out[a])
+        if is_dynamic(size) and not ceil_mode:
+            extent = (int(window.kernel[a]) - 1) * int(window.dilations[a]) + 1
+            span = size + (pads[a] + pads[rank + a] - extent)
+            if lower(span) >= 0:
+                count = span // int(window.strides[a]) + 1
+                if int(count) == value:
+                    out.append(count)
+                    continue
+        out.append(value)
+    return tuple(out)
 
 
 # The shapes every conv kernel (im2col, depthwise, implicit GEMM) bakes in.
@@ -160,9 +215,9 @@ def implicit_conv_kernel(g: ConvGeometry, problem: GemmProblem, tactic: Implicit
     mma_instruction(arch or "sm_80", problem.dtype)
     # X offsets: unsigned arithmetic wraps (defined) where a row or column is not there and
     # the offset goes unused; those that are used lie in X
-    index = "unsigned" if g.n * g.h * g.w * g.c <= UINT32_MAX else "long long"
+    index = "unsigned" if upper(g.n * g.h * g.w * g.c) <= UINT32_MAX else "long long"
     constants = f"{g.constants()}typedef {index} XI;\n"
-    source = gemm_source(problem, tactic.tiles, load_a=_GATHER_A, constants=constants)
+    source = gemm_source(problem, tactic.tiles, load_a=_gather_a(g), constants=constants)
     dtype = problem.dtype
     args = [KernelArg("A", BufferRole.IN, 0, dtype, g.x_shape), KernelArg("B", BufferRole.IN, 1, dtype, (g.oc, k))]
     if problem.bias:
@@ -172,6 +227,34 @@ def implicit_conv_kernel(g: ConvGeometry, problem: GemmProblem, tactic: Implicit
     args.append(KernelArg("D", BufferRole.OUT, 0, dtype, g.out_shape))
     return ImplicitConvKernel.named("rtx_iconv_", source, gemm_launch(problem, tactic.tiles), args,
                                     problem=problem, tactic=tactic.tiles, geometry=g)
+
+
+def _gather_a(g: ConvGeometry) -> str:
+    """_GATHER_A for ``g``. Where shapes vary over a generic plan's profile they are kernel
+    dim arguments (``rtxd_*``), which the device functions here cannot see: rtx_patch and the
+    loader take them as parameters of the same names and declare the shapes from them, and a
+    macro ``rtx_load_tiles(...)`` appends them to the GEMM's calls (made where the kernel's dim
+    arguments are in scope under their names)."""
+    if not g.dynamic:
+        return _GATHER_A
+    local = g.dynamic_constants()
+    names = sorted(set(DIM_NAME.findall(local)))
+    params, passed = ", ".join(f"int {n}" for n in names), ", ".join(names)
+    local += "  const int PM = NB * OH * OW;  // rows of the patch matrix (the GEMM's M)\n"
+    source = _GATHER_A
+    for old, new in (
+            ("rtx_patch(int gm, int gk, XI& offset) {\n", f"rtx_patch(int gm, int gk, XI& offset, {params}) {{\n{local}"),
+            ("gm < M ?", "gm < PM ?"),
+            ("rtx_patch(m0 + r, k0 + kc, offset)", f"rtx_patch(m0 + r, k0 + kc, offset, {passed})"),
+            ("rtx_patch(m0 + r, k0 + kk, offset)", f"rtx_patch(m0 + r, k0 + kk, offset, {passed})"),
+            ("__device__ __forceinline__ void rtx_load_tiles(",
+             f"#define rtx_load_tiles(...) rtx_load_tiles_dims(__VA_ARGS__, {passed})\n"
+             "__device__ __forceinline__ void rtx_load_tiles_dims("),
+            ("int m0, int n0, int k0, int tid, bool va, bool vb) {",
+             f"int m0, int n0, int k0, int tid, bool va, bool vb, {params}) {{")):
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
 
 
 # gemm.LOAD_A's replacement: the same rtx_load_tiles signature (A is X), the A tile gathered.

@@ -44,6 +44,7 @@ from ....ir.graph import TensorType
 from ....ir.ops.conv import sliding_window
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import is_dynamic, upper
 from ..codegen.epilogue import activation_functions, epilogue_statements
 from ..codegen.kernel_source import KERNEL_NAME, KernelArg, KernelSource, LaunchPolicy
 from ..codegen.template import render
@@ -54,6 +55,7 @@ from .conv_implicit_source import (
     implicit_conv_kernel,
     implicit_tactics,
     why_not_implicit,
+    window_out,
 )
 from .gemm_simt_source import (
     SimtGemmKernel,
@@ -151,7 +153,7 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
         raise CodegenError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if storage_dtype not in STORAGE_DTYPES:
         raise CodegenError(f"FusedConv codegen stores float16, bfloat16 or float32 tensors, not {storage_dtype.short}")
-    n, c, h, w = (int(d) for d in shape)
+    n, c, h, w = (d if is_dynamic(d) else int(d) for d in shape)  # a generic plan's DimInts stay
     oc, cg, kh, kw = (int(d) for d in w_shape)
     group = int(attrs.get("group", 1) or 1)
     depthwise = group > 1 and group == c == oc and cg == 1
@@ -166,13 +168,14 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
         window = sliding_window(attrs, (h, w), (kh, kw))
     except ValueError as exc:
         raise CodegenError(f"FusedConv: {exc}") from None
-    oh, ow = (int(o) for o in window.out)
+    oh, ow = window_out((h, w), window)
     if min(oh, ow) < 1:
         raise CodegenError(f"FusedConv: the output {oh}x{ow} is empty")
     residual = attrs.get("residual", "none") or "none"
     epilogue = {"dtype": storage_dtype, "bias": bias, "activation": attrs.get("activation", "none") or "none",
                 "activation_params": tuple(attrs.get("activation_params") or ()), "residual": residual}
-    geo = ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, window.strides, window.pads, window.dilations, layout)
+    geo = ConvGeometry(n, c, h, w, oc, kh, kw, oh, ow, window.strides, tuple(int(p) for p in window.pads),
+                       window.dilations, layout)
     m = n * oh * ow
     out = (n, oh, ow, oc)
     buffers: dict[str, tuple[tuple[int, ...], DType]] = {"X": (geo.x_shape, storage_dtype)}
@@ -238,11 +241,14 @@ def _candidates(problem: GemmProblem) -> tuple[GemmTactic, ...] | tuple[SimtTact
 
 def default_tactic(problem: GemmProblem, min_blocks: int = 132) -> GemmTactic | SimtTactic:
     """The largest-tile candidate for ``problem``'s type that still gives ``min_blocks``
-    blocks (about one wave on a big GPU); else the candidate giving the most blocks."""
+    blocks (about one wave on a big GPU); else the candidate giving the most blocks. Sizes
+    that vary over a generic plan's profile count at their largest (``upper``), so that the
+    choice, and with it the node's list of candidates, is the same at every shape."""
     tactics = _candidates(problem)
+    m, n = upper(problem.m), upper(problem.n)
 
     def blocks(t: GemmTactic | SimtTactic) -> int:
-        return -(-problem.m // t.bm) * -(-problem.n // t.bn)
+        return -(-m // t.bm) * -(-n // t.bn)
 
     for t in tactics:  # largest tiles first
         if blocks(t) >= min_blocks:
@@ -275,25 +281,29 @@ def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
     vectorized = g.layout == "NHWC" and g.c % vector == 0 and k % vector == 0
     per_row = k // vector if vectorized else g.kh * g.kw + (k > k_real)
     threads = m * per_row
-    index = "int" if threads < 2**30 else "long long"  # i + grid stride stays below 2**31
+    index = "int" if upper(threads) < 2**30 else "long long"  # i + grid stride stays below 2**31
     if vectorized:
         body = render(_IM2COL_VECTOR, position=render(_IM2COL_POSITION, tap="const int tap = col / C, c = col % C;"),
                       x_index=g.x_index())
     else:
         body = render(_IM2COL_TAP, position=render(_IM2COL_POSITION, tap="const int tap = slot;"), t=t,
                       x_index=g.x_index())
+    # the thread count: a file-scope constant, or where it varies over the profile one computed
+    # in the kernel (with the other shapes that vary), from the kernel's dim arguments
+    count = f"({index}){m} * PER_ROW"
+    static_threads = "" if is_dynamic(m) else f"constexpr I THREADS = {count};\n"
+    local = g.dynamic_constants() + (f"  const I THREADS = {count};\n" if is_dynamic(m) else "")
     source = render(_IM2COL, constants=g.constants(), k_real=k_real, k=k, vector=vector, per_row=per_row,
-                    index=index, m=m, kernel=KERNEL_NAME, t=t, body=body)
+                    index=index, threads=static_threads, locals=local, kernel=KERNEL_NAME, t=t, body=body)
     args = (KernelArg("X", BufferRole.IN, 0, dtype, g.x_shape), KernelArg("workspace", BufferRole.OUT, 0, dtype, (m, k)))
     return KernelSource.named("rtx_im2col_", source, LaunchPolicy(threads), args)
 
 
 _IM2COL = r"""${constants}constexpr int KC = ${k_real}, KP = ${k}, VEC = ${vector}, PER_ROW = ${per_row};
 typedef ${index} I;
-constexpr I THREADS = (${index})${m} * PER_ROW;
-
+${threads}
 extern "C" __global__ void __launch_bounds__(256) ${kernel}(const ${t}* __restrict__ X, ${t}* __restrict__ workspace) {
-  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < THREADS; i += (I)gridDim.x * blockDim.x) {
+${locals}  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < THREADS; i += (I)gridDim.x * blockDim.x) {
 ${body}
   }
 }
@@ -348,7 +358,9 @@ def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
     params.append(f"{t}* Y")
     names.append("Y")
     total = g.n * g.oh * g.ow * g.c
-    source = render(_DEPTHWISE, prelude=C.PRELUDE, constants=g.constants(), total=total,
+    total_decl = "" if is_dynamic(total) else f"constexpr long long TOTAL = {total}LL;\n"
+    local = g.dynamic_constants() + (f"  const long long TOTAL = (long long){total};\n" if is_dynamic(total) else "")
+    source = render(_DEPTHWISE, prelude=C.PRELUDE, constants=g.constants(), total=total_decl, locals=local,
                     activations=activation_functions(p.activation, p.params, one_output_per_thread=True),
                     kernel=KERNEL_NAME, params=", ".join(params),
                     load_x=C.load(f"X[{g.x_index()}]", dtype),
@@ -366,11 +378,10 @@ def _depthwise_kernel(g: ConvGeometry, p: GemmProblem) -> KernelSource:
     return KernelSource.named("rtx_dwconv_", source, LaunchPolicy(total), args)
 
 
-_DEPTHWISE = r"""${prelude}${constants}constexpr long long TOTAL = ${total}LL;
-
+_DEPTHWISE = r"""${prelude}${constants}${total}
 ${activations}
 extern "C" __global__ void __launch_bounds__(256) ${kernel}(${params}) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
+${locals}  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TOTAL;
        i += (long long)gridDim.x * blockDim.x) {
     const int c = (int)(i % C);
     const long long p = i / C;

@@ -27,6 +27,7 @@ from ....ir.graph import Node, TensorType
 from ....ir.ops.conv import Window, transposed_window
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import c_int, is_dynamic, upper
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -73,7 +74,8 @@ def conv_transpose_kernel(node: Node, inputs: Sequence[TensorType | None], dtype
     wanted = 3 if has_bias else 2
     if len(inputs) < wanted or any(t is None or not t.is_static for t in inputs[:wanted]):
         raise CodegenError(f"{node.label}: ConvTranspose kernels need static X, W (and B) shapes")
-    x_shape, w_shape = (tuple(int(d) for d in t.shape) for t in inputs[:2])
+    x_shape = tuple(d if is_dynamic(d) else int(d) for d in inputs[0].shape)  # a generic plan's DimInts stay
+    w_shape = tuple(int(d) for d in inputs[1].shape)
     if len(x_shape) != 4 or len(w_shape) != 4:
         raise CodegenError(f"{node.label}: generated ConvTranspose is 2-D, got X {list(x_shape)} and W {list(w_shape)}")
     group = int(node.attr("group", 1) or 1)
@@ -107,7 +109,13 @@ def _window(node: Node, x_shape: Sequence[int], w_shape: Sequence[int]) -> Windo
 
 
 def _output_shape(node: Node, x_shape: tuple[int, ...], w_shape: tuple[int, ...], window: Window) -> tuple[int, ...]:
-    return (x_shape[0], w_shape[1] * int(node.attr("group", 1) or 1), *(int(d) for d in window.out))
+    return (x_shape[0], w_shape[1] * int(node.attr("group", 1) or 1),
+            *(d if is_dynamic(d) else int(d) for d in window.out))
+
+
+def _dims(shape: Sequence[int]) -> str:
+    """``shape`` as a comment shows it: as a list prints, a dim that varies as its expression."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _physical(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -121,20 +129,20 @@ def _source(x_shape: tuple[int, ...], w_shape: tuple[int, ...], out: tuple[int, 
     ocg, kh, kw = w_shape[1:]
     cg = c // group
     (sh, sw), (dh, dw) = window.strides, window.dilations
-    top, left = window.pads[:2]
+    top, left = (int(p) for p in window.pads[:2])
     total = math.prod(out)
-    index, suffix = index_type(max(total, math.prod(x_shape)))
-    off = "long long" if max(math.prod(x_shape), math.prod(w_shape)) >= 2**31 else "int"
+    index, suffix = index_type(max(upper(total), upper(math.prod(x_shape))))
+    off = "long long" if max(upper(math.prod(x_shape)), math.prod(w_shape)) >= 2**31 else "int"
     if layout == "NCHW":
-        coords = [f"const {index} ox = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} oy = r % {oh}{suffix}; r /= {oh}{suffix};",
-                  f"const {index} o = r % {oc}{suffix}; r /= {oc}{suffix};"]
+        coords = [f"const {index} ox = r % {c_int(ow, suffix)}; r /= {c_int(ow, suffix)};",
+                  f"const {index} oy = r % {c_int(oh, suffix)}; r /= {c_int(oh, suffix)};",
+                  f"const {index} o = r % {c_int(oc, suffix)}; r /= {c_int(oc, suffix)};"]
         pixel = f"(({off})r * {c} + ({off})g * {cg}) * {h * w} + (({off})iy * {w} + ix)"
         x_step = h * w
     else:
-        coords = [f"const {index} o = r % {oc}{suffix}; r /= {oc}{suffix};",
-                  f"const {index} ox = r % {ow}{suffix}; r /= {ow}{suffix};",
-                  f"const {index} oy = r % {oh}{suffix}; r /= {oh}{suffix};"]
+        coords = [f"const {index} o = r % {c_int(oc, suffix)}; r /= {c_int(oc, suffix)};",
+                  f"const {index} ox = r % {c_int(ow, suffix)}; r /= {c_int(ow, suffix)};",
+                  f"const {index} oy = r % {c_int(oh, suffix)}; r /= {c_int(oh, suffix)};"]
         pixel = f"(({off})r * {h * w} + ({off})iy * {w} + ix) * {c} + ({off})g * {cg}"
         x_step = 1
     if weight_layout == "NCHW":  # (C, OC/g, kH, kW)
@@ -174,7 +182,8 @@ def _source(x_shape: tuple[int, ...], w_shape: tuple[int, ...], out: tuple[int, 
     if has_bias:
         params.append(f"const {storage}* __restrict__ bias")
     params.append(f"{storage}* __restrict__ out0")
-    comment = (f"// rtxrt ConvTranspose kernel: {layout} X {list(x_shape)} W {list(w_shape)} ({weight_layout}) "
-               f"group {group} -> {list(out)} strides {[sh, sw]} dilations {[dh, dw]} pads {list(window.pads)} "
+    comment = (f"// rtxrt ConvTranspose kernel: {layout} X {_dims(x_shape)} W {list(w_shape)} ({weight_layout}) "
+               f"group {group} -> {_dims(out)} strides {[sh, sw]} dilations {[dh, dw]} "
+               f"pads {[int(p) for p in window.pads]} "
                f"{dtype.short}")
     return loop_kernel([comment, C.PRELUDE.strip()], params, grid_stride_loop(index, suffix, total), body)

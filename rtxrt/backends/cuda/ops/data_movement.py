@@ -14,6 +14,7 @@ from .data_movement_source import (
     transpose_kernel,
 )
 from ....ir.ops import view_ops
+from ..codegen.dynamic import is_dynamic
 from ..codegen.kernel_source import KernelSource
 from ..plan.forms import NHWC, TO_NHWC, TensorForm
 from ..plan.program import BufferRole, Copy, NodeProgram, Ref
@@ -49,8 +50,10 @@ def lower_slice(ctx: LowerContext) -> list[NodeProgram]:
         starts, ends = (_ints(ctx.const(i, name)) for i, name in ((1, "starts"), (2, "ends")))
         axes = _ints(ctx.const(3, "axes")) if ctx.has(3) else None
         steps = _ints(ctx.const(4, "steps")) if ctx.has(4) else None
-    kernel = slice_kernel(x.shape, starts, ends, x.dtype, axes, steps)
-    return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "slice")]
+    out = ctx.outputs[0].shape
+    kernel = slice_kernel(x.shape, starts, ends, x.dtype, axes, steps,
+                          out_shape=out if _generic(x.shape, out) else None)
+    return [single_kernel(kernel, [TensorForm(x.dtype, out)], "slice")]
 
 
 def lower_split(ctx: LowerContext) -> list[NodeProgram]:
@@ -63,8 +66,9 @@ def lower_split(ctx: LowerContext) -> list[NodeProgram]:
     for j, form in enumerate(ctx.outputs):
         if form is None:
             raise Unsupported(f"{node.label}: output {j} has no type")
-        end = start + form.shape[axis]
-        kernel = _retarget(slice_kernel(x.shape, [start], [end], x.dtype, [axis]), j)
+        end = form.shape[axis] if not is_dynamic(start) and start == 0 else start + form.shape[axis]
+        out = form.shape if _generic(x.shape, form.shape) else None
+        kernel = _retarget(slice_kernel(x.shape, [start], [end], x.dtype, [axis], out_shape=out), j)
         _add(program, kernel)
         program.outputs.append(TensorForm(x.dtype, form.shape))
         start = end
@@ -97,7 +101,10 @@ def lower_gather(ctx: LowerContext) -> list[NodeProgram]:
 def lower_expand(ctx: LowerContext) -> list[NodeProgram]:
     ctx.require_logical()
     x = ctx.input(0)
-    kernel = expand_kernel(x.shape, _ints(ctx.const(1, "shape")), x.dtype)
+    out = ctx.outputs[0].shape
+    # a generic plan: the output's dims, which the target's values here are at these shapes only
+    target = out if _generic(x.shape, out) else _ints(ctx.const(1, "shape"))
+    kernel = expand_kernel(x.shape, target, x.dtype)
     return [single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape)], "expand")]
 
 
@@ -136,6 +143,11 @@ def _add(program: NodeProgram, kernel: KernelSource) -> None:
     if all(launch.grid):
         program.steps.append(launch)
     program.kernels[kernel.name] = kernel.source
+
+
+def _generic(*shapes) -> bool:
+    """Whether any of ``shapes`` holds a dim that varies over a generic plan's profile."""
+    return any(is_dynamic(d) for shape in shapes for d in shape)
 
 
 def _ints(value) -> list[int]:

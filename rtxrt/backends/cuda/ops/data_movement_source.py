@@ -12,17 +12,23 @@ be 0 (broadcast) or negative (negative slice steps). Tile is an Expand over inte
 (r0, d0, r1, d1, ...) with multiplier 0 on the repeat dims has the same row-major layout as
 the tiled output. Neighbouring dims walked alike are merged, so few divisions remain
 (NCHW->NHWC becomes a 3-D transpose [N, C, HW] -> [N, HW, C]).
+
+In a generic plan the dims that vary over the profile are kernel arguments (codegen/dynamic.py):
+merges, 16-byte vectorization and index widths are decided from the dims' expressions and
+bounds (``same_dim``, ``divisible``, ``upper``), so the source is the same at every shape.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import reduce
 
 import numpy as np
 
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import is_dynamic, lower, upper
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -32,6 +38,7 @@ from ..codegen.kernel_source import (
     loop_kernel,
 )
 from ..plan.program import BufferRole
+from .elementwise_source import broadcast_shape, broadcast_strides, c_dim, dims_text, divisible, same_dim
 
 MAX_CONCAT_INPUTS = 8
 CAST_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
@@ -66,10 +73,15 @@ def layout_conversion(shape: Sequence[int], to_nhwc: bool, dtype: DType) -> Kern
 
 
 def slice_kernel(shape: Sequence[int], starts: Sequence[int], ends: Sequence[int], dtype: DType,
-                 axes: Sequence[int] | None = None, steps: Sequence[int] | None = None) -> KernelSource:
+                 axes: Sequence[int] | None = None, steps: Sequence[int] | None = None,
+                 out_shape: Sequence[int] | None = None) -> KernelSource:
     """ONNX Slice with static starts/ends/axes/steps (negative axes, starts and ends count
     from the end; out-of-range bounds clamp; negative steps walk backwards), as Python's
-    slicing computes it."""
+    slicing computes it.
+
+    In a generic plan (dims of the profile in ``shape``), ``out_shape`` (the output's shape,
+    whose dims the plan names) gives the sizes of the sliced axes, and a start that is a dim
+    (as Split gives) is taken as already in range with a positive step."""
     shape = _shape(shape)
     rank = len(shape)
     axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
@@ -84,26 +96,62 @@ def slice_kernel(shape: Sequence[int], starts: Sequence[int], ends: Sequence[int
         if s == 0:
             raise CodegenError("Slice: a step must not be 0")
         axis %= rank
-        begin, _, stride = slice(int(start), int(end), s).indices(shape[axis])
+        begin, _, stride = slice(int(start), int(end), s).indices(int(shape[axis]))
         lo[axis], step[axis] = begin, stride
-        out[axis] = len(range(*slice(int(start), int(end), s).indices(shape[axis])))
+        out[axis] = len(range(*slice(int(start), int(end), s).indices(int(shape[axis]))))
+        if is_dynamic(shape[axis]) or is_dynamic(start) or (out_shape is not None and is_dynamic(out_shape[axis])):
+            lo[axis], out[axis] = _generic_slice(shape[axis], start, s, begin, out[axis],
+                                                 None if out_shape is None else out_shape[axis])
     strides = _contiguous(shape)
-    base = sum(b * st for b, st, n in zip(lo, strides, out) if n) if all(out) else 0
+    live = all(is_dynamic(n) or n for n in out)
+    base = reduce(lambda a, b: b if _zero(a) else a + b,
+                  [b * st for b, st, n in zip(lo, strides, out) if is_dynamic(n) or n], 0) if live else 0
     return _strided_copy("Slice", shape, tuple(out), [s * st for s, st in zip(step, strides)], base,
-                         dtype, dtype, f"starts {lo} steps {step}")
+                         dtype, dtype, f"starts {dims_text(lo)} steps {step}")
+
+
+def _generic_slice(size: int, start: int, step: int, begin: int, count: int, out_size: int | None) -> tuple[int, int]:
+    """The first index and the length of a slice of an axis of ``size`` in a generic plan, as
+    the same expressions at every shape of the profile where that can be told from the
+    profile's bounds (else the values here: correct, but a kernel of these shapes alone).
+    ``begin`` and ``count`` are the values here; ``out_size`` the output's size (a dim where
+    it varies)."""
+    if out_size is not None:
+        if int(out_size) != count:
+            raise CodegenError(f"Slice: the output's axis has {int(out_size)} elements, the slice {count}")
+        count = out_size
+    if is_dynamic(start):  # a dim: Split's offsets, in range by construction
+        if step != 1:
+            raise CodegenError("Slice: a start that varies over the profile needs step 1")
+        return start, count
+    start = int(start)
+    if step > 0:
+        if 0 <= start <= lower(size):
+            return start, count
+        if start < 0 and -start <= lower(size):
+            return size + start, count
+    else:
+        if start >= upper(size) - 1:
+            return size - 1, count
+        if 0 <= start < lower(size):
+            return start, count
+        if start < 0 and -start <= lower(size):
+            return size + start, count
+    return begin, count
+
+
+def _zero(value: int) -> bool:
+    return not is_dynamic(value) and value == 0
 
 
 def expand_kernel(shape: Sequence[int], target: Sequence[int], dtype: DType) -> KernelSource:
     """ONNX Expand: ``shape`` broadcast against ``target`` (numpy's rule, either may be 1)."""
     shape = _shape(shape)
-    try:
-        out = tuple(int(d) for d in np.broadcast_shapes(shape, tuple(int(t) for t in target)))
-    except ValueError:
-        raise CodegenError(f"Expand: shape {list(shape)} does not broadcast to {list(target)}") from None
-    padded = (1,) * (len(out) - len(shape)) + shape
-    strides = _contiguous(padded)
-    mults = [0 if n == 1 else s for n, s in zip(padded, strides)]
-    return _strided_copy("Expand", shape, out, mults, 0, dtype, dtype, f"to {list(out)}")
+    out = broadcast_shape([shape, _shape(target)])
+    mults = None if out is None else broadcast_strides(shape, out)
+    if out is None or mults is None:
+        raise CodegenError(f"Expand: shape {dims_text(shape)} does not broadcast to {dims_text(target)}")
+    return _strided_copy("Expand", shape, out, mults, 0, dtype, dtype, f"to {dims_text(out)}")
 
 
 def tile_kernel(shape: Sequence[int], repeats: Sequence[int], dtype: DType) -> KernelSource:
@@ -142,30 +190,33 @@ def concat_kernel(shapes: Sequence[Sequence[int]], axis: int, dtype: DType) -> K
     axis %= rank
     for s in shapes:
         if len(s) != rank or s[:axis] != shapes[0][:axis] or s[axis + 1:] != shapes[0][axis + 1:]:
-            raise CodegenError(f"Concat: shapes {[list(s) for s in shapes]} differ off axis {axis}")
-    out = (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1:])
+            raise CodegenError(f"Concat: shapes {[dims_text(s) for s in shapes]} differ off axis {axis}")
+    out = (*shapes[0][:axis], _sum([s[axis] for s in shapes]), *shapes[0][axis + 1:])
     total = math.prod(out)
     outer = math.prod(out[:axis])
     rows = [math.prod(s[axis:]) for s in shapes]  # elements of one input row
-    width = sum(rows)
+    width = _sum(rows)
     index, suffix = index_type(total)
     elem = _BYTES[dtype.itemsize]
     body = []
-    if outer > 1:
-        body += [f"const {index} row = i / {width}{suffix};", f"const {index} col = i - row * {width}{suffix};"]
+    if is_dynamic(outer) or outer > 1:
+        body += [f"const {index} row = i / {c_dim(width, suffix)};",
+                 f"const {index} col = i - row * {c_dim(width, suffix)};"]
     else:
         body += [f"const {index} row = 0; const {index} col = i;"]
     branches, offset = [], 0
-    live = [(k, n) for k, n in enumerate(rows) if n]
+    live = [(k, n) for k, n in enumerate(rows) if is_dynamic(n) or n]
     for j, (k, n) in enumerate(live):
-        read = f"out0[i] = in{k}[row * {n}{suffix} + (col - {offset}{suffix})];"
+        read = f"out0[i] = in{k}[row * {c_dim(n, suffix)} + (col - {c_dim(offset, suffix)})];"
+        end = _sum([offset, n])
         if j == len(live) - 1:
             branches.append(f"else {{ {read} }}" if j else read)
         else:
-            branches.append(f"{'else ' if j else ''}if (col < {offset + n}{suffix}) {{ {read} }}")
-        offset += n
+            branches.append(f"{'else ' if j else ''}if (col < {c_dim(end, suffix)}) {{ {read} }}")
+        offset = end
     params = [f"const {elem}* __restrict__ in{k}" for k in range(len(shapes))] + [f"{elem}* __restrict__ out0"]
-    source = _kernel_source(f"Concat along axis {axis} of {[list(s) for s in shapes]}", params, total, body + branches)
+    source = _kernel_source(f"Concat along axis {axis} of [{', '.join(dims_text(s) for s in shapes)}]", params,
+                            total, body + branches)
     args = [KernelArg(f"in{k}", BufferRole.IN, k, dtype, s) for k, s in enumerate(shapes)]
     args.append(KernelArg("out0", BufferRole.OUT, 0, dtype, out))
     return _finish("rtx_concat_", source, total, args)
@@ -187,23 +238,25 @@ def gather_kernel(shape: Sequence[int], indices_shape: Sequence[int], axis: int,
     outer, size, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
     count = math.prod(indices_shape)
     total = math.prod(out)
-    index, suffix = index_type(max(total, math.prod(shape)))
+    index, suffix = index_type(max(upper(total), upper(math.prod(shape))))
     elem = _BYTES[dtype.itemsize]
+    size_ll = _c_ll(size)
+    last = _c_ll(size - 1) if is_dynamic(size) else f"{max(size - 1, 0)}LL"
     body = [
         f"{index} r = i;",
-        f"const {index} c2 = r % {inner}{suffix}; r /= {inner}{suffix};",
-        f"const {index} c1 = r % {count}{suffix}; const {index} c0 = r / {count}{suffix};",
+        f"const {index} c2 = r % {c_dim(inner, suffix)}; r /= {c_dim(inner, suffix)};",
+        f"const {index} c1 = r % {c_dim(count, suffix)}; const {index} c0 = r / {c_dim(count, suffix)};",
         "long long k = (long long)idx[c1];",
-        f"if (k < 0) k += {size}LL;",
-        f"k = k < 0 ? 0 : k >= {size}LL ? {max(size - 1, 0)}LL : k;  // out of range: clamped",
-        f"out0[i] = in0[(c0 * {size}{suffix} + ({index})k) * {inner}{suffix} + c2];",
+        f"if (k < 0) k += {size_ll};",
+        f"k = k < 0 ? 0 : k >= {size_ll} ? {last} : k;  // out of range: clamped",
+        f"out0[i] = in0[(c0 * {c_dim(size, suffix)} + ({index})k) * {c_dim(inner, suffix)} + c2];",
     ]
     params = [f"const {elem}* __restrict__ in0", f"const {C.storage_type(index_dtype)}* __restrict__ idx",
               f"{elem}* __restrict__ out0"]
     if outer * size * inner == 0 and total:
         raise CodegenError(f"Gather: cannot take indices from an empty axis of {list(shape)}")
-    source = _kernel_source(f"Gather axis {axis} of {list(shape)} by {list(indices_shape)}", params, total, body,
-                            index=(index, suffix))
+    source = _kernel_source(f"Gather axis {axis} of {dims_text(shape)} by {dims_text(indices_shape)}", params, total,
+                            body, index=(index, suffix))
     args = (KernelArg("in0", BufferRole.IN, 0, dtype, shape), KernelArg("idx", BufferRole.IN, 1, index_dtype, indices_shape),
             KernelArg("out0", BufferRole.OUT, 0, dtype, out))
     return _finish("rtx_gather_", source, total, list(args))
@@ -222,23 +275,26 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
         total, in_total = total // vector, in_total // vector
     else:
         vector = 1
-    index, suffix = index_type(max(total, in_total))
-    wide = max(total, in_total) >= _INT32_LIMIT
+    index, suffix = index_type(max(upper(total), upper(in_total)))
+    wide = max(upper(total), upper(in_total)) >= _INT32_LIMIT
     offset_type, lsuf = ("long long", "LL") if wide else ("int", "")
     body = []
-    if walk == _contiguous(dims) and base == 0:
+    contiguous = len(walk) == len(dims) and all(same_dim(m, c) for m, c in zip(walk, _contiguous(dims)))
+    if contiguous and same_dim(base, 0):
         where = "i"  # the input is read where the output is written (Cast, a no-op Transpose)
     else:
         coords = [f"c{d}" for d in range(len(dims))]
         if len(dims) > 1:
             body.append(f"{index} r = i;")
             for d in range(len(dims) - 1, 0, -1):
-                body.append(f"const {index} {coords[d]} = r % {dims[d]}{suffix}; r /= {dims[d]}{suffix};")
+                n = c_dim(dims[d], suffix)
+                body.append(f"const {index} {coords[d]} = r % {n}; r /= {n};")
             body.append(f"const {index} {coords[0]} = r;")
         elif dims:
             body.append(f"const {index} c0 = i;")
-        terms = [f"({offset_type}){c} * ({m}{lsuf})" for c, m in zip(coords, walk) if m]
-        body.append(f"const {offset_type} src = {' + '.join([f'({base}{lsuf})', *terms])};")
+        terms = [f"({offset_type}){c} * ({_c_offset(m, offset_type, lsuf)})"
+                 for c, m in zip(coords, walk) if is_dynamic(m) or m]
+        body.append(f"const {offset_type} src = {' + '.join([f'({_c_offset(base, offset_type, lsuf)})', *terms])};")
         where = "src"
     if src == dst:
         elem = _BYTES[src.itemsize * vector]
@@ -248,7 +304,7 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
         in_type, out_type = C.storage_type(src), C.storage_type(dst)
         body.append(f"out0[i] = {C.store(C.load(f'in0[{where}]', src), dst)};")
     params = [f"const {in_type}* __restrict__ in0", f"{out_type}* __restrict__ out0"]
-    source = _kernel_source(f"{op} {what}: {list(in_shape)} -> {list(out)}", params, total, body,
+    source = _kernel_source(f"{op} {what}: {dims_text(in_shape)} -> {dims_text(out)}", params, total, body,
                             prelude=src != dst, index=(index, suffix))
     args = [KernelArg("in0", BufferRole.IN, 0, src, in_shape), KernelArg("out0", BufferRole.OUT, 0, dst, out)]
     return _finish(f"rtx_{op.lower()}_", source, total, args)
@@ -259,22 +315,23 @@ def _vector_width(dims: list[int], walk: list[int], base: int, itemsize: int) ->
     vectors (buffers start 256-byte aligned), else 1: a plain copy moves vectors, not
     elements (4-8x fewer threads and index computations)."""
     width = 16 // itemsize
-    if width == 1 or not dims or 0 in dims or walk[-1] != 1:
+    if width == 1 or not dims or any(not is_dynamic(n) and n == 0 for n in dims) or not same_dim(walk[-1], 1):
         return 1
-    if dims[-1] % width or base % width or any(m % width for m in walk[:-1]):
+    if not divisible(dims[-1], width) or not divisible(base, width) or not all(divisible(m, width) for m in walk[:-1]):
         return 1
     return width
 
 
 def _collapse(dims: list[int], mults: list[int]) -> tuple[list[int], list[int]]:
-    """Drop size-1 dims and merge neighbours walked alike (m_d == m_{d+1} * n_{d+1})."""
-    if 0 in dims:
+    """Drop size-1 dims and merge neighbours walked alike (m_d == m_{d+1} * n_{d+1}). A dim
+    of a generic plan stays, even where it is 1 or 0 at these shapes."""
+    if any(not is_dynamic(n) and n == 0 for n in dims):
         return [0], [0]
-    keep = [d for d, n in enumerate(dims) if n != 1]
+    keep = [d for d, n in enumerate(dims) if is_dynamic(n) or n != 1]
     dims, mults = [dims[d] for d in keep], [mults[d] for d in keep]
     d = len(dims) - 2
     while d >= 0:
-        if mults[d] == mults[d + 1] * dims[d + 1]:
+        if same_dim(mults[d], mults[d + 1] * dims[d + 1]):
             dims[d] *= dims[d + 1]
             mults[d] = mults[d + 1]
             del dims[d + 1], mults[d + 1]
@@ -309,6 +366,22 @@ def _contiguous(shape: Sequence[int]) -> list[int]:
 
 
 def _shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` as ints; the dims of a generic plan stay dims."""
     if any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
         raise CodegenError(f"data movement kernels need static shapes, got {list(shape)}")
-    return tuple(int(d) for d in shape)
+    return tuple(d if is_dynamic(d) else int(d) for d in shape)
+
+
+def _sum(values: Sequence[int]) -> int:
+    """The sum of ``values`` (no ``0 +`` in front of a dim's expression)."""
+    return reduce(lambda a, b: b if _zero(a) else a + b, values, 0)
+
+
+def _c_ll(value: int) -> str:
+    """``value`` as a long long C operand."""
+    return f"((long long)({value}))" if is_dynamic(value) else f"{int(value)}LL"
+
+
+def _c_offset(value: int, offset_type: str, lsuf: str) -> str:
+    """``value`` (a multiplier or base offset) as an operand of ``offset_type``."""
+    return f"({offset_type})({value})" if is_dynamic(value) else f"{int(value)}{lsuf}"

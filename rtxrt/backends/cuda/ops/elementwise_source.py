@@ -3,7 +3,10 @@
 Shapes are concrete at JIT time, so they are baked in: the kernel walks the output's
 elements with a grid-stride loop, and each input is read at the offset its broadcast strides
 (0 along broadcast dims, computed here) give; adjacent dims that every input walks alike are
-merged first, so a same-shape input is read at the loop index itself.
+merged first, so a same-shape input is read at the loop index itself. In a generic plan the
+dims that vary over the profile are kernel arguments (codegen/dynamic.py): they stay in the
+iteration space even where they are 1 here, and dims are merged and compared by their
+expressions (``same_dim``), so the source is the same at every shape of the profile.
 
 Semantics are ONNX's as the reference backend computes them (rtxrt/backends/reference/ops):
 each op computes fp16/bf16 in fp32 and rounds its result once to its own type, so a fused
@@ -14,6 +17,8 @@ and the runtime runs that node with the reference backend.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +33,7 @@ from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.activation_c import activation_c
 from ..codegen.device_helpers import NAN_MAX_MIN
+from ..codegen.dynamic import DIM_NAME, c_int, is_dynamic
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -39,6 +45,130 @@ from ..codegen.kernel_source import (
 from ..plan.program import BufferRole
 
 _ONNX = ("", "ai.onnx")
+
+
+# ---------------------------------------------------------------- dims of a generic plan
+# (shared with data_movement_source): decisions that shape a kernel's source compare dims by
+# what they are over the whole profile (their expressions), never by their values here.
+
+def dims_text(shape: Sequence[int]) -> str:
+    """``shape`` as a list in a source comment: ``str(list(shape))`` for plain ints, the
+    expressions for dims of a generic plan (a list's str would print their reprs)."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def c_dim(value: int, suffix: str, static_suffix: str | None = None) -> str:
+    """``value`` as a C operand: ``{value}{static_suffix}`` for a plain int (``suffix`` unless
+    given), else the dim expression cast to the type ``suffix`` names ("", "u", "ull")."""
+    if is_dynamic(value):
+        return c_int(value, suffix)
+    return f"{int(value)}{suffix if static_suffix is None else static_suffix}"
+
+
+def _names(value: int) -> list[str]:
+    if not is_dynamic(value):
+        return []
+    try:
+        return sorted(set(DIM_NAME.findall(str(value))))
+    except ValueError:  # no C form
+        return []
+
+
+def _evaluate(value: int, env: dict[str, int]) -> int | None:
+    """A dim expression's value with its dim arguments ``env`` (None if it has no C form)."""
+    if not is_dynamic(value):
+        return int(value)
+    try:
+        code = str(value).replace("(long long)", "").replace("/", "//")
+    except ValueError:
+        return None
+    return eval(code, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own arithmetic on names
+
+
+def _sample(names: list[str], k: int) -> dict[str, int]:
+    """Fixed, unrelated test values for the dim arguments ``names`` (the k-th assignment)."""
+    return {n: 1000 + int(hashlib.sha256(f"{n}:{k}".encode()).hexdigest()[:8], 16) % 100003 for n in names}
+
+
+def same_dim(a: int, b: int) -> bool:
+    """Whether ``a`` and ``b`` are the same size at every shape of the profile: equal plain
+    ints, or dim expressions that agree as functions of the dim arguments (``768*s`` and
+    ``s*768``; ``0*s`` and 0). Decided from the expressions alone, so the answer is the same
+    at every shape."""
+    if not is_dynamic(a) and not is_dynamic(b):
+        return int(a) == int(b)
+    names = sorted(set(_names(a)) | set(_names(b)))
+    for k in range(3):
+        env = _sample(names, k)
+        x, y = _evaluate(a, env), _evaluate(b, env)
+        if x is None or x != y:
+            return False
+    return int(a) == int(b)  # always, for expressions that agree
+
+
+def divisible(value: int, by: int) -> bool:
+    """Whether ``value`` is a multiple of ``by`` at every shape of the profile: a plain int
+    that is, or a dim expression of sums and products that is for every integer value of its
+    dim arguments (it then depends only on their residues mod ``by``). False where unsure."""
+    if not is_dynamic(value):
+        return int(value) % by == 0
+    try:
+        text = str(value)
+    except ValueError:
+        return False
+    if "/" in text or "%" in text:
+        return False
+    names = _names(value)
+    if by ** len(names) > 4096:
+        return False
+    return all(_evaluate(value, dict(zip(names, residues))) % by == 0
+               for residues in itertools.product(range(by), repeat=len(names)))
+
+
+def broadcast_shape(shapes: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
+    """numpy's broadcast of ``shapes`` (None where they do not broadcast). Along an axis a
+    fixed size wins over a dim of the same size, and a dim over a fixed 1: a dim that is 1
+    here may be more elsewhere in the profile."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[int] = []
+    for axis in range(rank):
+        sizes = [s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0]
+        big = [d for d in sizes if is_dynamic(d) or d != 1]
+        if not big:
+            out.append(1)
+            continue
+        if len({int(d) for d in big}) > 1:
+            big = [d for d in big if int(d) != 1]  # a dim that is 1 at these shapes, broadcast
+            if len({int(d) for d in big}) > 1:
+                return None
+        fixed = [d for d in big if not is_dynamic(d)]
+        out.append(int(fixed[0]) if fixed else big[0])
+    return tuple(out)
+
+
+def broadcast_strides(shape: Sequence[int], space: Sequence[int]) -> list[int] | None:
+    """Element strides of a contiguous ``shape`` over the iteration ``space`` (right-aligned),
+    0 along the axes it is broadcast along; None where it does not broadcast. A fixed 1 is
+    broadcast; a dim is walked wherever it has the output's size (at its 1s too, where its only
+    index is 0), so the strides read the same at every shape of the profile. A walked dim
+    strides as the output's dim (equal here; another input's dim of the same size is then the
+    same expression, so same-shape operands read at the loop index)."""
+    if len(shape) > len(space):
+        return None
+    padded = (1,) * (len(space) - len(shape)) + tuple(shape)
+    strides: list[int] = [0] * len(space)
+    step: int = 1
+    for d in range(len(space) - 1, -1, -1):
+        n = padded[d]
+        if not is_dynamic(n) and n == 1:
+            continue
+        if int(n) == int(space[d]):
+            strides[d] = step
+            n = space[d] if is_dynamic(n) else n
+        elif int(n) != 1:
+            return None
+        step = step * n
+    return strides
 
 # Device helpers the op expressions use: NaN-propagating min/max (numpy's maximum/minimum),
 # numpy's logaddexp(0, x), Python's float and integer modulo, and wrapping integer power.
@@ -192,7 +322,8 @@ class _Generator:
             if name not in read:  # an input no op reads is not loaded
                 continue
             logical = self.values[name].dtype
-            value = C.convert(C.load(f"{arg.name}[{_offset(strides[k], dims, coords)}]", arg.dtype), arg.dtype, logical)
+            value = C.convert(C.load(f"{arg.name}[{_offset(strides[k], dims, coords, suffix)}]", arg.dtype), arg.dtype,
+                              logical)
             loads.append(f"const {C.register_type(logical)} {self.values[name].var} = {value};")
         stores = [f"out{j}[i] = {C.store(_stored(v, a.dtype), a.dtype)};"
                   for j, (v, a) in enumerate(zip(outputs, [a for a in args if a.role is BufferRole.OUT]))]
@@ -209,24 +340,20 @@ class _Generator:
             if inexact and (value.var in read_by_ops or stored_as.get(value.var, {value.dtype}) != {value.dtype}):
                 expr = C.round_to(expr, value.dtype)
             lines.append(f"const {C.register_type(value.dtype)} {value.var} = {expr};")
-        body = [*_coordinates(dims, coords, index, strides), *loads, *lines, *stores]
-        head = [f"// rtxrt elementwise kernel: {', '.join(ops)} over shape {list(shape)}",
+        body = [*_coordinates(dims, coords, index, suffix, strides), *loads, *lines, *stores]
+        head = [f"// rtxrt elementwise kernel: {', '.join(ops)} over shape {dims_text(shape)}",
                 C.PRELUDE.strip(), HELPERS.strip()]
         return loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
 
     def _strides(self, shape: tuple[int, ...], space: tuple[int, ...]) -> list[int]:
         """Element strides of a contiguous input of ``shape`` over the iteration ``space``:
         0 along broadcast dims. A one-element input (a Clip bound of shape [1]) is a scalar."""
-        if len(shape) > len(space) or any(s not in (1, d) for s, d in zip(shape[::-1], space[::-1])):
-            if math.prod(shape) == 1:
+        strides = broadcast_strides(shape, space)
+        if strides is None:
+            if not any(is_dynamic(d) for d in shape) and math.prod(shape) == 1:
                 return [0] * len(space)
-            raise CodegenError(f"{self.node.label}: an input of shape {list(shape)} does not broadcast "
-                               f"to the output shape {list(space)}")
-        padded = (1,) * (len(space) - len(shape)) + tuple(shape)
-        strides, step = [0] * len(space), 1
-        for d in range(len(space) - 1, -1, -1):
-            strides[d] = step if padded[d] != 1 else 0
-            step *= padded[d]
+            raise CodegenError(f"{self.node.label}: an input of shape {dims_text(shape)} does not broadcast "
+                               f"to the output shape {dims_text(space)}")
         return strides
 
 
@@ -240,12 +367,12 @@ def _stored(value: _Value, storage: DType) -> str:
 def _collapse(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
     """Drop size-1 dims and merge neighbours that every input walks alike, so that offsets
     take as few divisions as possible."""
-    keep = [d for d, n in enumerate(shape) if n != 1]
+    keep = [d for d, n in enumerate(shape) if is_dynamic(n) or n != 1]
     dims = [shape[d] for d in keep]
     walks = [[s[d] for d in keep] for s in strides]
     d = len(dims) - 2
     while d >= 0:
-        if all(w[d] == w[d + 1] * dims[d + 1] for w in walks):
+        if all(same_dim(w[d], w[d + 1] * dims[d + 1]) for w in walks):
             dims[d] *= dims[d + 1]
             del dims[d + 1]
             for w in walks:
@@ -262,20 +389,22 @@ def _contiguous(dims: list[int]) -> list[int]:
     return strides
 
 
-def _offset(strides: list[int], dims: list[int], coords: list[str]) -> str:
-    if strides == _contiguous(dims):
+def _offset(strides: list[int], dims: list[int], coords: list[str], suffix: str) -> str:
+    if len(strides) == len(dims) and all(same_dim(s, c) for s, c in zip(strides, _contiguous(dims))):
         return "i"
-    terms = [c if s == 1 else f"{c} * {s}u" for c, s in zip(coords, strides) if s]
+    terms = [c if same_dim(s, 1) else f"{c} * {c_dim(s, suffix, 'u')}"
+             for c, s in zip(coords, strides) if is_dynamic(s) or s]
     return " + ".join(terms) or "0"
 
 
-def _coordinates(dims: list[int], coords: list[str], index: str, strides: list[list[int]]) -> list[str]:
+def _coordinates(dims: list[int], coords: list[str], index: str, suffix: str, strides: list[list[int]]) -> list[str]:
     """``c0..`` of element ``i``, innermost first, when some input needs them."""
-    if all(_offset(s, dims, coords) in ("i", "0") for s in strides):
+    if all(_offset(s, dims, coords, suffix) in ("i", "0") for s in strides):
         return []
     lines = [f"{index} r = i;"]
     for d in range(len(dims) - 1, 0, -1):
-        lines.append(f"const {index} {coords[d]} = r % {dims[d]}u; r /= {dims[d]}u;")
+        n = c_dim(dims[d], suffix, "u")
+        lines.append(f"const {index} {coords[d]} = r % {n}; r /= {n};")
     lines.append(f"const {index} {coords[0]} = r;")
     return lines
 
@@ -345,10 +474,9 @@ class _Op:
     def shape(self) -> tuple[int, ...]:
         values = self.operands[:1] if self.node.op_type == "Clip" else self.operands  # bounds are scalars
         shapes = [v.shape for v in values if v is not None]
-        try:
-            shape = tuple(int(d) for d in np.broadcast_shapes(*shapes))
-        except ValueError:
-            raise CodegenError(f"{self.where}: body {self.node.label} cannot broadcast shapes {shapes}") from None
+        shape = broadcast_shape(shapes)
+        if shape is None:
+            raise CodegenError(f"{self.where}: body {self.node.label} cannot broadcast shapes {shapes}")
         if self.node.op_type == "PRelu" and shape != self._operand(0).shape:
             raise CodegenError(f"{self.where}: PRelu slope of shape {list(self._operand(1).shape)} does not "
                                f"broadcast to x of shape {list(self._operand(0).shape)}")

@@ -15,7 +15,8 @@ float4 reads of B cover 128 contiguous bytes (no bank conflicts). Products are e
 NVRTC runs with --fmad=false, which would split ``acc += a * b`` in two.
 
 Shapes, leading dimensions and batch strides are baked into the source: the parameters are
-pointers only, as for every generated kernel. The epilogue (rtxrt.backends.cuda.codegen.epilogue) is
+pointers only, as for every generated kernel; in a generic plan, the dims that vary over the
+profile are kernel arguments, as gemm_source makes them (``declare``, ``dim_mirror``). The epilogue (rtxrt.backends.cuda.codegen.epilogue) is
 the fused GEMM's: alpha, + bias[col], the activation with the residual before or after it,
 one rounding to D's type.
 """
@@ -28,7 +29,8 @@ from ..codegen import ctypes_map as C
 from ..codegen.epilogue import activation_functions, epilogue_statements
 from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelSource
 from ..codegen.template import render
-from .gemm_source import MAX_GRID_X, MAX_GRID_YZ, MAX_STATIC_SMEM, GemmProblem, gemm_args
+from ..codegen.dynamic import is_dynamic, lower, upper
+from .gemm_source import MAX_GRID_X, MAX_GRID_YZ, MAX_STATIC_SMEM, GemmProblem, declare, dim_mirror, gemm_args
 
 PAD = 4  # floats of padding per shared-memory row: keeps rows 16-byte aligned, spreads banks
 MAX_ACCUMULATORS = 64  # per thread; beyond 8 x 8 the registers spill
@@ -101,16 +103,18 @@ SIMT_TACTICS: tuple[SimtTactic, ...] = (
 def simt_candidate_tactics(problem: GemmProblem | None = None) -> tuple[SimtTactic, ...]:
     """The tactics worth timing for ``problem`` (all without one): 128-wide tiles only where
     the problem is wider than 64 that way, the 32x32 tile only where 64x64 tiles would give
-    fewer than 256 blocks. The 64x64 tile always stays."""
+    fewer than 256 blocks. The 64x64 tile always stays. A dim that varies over the profile
+    prunes by its bounds (a tile stays if it is worth timing at any shape), so the list is the
+    same at every shape."""
     if problem is None:
         return SIMT_TACTICS
 
-    def blocks(size: int) -> int:
-        return -(-problem.m // size) * -(-problem.n // size) * problem.batch
+    def fewest_blocks(size: int) -> int:
+        return -(-lower(problem.m) // size) * -(-lower(problem.n) // size) * lower(problem.batch)
 
     return tuple(t for t in SIMT_TACTICS
-                 if not (t.bm > 64 and problem.m <= 64) and not (t.bn > 64 and problem.n <= 64)
-                 and not (t.bm < 64 and blocks(64) >= 256))
+                 if not (t.bm > 64 and upper(problem.m) <= 64) and not (t.bn > 64 and upper(problem.n) <= 64)
+                 and not (t.bm < 64 and fewest_blocks(64) >= 256))
 
 
 @dataclass(frozen=True)
@@ -139,10 +143,13 @@ def _source(p: GemmProblem, t: SimtTactic) -> str:
     if p.has_z:
         params.append(f"const {out_c}* Z")  # may alias D (an in-place residual)
     params.append(f"{out_c}* D")
-    return render(
-        _SOURCE, prelude=C.PRELUDE, problem=p.describe(), tactic=t.label, trans_b=int(p.trans_b), in_t=in_c,
-        m=p.m, n=p.n, k=p.k, lda=p.lda, ldb=p.ldb, ldz=p.ldz, ldd=p.ldd,
-        sa=p.stride_a, sb=p.stride_b, sz=p.stride_z, sd=p.stride_d,
+    fields = dict(
+        prelude=C.PRELUDE, problem=p.describe(), tactic=t.label, trans_b=int(p.trans_b), in_t=in_c,
+        shape=declare("int", [("M", p.m), ("N", p.n), ("K", p.k)]),
+        lds=declare("long long", [("LDA", p.lda), ("LDB", p.ldb), ("LDZ", p.ldz), ("LDD", p.ldd)]),
+        strides=declare("long long", [("SA", p.stride_a), ("SB", p.stride_b), ("SZ", p.stride_z),
+                                      ("SD", p.stride_d)]),
+        k_tiles="#define KT ((K + BK - 1) / BK)" if is_dynamic(p.k) else "constexpr int KT = (K + BK - 1) / BK;",
         bm=t.bm, bn=t.bn, bk=t.bk, tm=t.tm, tn=t.tn, threads=t.threads, pad=PAD,
         activations=activation_functions(p.activation, p.params),
         load_a=C.load("A[(long long)gm * LDA + gk]", p.dtype),
@@ -152,23 +159,26 @@ def _source(p: GemmProblem, t: SimtTactic) -> str:
         batch_offsets=("Z += z * SZ; " if p.has_z else "") + "D += z * SD;",
         epilogue=" ".join(epilogue_statements(p, "Z[(long long)row * LDZ + col]")),
         store=C.store("x", p.out_dtype))
+    source = render(_SOURCE, dims="", dims_setup="", **fields)
+    decls, setup = dim_mirror(source)
+    return render(_SOURCE, dims=decls, dims_setup=setup, **fields) if decls else source
 
 
 # The whole source: the problem's constants, the activations the epilogue calls, the kernel.
-_SOURCE = r"""${prelude}
+_SOURCE = r"""${prelude}${dims}
 // rtxrt SIMT GEMM ${problem}, tactic ${tactic}
 #define RTX_TRANS_B ${trans_b}
 typedef ${in_t} rtx_in_t;
-constexpr int M = ${m}, N = ${n}, K = ${k};
-constexpr long long LDA = ${lda}, LDB = ${ldb}, LDZ = ${ldz}, LDD = ${ldd};
-constexpr long long SA = ${sa}, SB = ${sb}, SZ = ${sz}, SD = ${sd};
+${shape}
+${lds}
+${strides}
 constexpr int BM = ${bm}, BN = ${bn}, BK = ${bk}, TM = ${tm}, TN = ${tn}, THREADS = ${threads}, PAD = ${pad};
 ${activations}
 constexpr int TX = BN / TN, TY = BM / TM;  // threads along N and along M
 constexpr int AS = BM + PAD, BS = BN + PAD;  // padded rows of the k-major tiles (floats)
 constexpr int A_ELEMS = BM * BK, B_ELEMS = BN * BK;
 constexpr int A_LOADS = (A_ELEMS + THREADS - 1) / THREADS, B_LOADS = (B_ELEMS + THREADS - 1) / THREADS;
-constexpr int KT = (K + BK - 1) / BK;
+${k_tiles}
 
 // This thread's share of the A and B tiles at k0, from global memory into registers as fp32.
 // Consecutive threads read consecutive elements of a row of A (and of B as [N, K]) or of B
@@ -241,7 +251,7 @@ __device__ __forceinline__ void rtx_multiply(float (&acc)[TM][TN], const float (
 extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   __shared__ __align__(16) float As[2][BK][AS];
   __shared__ __align__(16) float Bs[2][BK][BS];
-  const long long z = blockIdx.z;
+${dims_setup}  const long long z = blockIdx.z;
   A += z * SA;
   B += z * SB;
   ${batch_offsets}

@@ -28,7 +28,12 @@ fragments directly. Edges (M, N, K not multiples of the tile) are zero-filled on
 guarded on store.
 
 Shapes, leading dimensions and batch strides are baked into the source, as they are for the
-elementwise kernels: the kernel's parameters are pointers only (``KernelSource.args``).
+elementwise kernels: the kernel's parameters are pointers only (``KernelSource.args``). In a
+generic plan (codegen/dynamic.py) a dim that varies over the profile is a kernel argument
+instead: the constants made of it become macros over it (``declare``), the device functions
+read it from a namespace-scope ``__shared__`` copy that the kernel fills at its start
+(``dim_mirror``), and what the shapes decided (16-byte copies, paired stores) is tested at
+run time where they vary; the tactics offered are chosen by the bounds of the dims.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from ....ir.activations import RESIDUALS, activation_params
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import DIM_NAME, is_dynamic, lower, upper
 from ..codegen.epilogue import activation_functions, epilogue_statements
 from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
 from ..codegen.template import render
@@ -178,12 +184,13 @@ CANDIDATE_TACTICS: tuple[GemmTactic, ...] = (
 def candidate_tactics(problem: GemmProblem | None = None) -> tuple[GemmTactic, ...]:
     """The tactics worth timing for ``problem`` (all of them without one): 128-wide tiles
     only where the problem is wider than 64 that way, the 32-row tile only up to 512 rows.
-    The 64x64 tiles always stay."""
+    The 64x64 tiles always stay. A dim that varies over the profile prunes by its bounds (a
+    tile stays if it is worth timing at any shape), so the list is the same at every shape."""
     if problem is None:
         return CANDIDATE_TACTICS
     return tuple(t for t in CANDIDATE_TACTICS
-                 if not (t.bm > 64 and problem.m <= 64) and not (t.bn > 64 and problem.n <= 64)
-                 and not (t.bm < 64 and problem.m > 512))
+                 if not (t.bm > 64 and upper(problem.m) <= 64) and not (t.bn > 64 and upper(problem.n) <= 64)
+                 and not (t.bm < 64 and lower(problem.m) > 512))
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,7 @@ class GemmProblem:
     stride_z: int | None = None
     stride_d: int | None = None
     params: dict[str, float] = field(init=False, repr=False, compare=False, hash=False)
+    dense_strides: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         def put(key: str, value: object) -> None:
@@ -228,7 +236,8 @@ class GemmProblem:
         put("out_dtype", self.out_dtype or self.dtype)
         if self.out_dtype not in OUTPUT_DTYPES:
             raise CodegenError(f"GEMM writes float16, bfloat16 or float32, not {self.out_dtype.short}")
-        if min(self.m, self.n, self.k, self.batch) < 0 or max(self.m, self.n, self.k) > MAX_DIM:
+        if min(lower(self.m), lower(self.n), lower(self.k), lower(self.batch)) < 0 or \
+                max(upper(self.m), upper(self.n), upper(self.k)) > MAX_DIM:
             raise CodegenError(f"GEMM dimensions must be 0 to {MAX_DIM}: {self.m}x{self.n}x{self.k}, batch {self.batch}")
         try:
             put("params", activation_params(self.activation, self.activation_params))
@@ -243,16 +252,20 @@ class GemmProblem:
         rows_b, cols_b = (self.n, self.k) if self.trans_b else (self.k, self.n)
         for key, dense, rows in (("lda", self.k, self.m), ("ldb", cols_b, rows_b), ("ldz", self.n, self.m),
                                  ("ldd", self.n, self.m)):
-            value = dense if getattr(self, key) is None else int(getattr(self, key))
+            value = dense if getattr(self, key) is None else _int(getattr(self, key))
             if value < dense:
                 raise CodegenError(f"{key}={value} is less than the {dense} elements of a row")
             put(key, value)
+        dense_strides = set()
         for key, dense in (("stride_a", self.m * self.lda), ("stride_b", rows_b * self.ldb),
                            ("stride_z", self.m * self.ldz), ("stride_d", self.m * self.ldd)):
-            value = dense if getattr(self, key) is None or self.batch <= 1 else int(getattr(self, key))
+            value = dense if getattr(self, key) is None or upper(self.batch) <= 1 else _int(getattr(self, key))
             if value < 0:
                 raise CodegenError(f"{key} must not be negative, got {value}")
             put(key, value)
+            if getattr(self, key) is dense:
+                dense_strides.add(key)
+        put("dense_strides", frozenset(dense_strides))
 
     @property
     def has_z(self) -> bool:
@@ -263,26 +276,102 @@ class GemmProblem:
         return 2 * self.batch * self.m * self.n * self.k
 
     def describe(self) -> str:
-        b = f"{self.batch}x" if self.batch != 1 else ""
+        b = f"{self.batch}x" if is_dynamic(self.batch) or self.batch != 1 else ""
         layout = "NK" if self.trans_b else "KN"
         return (f"{b}{self.m}x{self.n}x{self.k} {self.dtype.short}->{self.out_dtype.short} B:{layout} "
                 f"alpha={self.alpha:g} bias={int(self.bias)} {self.activation} residual={self.residual}")
 
     # 16-byte copies need rows (and batches) that start 16-byte aligned and chunks of 8
-    # elements that are wholly inside or outside the matrix.
+    # elements that are wholly inside or outside the matrix. A dim that varies over the
+    # profile makes the property False (not known to hold at every shape); the kernel's
+    # source checks it at run time instead (``vector_flags``).
     @property
     def vector_a(self) -> bool:
-        return self.k % 8 == 0 and self.lda % 8 == 0 and self.stride_a % 8 == 0
+        return _flag(self._vector_a) == "true"
 
     @property
     def vector_b(self) -> bool:
-        cols = self.k if self.trans_b else self.n
-        return cols % 8 == 0 and self.ldb % 8 == 0 and self.stride_b % 8 == 0
+        return _flag(self._vector_b) == "true"
 
     @property
     def vector_d(self) -> bool:
         """Pairs of adjacent outputs stored as one 4- or 8-byte word."""
-        return self.n % 2 == 0 and self.ldd % 2 == 0 and self.stride_d % 2 == 0
+        return _flag(self._vector_d) == "true"
+
+    # (a dense batch stride, rows x the leading dimension, is a multiple where the leading
+    # dimension is, and with one matrix the stride is never used: no test of their own)
+    @property
+    def _vector_a(self) -> tuple[tuple[int, int], ...]:
+        return (self.k, 8), (self.lda, 8), *self._stride("stride_a", 8)
+
+    @property
+    def _vector_b(self) -> tuple[tuple[int, int], ...]:
+        return (self.k if self.trans_b else self.n, 8), (self.ldb, 8), *self._stride("stride_b", 8)
+
+    @property
+    def _vector_d(self) -> tuple[tuple[int, int], ...]:
+        return (self.n, 2), (self.ldd, 2), *self._stride("stride_d", 2)
+
+    def _stride(self, key: str, quantum: int) -> tuple[tuple[int, int], ...]:
+        if upper(self.batch) <= 1 or key in self.dense_strides:
+            return ()
+        return ((getattr(self, key), quantum),)
+
+    def vector_flags(self) -> tuple[str, str, str]:
+        """VEC_A, VEC_B, VEC_D as C: "true" or "false" where the shapes decide it at every
+        shape of the profile, else a run-time test of the dims that vary."""
+        return _flag(self._vector_a), _flag(self._vector_b), _flag(self._vector_d)
+
+
+def _int(value: int) -> int:
+    """A plain int of ``value``, a dim that varies over the profile left as it is."""
+    return value if is_dynamic(value) else int(value)
+
+
+def _flag(multiples: tuple[tuple[int, int], ...]) -> str:
+    """C for "every value is a multiple of its quantum": "true", "false", or a test at run time
+    of the values that vary over the profile."""
+    tests = []
+    for value, quantum in multiples:
+        if not is_dynamic(value):
+            if value % quantum:
+                return "false"
+        elif f"({value.expr}) % {quantum} == 0" not in tests:
+            tests.append(f"({value.expr}) % {quantum} == 0")
+    return "(" + " && ".join(tests) + ")" if tests else "true"
+
+
+def declare(ctype: str, values: list[tuple[str, int | str]]) -> str:
+    """The C declaration of constants ``values`` (name, value) of ``ctype``:
+    ``constexpr ctype A = 1, B = 2;`` where all are known, else that line for those known and a
+    macro for each value that varies over the profile (an expression over the kernel's dim
+    arguments, mirrored for device functions by ``dim_mirror``). No newline at the end."""
+    def varies(v: int | str) -> bool:  # a DimInt, or C text testing one (vector_flags)
+        return is_dynamic(v) or (isinstance(v, str) and v not in ("true", "false"))
+
+    if not any(varies(v) for _, v in values):
+        return f"constexpr {ctype} " + ", ".join(f"{name} = {v}" for name, v in values) + ";"
+    known = [(name, v) for name, v in values if not varies(v)]
+    lines = [f"constexpr {ctype} " + ", ".join(f"{name} = {v}" for name, v in known) + ";"] if known else []
+    cast = "" if ctype in ("int", "bool") else f"({ctype})"
+    lines += [f"#define {name} ({cast}{v})" for name, v in values if varies(v)]
+    return "\n".join(lines)
+
+
+def dim_mirror(source: str) -> tuple[str, str]:
+    """For a source whose device functions read dims that vary over the profile (kernel
+    arguments ``rtxd_*``, seen only in the kernel's body): the namespace-scope ``__shared__``
+    copies those functions read (declarations, after the prelude) and the statements at the
+    start of the kernel that fill them (thread 0, then a barrier). Two empty strings for a
+    source without such dims."""
+    names = sorted(set(DIM_NAME.findall(source)))
+    if not names:
+        return "", ""
+    decls = "\n// the kernel's dim arguments, for the device functions (filled at the kernel's start)\n" + \
+        "".join(f"__shared__ int {n};\n" for n in names)
+    setup = ("  if (threadIdx.x == 0) { " + " ".join(f"::{n} = {n};" for n in names) + " }\n"
+             "  __syncthreads();\n")
+    return decls, setup
 
 
 def fused_matmul_problem(a_shape: tuple[int, ...], b_shape: tuple[int, ...], dtype: DType, *,
@@ -305,11 +394,11 @@ def fused_matmul_problem(a_shape: tuple[int, ...], b_shape: tuple[int, ...], dty
     batch_a, batch_b = a[:-2], b[:-2]
     common = {"dtype": dtype, "out_dtype": out_dtype, "trans_b": trans_b, "alpha": alpha, "bias": bias,
               "activation": activation, "activation_params": tuple(activation_params), "residual": residual}
-    if math.prod(batch_b) == 1:
+    if upper(math.prod(batch_b)) == 1:  # (dims that vary are batches, even where they are 1)
         return GemmProblem(math.prod(batch_a) * m, n, k, **common)
     if batch_a == batch_b:
         return GemmProblem(m, n, k, batch=math.prod(batch_b), **common)
-    if math.prod(batch_a) == 1:
+    if upper(math.prod(batch_a)) == 1:
         return GemmProblem(m, n, k, batch=math.prod(batch_b), stride_a=0, **common)
     raise CodegenError(f"FusedMatMul: batch dims {batch_a} and {batch_b} broadcast in a way the GEMM does not handle")
 
@@ -343,7 +432,7 @@ def gemm_launch(problem: GemmProblem, tactic: GemmTactic) -> GridLaunch:
 def gemm_args(p: GemmProblem) -> tuple[KernelArg, ...]:
     """A GEMM kernel's pointer arguments: A, B, [bias], [Z] (FusedMatMul inputs 0-3) and D."""
     def shape(batched: bool, *dims: int) -> tuple[int, ...]:
-        return (p.batch, *dims) if batched and p.batch != 1 else dims
+        return (p.batch, *dims) if batched and (is_dynamic(p.batch) or p.batch != 1) else dims
 
     b_dims = (p.n, p.k) if p.trans_b else (p.k, p.n)
     args = [KernelArg("A", BufferRole.IN, 0, p.dtype, shape(p.stride_a != 0, p.m, p.k)),
@@ -382,20 +471,25 @@ def gemm_source(p: GemmProblem, t: GemmTactic, load_a: str | None = None, consta
         pair_store = (f"*reinterpret_cast<unsigned int*>(D + o) = (unsigned int){cvt}(v0) | "
                       f"((unsigned int){cvt}(v1) << 16);")
 
-    def flag(value: bool) -> str:
-        return str(value).lower()
-
-    return render(
-        _SOURCE, prelude=C.PRELUDE, bf16=int(p.dtype == DType.BFLOAT16), stages=t.stages, trans_b=int(p.trans_b),
-        m=p.m, n=p.n, k=p.k, lda=p.lda, ldb=p.ldb, ldz=p.ldz, ldd=p.ldd,
-        sa=p.stride_a, sb=p.stride_b, sz=p.stride_z, sd=p.stride_d,
+    vec_a, vec_b, vec_d = p.vector_flags()
+    fields = dict(
+        prelude=C.PRELUDE, bf16=int(p.dtype == DType.BFLOAT16), stages=t.stages, trans_b=int(p.trans_b),
+        shape=declare("int", [("M", p.m), ("N", p.n), ("K", p.k)]),
+        lds=declare("long long", [("LDA", p.lda), ("LDB", p.ldb), ("LDZ", p.ldz), ("LDD", p.ldd)]),
+        strides=declare("long long", [("SA", p.stride_a), ("SB", p.stride_b), ("SZ", p.stride_z),
+                                      ("SD", p.stride_d)]),
         bm=t.bm, bn=t.bn, bk=t.bk, warps_m=t.warps_m, warps_n=t.warps_n, wm=t.warp_m, wn=t.warp_n, threads=t.threads,
-        vec_a=flag(p.vector_a), vec_b=flag(p.vector_b), vec_d=flag(p.vector_d), d_align=2 * p.out_dtype.itemsize,
+        vectors=declare("bool", [("VEC_A", vec_a), ("VEC_B", vec_b), ("VEC_D", vec_d)]),
+        d_align=2 * p.out_dtype.itemsize,
         constants=constants, activations=activation_functions(p.activation, p.params), load_a=load_a or LOAD_A,
         params=", ".join(params), args=", ".join(call), kernel=KERNEL_NAME,
         batch_offsets=("Z += z * SZ; " if p.has_z else "") + "D += z * SD;",
         epilogue=" ".join(epilogue_statements(p, "Z[(long long)row * LDZ + col]")),
-        pair_store=pair_store, store=C.store("v", p.out_dtype))
+        pair_store=pair_store, store=C.store("v", p.out_dtype),
+        k_tiles="const" if is_dynamic(p.k) else "constexpr")
+    source = render(_SOURCE, dims="", dims_setup="", **fields)
+    decls, setup = dim_mirror(source)
+    return render(_SOURCE, dims=decls, dims_setup=setup, **fields) if decls else source
 
 
 # The source, in five parts, placeholders ${like_this} filled in by gemm_source: the
@@ -403,16 +497,16 @@ def gemm_source(p: GemmProblem, t: GemmTactic, load_a: str | None = None, consta
 # opens rtx_load_tiles (its comment, signature and the copy of the A tile) and which another A
 # operand may replace (conv_implicit gathers A from an image); _LOAD_B, which copies the B tile
 # and closes rtx_load_tiles; the main loop, the epilogue and the kernel.
-_CONSTANTS = r"""${prelude}
+_CONSTANTS = r"""${prelude}${dims}
 #define RTX_BF16 ${bf16}
 #define RTX_STAGES ${stages}
 #define RTX_TRANS_B ${trans_b}
-constexpr int M = ${m}, N = ${n}, K = ${k};
-constexpr long long LDA = ${lda}, LDB = ${ldb}, LDZ = ${ldz}, LDD = ${ldd};
-constexpr long long SA = ${sa}, SB = ${sb}, SZ = ${sz}, SD = ${sd};
+${shape}
+${lds}
+${strides}
 constexpr int BM = ${bm}, BN = ${bn}, BK = ${bk}, WARPS_M = ${warps_m}, WARPS_N = ${warps_n};
 constexpr int WM = ${wm}, WN = ${wn}, THREADS = ${threads};
-constexpr bool VEC_A = ${vec_a}, VEC_B = ${vec_b}, VEC_D = ${vec_d};
+${vectors}
 constexpr int D_ALIGN = ${d_align};  // bytes, for paired stores
 ${constants}"""
 
@@ -568,7 +662,7 @@ __device__ __forceinline__ void rtx_gemm(unsigned short* smem, ${params}, bool v
 #pragma unroll
       for (int j = 0; j < 4; ++j) acc[mi][ni][j] = 0.0f;
 
-  constexpr int KT = (K + BK - 1) / BK;
+  ${k_tiles} int KT = (K + BK - 1) / BK;
 #if RTX_STAGES == 1
   for (int kt = 0; kt < KT; ++kt) {
     rtx_load_tiles(smem, smem + A_TILE, A, B, m0, n0, kt * BK, tid, va, vb);
@@ -629,7 +723,7 @@ __device__ __forceinline__ void rtx_gemm(unsigned short* smem, ${params}, bool v
 
 extern "C" __global__ void __launch_bounds__(THREADS) ${kernel}(${params}) {
   __shared__ __align__(16) unsigned short smem[RTX_STAGES * STAGE];
-  const long long z = blockIdx.z;
+${dims_setup}  const long long z = blockIdx.z;
   A += z * SA;
   B += z * SB;
   ${batch_offsets}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
+from ..codegen.dynamic import is_dynamic
 from ..codegen.epilogue import epilogue_kernel
 from .gemm_source import (
     GemmProblem,
@@ -53,7 +54,7 @@ def lower_matmul(ctx: LowerContext) -> list[NodeProgram]:
         tactics = simt_candidate_tactics(problem)
         for t in tactics if ctx.tune or not programs else ():
             programs.append(single_kernel(simt_gemm_kernel(problem, t), [out], f"simt {t.label}"))
-    if problem.k > 0:
+    if problem.k > 0 or is_dynamic(problem.k):  # the same candidates at every shape of a profile
         programs.append(cublas_program(problem, compute, Ref.input(0), Ref.input(1), [out]))
     return programs
 
@@ -69,12 +70,14 @@ def cublas_compute(node, dtype: DType) -> str:
 def cublas_program(problem: GemmProblem, compute: str, a: Ref, b: Ref, outputs: list[TensorForm | None],
                    prologue: NodeProgram | None = None) -> NodeProgram:
     """cuBLAS computes ``alpha * A @ B`` into D, an epilogue kernel adds the rest. A
-    ``prologue`` (an im2col step) runs first."""
+    ``prologue`` (an im2col step) runs first. The cuBLAS call takes the sizes at the planned
+    shapes (plain ints, also in a generic plan: it compiles nothing)."""
     p = problem
-    gemm = Gemm(a, b, Ref.output(0), p.m, p.n, p.k, p.dtype, p.out_dtype, compute, trans_b=p.trans_b,
-                lda=p.lda, ldb=p.ldb, ldc=p.ldd, alpha=p.alpha, batch=p.batch,
-                stride_a=p.stride_a if p.batch > 1 else None, stride_b=p.stride_b if p.batch > 1 else None,
-                stride_c=p.stride_d if p.batch > 1 else None)
+    batched = p.batch > 1
+    gemm = Gemm(a, b, Ref.output(0), int(p.m), int(p.n), int(p.k), p.dtype, p.out_dtype, compute,
+                trans_b=p.trans_b, lda=int(p.lda), ldb=int(p.ldb), ldc=int(p.ldd), alpha=p.alpha, batch=int(p.batch),
+                stride_a=int(p.stride_a) if batched else None, stride_b=int(p.stride_b) if batched else None,
+                stride_c=int(p.stride_d) if batched else None)
     program = NodeProgram(list(prologue.steps) if prologue else [], outputs,
                           dict(prologue.kernels) if prologue else {}, dict(prologue.scratch) if prologue else {},
                           label="cublas")

@@ -32,6 +32,7 @@ from ....ir.dtypes import DType
 from ....ir.graph import Node, TensorType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import c_int, is_dynamic, upper
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -115,12 +116,14 @@ def norm_problem(node: Node, inputs: Sequence[TensorType | None], dtype: DType, 
         raise CodegenError(f"{node.label}: layout must be one of {LAYOUTS}, got {layout!r}")
     if len(inputs) < 3 or any(t is None or not t.is_static for t in inputs[:3]):
         raise CodegenError(f"{node.label}: normalization kernels need static X, scale and bias")
-    shape = tuple(int(d) for d in inputs[0].shape)
+    shape = tuple(d if is_dynamic(d) else int(d) for d in inputs[0].shape)  # dims of a generic plan kept
     if len(shape) < 3 or shape[1] == 0:
         raise CodegenError(f"{node.label}: X must be (N, C, *spatial) with C > 0, got shape {list(shape)}")
     if layout == "NHWC" and len(shape) != 4:
         raise CodegenError(f"{node.label}: NHWC normalization is 4-D, got shape {list(shape)}")
     channels = shape[1]
+    if is_dynamic(channels):
+        raise CodegenError(f"{node.label}: normalization kernels need a fixed channel count, got {channels!r}")
     if node.op_type == "InstanceNormalization":
         groups, per_group_params = channels, False
     else:
@@ -143,10 +146,10 @@ def norm_problem(node: Node, inputs: Sequence[TensorType | None], dtype: DType, 
 
 def _generate(p: NormProblem) -> KernelSource:
     if p.layout == "NCHW":
-        block = 1024 if p.per_group * p.spatial > BIG_BLOCK else 256
+        block = 1024 if upper(p.per_group * p.spatial) > BIG_BLOCK else 256
         blocks, source = p.samples * p.groups, _nchw_source(p, block)
     else:
-        block = 1024 if _groups_per_tile(p) * p.per_group * p.spatial > BIG_BLOCK else 256
+        block = 1024 if upper(_groups_per_tile(p) * p.per_group * p.spatial) > BIG_BLOCK else 256
         blocks, source = p.samples * _tiles(p), _nhwc_source(p, block)
     args = (KernelArg("in0", BufferRole.IN, 0, p.dtype, p.physical_shape),
             KernelArg("scale", BufferRole.IN, 1, p.dtype, p.param_shape),
@@ -176,7 +179,8 @@ def _params(p: NormProblem, index: str) -> list[str]:
 
 
 def _head(p: NormProblem, how: str) -> list[str]:
-    comment = (f"// rtxrt normalization kernel: {p.op} {p.layout} {list(p.shape)} {p.dtype.short}, "
+    shape = "[" + ", ".join(str(d) for d in p.shape) + "]"  # a dim argument as its name, not its value
+    comment = (f"// rtxrt normalization kernel: {p.op} {p.layout} {shape} {p.dtype.short}, "
                f"{p.groups} groups of {p.per_group} channels, {how}")
     return [comment, C.PRELUDE.strip(), HELPERS.strip()]
 
@@ -190,9 +194,9 @@ def _params_decl(p: NormProblem) -> list[str]:
 def _nchw_source(p: NormProblem, block: int) -> str:
     elements = p.per_group * p.spatial
     rows = p.samples * p.groups
-    idx, sfx = index_type(max(math.prod(p.shape), rows * block))
-    count, eps = C.literal(float(elements), F32), C.literal(p.epsilon, F32)
-    loop = f"for ({idx} e = threadIdx.x; e < {elements}{sfx}; e += {block}u)"
+    idx, sfx = index_type(max(upper(math.prod(p.shape)), upper(rows * block)))
+    count, eps = _count(elements), C.literal(p.epsilon, F32)
+    loop = f"for ({idx} e = threadIdx.x; e < {c_int(elements, sfx)}; e += {block}u)"
     x = C.load("x[e]", p.dtype)
 
     def reduce(var: str) -> str:
@@ -200,8 +204,8 @@ def _nchw_source(p: NormProblem, block: int) -> str:
 
     body = [
         f"const {idx} g = row % {p.groups}{sfx};",
-        f"const {C.storage_type(p.dtype)}* x = in0 + row * {elements}{sfx};",
-        f"{C.storage_type(p.dtype)}* y = out0 + row * {elements}{sfx};",
+        f"const {C.storage_type(p.dtype)}* x = in0 + row * {c_int(elements, sfx)};",
+        f"{C.storage_type(p.dtype)}* y = out0 + row * {c_int(elements, sfx)};",
         "float s = 0.0f;", UNROLL, f"{loop} s += {x};", reduce("s"),
         f"const float mean = s / {count};",
         "float q = 0.0f;", UNROLL, f"{loop} {{ const float d = {x} - mean; q += d * d; }}", reduce("q"),
@@ -211,10 +215,10 @@ def _nchw_source(p: NormProblem, block: int) -> str:
     if p.per_group_params or p.per_group == 1:  # one scale and bias for the whole row
         body += [*_params(p, "g"), UNROLL, f"{loop} {store}"]
     else:
-        body += [UNROLL, f"{loop} {{", f"  const {idx} c = g * {p.per_group}{sfx} + e / {p.spatial}{sfx};",
+        body += [UNROLL, f"{loop} {{", f"  const {idx} c = g * {p.per_group}{sfx} + e / {c_int(p.spatial, sfx)};",
                  *(f"  {line}" for line in _params(p, "c")), f"  {store}", "}"]
     return loop_kernel(_head(p, f"a block of {block} per group"), _params_decl(p),
-                       f"for ({idx} row = blockIdx.x; row < {rows}{sfx}; row += gridDim.x) {{", body,
+                       f"for ({idx} row = blockIdx.x; row < {c_int(rows, sfx)}; row += gridDim.x) {{", body,
                        block=block, before_loop=["  __shared__ float rtx_partial[32];"])
 
 
@@ -226,8 +230,8 @@ def _nhwc_source(p: NormProblem, block: int) -> str:
     rows = block // lanes  # rows of threads, striding down the pixels
     tiles = _tiles(p)
     blocks = p.samples * tiles
-    idx, sfx = index_type(max(math.prod(p.shape), blocks * block))
-    count, eps = C.literal(float(cpg * spatial), F32), C.literal(p.epsilon, F32)
+    idx, sfx = index_type(max(upper(math.prod(p.shape)), upper(blocks * block)))
+    count, eps = _count(cpg * spatial), C.literal(p.epsilon, F32)
     tree = 1 << (rows - 1).bit_length()  # rows rounded up to a power of two
     group_sum = render(_GROUP_SUM, half=tree // 2, lanes=lanes, rows=rows, groups=k, cpg=cpg)
     x = C.load(f"x[p * {c}{sfx} + j]", p.dtype)
@@ -236,13 +240,13 @@ def _nhwc_source(p: NormProblem, block: int) -> str:
     def each(statement: str, per_column: Sequence[str] = ()) -> list[str]:
         """``statement`` for each element of this thread's columns and pixels."""
         return [f"if (active) for (unsigned j = tx; j < width; j += {lanes}u) {{", *(f"  {line}" for line in per_column),
-                f"  {UNROLL}", f"  for ({idx} p = ty; p < {spatial}{sfx}; p += {rows}u) {statement}", "}"]
+                f"  {UNROLL}", f"  for ({idx} p = ty; p < {c_int(spatial, sfx)}; p += {rows}u) {statement}", "}"]
 
     body = [
         f"const {idx} n = blk / {tiles}{sfx}, c0 = blk % {tiles}{sfx} * {tile}{sfx};",
         f"const unsigned width = {c}{sfx} - c0 < {tile}{sfx} ? (unsigned)({c}{sfx} - c0) : {tile}u;",
-        f"const {C.storage_type(p.dtype)}* x = in0 + n * {spatial * c}{sfx} + c0;",
-        f"{C.storage_type(p.dtype)}* y = out0 + n * {spatial * c}{sfx} + c0;",
+        f"const {C.storage_type(p.dtype)}* x = in0 + n * {c_int(spatial * c, sfx)} + c0;",
+        f"{C.storage_type(p.dtype)}* y = out0 + n * {c_int(spatial * c, sfx)} + c0;",
         f"const unsigned tx = threadIdx.x % {lanes}u, ty = threadIdx.x / {lanes}u;",
         f"const bool active = ty < {rows}u;",
         "float s = 0.0f;",
@@ -255,8 +259,13 @@ def _nhwc_source(p: NormProblem, block: int) -> str:
     ]
     how = f"a block of {block} ({lanes} channels x {rows} pixels) per tile of {k} groups"
     return loop_kernel([*_head(p, how), group_sum], _params_decl(p),
-                       f"for ({idx} blk = blockIdx.x; blk < {blocks}{sfx}; blk += gridDim.x) {{", body, block=block,
+                       f"for ({idx} blk = blockIdx.x; blk < {c_int(blocks, sfx)}; blk += gridDim.x) {{", body, block=block,
                        before_loop=[f"  __shared__ float rtx_cols[{block}];", f"  __shared__ float rtx_stat[{k}];"])
+
+
+def _count(n: int) -> str:
+    """The element count ``n`` as a float32 C operand (a conversion when ``n`` is a dim argument)."""
+    return f"((float)({n}))" if is_dynamic(n) else C.literal(float(n), F32)
 
 
 # The NHWC kernel's sum over each group of a tile: ``lanes`` threads across the tile's

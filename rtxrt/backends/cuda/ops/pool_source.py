@@ -26,7 +26,9 @@ from ....ir.dtypes import DType
 from ....ir.ops.conv import sliding_window
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import c_int, is_dynamic
 from ..codegen.template import render
+from .conv_implicit_source import window_out
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -55,7 +57,7 @@ def pool_kernel(op_type: str, shape: Sequence[int], dtype: DType, attrs: Mapping
         raise CodegenError(f"{op_type}: pooling kernels take float32, float16 or bfloat16, not {dtype.short}")
     if layout not in LAYOUTS:
         raise CodegenError(f"{op_type}: layout must be one of {LAYOUTS}, got {layout!r}")
-    shape = tuple(int(d) for d in shape)
+    shape = tuple(d if is_dynamic(d) else int(d) for d in shape)  # a generic plan's DimInts stay
     if op_type in ("GlobalMaxPool", "GlobalAveragePool"):
         return _global_pool(op_type == "GlobalAveragePool", shape, dtype, layout)
     if op_type in ("MaxPool", "AveragePool"):
@@ -74,9 +76,9 @@ def _window_pool(op_type: str, shape: tuple[int, ...], dtype: DType, attrs: dict
         win = sliding_window(attrs, (h, w), attrs.get("kernel_shape") or (), bool(attrs.get("ceil_mode", 0)))
     except ValueError as exc:
         raise CodegenError(f"{op_type}: {exc}") from None
-    oh, ow = (int(d) for d in win.out)
+    oh, ow = window_out((h, w), win, bool(attrs.get("ceil_mode", 0)))
     (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.strides, win.dilations
-    top, left, bottom, right = win.pads
+    top, left, bottom, right = pads = tuple(int(p) for p in win.pads)
     out = (n, c, oh, ow) if layout == "NCHW" else (n, oh, ow, c)
     total = math.prod(out)
     index, suffix, off, coords, row, col = pixel_coordinates(layout, shape, (c, h, w), (oh, ow), total)
@@ -120,8 +122,8 @@ def _window_pool(op_type: str, shape: tuple[int, ...], dtype: DType, attrs: dict
             "}",
             f"out0[i] = {C.store('acc / (float)(rows * cols)', dtype)};",
         ]
-    comment = (f"{op_type} {layout} {list(shape)} -> {list(out)} kernel {[kh, kw]} strides {[sh, sw]} "
-               f"dilations {[dh, dw]} pads {list(win.pads)}")
+    comment = (f"{op_type} {layout} {_dims(shape)} -> {_dims(out)} kernel {[kh, kw]} strides {[sh, sw]} "
+               f"dilations {[dh, dw]} pads {list(pads)}")
     loop = grid_stride_loop(index, suffix, total)
     return _finish("rtx_pool_", comment, dtype, shape, out, loop, body, total)
 
@@ -140,16 +142,17 @@ def _global_pool(average: bool, shape: tuple[int, ...], dtype: DType, layout: st
     index, suffix = index_type(max(outputs * WARP, math.prod(shape)))
     init = "0.0f" if average else _NEG_INF
     combine = "acc += v;" if average else f"acc = {_GMAX};"
-    result = f"acc / {C.literal(float(spatial), DType.FLOAT32)}" if average else "acc"
+    divisor = f"(float){spatial}" if is_dynamic(spatial) else C.literal(float(spatial), DType.FLOAT32)
+    result = f"acc / {divisor}" if average else "acc"
     if layout == "NCHW":
         threads = outputs * WARP
-        loop = (f"for ({index} o = (blockIdx.x * ({index})blockDim.x + threadIdx.x) / {WARP}u; o < {outputs}{suffix};"
+        loop = (f"for ({index} o = (blockIdx.x * ({index})blockDim.x + threadIdx.x) / {WARP}u; o < {c_int(outputs, suffix)};"
                 f" o += ({index})gridDim.x * blockDim.x / {WARP}u) {{")  # warp-uniform: shuffles are safe
         body = [
             f"const unsigned int lane = threadIdx.x % {WARP}u;",
             f"float acc = {init};",
-            f"for ({index} j = lane; j < {spatial}{suffix}; j += {WARP}u) {{",
-            f"  const float v = {C.load(f'in0[o * {spatial}{suffix} + j]', dtype)}; {combine}",
+            f"for ({index} j = lane; j < {c_int(spatial, suffix)}; j += {WARP}u) {{",
+            f"  const float v = {C.load(f'in0[o * {c_int(spatial, suffix)} + j]', dtype)}; {combine}",
             "}",
             f"for (int s = {WARP // 2}; s > 0; s >>= 1) {{",
             f"  const float v = __shfl_xor_sync(0xffffffffu, acc, s); {combine}",
@@ -160,15 +163,20 @@ def _global_pool(average: bool, shape: tuple[int, ...], dtype: DType, layout: st
         threads = outputs
         loop = grid_stride_loop(index, suffix, outputs, "o")
         body = [
-            f"const {index} base = (o / {c}{suffix}) * {spatial * c}{suffix} + o % {c}{suffix};",
+            f"const {index} base = (o / {c_int(c, suffix)}) * {c_int(spatial * c, suffix)} + o % {c_int(c, suffix)};",
             f"float acc = {init};",
-            f"for ({index} j = 0; j < {spatial}{suffix}; ++j) {{",
-            f"  const float v = {C.load(f'in0[base + j * {c}{suffix}]', dtype)}; {combine}",
+            f"for ({index} j = 0; j < {c_int(spatial, suffix)}; ++j) {{",
+            f"  const float v = {C.load(f'in0[base + j * {c_int(c, suffix)}]', dtype)}; {combine}",
             "}",
             f"out0[o] = {C.store(result, dtype)};",
         ]
-    comment = f"{op_type} {layout} {list(shape)} -> {list(out)}"
+    comment = f"{op_type} {layout} {_dims(shape)} -> {_dims(out)}"
     return _finish("rtx_gpool_", comment, dtype, shape, out, loop, body, threads)
+
+
+def _dims(shape: Sequence[int]) -> str:
+    """``shape`` as a comment shows it: as a list prints, a dim that varies as its expression."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _finish(prefix: str, comment: str, dtype: DType, shape: tuple[int, ...], out: tuple[int, ...],

@@ -12,10 +12,11 @@ second and third reads hit L1/L2).
 Semantics are the reference backend's (rtxrt/backends/reference/ops): fp16/bf16 are
 computed in fp32 with fp32 accumulation; softmax subtracts the row max first; the
 normalizations round the normalized value to X's type before the scale and bias, as ONNX's
-function bodies do. Shapes are baked in. What is not covered raises CodegenError (other axes
-of Softmax from opset 13, non-trailing reduction axes, float64 or integer tensors,
-stash_type other than float32, the Mean/InvStdDev outputs of LayerNormalization), and the
-runtime runs the node with the reference backend.
+function bodies do. Shapes are baked in; in a generic plan the dims that vary over the
+profile are int parameters, and the profile's longest row picks a warp or a block. What is
+not covered raises CodegenError (other axes of Softmax from opset 13, non-trailing reduction
+axes, float64 or integer tensors, stash_type other than float32, the Mean/InvStdDev outputs
+of LayerNormalization), and the runtime runs the node with the reference backend.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ....ir.graph import Node, TensorType
 from ..codegen.device_helpers import NAN_MAX_MIN
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import c_int, is_dynamic, upper
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -101,7 +103,7 @@ def row_problem(node: Node, inputs: Sequence[TensorType | None], *, opset: int =
     if not inputs or inputs[0] is None or not inputs[0].is_static:
         raise CodegenError(f"{node.label}: row kernels need a static input shape")
     x = inputs[0]
-    dtype, shape = x.dtype, tuple(int(d) for d in x.shape)
+    dtype, shape = x.dtype, tuple(_dim(d) for d in x.shape)
     if dtype not in ROW_DTYPES:
         raise CodegenError(f"{node.label}: row kernels take float32, float16 or bfloat16, not {dtype.short}")
     if sum(1 for o in node.outputs if o) != 1 or not node.outputs[0]:
@@ -139,6 +141,11 @@ def row_problem(node: Node, inputs: Sequence[TensorType | None], *, opset: int =
                                f"{list(shape[start:])}, got {t}")
     return RowProblem(op, dtype, shape, shape, math.prod(shape[:start]), math.prod(shape[start:]),
                       rank - start, float(node.attr("epsilon", 1e-5)), params[-1] is not None and op == "LayerNormalization")
+
+
+def _dim(d: int) -> int:
+    """A dim as the kernels take it: a plain int, or the DimInt of a generic plan kept as it is."""
+    return d if is_dynamic(d) else int(d)
 
 
 def _axis(node: Node, axis: int, rank: int) -> int:
@@ -191,17 +198,18 @@ def _generate(p: RowProblem) -> KernelSource:
         if p.has_bias:
             args.append(KernelArg("bias", BufferRole.IN, 2, p.dtype, row_shape))
     args.append(KernelArg("out0", BufferRole.OUT, 0, p.dtype, p.out_shape))
-    if p.cols <= WARP_ROW_MAX:
+    cols = upper(p.cols)  # in a generic plan: the longest row of the profile decides
+    if cols <= WARP_ROW_MAX:
         block, per_row = 32 * WARP_ROWS_PER_BLOCK, 32
     else:
-        block = 256 if p.cols <= 8192 else 1024
+        block = 256 if cols <= 8192 else 1024
         per_row = block
     return KernelSource.named("rtx_row_", _source(p, args, block, per_row), LaunchPolicy(p.rows * per_row, block),
                               args)
 
 
 def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> str:
-    big = p.rows * p.cols >= 2**31 or p.rows >= 2**31
+    big = upper(p.rows * p.cols) >= 2**31 or upper(p.rows) >= 2**31
     idx = "unsigned long long" if big else "unsigned int"
     warp = per_row == 32
     if warp:
@@ -219,10 +227,10 @@ def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> s
         return f"{var} = rtx_block_reduce<{block // 32}>({var}, {op}(), {identity}, rtx_partial);"
 
     t = p.dtype
-    cols = f"{p.cols}u" if not big else f"{p.cols}ull"
+    cols = c_int(p.cols, "ull" if big else "u")
     loop = f"for ({idx} c = {tid}; c < {cols}; c += {stride}u)"
     x = C.load("x[c]", t)
-    count = C.literal(float(p.cols), F32)  # numpy divides by the count as float32
+    count = _count(p.cols)  # numpy divides by the count as float32
     ninf, pinf = C.literal(-math.inf, F32), C.literal(math.inf, F32)
     body: list[str] = []
     if p.op in ("Softmax", "LogSoftmax"):
@@ -262,8 +270,13 @@ def _source(p: RowProblem, args: list[KernelArg], block: int, per_row: int) -> s
     pointers = [f"const {stored}* x = in0 + row * {cols};"]
     if p.op not in REDUCE_OPS:
         pointers.append(f"{stored}* y = out0 + row * {cols};")
-    rows = f"{p.rows}ull" if big else f"{p.rows}u"
+    rows = c_int(p.rows, "ull" if big else "u")
     head = [f"// rtxrt row kernel: {p.op} over [{p.rows}, {p.cols}] {t.short}, "
             + ("a warp per row" if warp else f"a block of {block} per row"), C.PRELUDE.strip(), HELPERS.strip()]
     return loop_kernel(head, params, f"for ({idx} row = {first}; row < {rows}; row += {step}) {{", pointers + body,
                        block=block, before_loop=[] if warp else ["  __shared__ float rtx_partial[32];"])
+
+
+def _count(n: int) -> str:
+    """The element count ``n`` as a float32 C operand (a conversion when ``n`` is a dim argument)."""
+    return f"((float)({n}))" if is_dynamic(n) else C.literal(float(n), F32)

@@ -28,6 +28,7 @@ from ....ir.graph import Node, TensorType
 from ....ir.ops.resize import ROI_INPUT_SINCE, scaled_dim, source_coordinates
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
+from ..codegen.dynamic import is_dynamic, lower
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -76,12 +77,16 @@ def resize_kernel(node: Node, inputs: Sequence[TensorType | None], output_shape:
         raise CodegenError(f"{node.label}: layout must be one of {LAYOUTS}, got {layout!r}")
     if not inputs or inputs[0] is None or not inputs[0].is_static:
         raise CodegenError(f"{node.label}: Resize kernels need a static input shape")
-    shape = tuple(int(d) for d in inputs[0].shape)
-    out = tuple(int(d) for d in output_shape)
+    shape = tuple(d if is_dynamic(d) else int(d) for d in inputs[0].shape)  # a generic plan's DimInts stay
+    out = tuple(d if is_dynamic(d) else int(d) for d in output_shape)
     rows, cols = resize_axis_maps(node, shape, out, scales=scales, opset=opset)
-    mode, transform, _ = _options(node, opset)
-    comment = f"// rtxrt Resize kernel: {mode} {transform} {layout} {list(shape)} -> {list(out)} {dtype.short}"
-    source = _source(comment, mode == "linear", rows, cols, shape, out, dtype, layout)
+    mode, transform, nearest_mode = _options(node, opset)
+    comment = f"// rtxrt Resize kernel: {mode} {transform} {layout} {_dims(shape)} -> {_dims(out)} {dtype.short}"
+    per_axis = _scales_per_axis(node, scales)[2:]
+    if any(is_dynamic(d) for d in (*shape[2:], *out[2:])) and _computable(transform, shape[2:], per_axis):
+        source = _computed_source(comment, mode, transform, nearest_mode, per_axis, shape, out, dtype, layout)
+    else:
+        source = _source(comment, mode == "linear", rows, cols, shape, out, dtype, layout)
     args = (KernelArg("in0", BufferRole.IN, 0, dtype, _physical(shape, layout)),
             KernelArg("out0", BufferRole.OUT, 0, dtype, _physical(out, layout)))
     return KernelSource.named("rtx_resize_", source, LaunchPolicy(math.prod(out)), args)
@@ -113,6 +118,64 @@ def _source(comment: str, linear: bool, rows: AxisMap, cols: AxisMap, shape: tup
     return loop_kernel([comment, C.PRELUDE.strip(), *tables],
                        [f"const {storage}* __restrict__ in0", f"{storage}* __restrict__ out0"],
                        grid_stride_loop(index, suffix, total), body)
+
+
+def _computable(transform: str, sizes: Sequence[int], scales: Sequence[float | None]) -> bool:
+    """Whether the kernel may compute where each output row and column samples the input (a
+    generic plan, whose sizes vary, cannot bake tables): a constant scale per axis (not sizes,
+    whose ratio varies) and a transform of the output position and the scale alone."""
+    if any(sc is None for sc in scales):
+        return False
+    if transform == "pytorch_half_pixel":  # its length > 1 test must hold at every shape
+        return all(lower(size) * sc > 1 for size, sc in zip(sizes, scales))
+    return transform in ("half_pixel", "asymmetric")
+
+
+# the nearest_modes in C, on a double
+_C_ROUNDING = {"round_prefer_floor": "ceil({} - 0.5)", "round_prefer_ceil": "floor({} + 0.5)",
+               "floor": "floor({})", "ceil": "ceil({})"}
+
+
+def _computed_source(comment: str, mode: str, transform: str, nearest_mode: str, scales: Sequence[float],
+                     shape: tuple[int, ...], out: tuple[int, ...], dtype: DType, layout: str) -> str:
+    """The kernel of ``_source`` with the sampling positions computed per thread instead of
+    looked up: the same float64 arithmetic as the tables (``source_coordinates``, the rounding,
+    the clamping), so the results are the same, bit for bit."""
+    c, h, w = shape[1:]
+    oh, ow = out[2:]
+    total = math.prod(out)
+    index, suffix, off, coords, row, col = pixel_coordinates(layout, shape, (c, h, w), (oh, ow), total)
+    body = [f"{index} r = i;", *coords]
+    for v, size, scale in (("y", h, scales[0]), ("x", w, scales[1])):
+        s = repr(float(scale))
+        at = f"((double){v} + 0.5) / {s} - 0.5" if transform != "asymmetric" else f"(double){v} / {s}"
+        body.append(f"const double c{v} = {at};")
+        if mode == "nearest":
+            pick = _C_ROUNDING[nearest_mode].format(f"c{v}")
+            body.append(f"const {off} {v}0 = ({off})min(max((int){pick}, 0), {size} - 1);")
+        else:
+            body += [f"const double b{v} = floor(c{v});",
+                     f"const {off} {v}0 = ({off})min(max((int)b{v}, 0), {size} - 1), "
+                     f"{v}1 = ({off})min(max((int)b{v} + 1, 0), {size} - 1);",
+                     f"const float f{v} = (float)(c{v} - b{v});"]
+    if mode == "nearest":
+        body.append(f"out0[i] = in0[base + y0 * {row} + x0 * {col}];  // the stored bits: exact")
+    else:
+        def at(r: str, k: str) -> str:
+            return C.load(f"in0[base + {r} * {row} + {k} * {col}]", dtype)
+
+        body += [f"const float top = {at('y0', 'x0')} * (1.0f - fx) + {at('y0', 'x1')} * fx;",
+                 f"const float bottom = {at('y1', 'x0')} * (1.0f - fx) + {at('y1', 'x1')} * fx;",
+                 f"out0[i] = {C.store('top * (1.0f - fy) + bottom * fy', dtype)};"]
+    storage = C.storage_type(dtype)
+    return loop_kernel([comment, C.PRELUDE.strip()],
+                       [f"const {storage}* __restrict__ in0", f"{storage}* __restrict__ out0"],
+                       grid_stride_loop(index, suffix, total), body)
+
+
+def _dims(shape: Sequence[int]) -> str:
+    """``shape`` as a comment shows it: as a list prints, a dim that varies as its expression."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def resize_axis_maps(node: Node, in_shape: Sequence[int], output_shape: Sequence[int], *,
