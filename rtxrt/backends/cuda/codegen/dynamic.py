@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from contextvars import ContextVar
 from typing import Any
 
@@ -137,9 +138,16 @@ def dim_bindings(values: Mapping[str, int]) -> Iterator[None]:
         _bindings.reset(token)
 
 
+@lru_cache(maxsize=8192)
+def dim_names(text: str) -> tuple[str, ...]:
+    """The dim arguments ``text`` names, sorted (memoized: a generic plan's sources and
+    expressions are the same text at every shape, and planning a new shape asks again)."""
+    return tuple(sorted(set(DIM_NAME.findall(text)))) if "rtxd_" in text else ()
+
+
 def dim_arguments(source: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The dim arguments ``source`` uses (sorted names) and their values while lowering."""
-    names = tuple(sorted(set(DIM_NAME.findall(source))))
+    names = dim_names(source)
     if not names:
         return (), ()
     bound = _bindings.get() or {}

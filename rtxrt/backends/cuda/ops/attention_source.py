@@ -45,7 +45,7 @@ from ....ir.dtypes import DType
 from ....ir.graph import Node, TensorType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
-from ..codegen.dynamic import DIM_NAME, is_dynamic, upper
+from ..codegen.dynamic import dim_names, is_dynamic, upper
 from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
 from ..codegen.template import render
 from ..codegen.ptx import CP_ASYNC, MMA_SM75, MMA_SM80, SHARED_AND_LDMATRIX
@@ -409,7 +409,7 @@ def _constants(p: AttentionProblem, t: AttentionTactic) -> dict[str, str | int]:
     kv_tiles = ("#define KV_TILES ((SKV + BKV - 1) / BKV)" if is_dynamic(p.kv_len)
                 else "constexpr int KV_TILES = (SKV + BKV - 1) / BKV;")
     # the file-scope helpers read SQ, SKV and KV_TILES: in a generic plan, dim arguments they take
-    names = sorted(set(DIM_NAME.findall(f"{p.q_len} {p.kv_len}")))
+    names = list(dim_names(f"{p.q_len} {p.kv_len}"))
     return dict(
         prelude=C.PRELUDE, problem=p.describe(), tactic=t.label, causal=int(p.causal), neg_inf=_NEG_INF,
         shape=shape, kv_tiles=kv_tiles,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ....ir.dtypes import DType
 from ....ir.ops.conv import Window
 from ..codegen import CodegenError
-from ..codegen.dynamic import DIM_NAME, is_dynamic, lower, upper
+from ..codegen.dynamic import dim_names, is_dynamic, lower, upper
 from ..codegen.kernel_source import KernelArg
 from ..codegen.template import render
 from .gemm_source import (
@@ -238,7 +238,7 @@ def _gather_a(g: ConvGeometry) -> str:
     if not g.dynamic:
         return _GATHER_A
     local = g.dynamic_constants()
-    names = sorted(set(DIM_NAME.findall(local)))
+    names = list(dim_names(local))
     params, passed = ", ".join(f"int {n}" for n in names), ", ".join(names)
     local += "  const int PM = NB * OH * OW;  // rows of the patch matrix (the GEMM's M)\n"
     source = _GATHER_A

@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.activation_c import activation_c
 from ..codegen.device_helpers import NAN_MAX_MIN
-from ..codegen.dynamic import DIM_NAME, c_int, is_dynamic
+from ..codegen.dynamic import dim_names, c_int, is_dynamic
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -69,7 +70,7 @@ def _names(value: int) -> list[str]:
     if not is_dynamic(value):
         return []
     try:
-        return sorted(set(DIM_NAME.findall(str(value))))
+        return list(dim_names(str(value)))
     except ValueError:  # no C form
         return []
 
@@ -79,9 +80,15 @@ def _evaluate(value: int, env: dict[str, int]) -> int | None:
     if not is_dynamic(value):
         return int(value)
     try:
-        code = str(value).replace("(long long)", "").replace("/", "//")
+        code = str(value)
     except ValueError:
         return None
+    return _evaluate_text(code, tuple(sorted(env.items())))
+
+
+@lru_cache(maxsize=8192)
+def _evaluate_text(code: str, env: tuple[tuple[str, int], ...]) -> int:
+    code = code.replace("(long long)", "").replace("/", "//")
     return eval(code, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own arithmetic on names
 
 

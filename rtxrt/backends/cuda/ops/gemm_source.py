@@ -44,7 +44,7 @@ from ....ir.activations import RESIDUALS, activation_params
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
-from ..codegen.dynamic import DIM_NAME, is_dynamic, lower, upper
+from ..codegen.dynamic import dim_names, is_dynamic, lower, upper
 from ..codegen.epilogue import activation_functions, epilogue_statements
 from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
 from ..codegen.template import render
@@ -364,7 +364,7 @@ def dim_mirror(source: str) -> tuple[str, str]:
     copies those functions read (declarations, after the prelude) and the statements at the
     start of the kernel that fill them (thread 0, then a barrier). Two empty strings for a
     source without such dims."""
-    names = sorted(set(DIM_NAME.findall(source)))
+    names = list(dim_names(source))
     if not names:
         return "", ""
     decls = "\n// the kernel's dim arguments, for the device functions (filled at the kernel's start)\n" + \
