@@ -52,6 +52,7 @@ class GenericEngines:
         self.shared = SharedMemory()
         self.engines: dict[str, Engine] = {}
         self.stats: dict[str, JitStats] = {}
+        self.tactics: dict[str, str] | None = None  # the profile's, read from the cache once built
 
     @property
     def opt_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -79,6 +80,7 @@ class GenericEngines:
         opt = self.opt_shapes
         signature = shape_signature(opt)
         made = self._specialize(opt, progress=progress, build=True)
+        self.tactics = jit.stored_tactics(self.cache, self.key, self.signature)
         if self.reserve and self.max_shapes != opt:
             at_max = self._specialize(self.max_shapes, build=True)
             self.shared.arena_bytes = at_max.final.layout.arena_bytes
@@ -105,4 +107,4 @@ class GenericEngines:
     def _specialize(self, shapes: Mapping[str, Sequence[int]], *, build: bool, progress: Progress | None = None):
         return jit.specialize(self.model, self.key, self.cache, self.gpu, shapes, progress=progress,
                           precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
-                          constants=self.constants, loaded=self.shared.functions)
+                          constants=self.constants, loaded=self.shared.functions, tactics=self.tactics)

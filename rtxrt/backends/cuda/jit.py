@@ -126,7 +126,7 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
                precompiled: Mapping[str, bytes] | None = None, build: bool = True,
                dims: DimRanges | None = None, signature: str | None = None, constants: dict | None = None,
-               loaded: Container[str] = ()) -> Specialized:
+               loaded: Container[str] = (), tactics: Mapping[str, str] | None = None) -> Specialized:
     """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
     cache, or compile and tune them (timing on ``gpu``'s stream) and store them there.
     ``build=False`` compiles nothing: NotSpecialized unless the cache (or the file's embedded
@@ -135,14 +135,17 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
     A generic plan (``dims``, with the profile's ``signature``): the tactics tuned at the
     first shape serve every shape of the profile, and so do its kernels. ``constants``: the
     memo builder.build_plan keeps from plan to plan; ``loaded``: kernels the caller has loaded
-    already (no cubin needed)."""
+    already (no cubin needed); ``tactics``: the signature's tactic labels, which the caller
+    read before (the cache is then read only for cubins not loaded)."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
     with gpu.device:
         # A generic plan whose tactics the cache holds needs only each node's first candidate,
         # unless the tuned one is another: planning every candidate is most of a plan's time.
-        stored = _tactics(cache.entry(key), signature) if dims is not None and signature else None
+        stored = tactics
+        if stored is None and dims is not None and signature:
+            stored = _tactics(cache.entry(key), signature)
         plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
                           tune=stored is None)
         if stored is not None and len(_choices(plan, stored)) < len(stored):
@@ -150,26 +153,31 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         stats.plan_seconds = time.perf_counter() - started
         signature = signature or shape_signature(shapes)
         builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})
-        if not build:
-            entry = cache.entry(key)
-            if entry.problem() is not None or _tactics(entry, signature) is None:
-                raise NotSpecialized(f"no engine for {signature} in the runtime cache")
-        entry = cache.get_or_build(key, builder)
-        labels = _tactics(entry, signature)
-        if labels is None:  # a new shape for a cached model (or an entry removed since it was read)
-            with cache.lock(key):
+        entry = None
+        if tactics is not None:
+            labels = dict(tactics)
+        else:
+            if not build:
                 entry = cache.entry(key)
-                labels = _tactics(entry, signature)
-                if labels is None:
-                    builder(entry)
-                    entry.complete()
-        labels = labels or builder.labels  # what the builder chose, whether or not it is still on disk
+                if entry.problem() is not None or _tactics(entry, signature) is None:
+                    raise NotSpecialized(f"no engine for {signature} in the runtime cache")
+            entry = cache.get_or_build(key, builder)
+            labels = _tactics(entry, signature)
+            if labels is None:  # a new shape for a cached model (or an entry removed since it was read)
+                with cache.lock(key):
+                    entry = cache.entry(key)
+                    labels = _tactics(entry, signature)
+                    if labels is None:
+                        builder(entry)
+                        entry.complete()
+            labels = labels or builder.labels  # what the builder chose, whether or not it is still on disk
         final = finalize(plan, _choices(plan, labels))
         cubins = {}
         missing = {}
         for name, source in final.kernels.items():
             if name in loaded:
                 continue
+            entry = entry or cache.entry(key)
             blob = builder.cubins.get(name) or precompiled and precompiled.get(kernel_blob_name(name, arch)) \
                 or entry.get(kernel_blob_name(name, arch))
             if blob is None:
@@ -234,6 +242,11 @@ def _compile(sources: Mapping[str, str], arch: str, stats: JitStats, progress: P
     stats.compile_seconds += time.perf_counter() - started
     stats.kernels_compiled += len(cubins)
     return cubins
+
+
+def stored_tactics(cache: RuntimeCache, key: CacheKey, signature: str) -> dict[str, str] | None:
+    """The tactic labels the runtime cache holds for ``signature``, or None."""
+    return _tactics(cache.entry(key), signature)
 
 
 def _tactics(entry: CacheEntry, signature: str) -> dict[str, str] | None:
