@@ -58,37 +58,6 @@ class DimInt(int):
     def __repr__(self) -> str:
         return f"DimInt({int(self)}, {self.expr!r}, {self.lo}..{self.hi})"
 
-    # arithmetic keeps the expression; a result that may pass 2**31 computes in 64 bits
-    def __add__(self, other: Any) -> Any:
-        return _combine(self, other, "+")
-
-    def __radd__(self, other: Any) -> Any:
-        return _combine(other, self, "+")
-
-    def __sub__(self, other: Any) -> Any:
-        return _combine(self, other, "-")
-
-    def __rsub__(self, other: Any) -> Any:
-        return _combine(other, self, "-")
-
-    def __mul__(self, other: Any) -> Any:
-        return _combine(self, other, "*")
-
-    def __rmul__(self, other: Any) -> Any:
-        return _combine(other, self, "*")
-
-    def __floordiv__(self, other: Any) -> Any:
-        return _combine(self, other, "/")
-
-    def __rfloordiv__(self, other: Any) -> Any:
-        return _combine(other, self, "/")
-
-    def __mod__(self, other: Any) -> Any:
-        return _combine(self, other, "%")
-
-    def __rmod__(self, other: Any) -> Any:
-        return _combine(other, self, "%")
-
     def __neg__(self) -> Any:
         if self.negated is not None:
             return self.negated
@@ -99,6 +68,19 @@ class DimInt(int):
 
     def __reduce__(self) -> Any:  # pickles (and deep-copies) as its value
         return int, (int(self),)
+
+
+def _operator(op: str, reflected: bool) -> Any:
+    def method(self: DimInt, other: Any) -> Any:
+        return _combine(other, self, op) if reflected else _combine(self, other, op)
+
+    return method
+
+
+# Arithmetic keeps the expression (a result that may pass 2**31 computes in 64 bits).
+for _name, _op in (("add", "+"), ("sub", "-"), ("mul", "*"), ("floordiv", "/"), ("mod", "%")):
+    setattr(DimInt, f"__{_name}__", _operator(_op, False))
+    setattr(DimInt, f"__r{_name}__", _operator(_op, True))
 
 
 def upper(value: int) -> int:
