@@ -115,6 +115,7 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
 
     import rtxrt
     from rtxrt.backends.cuda.jit import specialize
+    from rtxrt.backends.cuda.plan.builder import build_plan, finalize
 
     case = CASES[name]
     row: dict[str, Any] = {"model": name, "profile": case["range"]}
@@ -160,13 +161,14 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
         compare.append({"shape": list(shape), "generic_ms": g_ms, "specialized_ms": s_ms, "ratio": g_ms / s_ms,
                         "rel_error": error, "specialized_compiled": made.stats.kernels_compiled})
     row["generic_vs_specialized"] = compare
-    # memory: every engine of the profile together against one specialized engine at the max shapes
+    # memory: every engine of the profile together against one specialized engine at the max
+    # shapes (its plan with each node's first tactic: the layout, without compiling it)
     max_shapes = {n: tuple(case["range"][2]) for n in case["inputs"]}
-    at_max = specialize(session._model, session.cache_key, session.cache, session._gpu, max_shapes)
+    info = session._gpu.info
+    layout = finalize(build_plan(session._model, max_shapes, arch=info.arch, sm_count=info.sm_count, tune=False)).layout
     row["memory"] = {"profile_engines_bytes": generic.device_bytes,
                      "generic_engines": len(generic.engines),
-                     "specialized_at_max_bytes": at_max.final.layout.arena_bytes + at_max.final.layout.weights_bytes
-                     + at_max.final.layout.shape_bytes}
+                     "specialized_at_max_bytes": layout.arena_bytes + layout.weights_bytes + layout.shape_bytes}
     return row
 
 
