@@ -597,9 +597,15 @@ def is_cached(source: str | os.PathLike | bytes, *, device: int = 0, cache_dir: 
     entry = cache.entry(key)
     if entry.problem() is not None:
         return False
+    tactics = entry.get_json(TACTICS_BLOB) or {}
     if shapes is None:
         g = model.graph
         shapes = {n: g.types[n].shape for n in g.inputs if n not in g.initializers}
         if not all(all(isinstance(d, int) for d in s or ()) for s in shapes.values()):
-            return True  # cached for the shapes it has run; a new shape may still JIT
-    return shape_signature(shapes) in (entry.get_json(TACTICS_BLOB) or {})
+            profile = stored_profile(model)
+            if profile is not None:  # the generic engine of the file's profile serves every shape in it
+                from ..backends.cuda.generic import profile_signature
+
+                return profile_signature(profile.ranges) in tactics
+            return True  # cached for the shapes it has run; a new shape runs on their generic engine
+    return shape_signature(shapes) in tactics
