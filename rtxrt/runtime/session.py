@@ -306,12 +306,30 @@ class Session:
         """The generic engines serving ``shapes``: the profile's, else ones over default ranges
         made now (None for a static model or shapes outside the default ranges)."""
         if self._generic is None and self.static_input_shapes() is None and self.shape_profile is None:
-            self._generic_engines(self._default_ranges(shapes), reserve=False)
+            self._default_generic_engines(shapes)
         if isinstance(self._generic, OnHost) or self._generic is None:
             return self._generic
         return self._generic if self._generic.contains(shapes) else None
 
+    def _default_generic_engines(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Generic engines over the default ranges; where the model refuses their largest sizes
+        (a table of 512 positions, say), over ranges half as wide, down to the sizes seen."""
+        from ..backends.cuda.generic import GenericEngines
+
+        limit = DEFAULT_DIM_MAX
+        while True:
+            ranges = self._default_ranges(shapes, limit)
+            try:
+                GenericEngines.probe(self._model, ranges)
+                break
+            except RtxrtError:
+                if limit <= max((max(s, default=1) for s in shapes.values()), default=1):
+                    return  # every new shape is specialized on its own
+                limit //= 2
+        self._generic_engines(ranges, reserve=False)
+
     def _generic_engines(self, ranges: Mapping[str, Any], *, reserve: bool) -> None:
+        """The generic engines of ``ranges``, built now."""
         from ..backends.cuda.generic import GenericEngines, varies
 
         if not varies(ranges):
@@ -327,14 +345,15 @@ class Session:
         self._generic = generic
         self._count(stats)
 
-    def _default_ranges(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """Each symbolic dim over [1, max(its size here, DEFAULT_DIM_MAX)], opt its size here."""
+    def _default_ranges(self, shapes: Mapping[str, tuple[int, ...]],
+                        limit: int = DEFAULT_DIM_MAX) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Each symbolic dim over [1, max(its size here, ``limit``)], opt its size here."""
         ranges = {}
         for info in self.inputs:
             shape = shapes[info.name]
             declared = info.shape or (None,) * len(shape)
             low = tuple(d if isinstance(d, int) else 1 for d, s in zip(declared, shape))
-            high = tuple(d if isinstance(d, int) else max(s, DEFAULT_DIM_MAX) for d, s in zip(declared, shape))
+            high = tuple(d if isinstance(d, int) else max(s, limit) for d, s in zip(declared, shape))
             ranges[info.name] = (low, tuple(shape), high)
         return ranges
 
@@ -405,10 +424,14 @@ class Session:
 
     def _in_cache(self, signature: str) -> bool:
         """Whether the runtime cache holds a specialized engine's tactics for this signature."""
-        from ..backends.cuda.cache.runtime_cache import TACTICS_BLOB
+        from ..backends.cuda.cache.runtime_cache import TACTICS_BLOB, CacheError
 
-        entry = self.cache.entry(self.cache_key)
-        return entry.problem() is None and signature in (entry.get_json(TACTICS_BLOB) or {})
+        # (the tactics blob alone: verifying every blob of the entry would cost a new shape more
+        # than planning it; loading the engine checks what it reads)
+        try:
+            return signature in (self.cache.entry(self.cache_key).get_json(TACTICS_BLOB) or {})
+        except CacheError:
+            return False
 
     def _shared(self) -> Any:
         """The memory the generic engines hold, for a specialized engine to share (or None)."""

@@ -68,3 +68,32 @@ def test_every_kernel_of_the_zoo_plans_compiles_for_every_supported_arch(zoo_exp
         assert all(c.startswith(b"\x7fELF") for c in cubins.values())
 
 
+
+
+@pytest.mark.parametrize("name", ["bert", "resnet18"])
+def test_a_generic_plan_at_a_new_shape_offers_first_the_tactics_tuned_at_the_opt_shape(zoo_export, tmp_path, name):
+    """Planning a new shape of a profile lowers each node with the tactic its generic engine
+    was tuned to (build_plan's ``prefer``), even where that is not the node's default, and
+    needs no kernel the opt shape's plan did not have."""
+    from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
+    from tests.models import zoo
+
+    if name == "bert":
+        exported = zoo_export(name)
+        inputs = exported.input_names
+        ranges = {n: ((1, 1), (2, 16), (4, 32)) for n in inputs}
+        other = {n: (3, 23) for n in inputs}
+    else:
+        exported = zoo.export(name, tmp_path / f"{name}.onnx", dynamic_size=True)
+        ranges = {"input": ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 96, 96))}
+        other = {"input": (2, 3, 72, 72)}
+    model = compile_onnx(exported.onnx_path, AotOptions(precision="fp16"))
+    dims, memo = dim_ranges(model, sample_shapes(ranges)), {}
+    opt = build_plan(model, {n: r[1] for n, r in ranges.items()}, arch="sm_86", sm_count=46, dims=dims, constants=memo)
+    tuned = {i: len(s.candidates) - 1 for i, s in enumerate(opt.steps) if len(s.candidates) > 1}  # never the default
+    final = finalize(opt, tuned)
+    prefer = {s.label: p.label for s, p in zip(opt.steps, final.programs) if s.node is not None}
+    plan = build_plan(model, other, arch="sm_86", sm_count=46, dims=dims, constants=memo, tune=False, prefer=prefer)
+    assert [s.candidates[0].label for s in plan.steps if s.node is not None] == \
+        [p.label for s, p in zip(opt.steps, final.programs) if s.node is not None]
+    assert set(plan.kernels) <= set(opt.kernels)

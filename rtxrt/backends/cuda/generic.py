@@ -47,12 +47,19 @@ class GenericEngines:
         self.ranges = {n: tuple(tuple(int(d) for d in s) for s in r) for n, r in ranges.items()}
         self.signature = profile_signature(self.ranges)
         self.use_graph, self.precompiled, self.reserve = use_graph, dict(precompiled or {}), reserve
-        self.dims: DimRanges = dim_ranges(model, sample_shapes(self.ranges))
+        self.dims: DimRanges = self.probe(model, self.ranges)
         self.constants: dict = {}  # the builder's memo of the model's constants, shared by every plan
         self.shared = SharedMemory()
         self.engines: dict[str, Engine] = {}
         self.stats: dict[str, JitStats] = {}
         self.tactics: dict[str, str] | None = None  # the profile's, read from the cache once built
+        self.prefer: dict[str, str] = {}  # node label -> the tactic tuned at the opt shapes
+
+    @staticmethod
+    def probe(model: Model, ranges: Ranges) -> DimRanges:
+        """The dims that vary over ``ranges``; raises RtxrtError (naming the node) where the
+        model refuses the min, opt or max shapes."""
+        return dim_ranges(model, sample_shapes(ranges))
 
     @property
     def opt_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -81,6 +88,8 @@ class GenericEngines:
         signature = shape_signature(opt)
         made = self._specialize(opt, progress=progress, build=True)
         self.tactics = jit.stored_tactics(self.cache, self.key, self.signature)
+        self.prefer = {step.label: program.label for step, program in zip(made.final.plan.steps, made.final.programs)
+                       if step.node is not None}
         if self.reserve and self.max_shapes != opt:
             at_max = self._specialize(self.max_shapes, build=True)
             self.shared.arena_bytes = at_max.final.layout.arena_bytes
@@ -107,4 +116,5 @@ class GenericEngines:
     def _specialize(self, shapes: Mapping[str, Sequence[int]], *, build: bool, progress: Progress | None = None):
         return jit.specialize(self.model, self.key, self.cache, self.gpu, shapes, progress=progress,
                           precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
-                          constants=self.constants, loaded=self.shared.functions, tactics=self.tactics)
+                          constants=self.constants, loaded=self.shared.functions, tactics=self.tactics,
+                          prefer=self.prefer)

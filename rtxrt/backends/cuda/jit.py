@@ -126,7 +126,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
                shapes: Mapping[str, Sequence[int]], *, progress: Progress | None = None,
                precompiled: Mapping[str, bytes] | None = None, build: bool = True,
                dims: DimRanges | None = None, signature: str | None = None, constants: dict | None = None,
-               loaded: Container[str] = (), tactics: Mapping[str, str] | None = None) -> Specialized:
+               loaded: Container[str] = (), tactics: Mapping[str, str] | None = None,
+               prefer: Mapping[str, str] | None = None) -> Specialized:
     """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
     cache, or compile and tune them (timing on ``gpu``'s stream) and store them there.
     ``build=False`` compiles nothing: NotSpecialized unless the cache (or the file's embedded
@@ -136,7 +137,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
     first shape serve every shape of the profile, and so do its kernels. ``constants``: the
     memo builder.build_plan keeps from plan to plan; ``loaded``: kernels the caller has loaded
     already (no cubin needed); ``tactics``: the signature's tactic labels, which the caller
-    read before (the cache is then read only for cubins not loaded)."""
+    read before (the cache is then read only for cubins not loaded); ``prefer``: node label ->
+    the tactic chosen at the first shape (build_plan's ``prefer``)."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
@@ -147,7 +149,7 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         if stored is None and dims is not None and signature:
             stored = _tactics(cache.entry(key), signature)
         plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
-                          tune=stored is None)
+                          tune=stored is None, prefer=prefer)
         if stored is not None and len(_choices(plan, stored)) < len(stored):
             plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
         stats.plan_seconds = time.perf_counter() - started

@@ -246,13 +246,20 @@ def gpu_run(kernel: KernelSource, arrays: Sequence, load):
     return y.get()
 
 
-def gpu_same(generic: KernelSource, specialized: KernelSource, arrays: Sequence, load) -> None:
+def gpu_same(generic: KernelSource, specialized: KernelSource, arrays: Sequence, load, ulps: int = 0) -> None:
+    """Both kernels write the same bits (``ulps``: or values that close, where the generic
+    kernel reduces in another order: a block per row over the profile's longest rows)."""
     import numpy as np
 
     assert generic.dims and not specialized.dims
     got, want = gpu_run(generic, arrays, load), gpu_run(specialized, arrays, load)
     assert (want != np.iinfo(want.dtype).max).all(), "the specialized kernel left elements unwritten"
-    np.testing.assert_array_equal(got, want)  # the same bits
+    if ulps:
+        floats = {np.uint16: np.float16, np.uint32: np.float32}[want.dtype.type]
+        eps = np.finfo(floats).eps
+        np.testing.assert_allclose(got.view(floats), want.view(floats), rtol=ulps * eps, atol=ulps * eps)
+    else:
+        np.testing.assert_array_equal(got, want)  # the same bits
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +326,7 @@ def test_gpu_generic_rows_write_what_the_specialized_kernels_write(batch, seq, l
         arrays = [_random(rng, shape, dtype, 3.0)] + [_random(rng, shape[-1:], dtype) for _ in range(params)]
         node = Node(op, ["x"] + [f"p{i}" for i in range(params)], ["y"], attrs, name=op.lower())
         fixed = reduction_kernel(node, [TensorType(dtype, shape)] + [TensorType(dtype, shape[-1:])] * params)
-        gpu_same(row_kernel(op, shape, spans, dtype, **attrs), fixed, arrays, load)
+        gpu_same(row_kernel(op, shape, spans, dtype, **attrs), fixed, arrays, load, ulps=8)
 
 
 @pytest.mark.gpu

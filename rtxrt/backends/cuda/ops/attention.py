@@ -20,7 +20,7 @@ def lower_attention(ctx: LowerContext) -> list[NodeProgram]:
     problem = attention_problem(ctx.node, types, [None if f is None else f.dtype for f in ctx.inputs])
     out = [TensorForm(problem.dtype, ctx.outputs[0].shape)]
     first = default_tactic(problem)
-    tactics = [first] + [t for t in candidate_tactics(problem) if t != first] if ctx.tune else [first]
+    tactics = ctx.tactics([first] + [t for t in candidate_tactics(problem) if t != first], lambda t: f"attention {t}")
     return [single_kernel(attention_kernel(problem, t), out, f"attention {t}") for t in tactics]
 
 LOWERINGS.add("Attention", lower_attention)

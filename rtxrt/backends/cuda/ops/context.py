@@ -1,8 +1,9 @@
 """What a lowering sees of one node, and the helpers every lowering shares."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from ..codegen.kernel_source import GridLaunch, KernelSource
 from ..plan.forms import TensorForm
 from ..plan.program import Launch, NodeProgram, Ref
 
+T = TypeVar("T")
 Unsupported = CodegenError  # a lowering that cannot take these forms raises it; the builder tries others
 
 
@@ -34,6 +36,14 @@ class LowerContext:
     sm_count: int
     tune: bool = True
     memo: dict = field(default_factory=dict)
+    wanted: str | None = None  # with tune off: the tactic (label) to offer, where the lowering can
+
+    def tactics(self, candidates: Sequence[T], label: Callable[[T], str]) -> list[T]:
+        """Which of ``candidates`` (best first) to offer: every one when tuning, else the
+        ``wanted`` one where it is among them, else the first."""
+        if self.tune:
+            return list(candidates)
+        return [t for t in candidates if label(t) == self.wanted][:1] or list(candidates[:1])
 
     def model_constant(self, name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
         """A program constant (packed weights, say) made by ``make`` from the node's constant

@@ -35,6 +35,13 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
     consts = {"W": ctx.model_constant(f"W {base.k_padded} {dtype}", lambda: base.pack_weights(w).astype(dtype))}
     if bias is not None:
         consts["bias"] = ctx.model_constant(f"bias {dtype}", lambda: np.ascontiguousarray(bias.astype(dtype)))
+    if not ctx.tune and ctx.wanted and ctx.wanted != _label(base):  # the tactic tuned at another shape
+        if base.gemm is not None and ctx.wanted == f"{base.tactic} cublas":
+            return [_cublas_program(base, out, consts, node)]
+        for t in conv_gemm_tactics(base):
+            plan = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
+            if _label(plan) == ctx.wanted:
+                return [_program(plan, out, consts)]
     tactics = conv_gemm_tactics(base) if ctx.tune else ()
     plans = [base] + [p for p in (conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
                                   for t in tactics) if p.steps != base.steps]
@@ -51,7 +58,7 @@ _REFS = {"X": Ref.input(0), "W": Ref.const("W"), "bias": Ref.const("bias"), "Z":
 def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
     steps = [_launch(s) for s in plan.steps if all(s.grid)]
     return NodeProgram(steps, [out], {s.kernel.name: s.kernel.source for s in plan.steps},
-                       _scratch(plan), dict(consts), label=f"{plan.tactic} {_tactic_label(plan)}")
+                       _scratch(plan), dict(consts), label=_label(plan))
 
 
 def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> NodeProgram:
@@ -77,6 +84,10 @@ def _launch(step) -> Launch:
 
 def _scratch(plan: ConvPlan) -> dict[str, int]:
     return {"workspace": plan.workspace_bytes} if plan.workspace_bytes else {}
+
+
+def _label(plan: ConvPlan) -> str:
+    return f"{plan.tactic} {_tactic_label(plan)}"
 
 
 def _tactic_label(plan: ConvPlan) -> str:

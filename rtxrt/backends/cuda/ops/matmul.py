@@ -43,18 +43,21 @@ def lower_matmul(ctx: LowerContext) -> list[NodeProgram]:
     programs: list[NodeProgram] = []
     if problem.m * problem.n * problem.batch == 0:
         return [NodeProgram([], [out], label="empty")]
+    offers_cublas = problem.k > 0 or is_dynamic(problem.k)  # the same candidates at every shape of a profile
+    if not ctx.tune and ctx.wanted == "cublas" and offers_cublas:
+        return [cublas_program(problem, compute, Ref.input(0), Ref.input(1), [out])]
     if a.dtype in TENSOR_CORE:
-        tactics = candidate_tactics(problem) if ctx.tune else candidate_tactics(problem)[:1]
-        for t in tactics:
+        for t in ctx.tactics(candidate_tactics(problem), lambda t: f"mma {t.label}"):
             try:
                 programs.append(single_kernel(gemm_kernel(problem, t, ctx.arch), [out], f"mma {t.label}"))
             except CodegenError:
                 continue
     if a.dtype not in TENSOR_CORE or not programs:
-        tactics = simt_candidate_tactics(problem)
-        for t in tactics if ctx.tune or not programs else ():
+        tactics = simt_candidate_tactics(problem) if ctx.tune or not programs else []
+        wanted = [t for t in tactics if f"simt {t.label}" == ctx.wanted]
+        for t in wanted if wanted and not ctx.tune else tactics:
             programs.append(single_kernel(simt_gemm_kernel(problem, t), [out], f"simt {t.label}"))
-    if problem.k > 0 or is_dynamic(problem.k):  # the same candidates at every shape of a profile
+    if offers_cublas:
         programs.append(cublas_program(problem, compute, Ref.input(0), Ref.input(1), [out]))
     return programs
 

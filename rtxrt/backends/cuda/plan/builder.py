@@ -124,21 +124,24 @@ class FinalPlan:
 
 
 def build_plan(model: Model, input_shapes: Mapping[str, Sequence[int]], *, arch: str, sm_count: int,
-               tune: bool = True, dims: DimRanges | None = None, constants: dict | None = None) -> Plan:
+               tune: bool = True, dims: DimRanges | None = None, constants: dict | None = None,
+               prefer: Mapping[str, str] | None = None) -> Plan:
     """Lower ``model`` at ``input_shapes`` for ``arch`` (no GPU needed). ``tune``: keep every
     candidate tactic, else only each node's first. ``dims``: make a generic plan for the
     profile these ranges describe. ``constants``: a dict kept from plan to plan of the same
-    model, memoizing its constants in their device forms."""
+    model, memoizing its constants in their device forms. ``prefer``: node label -> the tactic
+    to offer first (with ``tune=False``, a node whose first tactic is another is lowered with
+    every tactic, and that one put first: planning a generic engine's new shape)."""
     spec = specialize(model, input_shapes)
-    builder = _Builder(spec, arch, sm_count, tune, dims, {} if constants is None else constants)
+    builder = _Builder(spec, arch, sm_count, tune, dims, {} if constants is None else constants, prefer or {})
     return builder.build({k: tuple(int(d) for d in v) for k, v in input_shapes.items()})
 
 
 class _Builder:
     def __init__(self, model: Model, arch: str, sm_count: int, tune: bool, dims: DimRanges | None,
-                 constants: dict):
+                 constants: dict, prefer: Mapping[str, str]):
         self.model, self.graph = model, model.graph
-        self.arch, self.sm_count, self.tune = arch, sm_count, tune
+        self.arch, self.sm_count, self.tune, self.prefer = arch, sm_count, tune, prefer
         self.dims, self.constants = dims, constants
         self.model_constants = set(self.graph.initializers)
         self.known = dict(self.graph.initializers) | plan_time_values(model)
@@ -204,10 +207,15 @@ class _Builder:
             ctx = LowerContext(node, self._generic(node.inputs, inputs, "i", bindings),
                                self._generic(node.outputs, outputs, "o", bindings),
                                [self.known.get(n) if n else None for n in node.inputs],
-                               self.model.opset, self.arch, self.sm_count, self.tune, self.constants)
+                               self.model.opset, self.arch, self.sm_count, self.tune, self.constants,
+                               self.prefer.get(node.label))
             try:
                 with dim_bindings(bindings):
                     programs = [_concrete(p) for p in lower(ctx)]
+                    wanted = ctx.wanted
+                    if wanted and programs[0].label != wanted and not self.tune:  # a lowering that ignores it
+                        every = [_concrete(p) for p in lower(replace(ctx, tune=True))]
+                        programs = sorted(every, key=lambda p: p.label != wanted)
             except Unsupported as exc:
                 problems.append(str(exc))
                 continue
