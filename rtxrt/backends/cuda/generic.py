@@ -39,7 +39,8 @@ def varies(ranges: Ranges) -> bool:
 class GenericEngines:
     """The engines of one profile on one GPU: ``engine(shapes)`` plans a new shape on the host
     and loads it beside the others; ``reserve``: size the shared arena for the max shapes up
-    front (a user's profile), else it grows with the largest shape run (default ranges)."""
+    front (a user's profile), else the arena is sized by the first shape and a shape needing
+    more gets one of its own (default ranges, whose max may be far beyond what an app runs)."""
 
     def __init__(self, model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext, ranges: Ranges, *,
                  use_graph: bool = True, precompiled: Mapping[str, bytes] | None = None, reserve: bool = True):

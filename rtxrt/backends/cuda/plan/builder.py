@@ -82,13 +82,7 @@ class Plan:
     input_shapes: dict[str, tuple[int, ...]]
     host_values: dict[str, np.ndarray] = field(default_factory=dict)
     shape_consts: set[str] = field(default_factory=set)  # consts that follow from the input shapes
-
-    @property
-    def generic(self) -> bool:
-        """Whether the plan's kernels take the profile's varying dims as arguments."""
-        return self.dims is not None
-
-    dims: DimRanges | None = None
+    dims: DimRanges | None = None  # a generic plan's: its kernels take these varying dims as arguments
 
     @property
     def kernels(self) -> dict[str, str]:
