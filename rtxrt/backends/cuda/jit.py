@@ -151,6 +151,11 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
                           tune=stored is None, prefer=prefer)
         if stored is not None and len(_choices(plan, stored)) < len(stored):
+            if not prefer:  # the stored tactics by node: a plan's steps are the same at every shape
+                prefer = {plan.steps[int(i)].label: label for i, label in stored.items() if int(i) < len(plan.steps)}
+            plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
+                              tune=False, prefer=prefer)
+        if stored is not None and len(_choices(plan, stored)) < len(stored):
             plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
         stats.plan_seconds = time.perf_counter() - started
         signature = signature or shape_signature(shapes)
