@@ -26,6 +26,7 @@ from .progress import Progress, ProgressOption
 if TYPE_CHECKING:
     from ..backends.cuda.generic import GenericEngines
     from ..backends.cuda.jit import JitStats
+    from ..backends.cuda.plan.dim_ranges import DimRanges
     from ..backends.cuda.run.executor import Engine
 
 ModelSource = str | os.PathLike | bytes | Model
@@ -320,22 +321,23 @@ class Session:
         while True:
             ranges = self._default_ranges(shapes, limit)
             try:
-                GenericEngines.probe(self._model, ranges)
+                dims = GenericEngines.probe(self._model, ranges)
                 break
             except RtxrtError:
                 if limit <= max((max(s, default=1) for s in shapes.values()), default=1):
                     return  # every new shape is specialized on its own
                 limit //= 2
-        self._generic_engines(ranges, reserve=False)
+        self._generic_engines(ranges, reserve=False, dims=dims)
 
-    def _generic_engines(self, ranges: Mapping[str, Any], *, reserve: bool) -> None:
+    def _generic_engines(self, ranges: Mapping[str, Any], *, reserve: bool, dims: DimRanges | None = None) -> None:
         """The generic engines of ``ranges``, built now."""
         from ..backends.cuda.generic import GenericEngines, varies
 
         if not varies(ranges):
             return
         generic = GenericEngines(self._model, self.cache_key, self.cache, self._gpu, ranges,
-                                 use_graph=self.use_cuda_graph, precompiled=self._precompiled, reserve=reserve)
+                                 use_graph=self.use_cuda_graph, precompiled=self._precompiled, reserve=reserve,
+                                 dims=dims)
         try:
             stats = generic.build(Progress(self.progress, "rtxrt JIT"))
         except DataDependentShape as exc:

@@ -43,12 +43,13 @@ class GenericEngines:
     more gets one of its own (default ranges, whose max may be far beyond what an app runs)."""
 
     def __init__(self, model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext, ranges: Ranges, *,
-                 use_graph: bool = True, precompiled: Mapping[str, bytes] | None = None, reserve: bool = True):
+                 use_graph: bool = True, precompiled: Mapping[str, bytes] | None = None, reserve: bool = True,
+                 dims: DimRanges | None = None):
         self.model, self.key, self.cache, self.gpu = model, key, cache, gpu
         self.ranges = {n: tuple(tuple(int(d) for d in s) for s in r) for n, r in ranges.items()}
         self.signature = profile_signature(self.ranges)
         self.use_graph, self.precompiled, self.reserve = use_graph, dict(precompiled or {}), reserve
-        self.dims: DimRanges = self.probe(model, self.ranges)
+        self.dims: DimRanges = dims if dims is not None else self.probe(model, self.ranges)  # (probed already)
         self.constants: dict = {}  # the builder's memo of the model's constants, shared by every plan
         self.shared = SharedMemory()
         self.engines: dict[str, Engine] = {}

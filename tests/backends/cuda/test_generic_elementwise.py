@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtxrt.backends.cuda.codegen.dynamic import dim, dim_bindings
+from rtxrt.backends.cuda.codegen.dynamic import dim, dim_bindings, divisible, same_dim
 from rtxrt.backends.cuda.codegen.epilogue import epilogue_kernel
 from rtxrt.backends.cuda.compile.nvrtc import compile_many
 from rtxrt.backends.cuda.ops.data_movement_source import (
@@ -20,12 +20,7 @@ from rtxrt.backends.cuda.ops.data_movement_source import (
     slice_kernel,
     transpose_kernel,
 )
-from rtxrt.backends.cuda.ops.elementwise_source import (
-    broadcast_shape,
-    divisible,
-    elementwise_kernel,
-    same_dim,
-)
+from rtxrt.backends.cuda.ops.elementwise_source import broadcast_shape, elementwise_kernel
 from rtxrt.backends.cuda.ops.gemm_source import GemmProblem
 from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.ir.dtypes import DType

@@ -17,8 +17,10 @@ plan the zoo at several shapes and hold every source to being the same).
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from contextvars import ContextVar
@@ -97,10 +99,11 @@ def is_dynamic(value: int) -> bool:
     return isinstance(value, DimInt)
 
 
-def c_int(value: int, suffix: str = "") -> str:
-    """``value`` as a C operand of the unsigned type a literal ``suffix`` ("u", "ull") gives."""
+def c_int(value: int, suffix: str = "", static_suffix: str | None = None) -> str:
+    """``value`` as a C operand of the unsigned type a literal ``suffix`` ("u", "ull") gives
+    (a plain int takes ``static_suffix`` instead where one is given)."""
     if not isinstance(value, DimInt):
-        return f"{int(value)}{suffix}"
+        return f"{int(value)}{suffix if static_suffix is None else static_suffix}"
     ctype = {"": "", "u": "unsigned int", "ull": "unsigned long long"}[suffix]
     return f"(({ctype})({value.expr}))" if ctype else f"({value.expr})"
 
@@ -108,6 +111,82 @@ def c_int(value: int, suffix: str = "") -> str:
 def dim(value: int, name: str, lo: int, hi: int) -> int:
     """The dim argument ``name``: a DimInt where it varies (lo < hi), else the plain value."""
     return DimInt(value, name, lo, hi) if lo < hi else int(value)
+
+
+# Decisions that shape a kernel's source compare dims by what they are over the whole profile
+# (their expressions), never by their values at the shapes being planned.
+
+def dims_text(shape: Sequence[int]) -> str:
+    """``shape`` as a list in a source comment: ``str(list(shape))`` for plain ints, the
+    expressions for dims of a generic plan (a list's str would print their reprs)."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _names(value: int) -> list[str]:
+    if not is_dynamic(value):
+        return []
+    try:
+        return list(dim_names(str(value)))
+    except ValueError:  # no C form
+        return []
+
+
+def _evaluate(value: int, env: dict[str, int]) -> int | None:
+    """A dim expression's value with its dim arguments ``env`` (None if it has no C form)."""
+    if not is_dynamic(value):
+        return int(value)
+    try:
+        code = str(value)
+    except ValueError:
+        return None
+    return _evaluate_text(code, tuple(sorted(env.items())))
+
+
+@lru_cache(maxsize=8192)
+def _evaluate_text(code: str, env: tuple[tuple[str, int], ...]) -> int:
+    code = code.replace("(long long)", "").replace("/", "//")
+    return eval(code, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own arithmetic on names
+
+
+@lru_cache(maxsize=1024)
+def _sample(names: tuple[str, ...], k: int) -> dict[str, int]:
+    """Fixed, unrelated test values for the dim arguments ``names`` (the k-th assignment)."""
+    return {n: 1000 + int(hashlib.sha256(f"{n}:{k}".encode()).hexdigest()[:8], 16) % 100003 for n in names}
+
+
+def same_dim(a: int, b: int) -> bool:
+    """Whether ``a`` and ``b`` are the same size at every shape of the profile: equal plain
+    ints, or dim expressions that agree as functions of the dim arguments (``768*s`` and
+    ``s*768``; ``0*s`` and 0). Decided from the expressions alone, so the answer is the same
+    at every shape."""
+    if not is_dynamic(a) and not is_dynamic(b):
+        return int(a) == int(b)
+    names = tuple(sorted(set(_names(a)) | set(_names(b))))
+    for k in range(3):
+        env = _sample(names, k)
+        x, y = _evaluate(a, env), _evaluate(b, env)
+        if x is None or x != y:
+            return False
+    return int(a) == int(b)  # always, for expressions that agree
+
+
+def divisible(value: int, by: int) -> bool:
+    """Whether ``value`` is a multiple of ``by`` at every shape of the profile: a plain int
+    that is, or a dim expression of sums and products that is for every integer value of its
+    dim arguments (it then depends only on their residues mod ``by``). False where unsure."""
+    if not is_dynamic(value):
+        return int(value) % by == 0
+    try:
+        text = str(value)
+    except ValueError:
+        return False
+    if "/" in text or "%" in text:
+        return False
+    names = _names(value)
+    if by ** len(names) > 4096:
+        return False
+    return all(_evaluate(value, dict(zip(names, residues))) % by == 0
+               for residues in itertools.product(range(by), repeat=len(names)))
 
 
 @contextmanager

@@ -28,7 +28,7 @@ import numpy as np
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
-from ..codegen.dynamic import is_dynamic, lower, upper
+from ..codegen.dynamic import c_int, dims_text, divisible, is_dynamic, lower, same_dim, upper
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -38,7 +38,7 @@ from ..codegen.kernel_source import (
     loop_kernel,
 )
 from ..plan.program import BufferRole
-from .elementwise_source import broadcast_shape, broadcast_strides, c_dim, dims_text, divisible, same_dim
+from .elementwise_source import broadcast_shape, broadcast_strides
 
 MAX_CONCAT_INPUTS = 8
 CAST_DTYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16})
@@ -200,19 +200,19 @@ def concat_kernel(shapes: Sequence[Sequence[int]], axis: int, dtype: DType) -> K
     elem = _BYTES[dtype.itemsize]
     body = []
     if is_dynamic(outer) or outer > 1:
-        body += [f"const {index} row = i / {c_dim(width, suffix)};",
-                 f"const {index} col = i - row * {c_dim(width, suffix)};"]
+        body += [f"const {index} row = i / {c_int(width, suffix)};",
+                 f"const {index} col = i - row * {c_int(width, suffix)};"]
     else:
         body += [f"const {index} row = 0; const {index} col = i;"]
     branches, offset = [], 0
     live = [(k, n) for k, n in enumerate(rows) if is_dynamic(n) or n]
     for j, (k, n) in enumerate(live):
-        read = f"out0[i] = in{k}[row * {c_dim(n, suffix)} + (col - {c_dim(offset, suffix)})];"
+        read = f"out0[i] = in{k}[row * {c_int(n, suffix)} + (col - {c_int(offset, suffix)})];"
         end = _sum([offset, n])
         if j == len(live) - 1:
             branches.append(f"else {{ {read} }}" if j else read)
         else:
-            branches.append(f"{'else ' if j else ''}if (col < {c_dim(end, suffix)}) {{ {read} }}")
+            branches.append(f"{'else ' if j else ''}if (col < {c_int(end, suffix)}) {{ {read} }}")
         offset = end
     params = [f"const {elem}* __restrict__ in{k}" for k in range(len(shapes))] + [f"{elem}* __restrict__ out0"]
     source = _kernel_source(f"Concat along axis {axis} of [{', '.join(dims_text(s) for s in shapes)}]", params,
@@ -244,12 +244,12 @@ def gather_kernel(shape: Sequence[int], indices_shape: Sequence[int], axis: int,
     last = _c_ll(size - 1) if is_dynamic(size) else f"{max(size - 1, 0)}LL"
     body = [
         f"{index} r = i;",
-        f"const {index} c2 = r % {c_dim(inner, suffix)}; r /= {c_dim(inner, suffix)};",
-        f"const {index} c1 = r % {c_dim(count, suffix)}; const {index} c0 = r / {c_dim(count, suffix)};",
+        f"const {index} c2 = r % {c_int(inner, suffix)}; r /= {c_int(inner, suffix)};",
+        f"const {index} c1 = r % {c_int(count, suffix)}; const {index} c0 = r / {c_int(count, suffix)};",
         "long long k = (long long)idx[c1];",
         f"if (k < 0) k += {size_ll};",
         f"k = k < 0 ? 0 : k >= {size_ll} ? {last} : k;  // out of range: clamped",
-        f"out0[i] = in0[(c0 * {c_dim(size, suffix)} + ({index})k) * {c_dim(inner, suffix)} + c2];",
+        f"out0[i] = in0[(c0 * {c_int(size, suffix)} + ({index})k) * {c_int(inner, suffix)} + c2];",
     ]
     params = [f"const {elem}* __restrict__ in0", f"const {C.storage_type(index_dtype)}* __restrict__ idx",
               f"{elem}* __restrict__ out0"]
@@ -287,7 +287,7 @@ def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mult
         if len(dims) > 1:
             body.append(f"{index} r = i;")
             for d in range(len(dims) - 1, 0, -1):
-                n = c_dim(dims[d], suffix)
+                n = c_int(dims[d], suffix)
                 body.append(f"const {index} {coords[d]} = r % {n}; r /= {n};")
             body.append(f"const {index} {coords[0]} = r;")
         elif dims:

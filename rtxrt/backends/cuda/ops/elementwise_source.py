@@ -17,12 +17,9 @@ and the runtime runs that node with the reference backend.
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -34,7 +31,7 @@ from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
 from ..codegen.activation_c import activation_c
 from ..codegen.device_helpers import NAN_MAX_MIN
-from ..codegen.dynamic import dim_names, c_int, is_dynamic
+from ..codegen.dynamic import c_int, dims_text, is_dynamic, same_dim
 from ..codegen.kernel_source import (
     KernelArg,
     KernelSource,
@@ -46,90 +43,6 @@ from ..codegen.kernel_source import (
 from ..plan.program import BufferRole
 
 _ONNX = ("", "ai.onnx")
-
-
-# ---------------------------------------------------------------- dims of a generic plan
-# (shared with data_movement_source): decisions that shape a kernel's source compare dims by
-# what they are over the whole profile (their expressions), never by their values here.
-
-def dims_text(shape: Sequence[int]) -> str:
-    """``shape`` as a list in a source comment: ``str(list(shape))`` for plain ints, the
-    expressions for dims of a generic plan (a list's str would print their reprs)."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def c_dim(value: int, suffix: str, static_suffix: str | None = None) -> str:
-    """``value`` as a C operand: ``{value}{static_suffix}`` for a plain int (``suffix`` unless
-    given), else the dim expression cast to the type ``suffix`` names ("", "u", "ull")."""
-    if is_dynamic(value):
-        return c_int(value, suffix)
-    return f"{int(value)}{suffix if static_suffix is None else static_suffix}"
-
-
-def _names(value: int) -> list[str]:
-    if not is_dynamic(value):
-        return []
-    try:
-        return list(dim_names(str(value)))
-    except ValueError:  # no C form
-        return []
-
-
-def _evaluate(value: int, env: dict[str, int]) -> int | None:
-    """A dim expression's value with its dim arguments ``env`` (None if it has no C form)."""
-    if not is_dynamic(value):
-        return int(value)
-    try:
-        code = str(value)
-    except ValueError:
-        return None
-    return _evaluate_text(code, tuple(sorted(env.items())))
-
-
-@lru_cache(maxsize=8192)
-def _evaluate_text(code: str, env: tuple[tuple[str, int], ...]) -> int:
-    code = code.replace("(long long)", "").replace("/", "//")
-    return eval(code, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own arithmetic on names
-
-
-def _sample(names: list[str], k: int) -> dict[str, int]:
-    """Fixed, unrelated test values for the dim arguments ``names`` (the k-th assignment)."""
-    return {n: 1000 + int(hashlib.sha256(f"{n}:{k}".encode()).hexdigest()[:8], 16) % 100003 for n in names}
-
-
-def same_dim(a: int, b: int) -> bool:
-    """Whether ``a`` and ``b`` are the same size at every shape of the profile: equal plain
-    ints, or dim expressions that agree as functions of the dim arguments (``768*s`` and
-    ``s*768``; ``0*s`` and 0). Decided from the expressions alone, so the answer is the same
-    at every shape."""
-    if not is_dynamic(a) and not is_dynamic(b):
-        return int(a) == int(b)
-    names = sorted(set(_names(a)) | set(_names(b)))
-    for k in range(3):
-        env = _sample(names, k)
-        x, y = _evaluate(a, env), _evaluate(b, env)
-        if x is None or x != y:
-            return False
-    return int(a) == int(b)  # always, for expressions that agree
-
-
-def divisible(value: int, by: int) -> bool:
-    """Whether ``value`` is a multiple of ``by`` at every shape of the profile: a plain int
-    that is, or a dim expression of sums and products that is for every integer value of its
-    dim arguments (it then depends only on their residues mod ``by``). False where unsure."""
-    if not is_dynamic(value):
-        return int(value) % by == 0
-    try:
-        text = str(value)
-    except ValueError:
-        return False
-    if "/" in text or "%" in text:
-        return False
-    names = _names(value)
-    if by ** len(names) > 4096:
-        return False
-    return all(_evaluate(value, dict(zip(names, residues))) % by == 0
-               for residues in itertools.product(range(by), repeat=len(names)))
 
 
 def broadcast_shape(shapes: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
@@ -399,7 +312,7 @@ def _contiguous(dims: list[int]) -> list[int]:
 def _offset(strides: list[int], dims: list[int], coords: list[str], suffix: str) -> str:
     if len(strides) == len(dims) and all(same_dim(s, c) for s, c in zip(strides, _contiguous(dims))):
         return "i"
-    terms = [c if same_dim(s, 1) else f"{c} * {c_dim(s, suffix, 'u')}"
+    terms = [c if same_dim(s, 1) else f"{c} * {c_int(s, suffix, 'u')}"
              for c, s in zip(coords, strides) if is_dynamic(s) or s]
     return " + ".join(terms) or "0"
 
@@ -410,7 +323,7 @@ def _coordinates(dims: list[int], coords: list[str], index: str, suffix: str, st
         return []
     lines = [f"{index} r = i;"]
     for d in range(len(dims) - 1, 0, -1):
-        n = c_dim(dims[d], suffix, "u")
+        n = c_int(dims[d], suffix, "u")
         lines.append(f"const {index} {coords[d]} = r % {n}; r /= {n};")
     lines.append(f"const {index} {coords[0]} = r;")
     return lines

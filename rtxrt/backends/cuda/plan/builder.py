@@ -205,10 +205,10 @@ class _Builder:
                                self.prefer.get(node.label))
             try:
                 with dim_bindings(bindings):
-                    programs = [_concrete(p) for p in lower(ctx)]
+                    programs = self._concrete(lower(ctx))
                     wanted = ctx.wanted
                     if wanted and programs[0].label != wanted and not self.tune:  # a lowering that ignores it
-                        every = [_concrete(p) for p in lower(replace(ctx, tune=True))]
+                        every = self._concrete(lower(replace(ctx, tune=True)))
                         programs = sorted(every, key=lambda p: p.label != wanted)
             except Unsupported as exc:
                 problems.append(str(exc))
@@ -297,11 +297,16 @@ class _Builder:
                 (src,) = self._generic([name], [have], "i", bindings)
                 (dst,) = self._generic([name], [form], "o", bindings)
                 with dim_bindings(bindings):
-                    steps = [_concrete(_conversion_program(src, dst))]
+                    steps = self._concrete([_conversion_program(src, dst)])
             self.forms[target] = form
             self.steps.append(Step(f"convert {name} {have.describe()} -> {form.describe()}", steps, [current], [target]))
             self.converted[key] = target
         return self.converted[key]
+
+    def _concrete(self, programs: list[NodeProgram]) -> list[NodeProgram]:
+        """A generic plan's programs with plain ints for the DimInts its lowerings computed
+        with (a specialized plan has none)."""
+        return programs if self.dims is None else [_concrete(p) for p in programs]
 
     def _generic(self, names: Sequence[str | None], forms: Sequence[TensorForm | None], side: str,
                  bindings: dict[str, int]) -> list[TensorForm | None]:

@@ -3,9 +3,9 @@
 Found by inferring every value's shape at a few shapes of the profile (min, opt, max and one
 between): an axis whose size differs between them varies. A generic plan (builder.py) hands
 the lowerings those axes as ``DimInt``s (codegen/dynamic.py), so the kernels take them as
-arguments. At any other shape the builder checks every fixed axis against the size recorded
-here: a model whose dim follows the inputs in a way those samples missed is planned with the
-new value as a literal (a compile, never a wrong kernel).
+arguments. Every other axis reaches the lowerings as its size at the shape being planned: a dim
+that follows the inputs in a way those samples missed is a literal of its value there (a
+compile at a shape where it differs, never a wrong kernel).
 """
 from __future__ import annotations
 
@@ -30,16 +30,6 @@ class DimRanges:
         if dims is None or axis >= len(dims) or isinstance(dims[axis], int):
             return None
         return dims[axis]
-
-    def fixed_mismatch(self, name: str, shape: Sequence[int]) -> int | None:
-        """The first axis of ``shape`` that should be fixed but has another size; None if none."""
-        dims = self.sizes.get(name)
-        if dims is None or len(dims) != len(shape):
-            return None if dims is None else 0
-        for axis, (want, got) in enumerate(zip(dims, shape)):
-            if isinstance(want, int) and want != int(got):
-                return axis
-        return None
 
 
 def sample_shapes(ranges: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]) -> list[dict[str, tuple[int, ...]]]:
