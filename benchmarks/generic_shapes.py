@@ -20,6 +20,7 @@ Run from the repository root on a GPU machine:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
     import cupy
 
     import rtxrt
-    from rtxrt.backends.cuda.jit import specialize
+    from rtxrt.backends.cuda.jit import shape_signature, specialize
     from rtxrt.backends.cuda.plan.builder import build_plan, finalize
 
     case = CASES[name]
@@ -128,19 +129,35 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
     shapes = random_shapes(case, count, rng)
     firsts = []
     before = session.kernels_compiled_total
+    pauses: list[float] = []  # the garbage collector's pauses during the current first run
+
+    def collector(phase: str, info: dict) -> None:
+        pauses.append(time.perf_counter() if phase == "start" else time.perf_counter() - pauses.pop())
+
+    gc.callbacks.append(collector)
     for i, shape in enumerate(shapes):
         feeds = feeds_for(case, shape, i)
         cupy.cuda.Device().synchronize()
+        pauses.clear()
         t0 = time.perf_counter()
         session.run(None, feeds)
         cupy.cuda.Device().synchronize()
-        firsts.append({"shape": list(shape), "first_run_ms": (time.perf_counter() - t0) * 1e3,
-                       "engine": session.stats["engine"]})
+        first = {"shape": list(shape), "first_run_ms": (time.perf_counter() - t0) * 1e3,
+                 "engine": session.stats["engine"], "gc_ms": sum(pauses) * 1e3}
+        stats = generic.stats.get(shape_signature({n: shape for n in case["inputs"]}))
+        if stats is not None:  # where the first run's time went: planning, then loading the engine
+            first.update(plan_ms=stats.plan_seconds * 1e3, engine_ms=stats.jit_seconds * 1e3)
+        firsts.append(first)
+    gc.callbacks.remove(collector)
     row["shapes"] = firsts
     row["kernels_compiled_after_load"] = session.kernels_compiled_total - before
     ms = [f["first_run_ms"] for f in firsts]
     row["first_run_ms"] = {"median": float(np.median(ms)), "max": float(np.max(ms)),
                            "under_50ms": int(sum(m < 50 for m in ms)), "count": len(ms)}
+    for part in ("plan_ms", "engine_ms", "gc_ms"):
+        values = [f[part] for f in firsts if part in f]
+        if values:
+            row["first_run_ms"][part + "_median"] = float(np.median(values))
     row["engines"] = sorted({f["engine"] for f in firsts})
     # generic against specialized, at the opt shape and two others
     compare = []

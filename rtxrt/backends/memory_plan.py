@@ -22,9 +22,8 @@ branch) belong to whatever runs those nodes.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -107,8 +106,7 @@ def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model
             if isinstance(dim, str) and bindings.setdefault(dim, size) != size:
                 raise InputError(f"input {name!r}: dim {dim!r} is {size} here but {bindings[dim]} elsewhere")
 
-    shared = {id(a): a for g in graph.graphs() for a in g.initializers.values()}
-    result = copy.deepcopy(model, memo=shared)
+    result = replace(model, graph=_own_tables(graph), opsets=dict(model.opsets), metadata=dict(model.metadata))
     for g in result.graph.graphs():
         for name, t in list(g.types.items()):
             if t.shape is None:
@@ -125,6 +123,23 @@ def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model
         result.graph.types[name] = TensorType(dtype, tuple(int(d) for d in input_shapes[name]))
     _infer_with_shape_values(result)
     return result
+
+
+def _own_tables(graph: Graph) -> Graph:
+    """``graph`` with tables of its own (types, initializers, storage) for inference to fill
+    in: nodes and arrays are shared, except nodes holding subgraphs, whose graphs get tables
+    of their own the same way. (Nothing that plans a specialized model changes a node.)"""
+    nodes = [node if not any(True for _ in node.subgraphs())
+             else replace(node, attrs={k: _own_attr(v) for k, v in node.attrs.items()}) for node in graph.nodes]
+    return replace(graph, nodes=nodes, inputs=list(graph.inputs), outputs=list(graph.outputs),
+                   types=dict(graph.types), initializers=dict(graph.initializers), storage=dict(graph.storage),
+                   stripped=dict(graph.stripped))
+
+
+def _own_attr(value: Any) -> Any:
+    if isinstance(value, Graph):
+        return _own_tables(value)
+    return [_own_attr(v) for v in value] if isinstance(value, list) else value
 
 
 def _infer_with_shape_values(model: Model) -> None:

@@ -132,6 +132,8 @@ class Session:
         self.shape_profile = make_profile(self.model.graph, profile) if profile else stored_profile(self.model)
         self.specialization = specialization
         self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
+        self._cached_signatures: set[str] = set()  # specialized engines in the cache, as of _cached_stamp
+        self._cached_stamp: tuple[int, int] | None = None
         self._generic: GenericEngines | OnHost | None = None  # the profile's (or default ranges') engines
         self._uses: dict[str, int] = {}  # runs per shape signature on the generic engine
         self.last_engine = ""  # "specialized", "generic" or "host": what the last run used
@@ -429,11 +431,17 @@ class Session:
         from ..backends.cuda.cache.runtime_cache import TACTICS_BLOB, CacheError
 
         # (the tactics blob alone: verifying every blob of the entry would cost a new shape more
-        # than planning it; loading the engine checks what it reads)
-        try:
-            return signature in (self.cache.entry(self.cache_key).get_json(TACTICS_BLOB) or {})
-        except CacheError:
-            return False
+        # than planning it; loading the engine checks what it reads. Read again only when the
+        # entry's manifest changed: a new shape's first run should not wait for the disk.)
+        entry = self.cache.entry(self.cache_key)
+        stamp = entry.stamp()
+        if stamp is None or stamp != self._cached_stamp:
+            try:
+                self._cached_signatures = set(entry.get_json(TACTICS_BLOB) or {})
+            except CacheError:
+                self._cached_signatures = set()
+            self._cached_stamp = stamp
+        return signature in self._cached_signatures
 
     def _shared(self) -> Any:
         """The memory the generic engines hold, for a specialized engine to share (or None)."""

@@ -111,6 +111,17 @@ class CacheEntry:
     def in_memory(self) -> bool:
         return self.path is None
 
+    def stamp(self) -> tuple[int, int] | None:
+        """The manifest's (modification time, size) on disk: it changes whenever a build adds
+        to the entry (None: in memory, or no manifest yet)."""
+        if self.in_memory:
+            return None
+        try:
+            info = (self.path / "manifest.json").stat()
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
     def names(self) -> list[str]:
         stored = self._memory if self.in_memory else (self._read_manifest()[0] or {}).get("blobs", {})
         return sorted(set(stored) | set(self._pending))

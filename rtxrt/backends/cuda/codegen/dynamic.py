@@ -108,6 +108,12 @@ def c_int(value: int, suffix: str = "", static_suffix: str | None = None) -> str
     return f"(({ctype})({value.expr}))" if ctype else f"({value.expr})"
 
 
+def dim_key(value: int) -> int | tuple[int, str | None, int, int]:
+    """A hashable identity of a dim: a plain int, or a DimInt's value with its expression and
+    range (a DimInt equals any int of its value, so it cannot stand for itself in a key)."""
+    return (int(value), value._expr, value.lo, value.hi) if isinstance(value, DimInt) else int(value)
+
+
 def dim(value: int, name: str, lo: int, hi: int) -> int:
     """The dim argument ``name``: a DimInt where it varies (lo < hi), else the plain value."""
     return DimInt(value, name, lo, hi) if lo < hi else int(value)
@@ -218,11 +224,13 @@ def dim_arguments(source: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     return names, tuple(int(bound[n]) for n in names)
 
 
+_INT_OPS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__, "%": int.__mod__}
+
+
 def _combine(a: Any, b: Any, op: str) -> Any:
     if not isinstance(a, int) or not isinstance(b, int) or isinstance(a, bool) or isinstance(b, bool):
         return NotImplemented
-    value = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__,
-             "%": int.__mod__}[op](int(a), int(b))
+    value = _INT_OPS[op](int(a), int(b))
     if not isinstance(a, DimInt) and not isinstance(b, DimInt):
         return value
     if op == "*" and (_is(a, 1) or _is(b, 1)):

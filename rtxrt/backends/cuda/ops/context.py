@@ -15,6 +15,7 @@ from ..plan.forms import TensorForm
 from ..plan.program import Launch, NodeProgram, Ref
 
 T = TypeVar("T")
+NODE_IDENTITY = "node"  # in LowerContext.reads: the lowering made a constant of this node's own
 Unsupported = CodegenError  # a lowering that cannot take these forms raises it; the builder tries others
 
 
@@ -37,6 +38,9 @@ class LowerContext:
     tune: bool = True
     memo: dict = field(default_factory=dict)
     wanted: str | None = None  # with tune off: the tactic (label) to offer, where the lowering can
+    # What the lowering read beyond the forms (const input indices, NODE_IDENTITY): two nodes
+    # alike in forms and in these get the same programs (plan/lowering_memo.py).
+    reads: set = field(default_factory=set, init=False, compare=False, repr=False)
 
     def tactics(self, candidates: Sequence[T], label: Callable[[T], str]) -> list[T]:
         """Which of ``candidates`` (best first) to offer: every one when tuning, else the
@@ -49,6 +53,7 @@ class LowerContext:
         """A program constant (packed weights, say) made by ``make`` from the node's constant
         inputs and attributes only, never from the input shapes: made once per model and node,
         and the same array object in every plan, so the engines of a profile share its bytes."""
+        self.reads.add(NODE_IDENTITY)
         key = ("program constant", self.node.name or self.node.label, name)
         if key not in self.memo:
             self.memo[key] = make()
@@ -61,6 +66,7 @@ class LowerContext:
         return form
 
     def const(self, i: int, what: str = "") -> np.ndarray:
+        self.reads.add(i)
         value = self.consts[i] if i < len(self.consts) else None
         if value is None:
             raise Unsupported(f"{self.node.label}: {what or f'input {i}'} must be known when the plan is made")

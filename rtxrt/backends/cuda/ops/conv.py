@@ -39,6 +39,8 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
         if base.gemm is not None and ctx.wanted == f"{base.tactic} cublas":
             return [_cublas_program(base, out, consts, node)]
         for t in conv_gemm_tactics(base):
+            if not ctx.wanted.endswith(f" {t.label}"):  # a plan's label ends with its GEMM tactic's
+                continue
             plan = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
             if _label(plan) == ctx.wanted:
                 return [_program(plan, out, consts)]

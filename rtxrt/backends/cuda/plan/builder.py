@@ -41,6 +41,7 @@ from ..ops.context import kernel_args, launch_of
 from ..ops.data_movement import conversion
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
 from .dim_ranges import DimRanges
+from .lowering_memo import LoweringMemo, form_key
 from .program import Copy, Gemm, HostRun, NodeProgram, Ref
 
 HOST_LABEL = "host"
@@ -147,6 +148,8 @@ class _Builder:
         self.held: dict[str, str] = {}  # graph value -> device value holding it now
         self.converted: dict[tuple[str, TensorForm], str] = {}
         self.host_values: dict[str, np.ndarray] = {}  # constants host steps read
+        self.lowered = LoweringMemo()
+        self.conversions: dict[tuple, list[NodeProgram]] = {}  # (source form, target form) -> programs
 
     def build(self, shapes: dict[str, tuple[int, ...]]) -> Plan:
         g = self.graph
@@ -205,11 +208,7 @@ class _Builder:
                                self.prefer.get(node.label))
             try:
                 with dim_bindings(bindings):
-                    programs = self._concrete(lower(ctx))
-                    wanted = ctx.wanted
-                    if wanted and programs[0].label != wanted and not self.tune:  # a lowering that ignores it
-                        every = self._concrete(lower(replace(ctx, tune=True)))
-                        programs = sorted(every, key=lambda p: p.label != wanted)
+                    programs = self._programs(ctx)
             except Unsupported as exc:
                 problems.append(str(exc))
                 continue
@@ -219,6 +218,22 @@ class _Builder:
             return False
         self._add_host(node, problems[-1] if problems else "no GPU lowering")
         return True
+
+    def _programs(self, ctx: LowerContext) -> list[NodeProgram]:
+        """The node's programs, the tactic ``ctx.wanted`` first; a node like one lowered
+        before in this plan gets that one's programs."""
+        programs = self.lowered.find(ctx)
+        if programs is not None:
+            return programs
+        programs = self._concrete(lower(ctx))
+        reads = set(ctx.reads)
+        if ctx.wanted and programs[0].label != ctx.wanted and not self.tune:  # a lowering that ignores it
+            every_ctx = replace(ctx, tune=True)
+            every = self._concrete(lower(every_ctx))
+            reads |= every_ctx.reads
+            programs = sorted(every, key=lambda p: p.label != ctx.wanted)
+        self.lowered.keep(ctx, reads, programs)
+        return programs
 
     def _add_node(self, node: Node, programs: list[NodeProgram], inputs: list[TensorForm | None]) -> None:
         device_inputs = [self._present(n, f) if n else None for n, f in zip(node.inputs, inputs)]
@@ -296,8 +311,11 @@ class _Builder:
                 bindings: dict[str, int] = {}
                 (src,) = self._generic([name], [have], "i", bindings)
                 (dst,) = self._generic([name], [form], "o", bindings)
-                with dim_bindings(bindings):
-                    steps = self._concrete([_conversion_program(src, dst)])
+                known = (form_key(src), form_key(dst))
+                if known not in self.conversions:
+                    with dim_bindings(bindings):
+                        self.conversions[known] = self._concrete([_conversion_program(src, dst)])
+                steps = self.conversions[known]
             self.forms[target] = form
             self.steps.append(Step(f"convert {name} {have.describe()} -> {form.describe()}", steps, [current], [target]))
             self.converted[key] = target
