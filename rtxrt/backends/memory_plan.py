@@ -22,11 +22,13 @@ branch) belong to whatever runs those nodes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .known_branches import inline_known_ifs
 from .reference.kernel import find_kernel
 from ..errors import GraphError, InputError
 from ..ir.dtypes import DType
@@ -36,7 +38,7 @@ from ..ir.ops import view_ops
 from ..ir.ops.facts import NONDETERMINISTIC_OPS
 
 ALIGNMENT = 256
-_MAX_SHAPE_VALUE = 1 << 16  # elements of a shape value worth evaluating at plan time
+_MAX_PLAN_VALUE = 1 << 18  # elements of a value worth computing at plan time (a 1 MiB float32 anchor grid)
 _SUB_BYTE_BITS = {DType.UINT4: 4, DType.INT4: 4, DType.FLOAT4E2M1: 4, DType.UINT2: 2, DType.INT2: 2}
 
 
@@ -85,7 +87,8 @@ class MemoryPlan:
 
 def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model:
     """A copy of ``model`` (weights shared, not copied) whose values all have static shapes:
-    the inputs' symbolic dims are bound from ``input_shapes`` and type inference reruns."""
+    the inputs' symbolic dims are bound from ``input_shapes`` and type inference reruns; an
+    If whose condition is then known is replaced by the branch it takes."""
     graph = model.graph
     data_inputs = [n for n in graph.inputs if n not in graph.initializers]
     unknown = sorted(set(input_shapes) - set(data_inputs))
@@ -122,6 +125,9 @@ def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model
             raise InputError(f"input {name!r} has no declared element type")
         result.graph.types[name] = TensorType(dtype, tuple(int(d) for d in input_shapes[name]))
     _infer_with_shape_values(result)
+    if any(n.op_type == "If" for n in result.graph.nodes):
+        while inline_known_ifs(result, dict(result.graph.initializers) | plan_time_values(result)):
+            _infer_with_shape_values(result)
     return result
 
 
@@ -179,8 +185,10 @@ def plan_time_values(model: Model) -> dict[str, np.ndarray]:
 
 
 def _shape_values(model: Model) -> dict[str, np.ndarray]:
-    """Integer and boolean values (at most 64 Ki elements each) that follow from the static
-    shapes and the initializers (lent ones included), not known yet."""
+    """Values (of any type, at most _MAX_PLAN_VALUE elements each) that follow from the static
+    shapes and the initializers (lent ones included), not known yet: shape arithmetic, and
+    what is built from it (position ids, masks, a detector's anchor grid from ``Range`` over
+    feature-map sizes)."""
     graph = model.graph
     known: dict[str, np.ndarray] = dict(graph.initializers)
     new: dict[str, np.ndarray] = {}
@@ -188,21 +196,32 @@ def _shape_values(model: Model) -> dict[str, np.ndarray]:
         outs = [graph.types.get(o) for o in node.outputs if o]
         if not outs or any(o in known for o in node.outputs if o) or any(True for _ in node.subgraphs()):
             continue
-        if any(t is None or not (t.dtype.is_integer or t.dtype == DType.BOOL) for t in outs):
+        if any(t is None or t.dtype == DType.STRING for t in outs):
             continue
-        if node.op_type == "Shape" and not node.domain and not node.attrs:
-            t = graph.types.get(node.inputs[0])
-            values = [np.array(t.shape, dtype=np.int64)] if t is not None and t.is_static else None
+        if node.op_type in ("Shape", "Size") and not node.domain:
+            values = _of_shape(node, graph.types.get(node.inputs[0]))
         elif (node.op_type in NONDETERMINISTIC_OPS or any(n and n not in known for n in node.inputs)
-              or any(t.is_static and np.prod(t.shape) > _MAX_SHAPE_VALUE for t in outs)):
+              or any(t.is_static and math.prod(t.shape) > _MAX_PLAN_VALUE for t in outs)):
             values = None
         else:
             values = _evaluate(node, model.opset, [known[n] if n else None for n in node.inputs])
         for name, value, t in zip([o for o in node.outputs if o], values or (), outs):
             value = np.asarray(value, dtype=t.dtype.numpy)
-            if value.size <= _MAX_SHAPE_VALUE:
+            if value.size <= _MAX_PLAN_VALUE:
                 known[name] = new[name] = value
     return new
+
+
+def _of_shape(node: Node, t: TensorType | None) -> list[np.ndarray] | None:
+    """Shape (with its start and end, opset 15) or Size of a value whose shape is static."""
+    if t is None or not t.is_static:
+        return None
+    if node.op_type == "Size":
+        return [np.array(math.prod(t.shape), dtype=np.int64)]
+    rank = len(t.shape)
+    start, end = node.attrs.get("start", 0), node.attrs.get("end", rank)
+    start, end = (min(max(i + rank if i < 0 else i, 0), rank) for i in (start, end))
+    return [np.array(t.shape[start:end], dtype=np.int64)]
 
 
 def _evaluate(node: Node, opset: int, inputs: list[np.ndarray | None]) -> list[np.ndarray] | None:

@@ -1,23 +1,38 @@
-"""``rtxrt inspect model.rtxir``: format, inputs/outputs, op counts, precisions and sizes."""
+"""``rtxrt inspect model.rtxir``: format, inputs/outputs, op counts, precisions and sizes.
+``--plan sm_86``: which nodes of a model (.rtxir or .onnx) would run on the GPU of that arch,
+planned without a GPU, and why the others would run on the host."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from pathlib import Path
 
-from ..format import read_cubin_index, read_header, read_rtxir
+from ..backends.cuda.device import SUPPORTED_ARCHS
 from ..display import format_bytes, table
+from ..errors import InputError
+from ..format import read_cubin_index, read_header, read_rtxir
+from ..ir.checker import check_and_type
 from ..ir.graph import Graph, Model, TensorType
+from .arguments import shapes
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("inspect", help="show what a .rtxir file holds")
-    p.add_argument("model", type=Path, help="the .rtxir file to show")
+    p = sub.add_parser("inspect", help="show what a .rtxir file holds, or (--plan) where its nodes would run")
+    p.add_argument("model", type=Path, help="the .rtxir file to show (with --plan: an .onnx file too)")
     p.add_argument("--nodes", action="store_true", help="also list every node with its input and output types")
+    p.add_argument("--plan", metavar="ARCH", choices=SUPPORTED_ARCHS,
+                   help=f"plan the model for this GPU arch ({', '.join(SUPPORTED_ARCHS)}; no GPU needed) and "
+                        "list the nodes that would run on the host, with the reason, and the GPU/host segments")
+    p.add_argument("--shapes", type=shapes, default={},
+                   help="with --plan: input shapes, e.g. input:1x3x224x224 (symbolic dims default to 1)")
+    p.add_argument("--json", action="store_true", help="with --plan: print the report as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plan:
+        return _run_plan(args)
     info = read_header(args.model)
     model = read_rtxir(args.model)
     graph = model.graph
@@ -58,6 +73,45 @@ def run(args: argparse.Namespace) -> int:
             precision = f"  [{node.precision.compute}, accumulate {node.precision.accumulate}]" if node.precision else ""
             print(f"  {node.name} = {node.op_type}({ins}) -> {outs}{precision}")
     return 0
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from ..backends.cuda.plan.coverage import plan_coverage
+    from ..runtime.session import load_model_and_bytes
+
+    model, _ = load_model_and_bytes(args.model)
+    check_and_type(model)
+    graph = model.graph
+    inputs = [n for n in graph.inputs if n not in graph.initializers]
+    unknown = sorted(set(args.shapes) - set(inputs))
+    if unknown:
+        raise InputError(f"--shapes names unknown input(s) {unknown}; the model's inputs are {inputs}")
+    shapes = {}
+    for name in inputs:
+        declared = graph.types[name].shape if graph.types.get(name) is not None else None
+        given = args.shapes.get(name)
+        if given is None and declared is None:
+            raise InputError(f"input {name!r} has no declared shape; give it with --shapes {name}:DxD...")
+        if given is not None and declared is not None and len(given) != len(declared):
+            raise InputError(f"--shapes {name}: rank {len(given)}, the model says {list(declared)}")
+        shapes[name] = given or tuple(d if isinstance(d, int) else 1 for d in declared)
+    report = plan_coverage(model, shapes, args.plan)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    print(f"{args.model} planned for {args.plan} at {', '.join(f'{n}:{_dims(s)}' for n, s in shapes.items())}:")
+    print(f"  {report.nodes} nodes: {report.gpu_nodes} on the GPU, {report.plan_time_nodes} computed at plan time, "
+          f"{len(report.host_nodes)} on the host")
+    if report.host_nodes:
+        print("\non the host:")
+        for host in report.host_nodes:
+            print(f"  {host.node} ({host.op}): {host.why}")
+    print(f"\n{len(report.segments)} segment(s): " + ", ".join(f"{s.kind} {len(s.nodes)}" for s in report.segments))
+    return 0
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
 
 
 def _print_cubins(path: Path) -> None:

@@ -22,6 +22,7 @@ from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
+from .split_run import SplitRun
 
 if TYPE_CHECKING:
     from ..backends.cuda.generic import GenericEngines
@@ -132,6 +133,8 @@ class Session:
         self.shape_profile = make_profile(self.model.graph, profile) if profile else stored_profile(self.model)
         self.specialization = specialization
         self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
+        self._splits: dict[tuple[str, ...], SplitRun] = {}  # by the labels of the nodes cut at
+        self._fallback = fallback
         self._cached_signatures: set[str] = set()  # specialized engines in the cache, as of _cached_stamp
         self._cached_stamp: tuple[int, int] | None = None
         self._generic: GenericEngines | OnHost | None = None  # the profile's (or default ranges') engines
@@ -232,6 +235,11 @@ class Session:
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
         engine = self._select(shapes)
+        if isinstance(engine, SplitRun):  # cut at data-dependent nodes: GPU parts around host ones
+            with self._gpu.device:
+                values = engine.run(arrays)
+            self.last_engine = "split"
+            return [_as_kind(values[n], kind, self.model.graph.types[n].dtype) for n in wanted]
         if engine is None or isinstance(engine, OnHost):  # lazy: still being built; or no static plan exists
             self.last_engine = "host"
             return self._run_on_host(wanted, arrays, kind)
@@ -249,6 +257,9 @@ class Session:
             raise InputError("bind() needs the GPU; this session runs on the CPU reference backend")
         shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
         engine = self._engine(shapes)
+        if isinstance(engine, SplitRun):
+            raise InputError(f"bind(): this model is cut at data-dependent node(s) {engine.split.cut_labels}, "
+                             "so no one engine holds it")
         if isinstance(engine, OnHost):
             raise InputError(f"bind(): this model cannot run on the GPU at these shapes ({engine.reason})")
         plan = engine.plan
@@ -260,6 +271,9 @@ class Session:
         CUDA graph; a step run on the host: its time with the GPU waiting for it)."""
         _, arrays = _device_feeds(feeds)
         engine = self._engine(self._check(arrays))
+        if isinstance(engine, SplitRun):
+            raise InputError(f"profile(): this model is cut at data-dependent node(s) {engine.split.cut_labels}; "
+                             "profile its parts")
         if isinstance(engine, OnHost):
             raise InputError(f"profile(): this model runs on the host at these shapes ({engine.reason})")
         with self._gpu.device:
@@ -279,7 +293,7 @@ class Session:
         if signature in self._engines:
             return self._engines[signature]
         generic = self._generic_for(shapes)
-        if generic is None or isinstance(generic, OnHost):  # static, outside the default ranges, or no plan
+        if generic is None or isinstance(generic, (OnHost, SplitRun)):  # static, outside the ranges, or no one plan
             if generic is not None:
                 return generic
             if self.specialization == "lazy":
@@ -310,7 +324,7 @@ class Session:
         made now (None for a static model or shapes outside the default ranges)."""
         if self._generic is None and self.static_input_shapes() is None and self.shape_profile is None:
             self._default_generic_engines(shapes)
-        if isinstance(self._generic, OnHost) or self._generic is None:
+        if isinstance(self._generic, (OnHost, SplitRun)) or self._generic is None:
             return self._generic
         return self._generic if self._generic.contains(shapes) else None
 
@@ -343,8 +357,7 @@ class Session:
         try:
             stats = generic.build(Progress(self.progress, "rtxrt JIT"))
         except DataDependentShape as exc:
-            self._generic = self._data_dependent(exc)
-            warn(f"rtxrt: {exc}; running this model on the CPU reference backend")
+            self._generic = self._data_dependent(exc, {n: tuple(r[1]) for n, r in ranges.items()})
             return
         self._generic = generic
         self._count(stats)
@@ -377,18 +390,41 @@ class Session:
                 engine = specialized.load(self._gpu, use_graph=self.use_cuda_graph, shared=self._shared())
                 stats = specialized.stats
             except DataDependentShape as exc:
-                self._engines[signature] = self._data_dependent(exc)
-                warn(f"rtxrt: {exc}; running this model on the CPU reference backend")
+                self._engines[signature] = self._data_dependent(exc, shapes)
             else:
                 self._engines[signature] = engine
                 self._count(stats)
         return self._engines[signature]
 
-    def _data_dependent(self, exc: DataDependentShape) -> OnHost:
-        """No static plan holds these shapes: every node runs on the host."""
-        on_host = OnHost(f"every node ({exc})")
-        self.jit_stats = replace(self.jit_stats, kernels_compiled=0, host_nodes=[on_host.reason])
-        return on_host
+    def _data_dependent(self, exc: DataDependentShape, shapes: Mapping[str, Sequence[int]]) -> SplitRun | OnHost:
+        """No one static plan holds these shapes: the model is cut at its data-dependent nodes,
+        which run on the host, and the parts around them on the GPU (one split per cut)."""
+        from ..backends.data_dependent import split_model
+
+        try:
+            split = split_model(self._model, shapes)
+        except RtxrtError as why:
+            warn(f"rtxrt: {exc}; running this model on the CPU reference backend ({why})")
+            on_host = OnHost(f"every node ({exc})")
+            self.jit_stats = replace(self.jit_stats, kernels_compiled=0, host_nodes=[on_host.reason])
+            return on_host
+        key = tuple(split.cut_labels)
+        if key not in self._splits:
+            self._splits[key] = SplitRun(split, self._part_session)
+        run = self._splits[key]
+        self.jit_stats = replace(self.jit_stats, host_nodes=run.host_nodes)
+        return run
+
+    def _part_session(self, model: Model) -> Session:
+        """A session for one part of a split model, with this session's options (the
+        profile's ranges for the inputs the part shares with the model)."""
+        ranges = self.shape_profile.ranges if self.shape_profile is not None else {}
+        profile = {n: ranges[n] for n in model.graph.inputs if n in ranges}
+        if profile and len(profile) < len([n for n in model.graph.inputs if n not in model.graph.initializers]):
+            profile = {}  # a profile must cover every input; the part's own default ranges then
+        return Session(model, device=self._gpu.info.index, cache_dir=self.cache.root, fallback=self._fallback,
+                       progress=self.progress, use_cuda_graph=self.use_cuda_graph, profile=profile or None,
+                       specialization=self.specialization)
 
     def _lazy_engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost | None:
         """The engine for ``shapes`` if it is ready; else None, with its build running (or
@@ -420,7 +456,7 @@ class Session:
         try:
             specialized = future.result()  # a failed build raises here, naming what failed
         except DataDependentShape as exc:
-            self._engines[signature] = self._data_dependent(exc)
+            self._engines[signature] = self._data_dependent(exc, shapes)
             return self._engines[signature]
         self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph, shared=self._shared())
         self._count(specialized.stats)
@@ -468,7 +504,7 @@ class Session:
                     return OnHost(f"{exc} (specialization='none')")
                 self._engines[signature] = OnHost(f"{exc} (specialization='none')")
             except DataDependentShape as exc:
-                self._engines[signature] = self._data_dependent(exc)
+                self._engines[signature] = self._data_dependent(exc, shapes)
             else:
                 self._engines[signature] = specialized.load(self._gpu, use_graph=self.use_cuda_graph,
                                                             shared=self._shared())

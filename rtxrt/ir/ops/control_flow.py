@@ -59,6 +59,10 @@ def _infer_if(ctx: InferenceContext) -> list[TensorType | None]:
         raise ctx.fail(f"condition must be bool, got {cond}")
     if cond.is_static and np.prod(cond.shape) != 1:
         raise ctx.fail(f"condition must hold one element, got {cond}")
+    known = ctx.constant(0)
+    if known is not None and known.size == 1:  # only the branch taken runs: its types are the If's
+        taken = then_branch if bool(known.reshape(-1)[0]) else else_branch
+        return _output_types(taken, taken.outputs)
     pairs = zip(_output_types(then_branch, then_branch.outputs), _output_types(else_branch, else_branch.outputs))
     try:
         return [join_types(t, e) for t, e in pairs]

@@ -32,6 +32,7 @@ from ....errors import GraphError, UnsupportedOpError
 from ....ir.dtypes import DType
 from ....ir.graph import Graph, Model, Node, TensorType
 from ....ir.ops import facts_of
+from ...data_dependent import is_runtime_if
 from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
@@ -178,6 +179,9 @@ class _Builder:
 
     def _lower(self, node: Node) -> bool:
         g = self.graph
+        if is_runtime_if(node):  # (an If whose condition was known is inlined by now)
+            raise DataDependentShape(f"{node.label}: its condition is known only at run time; the model is cut "
+                                     "here and the branch taken runs as a plan of its own")
         for name in node.outputs:
             t = g.types.get(name) if name else None
             if name and (t is None or not t.is_static):

@@ -1,0 +1,133 @@
+"""Where a model's nodes run, planned for an arch without a GPU (plan/coverage.py, what
+``rtxrt inspect --plan`` reports): values computed from shapes, of any type (a detector's
+anchor grid from a float Range over the feature map's width), are computed once at plan time
+rather than sending the model to the host; an input whose dims the file gives as -1 is a
+dynamic dim; a data-dependent node is the only node on the host, with the GPU on both sides."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from rtxrt.aot import compile_onnx
+from rtxrt.backends.cuda.plan.coverage import plan_coverage
+from tests.helpers import make_model
+
+FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
+
+
+def anchor_model():
+    """y = x + 8 * (arange(0.5, W + 0.5) over x's width, computed in float as YOLOv8 exports
+    have it: Shape -> Gather -> Cast -> Add -> Range(float))."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "three"], ["width"], name="width"),
+        helper.make_node("Cast", ["width"], ["width_f"], to=FLOAT, name="to_float"),
+        helper.make_node("Add", ["width_f", "half"], ["end"], name="end"),
+        helper.make_node("Range", ["half", "end", "one"], ["centers"], name="centers"),
+        helper.make_node("Mul", ["centers", "stride"], ["anchors"], name="anchors"),
+        helper.make_node("Add", ["x", "anchors"], ["y"], name="shifted"),
+    ]
+    consts = {"three": np.array(3, np.int64), "half": np.array(0.5, np.float32), "one": np.array(1.0, np.float32),
+              "stride": np.array(8.0, np.float32)}
+    return make_model(nodes, [("x", FLOAT, ["n", 4, "h", "w"])], [("y", FLOAT, ["n", 4, "h", "w"])], consts)
+
+
+def test_an_anchor_grid_built_from_a_float_range_is_computed_at_plan_time():
+    report = plan_coverage(compile_onnx(anchor_model().SerializeToString()), {"x": (2, 4, 20, 20)}, "sm_86")
+    assert report.host_nodes == []
+    assert report.gpu_nodes == 1 and report.plan_time_nodes == report.nodes - 1
+    assert [s.kind for s in report.segments] == ["gpu"]
+
+
+def test_an_input_dim_given_as_minus_one_is_dynamic():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [("x", FLOAT, [-1, 4])],
+                       [("y", FLOAT, [-1, 4])])
+    compiled = compile_onnx(model.SerializeToString())
+    for batch in (1, 3):
+        report = plan_coverage(compiled, {"x": (batch, 4)}, "sm_75")
+        assert report.host_nodes == [] and report.gpu_nodes == 1
+
+
+def nonzero_onnx():
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["positive"], name="positive"),
+        helper.make_node("NonZero", ["positive"], ["where"], name="where"),
+        helper.make_node("Transpose", ["where"], ["pairs"], perm=[1, 0], name="pairs"),
+        helper.make_node("Cast", ["pairs"], ["y"], to=FLOAT, name="to_float"),
+    ]
+    return make_model(nodes, [("x", FLOAT, ["n", 4])], [("y", FLOAT, [None, 2])], {"zero": np.array(0.0, np.float32)})
+
+
+def test_a_data_dependent_node_is_the_only_one_on_the_host():
+    report = plan_coverage(compile_onnx(nonzero_onnx().SerializeToString()), {"x": (3, 4)}, "sm_86")
+    assert [(h.node, h.op) for h in report.host_nodes] == [("NonZero node 'where'", "NonZero")]
+    assert "depends on the input values" in report.host_nodes[0].why
+    assert [s.kind for s in report.segments] == ["gpu", "host", "gpu"]
+    assert report.gpu_nodes == 3 and report.nodes == 4
+
+
+def shape_if_model():
+    """y = relu(x) * 2 when x has more than 2 rows, else -x: an If on a shape condition."""
+    then_branch = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Mul", ["r", "two"], ["t"], name="twice")],
+        "then", [], [helper.make_tensor_value_info("t", FLOAT, None)],
+        initializer=[helper.make_tensor("two", FLOAT, [], [2.0])])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["e"], name="negate")], "else", [],
+                                    [helper.make_tensor_value_info("e", FLOAT, None)])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["rows"], name="rows"),
+        helper.make_node("Greater", ["rows", "two_rows"], ["many"], name="many"),
+        helper.make_node("If", ["many"], ["y"], then_branch=then_branch, else_branch=else_branch, name="choose"),
+    ]
+    consts = {"zero": np.array(0, np.int64), "two_rows": np.array(2, np.int64)}
+    return make_model(nodes, [("x", FLOAT, ["n", 4])], [("y", FLOAT, ["n", 4])], consts)
+
+
+def test_an_if_on_a_shape_condition_is_replaced_by_the_branch_it_takes():
+    compiled = compile_onnx(shape_if_model().SerializeToString())
+    many = plan_coverage(compiled, {"x": (3, 4)}, "sm_86")
+    few = plan_coverage(compiled, {"x": (1, 4)}, "sm_86")
+    assert many.host_nodes == [] and few.host_nodes == []
+    assert [s.nodes for s in many.segments] == [["Relu node 'choose/relu'", "Mul node 'choose/twice'",
+                                                 "Identity node 'choose/output y'"]]
+    assert [s.nodes for s in few.segments] == [["Neg node 'choose/negate'", "Identity node 'choose/output y'"]]
+
+
+def test_the_inlined_branch_computes_what_the_if_does():
+    from rtxrt.backends.memory_plan import specialize
+    from rtxrt.backends.reference.executor import ReferenceExecutor
+
+    compiled = compile_onnx(shape_if_model().SerializeToString())
+    for rows in (1, 3):
+        x = np.random.default_rng(rows).standard_normal((rows, 4)).astype(np.float32)
+        inlined = specialize(compiled, {"x": x.shape})
+        assert not any(n.op_type == "If" for n in inlined.graph.nodes)
+        np.testing.assert_array_equal(ReferenceExecutor(inlined).run({"x": x})["y"],
+                                      ReferenceExecutor(compiled).run({"x": x})["y"])
+
+
+def runtime_if_model():
+    """y = (relu(x) if sum(x) > 0 else -x) + 1: the condition is known only at run time."""
+    then_branch = helper.make_graph([helper.make_node("Relu", ["x"], ["r"], name="relu")], "then", [],
+                                    [helper.make_tensor_value_info("r", FLOAT, None)])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["e"], name="negate")], "else", [],
+                                    [helper.make_tensor_value_info("e", FLOAT, None)])
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
+        helper.make_node("Greater", ["total", "zero"], ["positive"], name="positive"),
+        helper.make_node("If", ["positive"], ["chosen"], then_branch=then_branch, else_branch=else_branch,
+                         name="choose"),
+        helper.make_node("Add", ["chosen", "one"], ["y"], name="plus_one"),
+    ]
+    consts = {"zero": np.array(0.0, np.float32), "one": np.array(1.0, np.float32)}
+    return make_model(nodes, [("x", FLOAT, ["n", 4])], [("y", FLOAT, ["n", 4])], consts)
+
+
+def test_an_if_on_a_runtime_condition_reads_one_scalar_and_runs_its_branches_on_the_gpu():
+    report = plan_coverage(compile_onnx(runtime_if_model().SerializeToString()), {"x": (3, 4)}, "sm_86")
+    assert report.host_nodes == []
+    assert [(s.kind, s.nodes) for s in report.segments] == [
+        ("gpu", ["ReduceSum node 'total'", "Greater node 'positive'"]), ("branch", ["If node 'choose'"]),
+        ("gpu", ["Add node 'plus_one'"])]
+    assert report.gpu_nodes == 5 and report.nodes == 6  # both branches' one node each
