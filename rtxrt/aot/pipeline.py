@@ -27,6 +27,7 @@ _CLEANUP = [
 ]
 PIPELINE = _CLEANUP + [
     ("fold_batchnorm", "fold_batchnorm"),
+    ("decompose", "decompose"),
     ("fuse_layernorm", "fuse_layernorm"),
     ("fuse_gelu", "fuse_gelu"),
     ("fuse_softmax", "fuse_softmax"),

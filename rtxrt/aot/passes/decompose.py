@@ -1,0 +1,501 @@
+"""decompose: ops the GPU backend has no lowering for → ops it has, with the same ONNX
+semantics, so that a model runs on the GPU without host round trips.
+
+- BatchNormalization (inference; those after a Conv are fold_batchnorm's): constant
+  statistics → x * s + t with s, t precomputed per channel (shaped [C, 1, ...] to broadcast
+  over axis 1); statistics computed at run time → (x - mean) / sqrt(var + eps) * scale + B.
+- 1-D Conv, ConvTranspose, MaxPool, AveragePool on (N, C, L) → the 2-D op on (N, C, 1, L):
+  Unsqueeze before, Squeeze after, weights (C_out, C_in, K) → (C_out, C_in, 1, K), the
+  spatial attributes given a leading height of 1. Between such ops the Squeeze/Unsqueeze
+  pair cancels, and a Squeeze moves below the elementwise ops reading it, so a 1-D
+  Conv + activation (+ residual) still fuses, and a chain of them stays 4-D.
+- DepthToSpace (DCR, CRD), SpaceToDepth → Reshape, Transpose, Reshape.
+- MeanVarianceNormalization → (x - mean) / (sqrt(mean((x - mean)^2)) + 1e-9), its ONNX
+  function; LpNormalization (p 1, 2) → x / norm, 0 where the norm is 0 (as onnxruntime).
+  float16/bfloat16 statistics are computed in float32, as the reference backend does.
+- Dropout in inference mode that noop_removal could not bypass (its output is a graph output
+  that cannot take over its input's name, or its mask is read) → Identity (mask: all true).
+
+Everything is shape-free: dims are never baked into constants, so symbolic dims stay symbolic.
+Reshapes copy dims with 0 and compute one with -1; where more dims vary than that allows,
+placeholder 1-dims (Unsqueeze before, Squeeze after) keep the varying dims at their index.
+The GPU reduces trailing axes only, so other axes are transposed to the end (after reducing
+the trailing ones, which shrinks the tensor first).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ...ir.dtypes import DType
+from ...ir.graph import Dim, Graph, Model, Node, TensorType
+from ...ir.ops import elementwise_ops
+from ...ir.ops.reduce import axes_input_since
+from ...ir.ops.tensor import AXES_INPUT_SINCE
+from ...ir.rewrite import GraphIndex, NameGenerator, value_type
+from ..options import AotOptions
+from ..pass_result import PassResult
+
+Shape = list[Dim]
+_NARROW = (DType.FLOAT16, DType.BFLOAT16)  # statistics of these are computed in float32
+_MVN_EPSILON = 1e-9  # fixed by MeanVarianceNormalization's function body
+
+
+class _Emitter:
+    """Makes the nodes of one rewrite (``nodes``, in order): fresh value and node names,
+    constants, and the ops whose operands moved from attributes to inputs with the opset.
+    Across rewrites it keeps ``squeezed``, the 3-D views Squeezes made of 4-D results (view ->
+    result), ``unsqueezed``, the 4-D views of other 3-D values, and the Squeezes it made."""
+
+    def __init__(self, graph: Graph, opset: int):
+        self.graph, self.opset = graph, opset
+        self.names = NameGenerator(graph)
+        self.nodes: list[Node] = []
+        self.prefix = ""
+        self.squeezed: dict[str, str] = {}
+        self.unsqueezed: dict[str, str] = {}
+        self.squeezes: list[Node] = []
+        self._shared: dict[tuple, str] = {}
+
+    def start(self, node: Node) -> None:
+        self.nodes, self.prefix = [], node.name or node.outputs[0]
+
+    def constant(self, array: np.ndarray, base: str = "const", shared: bool = False) -> str:
+        """A new initializer; ``shared``: one per value (axes, shapes, scalars of attributes:
+        never values computed from weights, which refit replays with other weights)."""
+        array = np.ascontiguousarray(array)
+        key = (array.dtype.str, array.shape, array.tobytes()) if shared else None
+        if key in self._shared:
+            return self._shared[key]
+        name = self.names(f"{self.prefix}/{base}")
+        self.graph.initializers[name] = array
+        if key is not None:
+            self._shared[key] = name
+        return name
+
+    def scalar(self, value: float, dtype: DType) -> str:
+        return self.constant(np.array(value, dtype.numpy), "scalar", shared=True)
+
+    def op(self, op_type: str, inputs: Sequence[str], attrs: dict | None = None, *,
+           output: str | None = None, name: str | None = None) -> str:
+        """Emit one node; its output is ``output`` or a fresh name. Returns the output."""
+        out = output or self.names(f"{self.prefix}/{op_type}_out")
+        node_name = name if name is not None else self.names(f"{self.prefix}/{op_type}")
+        self.nodes.append(Node(op_type, list(inputs), [out], dict(attrs or {}), name=node_name))
+        return out
+
+    def _axes_op(self, op_type: str, x: str, axes: Sequence[int], since: int, attrs: dict | None = None,
+                 output: str | None = None) -> str:
+        attrs = dict(attrs or {})
+        if self.opset >= since:
+            axes_input = self.constant(np.array(axes, np.int64), "axes", shared=True)
+            return self.op(op_type, [x, axes_input], attrs, output=output)
+        return self.op(op_type, [x], {**attrs, "axes": list(axes)}, output=output)
+
+    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        return self._axes_op("Unsqueeze", x, axes, AXES_INPUT_SINCE)
+
+    def squeeze(self, x: str, axes: Sequence[int], output: str | None = None) -> str:
+        out = self._axes_op("Squeeze", x, axes, AXES_INPUT_SINCE, output=output)
+        self.squeezes.append(self.nodes[-1])
+        return out
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int]) -> str:
+        return self._axes_op(op_type, x, axes, axes_input_since(op_type), {"keepdims": 1})
+
+    def reshape(self, x: str, spec: Sequence[int], output: str | None = None) -> str:
+        return self.op("Reshape", [x, self.constant(np.array(spec, np.int64), "shape", shared=True)], output=output)
+
+
+# --------------------------------------------------------------------------- shape-free reshapes
+
+
+def _spec(out: Shape, sources: Sequence[int | None]) -> list[int] | None:
+    """Reshape's shape input for ``out``, where ``sources[i]`` is the input index dim i copies
+    (None: a new dim): a static dim as it is, a copy at its own index as 0, one other as -1."""
+    spec = [d if isinstance(d, int) else 0 if src == i else -1 for i, (d, src) in enumerate(zip(out, sources))]
+    return spec if spec.count(-1) <= 1 else None
+
+
+def _split(e: _Emitter, x: str, shape: Shape, splits: dict[int, list[Dim]]) -> tuple[str, Shape]:
+    """Split dims of ``x``: ``splits[axis]`` lists the parts (at most one unknown, None)."""
+    out: Shape = []
+    sources: list[int | None] = []
+    for i, d in enumerate(shape):
+        parts = splits.get(i, [d])
+        out += parts
+        sources += [i] if i not in splits else [None] * len(parts)
+    spec = _spec(out, sources)
+    if spec is not None:
+        return e.reshape(x, spec), out
+    # One axis at a time, the last first: placeholder 1s after the axis move the later dims
+    # to their final index, where 0 copies them.
+    shape = list(shape)
+    for axis in sorted(splits, reverse=True):
+        parts = splits[axis]
+        k = len(parts)
+        if k > 1:
+            x = e.unsqueeze(x, range(axis + 1, axis + k))
+            shape = shape[: axis + 1] + [1] * (k - 1) + shape[axis + 1:]
+        new = shape[:axis] + parts + shape[axis + k:]
+        x = e.reshape(x, _spec(new, [*range(axis), *[None] * k, *range(axis + k, len(new))]))
+        shape = new
+    return x, out
+
+
+def _merge(e: _Emitter, x: str, shape: Shape, groups: list[list[int]], output: str) -> None:
+    """Merge ``x``'s dims by ``groups`` (consecutive indices covering all) into ``output``."""
+    out: Shape = []
+    sources: list[int | None] = []
+    for group in groups:
+        dims = [shape[i] for i in group]
+        out.append(dims[0] if len(group) == 1 else _product(dims))
+        sources.append(group[0] if len(group) == 1 else None)
+    spec = _spec(out, sources)
+    if spec is not None:
+        e.reshape(x, spec, output)
+        return
+    # Merge in place, keeping the rank (the product at the group's first index, 1s after it)
+    # so that 0 copies every other dim, one unknown product per Reshape; then squeeze the 1s.
+    spec = [0] * len(shape)
+    for group in reversed([g for g in groups if len(g) > 1]):
+        product = _product([shape[i] for i in group])
+        if product is None and -1 in spec:
+            x, spec = e.reshape(x, spec), [0] * len(shape)
+        spec[group[0]] = -1 if product is None else product
+        for i in group[1:]:
+            spec[i] = 1
+    x = e.reshape(x, spec)
+    e.squeeze(x, [i for g in groups for i in g[1:]], output)
+
+
+def _product(dims: Sequence[Dim]) -> int | None:
+    return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def _reduce(e: _Emitter, op_type: str, x: str, axes: Sequence[int], rank: int) -> str:
+    """``op_type`` (ReduceMean or ReduceSum, keepdims) over ``axes``, reducing trailing axes
+    only: the trailing run of ``axes`` first, then the rest moved to the end by a Transpose
+    and back. A mean of equal-sized means is the mean, a sum of sums the sum."""
+    axes = sorted(axes)
+    trailing = 0
+    while trailing < len(axes) and axes[len(axes) - 1 - trailing] == rank - 1 - trailing:
+        trailing += 1
+    rest = axes[: len(axes) - trailing]
+    if trailing:
+        x = e.reduce(op_type, x, axes[len(axes) - trailing:])
+    if rest:
+        perm = [a for a in range(rank) if a not in rest] + rest
+        x = e.op("Transpose", [x], {"perm": perm})
+        x = e.reduce(op_type, x, list(range(rank - len(rest), rank)))
+        x = e.op("Transpose", [x], {"perm": [perm.index(a) for a in range(rank)]})
+    return x
+
+
+def _axes(axes: Sequence[int], rank: int) -> list[int] | None:
+    """Non-negative, distinct axes; None when out of range or repeated."""
+    if any(not -rank <= a < rank for a in axes):
+        return None
+    result = sorted({int(a) % rank for a in axes})
+    return result if len(result) == len(axes) else None
+
+
+def _widened(e: _Emitter, x: str, dtype: DType) -> tuple[str, DType]:
+    """``x`` in the type its statistics are computed in."""
+    if dtype in _NARROW:
+        return e.op("Cast", [x], {"to": int(DType.FLOAT32)}), DType.FLOAT32
+    return x, dtype
+
+
+def _finish(e: _Emitter, op_type: str, inputs: list[str], dtype: DType, wide: DType, output: str) -> None:
+    """The last op of a computation done in ``wide``, writing ``output`` in ``dtype``."""
+    if dtype == wide:
+        e.op(op_type, inputs, output=output)
+    else:
+        e.op("Cast", [e.op(op_type, inputs)], {"to": int(dtype)}, output=output)
+
+
+# --------------------------------------------------------------------------- the rewrites
+
+
+def _float_input(graph: Graph, node: Node, min_rank: int = 0) -> TensorType | None:
+    t = value_type(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
+    if t is None or not t.dtype.is_float or t.rank is None or t.rank < min_rank:
+        return None
+    return t
+
+
+def _batch_norm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    if int(node.attr("training_mode", 0)) or any(node.outputs[1:]) or int(node.attr("spatial", 1)) != 1:
+        return None  # training, or (before opset 14) extra outputs, which also mean training
+    t = _float_input(e.graph, node, 2)
+    if t is None or len(node.inputs) != 5:
+        return None
+    x, dtype, channels = node.inputs[0], t.dtype, t.shape[1]
+    values = [index.constant(name) for name in node.inputs[1:]]
+    sizes = {v.size for v in values if v is not None}
+    if len(sizes) > 1 or (isinstance(channels, int) and sizes - {channels}):
+        return None
+    epsilon = float(node.attr("epsilon", 1e-5))
+    shape = (-1,) + (1,) * (t.rank - 2)  # broadcasts over axis 1
+    if all(v is not None for v in values):
+        scale, bias, mean, var = (v.astype(np.float64).reshape(-1) for v in values)
+        s = scale / np.sqrt(var + epsilon)
+        y = e.op("Mul", [x, e.constant(s.reshape(shape).astype(dtype.numpy), "scale")])
+        e.op("Add", [y, e.constant((bias - mean * s).reshape(shape).astype(dtype.numpy), "shift")],
+             output=node.outputs[0])
+        return "BatchNormalization→Mul+Add"
+    for name, value in zip(node.inputs[1:], values):
+        p = value_type(e.graph, name)
+        if value is None and (p is None or p.rank != 1 or not p.dtype.is_float):
+            return None
+    scale, bias, mean, var = (_per_channel(e, name, value, t) for name, value in zip(node.inputs[1:], values))
+    std = e.op("Sqrt", [e.op("Add", [var, e.scalar(epsilon, dtype)])])
+    normalized = e.op("Div", [e.op("Sub", [x, mean]), std])
+    e.op("Add", [e.op("Mul", [normalized, scale]), bias], output=node.outputs[0])
+    return "BatchNormalization→elementwise"
+
+
+def _per_channel(e: _Emitter, name: str, value: np.ndarray | None, x: TensorType) -> str:
+    """A BN parameter (C) as x's type, shaped (C, 1, ...) to broadcast over x's axis 1."""
+    ones = [1] * (x.rank - 2)
+    if value is not None:
+        return e.constant(value.reshape(-1, *ones).astype(x.dtype.numpy), "param")
+    if value_type(e.graph, name).dtype != x.dtype:
+        name = e.op("Cast", [name], {"to": int(x.dtype)})
+    return e.unsqueeze(name, range(1, x.rank - 1)) if ones else name
+
+
+# 1-D attribute -> its 2-D form, the height being 1 (no padding, stride or dilation along it).
+_TO_2D: dict[str, Callable[[list], list]] = {
+    "kernel_shape": lambda v: [1, *v],
+    "strides": lambda v: [1, *v],
+    "dilations": lambda v: [1, *v],
+    "output_padding": lambda v: [0, *v],
+    "output_shape": lambda v: [1, *v],
+    "pads": lambda v: [0, v[0], 0, v[1]],
+}
+_ATTR_LENGTH = {"pads": 2}
+
+
+def _one_d(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    t = _float_input(e.graph, node)
+    if t is None or t.rank != 3 or any(index.uses(o) for o in node.outputs[1:] if o):
+        return None  # not 1-D, or MaxPool's Indices are read
+    attrs = dict(node.attrs)
+    for key, to_2d in _TO_2D.items():
+        if key in attrs:
+            if len(attrs[key]) != _ATTR_LENGTH.get(key, 1):
+                return None
+            attrs[key] = to_2d([int(v) for v in attrs[key]])
+    inputs = list(node.inputs)
+    weights = index.constant(inputs[1]) if node.op_type in ("Conv", "ConvTranspose") else None
+    if node.op_type in ("Conv", "ConvTranspose"):
+        wt = TensorType.of(weights) if weights is not None else value_type(e.graph, inputs[1])
+        if wt is None or wt.rank != 3:
+            return None
+    inputs[0] = _lifted(e, inputs[0], 3)
+    if weights is not None:
+        inputs[1] = e.constant(weights.reshape(*weights.shape[:2], 1, weights.shape[2]), "weights")
+    elif node.op_type in ("Conv", "ConvTranspose"):
+        inputs[1] = e.unsqueeze(inputs[1], [2])
+    y = e.op(node.op_type, inputs, attrs, name=node.name)
+    e.squeeze(y, [2], node.outputs[0])
+    e.squeezed[node.outputs[0]] = y
+    return f"1-D {node.op_type}→2-D"
+
+
+def _lifted(e: _Emitter, x: str, rank: int) -> str:
+    """A value of ``rank`` <= 3 with the height axis 1-D ops gain, (.., C, L) → (.., C, 1, L):
+    the 4-D result a Squeeze came from, else one Unsqueeze per value."""
+    if x in e.squeezed:
+        return e.squeezed[x]
+    if x not in e.unsqueezed:
+        e.unsqueezed[x] = e.unsqueeze(x, [rank - 1]) if rank else x
+    return e.unsqueezed[x]
+
+
+def _depth_to_space(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    found = _blocks(e.graph, node)
+    if found is None:
+        return None
+    (n, c, h, w), b = found
+    mode = node.attr("mode", "DCR")
+    depth = c // (b * b) if isinstance(c, int) else None
+    if mode not in ("DCR", "CRD") or (isinstance(c, int) and c % (b * b)):
+        return None
+    if mode == "DCR":  # channel = (i * b + j) * depth + d
+        x, shape = _split(e, node.inputs[0], [n, c, h, w], {1: [b, b, depth]})
+        perm = [0, 3, 4, 1, 5, 2]
+    else:  # channel = (d * b + i) * b + j
+        x, shape = _split(e, node.inputs[0], [n, c, h, w], {1: [depth, b, b]})
+        perm = [0, 1, 4, 2, 5, 3]
+    x = e.op("Transpose", [x], {"perm": perm})
+    _merge(e, x, [shape[p] for p in perm], [[0], [1], [2, 3], [4, 5]], node.outputs[0])
+    return f"DepthToSpace ({mode})→Reshape+Transpose"
+
+
+def _space_to_depth(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    found = _blocks(e.graph, node)
+    if found is None or node.attr("mode", "DCR") != "DCR":
+        return None
+    (n, c, h, w), b = found
+    if any(isinstance(d, int) and d % b for d in (h, w)):
+        return None
+    parts = [[d // b if isinstance(d, int) else None, b] for d in (h, w)]
+    x, shape = _split(e, node.inputs[0], [n, c, h, w], {2: parts[0], 3: parts[1]})
+    perm = [0, 3, 5, 1, 2, 4]  # (N, C, H/b, i, W/b, j) -> (N, i, j, C, H/b, W/b)
+    x = e.op("Transpose", [x], {"perm": perm})
+    _merge(e, x, [shape[p] for p in perm], [[0], [1, 2, 3], [4], [5]], node.outputs[0])
+    return "SpaceToDepth→Reshape+Transpose"
+
+
+def _blocks(graph: Graph, node: Node) -> tuple[Shape, int] | None:
+    """The (N, C, H, W) dims and the block size of a DepthToSpace/SpaceToDepth."""
+    t = value_type(graph, node.inputs[0])
+    b = int(node.attr("blocksize", 0))
+    if t is None or t.rank != 4 or b < 1 or any(d == 0 for d in t.shape):
+        return None  # a static 0 would read as "copy" in a Reshape
+    return list(t.shape), b
+
+
+def _mean_variance(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    t = _float_input(e.graph, node)
+    axes = None if t is None else _axes(node.attr("axes", [0, 2, 3]), t.rank)
+    if not axes:
+        return None
+    x, wide = _widened(e, node.inputs[0], t.dtype)
+    centered = e.op("Sub", [x, _reduce(e, "ReduceMean", x, axes, t.rank)])
+    variance = _reduce(e, "ReduceMean", e.op("Mul", [centered, centered]), axes, t.rank)
+    std = e.op("Add", [e.op("Sqrt", [variance]), e.scalar(_MVN_EPSILON, wide)])
+    _finish(e, "Div", [centered, std], t.dtype, wide, node.outputs[0])
+    return "MeanVarianceNormalization→ReduceMean+elementwise"
+
+
+def _lp_norm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    t = _float_input(e.graph, node, 1)
+    p = int(node.attr("p", 2))
+    axes = None if t is None else _axes([int(node.attr("axis", -1))], t.rank)
+    if axes is None or p not in (1, 2):
+        return None
+    x, wide = _widened(e, node.inputs[0], t.dtype)
+    if p == 1:
+        norm = _reduce(e, "ReduceSum", e.op("Abs", [x]), axes, t.rank)
+    else:
+        norm = e.op("Sqrt", [_reduce(e, "ReduceSum", e.op("Mul", [x, x]), axes, t.rank)])
+    zero = e.scalar(0, wide)
+    is_zero = e.op("Equal", [norm, zero])  # a zero norm gives zeros, not 0 / 0
+    _finish(e, "Where", [is_zero, zero, e.op("Div", [x, norm])], t.dtype, wide, node.outputs[0])
+    return f"LpNormalization (p={p})→ReduceSum+elementwise"
+
+
+def _dropout(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    training = node.inputs[2] if len(node.inputs) > 2 else ""
+    value = index.constant(training) if training else np.zeros(1, bool)
+    if value is None or value.size != 1 or bool(value.reshape(-1)[0]):
+        return None  # training, or decided at run time
+    x = node.inputs[0]
+    if node.outputs[0]:
+        e.op("Identity", [x], output=node.outputs[0])
+    mask = node.outputs[1] if len(node.outputs) > 1 else ""
+    if mask and index.uses(mask):  # all true, of x's shape: IsNaN(x) equals itself everywhere
+        nan = e.op("IsNaN", [x])
+        e.op("Equal", [nan, nan], output=mask)
+    return "Dropout→Identity"
+
+
+_Rule = Callable[[_Emitter, GraphIndex, Node], "str | None"]
+_RULES: dict[str, _Rule] = {
+    "BatchNormalization": _batch_norm,
+    "Conv": _one_d,
+    "ConvTranspose": _one_d,
+    "MaxPool": _one_d,
+    "AveragePool": _one_d,
+    "DepthToSpace": _depth_to_space,
+    "SpaceToDepth": _space_to_depth,
+    "MeanVarianceNormalization": _mean_variance,
+    "LpNormalization": _lp_norm,
+    "Dropout": _dropout,
+}
+
+
+# --------------------------------------------------------------------------- 1-D ops stay 4-D
+
+
+def _sink_squeeze(e: _Emitter, index: GraphIndex, node: Node) -> list[Node] | None:
+    """``node`` on the 4-D results of 1-D ops instead of their squeezed 3-D views, followed by
+    its own Squeeze: an elementwise op reading at least one such view, and otherwise constants
+    of rank <= 3 or tensors of the view's very shape (a residual). These gain the height axis
+    too, (.., C, L) → (.., C, 1, L): the same broadcast. A tensor of another shape (the mean
+    of a decomposed LayerNorm, say) stops it, leaving such patterns whole for their fusions."""
+    if node.domain or node.op_type not in elementwise_ops() or len(node.outputs) != 1 or not node.outputs[0]:
+        return None
+    views = [value_type(e.graph, name) for name in node.inputs if name in e.squeezed]
+    if not views:
+        return None
+    for name in node.inputs:
+        value = index.constant(name) if name and name not in e.squeezed else None
+        if value is not None and value.ndim > 3:
+            return None
+        if value is None and name and name not in e.squeezed and not _same_shape(value_type(e.graph, name), views):
+            return None
+    inputs = []
+    for name in node.inputs:
+        value = index.constant(name) if name else None
+        if not name or name in e.squeezed:
+            inputs.append(e.squeezed.get(name, name))
+        elif value is None:
+            inputs.append(_lifted(e, name, 3))
+        elif value.size == 1:
+            inputs.append(name)
+        else:
+            inputs.append(e.constant(np.expand_dims(value, value.ndim - 1), "lifted"))
+    output = node.outputs[0]
+    result = e.names(f"{output}_2d")
+    e.nodes.append(dataclasses.replace(node, inputs=inputs, outputs=[result], attrs=dict(node.attrs)))
+    e.squeeze(result, [2], output)
+    e.squeezed[output] = result
+    return e.nodes
+
+
+def _same_shape(t: TensorType | None, views: list[TensorType | None]) -> bool:
+    """Whether ``t`` provably has the shape of one of ``views`` (dims known or named)."""
+    return t is not None and t.shape is not None and None not in t.shape and \
+        any(v is not None and v.shape == t.shape for v in views)
+
+
+def _drop_unread_squeezes(graph: Graph, squeezes: list[Node]) -> None:
+    """Remove the Squeezes whose views nothing reads any more (all readers went 4-D)."""
+    index = GraphIndex(graph)
+    dead = {id(n) for n in squeezes if not index.uses(n.outputs[0])}
+    graph.nodes = [n for n in graph.nodes if id(n) not in dead]
+
+
+def decompose(model: Model, options: AotOptions) -> PassResult:
+    graph = model.graph
+    index = GraphIndex(graph)
+    e = _Emitter(graph, model.opset)
+    result = PassResult()
+    nodes: list[Node] = []
+    # In graph order, so that a node sees its producers' rewrites (the 4-D results it can read).
+    for node in graph.nodes:
+        rule = _RULES.get(node.op_type) if node.domain == "" else None
+        e.start(node)
+        kind = rule(e, index, node) if rule else None
+        if kind:
+            result.add(kind)
+        for emitted in e.nodes if kind else [node]:
+            e.start(emitted)
+            if _sink_squeeze(e, index, emitted):
+                result.add("elementwise op moved before a Squeeze")
+                nodes += e.nodes
+            else:
+                nodes.append(emitted)
+    graph.nodes = nodes
+    _drop_unread_squeezes(graph, e.squeezes)
+    return result
