@@ -632,10 +632,12 @@ def _image_shape(shape: tuple[int, ...], image_size: int | None) -> tuple[int, .
 
 
 def export(name: str, path: str | os.PathLike, image_size: int | None = None, *,
-           dynamic_size: bool = False) -> ExportedModel:
+           dynamic_size: bool = False, dynamo: bool = False) -> ExportedModel:
     """Export model ``name`` (one of MODEL_NAMES) with seeded random weights to ``path``;
     ``image_size`` (image models only) replaces the zoo's default height and width;
-    ``dynamic_size``: the image's batch, height and width are symbolic in the export."""
+    ``dynamic_size``: the image's batch, height and width are symbolic in the export;
+    ``dynamo``: with torch's dynamo exporter (today's default; it writes shape arithmetic
+    its own way) instead of the TorchScript one."""
     path = os.fspath(path)
     model = build_torch(name, image_size)
     with torch.no_grad(), warnings.catch_warnings():
@@ -645,6 +647,9 @@ def export(name: str, path: str | os.PathLike, image_size: int | None = None, *,
             sample = spec.make_inputs(EXPORT_SEED, batch=2, seq=16)
             args = tuple(torch.from_numpy(sample[n]) for n in spec.inputs)
             dynamic = {n: {0: "batch", 1: "sequence"} for n in spec.inputs} | spec.outputs
+            if dynamo:
+                _export_dynamo(model, args, path, spec.inputs, {n: dynamic[n] for n in spec.inputs})
+                return ExportedModel(name, path, spec.make_inputs, list(spec.inputs), _output_names(path))
             torch.onnx.export(
                 model, args, path, dynamo=False, opset_version=OPSET, do_constant_folding=True,
                 input_names=spec.inputs, output_names=list(spec.outputs), dynamic_axes=dynamic,
@@ -653,8 +658,25 @@ def export(name: str, path: str | os.PathLike, image_size: int | None = None, *,
         make = _image_inputs(_image_shape(CNN_MODELS.get(name, IMAGE_MODELS.get(name))[1], image_size))
         x = torch.from_numpy(make(EXPORT_SEED)["input"])
         axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch"}} if dynamic_size else None
+        if dynamo:
+            _export_dynamo(model, (x,), path, ["input"], {"input": axes["input"]} if axes else None)
+            return ExportedModel(name, path, make, ["input"], _output_names(path))
         torch.onnx.export(
             model, (x,), path, dynamo=False, opset_version=OPSET, do_constant_folding=True,
             input_names=["input"], output_names=["output"], dynamic_axes=axes,
         )
         return ExportedModel(name, path, make, ["input"], ["output"])
+
+
+def _export_dynamo(model: nn.Module, args: tuple, path: str, inputs: list[str],
+                   dynamic: dict[str, dict[int, str]] | None) -> None:
+    # (by position: torch.export names them by the forward's parameters, not the graph's inputs)
+    shapes = tuple({axis: torch.export.Dim.AUTO for axis in dynamic.get(n, {})} for n in inputs) if dynamic else None
+    torch.onnx.export(model, args, path, dynamo=True, opset_version=max(OPSET, 18), input_names=inputs,
+                      dynamic_shapes=shapes, verbose=False)
+
+
+def _output_names(path: str) -> list[str]:
+    import onnx
+
+    return [o.name for o in onnx.load(path, load_external_data=False).graph.output]
