@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .known_branches import inline_known_ifs
+from .known_control_flow import inline_known_control_flow
 from .reference.kernel import find_kernel
 from ..errors import GraphError, InputError
 from ..ir.dtypes import DType
@@ -88,7 +88,8 @@ class MemoryPlan:
 def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model:
     """A copy of ``model`` (weights shared, not copied) whose values all have static shapes:
     the inputs' symbolic dims are bound from ``input_shapes`` and type inference reruns; an
-    If whose condition is then known is replaced by the branch it takes."""
+    If whose condition is then known is replaced by the branch it takes, and a Loop whose trip
+    count is then known is unrolled (known_control_flow.py)."""
     graph = model.graph
     data_inputs = [n for n in graph.inputs if n not in graph.initializers]
     unknown = sorted(set(input_shapes) - set(data_inputs))
@@ -125,8 +126,8 @@ def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model
             raise InputError(f"input {name!r} has no declared element type")
         result.graph.types[name] = TensorType(dtype, tuple(int(d) for d in input_shapes[name]))
     _infer_with_shape_values(result)
-    if any(n.op_type == "If" for n in result.graph.nodes):
-        while inline_known_ifs(result, dict(result.graph.initializers) | plan_time_values(result)):
+    if any(n.op_type in ("If", "Loop") for n in result.graph.nodes):
+        while inline_known_control_flow(result, dict(result.graph.initializers) | plan_time_values(result)):
             _infer_with_shape_values(result)
     return result
 

@@ -131,3 +131,61 @@ def test_an_if_on_a_runtime_condition_reads_one_scalar_and_runs_its_branches_on_
         ("gpu", ["ReduceSum node 'total'", "Greater node 'positive'"]), ("branch", ["If node 'choose'"]),
         ("gpu", ["Add node 'plus_one'"])]
     assert report.gpu_nodes == 5 and report.nodes == 6  # both branches' one node each
+
+
+def loop_model(early_exit: bool = False):
+    """Running sums of x's rows by a Loop over Shape(x)[0] (its trip count known at plan
+    time): the final sum and every partial sum (a scan output). ``early_exit``: the body
+    stops once the sum's first entry passes 1, which only the data decides."""
+    body_nodes = [
+        helper.make_node("Gather", ["x", "i"], ["row"], axis=0, name="row"),
+        helper.make_node("Add", ["acc_in", "row"], ["acc_out"], name="accumulate"),
+        helper.make_node("Identity", ["acc_out"], ["partial"], name="partial"),
+    ]
+    if early_exit:
+        body_nodes += [helper.make_node("Gather", ["acc_out", "zero_b"], ["first"], axis=0, name="first"),
+                       helper.make_node("Less", ["first", "one_b"], ["cond_out"], name="keep_going")]
+        body_init = [helper.make_tensor("zero_b", INT64, [], [0]), helper.make_tensor("one_b", FLOAT, [], [1.0])]
+    else:
+        body_nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"], name="always"))
+        body_init = []
+    body = helper.make_graph(
+        body_nodes, "body",
+        [helper.make_tensor_value_info("i", INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", FLOAT, [4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", FLOAT, [4]), helper.make_tensor_value_info("partial", FLOAT, [4])],
+        initializer=body_init)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["rows"], name="rows"),
+        helper.make_node("Loop", ["rows", "", "start"], ["total", "partials"], body=body, name="sum_rows"),
+    ]
+    consts = {"zero": np.array(0, np.int64), "start": np.zeros(4, np.float32)}
+    return make_model(nodes, [("x", FLOAT, ["n", 4])], [("total", FLOAT, [4]), ("partials", FLOAT, ["n", 4])],
+                      consts)
+
+
+def test_a_loop_with_a_trip_count_known_at_plan_time_is_unrolled_onto_the_gpu():
+    from rtxrt.backends.memory_plan import specialize
+    from rtxrt.backends.reference.executor import ReferenceExecutor
+
+    compiled = compile_onnx(loop_model().SerializeToString())
+    for rows in (1, 5):
+        report = plan_coverage(compiled, {"x": (rows, 4)}, "sm_86")
+        assert report.host_nodes == [] and [s.kind for s in report.segments] == ["gpu"]
+        unrolled = specialize(compiled, {"x": (rows, 4)})
+        assert not any(n.op_type == "Loop" for n in unrolled.graph.nodes)
+        x = np.random.default_rng(rows).standard_normal((rows, 4)).astype(np.float32)
+        got, want = ReferenceExecutor(unrolled).run({"x": x}), ReferenceExecutor(compiled).run({"x": x})
+        for name in ("total", "partials"):
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_a_loop_that_its_data_may_stop_early_is_not_unrolled():
+    from rtxrt.backends.memory_plan import specialize
+
+    compiled = compile_onnx(loop_model(early_exit=True).SerializeToString())
+    assert any(n.op_type == "Loop" for n in specialize(compiled, {"x": (5, 4)}).graph.nodes)
+    report = plan_coverage(compiled, {"x": (5, 4)}, "sm_86")
+    assert [h.op for h in report.host_nodes] == ["Loop"]
