@@ -7,12 +7,15 @@ elsewhere ends the group there: it becomes the result of another group, so every
 one output and fused groups never form a cycle) and the group then reads at most
 ``MAX_INPUTS`` tensors. One-element constants become initializers of the body rather than
 inputs. Ops on integer tensors of rank 0 or 1 (constants aside) are shape arithmetic, left
-outside for shape folding and the host. A group of one op is left as it is.
+outside for shape folding and the host. QuantizeLinear and DequantizeLinear join only per
+tensor (a one-element scale and zero point): a per-axis or blocked scale does not broadcast as
+a body's operands do (alone, the GPU generator lays it out). A group of one op is left as it is.
 """
 from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 
 import numpy as np
 
@@ -25,6 +28,7 @@ from ..pass_result import PassResult
 from .patterns import fused_name
 
 MAX_INPUTS = 8
+QUANTIZATION = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Element types a generated kernel handles (not strings, complex or sub-byte and 8-bit floats).
 KERNEL_DTYPES = frozenset({
     DType.BOOL, DType.INT8, DType.INT16, DType.INT32, DType.INT64, DType.UINT8, DType.UINT16,
@@ -56,9 +60,21 @@ def fuse_elementwise(model: Model, options: AotOptions) -> PassResult:
 def _fusible(graph: Graph, index: GraphIndex, node: Node) -> bool:
     if node.domain or node.op_type not in elementwise_ops() or len(node.outputs) != 1 or not node.outputs[0]:
         return False
+    if node.op_type in QUANTIZATION and not _per_tensor(graph, node):
+        return False
     tensors = [name for name in node.inputs if name and _inlined(index, name) is None] + node.outputs
     types = [value_type(graph, name) for name in tensors]
     return all(t is not None and t.dtype in KERNEL_DTYPES and not _shape_arithmetic(t) for t in types)
+
+
+def _per_tensor(graph: Graph, node: Node) -> bool:
+    """A QuantizeLinear/DequantizeLinear with one-element scale and zero point, all of whose
+    types (inlined constants included: an int4 zero point would be) a kernel handles."""
+    types = [value_type(graph, name) if name else None for name in node.inputs]
+    if any(name and (t is None or t.dtype not in KERNEL_DTYPES) for name, t in zip(node.inputs, types)):
+        return False
+    params = [t for t in types[1:3] if t is not None]
+    return all(t.is_static and math.prod(t.shape) == 1 for t in params)
 
 
 def _shape_arithmetic(t: TensorType) -> bool:

@@ -8,7 +8,7 @@ from .cast import target_dtype
 from .conv import sliding_window
 from .infer_helpers import normalize_axis
 from .linalg import matmul_shape
-from .facts import OPAQUE
+from .facts import OPAQUE, Layout
 from .registry import InferenceContext, register
 
 _QUANTIZED = frozenset({
@@ -101,8 +101,12 @@ def _infer_qlinear_matmul(ctx: InferenceContext) -> list[TensorType | None]:
     return [TensorType(ctx.type(7).dtype, matmul_shape(ctx, ctx.type(0).shape, ctx.type(3).shape))]
 
 
-register("QuantizeLinear", _infer_quantize, inputs=(2, 3), facts=OPAQUE)
-register("DequantizeLinear", _infer_dequantize, inputs=(2, 3), facts=OPAQUE)
+# Simulated element by element (the GPU's elementwise generator holds them, and per tensor they
+# fuse with their neighbours), in fp32 whatever the precision mode: OPAQUE, as before.
+# A per-axis scale does not broadcast as numpy's rules say; the generator lays it out.
+QUANTIZE_LINEAR = OPAQUE.but(layout=Layout.ANY, elementwise=True)
+register("QuantizeLinear", _infer_quantize, inputs=(2, 3), facts=QUANTIZE_LINEAR)
+register("DequantizeLinear", _infer_dequantize, inputs=(2, 3), facts=QUANTIZE_LINEAR)
 register("DynamicQuantizeLinear", _infer_dynamic_quantize, outputs=3, facts=OPAQUE)
 register("MatMulInteger", _infer_matmul_integer, inputs=(2, 4), facts=OPAQUE)
 register("QLinearMatMul", _infer_qlinear_matmul, inputs=8, facts=OPAQUE)

@@ -143,6 +143,33 @@ def single_op_cases() -> list[Case]:
     for src, dst in casts:
         ranges = [(-100, 200)] if dst == U8 else [(-1e4, 1e4)] if src.is_float and not dst.is_float else []
         cases.append(op("Cast", (src, X), ranges=ranges, suffix=f"_to_{dst.short}", to=int(dst)))
+    return cases + quantization_cases()
+
+
+def quantization_cases() -> list[Case]:
+    """QuantizeLinear to each integer type, DequantizeLinear from each, fp16/bf16 scales, per
+    axis and blocked (x / scale reaches past every type's range: saturation)."""
+    I16, U16 = DType.INT16, DType.UINT16
+    wide, scales = (-2000, 2000), (0.05, 4)
+    cases = [op("QuantizeLinear", (F32, X), (F32, ()), (t, ()), ranges=[wide, scales]) for t in (I8, U8, I16, U16)]
+    cases += [
+        op("QuantizeLinear", (F16, X), (F16, ()), (I8, ()), ranges=[wide, scales]),
+        op("QuantizeLinear", (BF16, X), (BF16, ()), (U8, ()), ranges=[wide, scales]),
+        op("QuantizeLinear", (I32, X), (F32, ()), (I16, ()), ranges=[(-10**6, 10**6), scales]),
+        op("QuantizeLinear", (F32, X), (F32, (1,)), suffix="_default_uint8", ranges=[wide, scales]),
+        op("QuantizeLinear", (F32, X), (F32, (5,)), (I8, (5,)), ranges=[wide, scales], suffix="_per_axis", axis=1),
+        op("QuantizeLinear", (F32, (3, 8, 67)), (F32, (3, 2, 67)), (U8, (3, 2, 67)), ranges=[wide, scales],
+           suffix="_blocked", axis=1, block_size=4),
+    ]
+    cases += [op("DequantizeLinear", (t, X), (F32, ()), (t, ())) for t in (I8, U8, I16, U16)]
+    cases += [
+        op("DequantizeLinear", (I32, X), (F32, ()), (I32, ()), ranges=[(-2**31, 2**31 - 1), None, (-2**31, 2**31 - 1)]),
+        op("DequantizeLinear", (I8, X), (F16, ()), (I8, ())),
+        op("DequantizeLinear", (U8, X), (BF16, ())),
+        op("DequantizeLinear", (I8, X), (F32, (67,)), (I8, (67,)), suffix="_per_axis_last", axis=-1),
+        op("DequantizeLinear", (U8, (3, 8, 68)), (F16, (3, 8, 17)), (U8, (3, 8, 17)), suffix="_blocked",
+           axis=2, block_size=4),
+    ]
     return cases
 
 
@@ -209,6 +236,14 @@ def body_cases() -> list[Case]:
         {"x": TensorType(F32, (8, 300))}, ["y"],
         {"scale": np.array(0.05, np.float32), "zp": np.array(3.0, np.float32),
          "lo": np.array(-128.0, np.float32), "hi": np.array(127.0, np.float32)}, ranges=[(-8, 8)]))
+    # Fake quantization as quantize_static leaves it: Relu -> QuantizeLinear -> DequantizeLinear.
+    for dtype, q in ((F32, I8), (F16, U8)):
+        cases.append(body_case(
+            f"relu_quantize_dequantize-{dtype.short}",
+            [n("Relu", ["x"], "r"), n("QuantizeLinear", ["r", "scale", "zp"], "q"),
+             n("DequantizeLinear", ["q", "scale", "zp"], "y")],
+            {"x": TensorType(dtype, X)}, ["y"],
+            {"scale": np.array(0.0625, dtype.numpy), "zp": np.array([3], q.numpy)}, ranges=[(-20, 20)]))
     # Constants without a decimal literal: infinities, NaN, the extreme integers.
     cases.append(body_case(
         "special_constants",

@@ -12,7 +12,9 @@ Semantics are ONNX's as the reference backend computes them (rtxrt/backends/refe
 each op computes fp16/bf16 in fp32 and rounds its result once to its own type, so a fused
 body gives what the unfused ops give; integers wrap; integer division truncates; float
 constants are written exactly. The ops that are an activation of rtxrt/ir/activations.py
-print its formula (codegen/activation_c.py), as the fused epilogues do. Ops, attributes or dtypes outside this raise CodegenError,
+print its formula (codegen/activation_c.py), as the fused epilogues do. QuantizeLinear and
+DequantizeLinear are simulated arithmetic (quantize_source.py): a lone one reads per-axis and
+blocked scales through views that broadcast. Ops, attributes or dtypes outside this raise CodegenError,
 and the runtime runs that node with the reference backend.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..codegen.kernel_source import (
     loop_kernel,
 )
 from ..plan.program import BufferRole
+from . import quantize_source as Q
 
 _ONNX = ("", "ai.onnx")
 
@@ -150,7 +153,12 @@ def elementwise_kernel(node: Node, inputs: Sequence[TensorType | None],
     given = [t for n, t in zip(node.inputs, inputs) if n]
     if any(t is None or not t.is_static for t in given):
         raise CodegenError(f"{node.label}: elementwise kernels need static input shapes, got {given}")
-    return _Generator(node, body, given, [i for i, n in enumerate(node.inputs) if n], output_dtypes).kernel()
+    positions = [i for i, n in enumerate(node.inputs) if n]
+    if node.domain in _ONNX and node.op_type in Q.QUANTIZE_OPS:  # per-axis scales read through views
+        views = Q.broadcast_views(node, inputs)
+        kernel = _Generator(node, body, [views[i] for i in positions], positions, output_dtypes).kernel()
+        return Q.with_arg_shapes(kernel, inputs)
+    return _Generator(node, body, given, positions, output_dtypes).kernel()
 
 
 def _one_node_body(node: Node) -> Graph:
@@ -262,7 +270,7 @@ class _Generator:
             lines.append(f"const {C.register_type(value.dtype)} {value.var} = {expr};")
         body = [*_coordinates(dims, coords, index, suffix, strides), *loads, *lines, *stores]
         head = [f"// rtxrt elementwise kernel: {', '.join(ops)} over shape {dims_text(shape)}",
-                C.PRELUDE.strip(), HELPERS.strip()]
+                C.PRELUDE.strip(), HELPERS.strip(), *([Q.HELPERS.strip()] if Q.QUANTIZE_OPS & set(ops) else [])]
         return loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
 
     def _strides(self, shape: tuple[int, ...], space: tuple[int, ...]) -> list[int]:
@@ -392,7 +400,8 @@ class _Op:
         return f"({C.register_type(self.dtype)})(({u}){a} {op} ({u}){b})"
 
     def shape(self) -> tuple[int, ...]:
-        values = self.operands[:1] if self.node.op_type == "Clip" else self.operands  # bounds are scalars
+        # Clip's bounds are scalars; a scale and zero point fit x (checked by their emitter)
+        values = self.operands[:1] if self.node.op_type in ("Clip", *Q.QUANTIZE_OPS) else self.operands
         shapes = [v.shape for v in values if v is not None]
         shape = broadcast_shape(shapes)
         if shape is None:
@@ -747,6 +756,22 @@ def _bitshift(op: _Op) -> str:
         fill = f"({x} < 0 ? ({ctype})-1 : ({ctype})0)" if t in C.SIGNED_INTS else f"({ctype})0"
         return f"({valid} ? ({ctype})({x} >> {y}) : {fill})"
     raise op.fail(f"with direction={direction!r}")
+
+
+@_register(*Q.QUANTIZE_OPS)
+def _quantize_linear(op: _Op) -> str:
+    """QuantizeLinear / DequantizeLinear (quantize_source.py), on a scale and zero point that
+    are one element or broadcast to x as they should (a lone node's per-axis views)."""
+    x = op._operand(0)
+    params = [op._operand(1), op.operands[2] if len(op.operands) > 2 else None]
+    for p in params:
+        if p is not None and not Q.broadcasts(p.shape, x.shape):
+            raise op.fail(f"with a per-axis or blocked scale or zero point of shape {dims_text(p.shape)} "
+                          f"in a fused body (x is {dims_text(x.shape)})")
+    scale, zero = ((p.var, p.dtype) if p is not None else None for p in params)
+    emit = Q.quantize_expr if op.node.op_type == Q.QUANTIZE else Q.dequantize_expr
+    expr, op.result = emit(op.node, (x.var, x.dtype), scale, zero)
+    return expr
 
 
 @_register("Where")
