@@ -189,3 +189,23 @@ def test_a_loop_that_its_data_may_stop_early_is_not_unrolled():
     assert any(n.op_type == "Loop" for n in specialize(compiled, {"x": (5, 4)}).graph.nodes)
     report = plan_coverage(compiled, {"x": (5, 4)}, "sm_86")
     assert [h.op for h in report.host_nodes] == ["Loop"]
+
+
+def logical_residual_model():
+    """y = conv(2x) + 2x: the residual comes from an elementwise node in the logical layout,
+    not from a channels-last conv like the output."""
+    weights = np.random.default_rng(0).standard_normal((4, 4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Mul", ["x", "two"], ["x2"], name="double"),
+             helper.make_node("Conv", ["x2", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", ["c", "x2"], ["y"], name="residual")]
+    return make_model(nodes, [("x", FLOAT, ["n", 4, 8, 8])], [("y", FLOAT, ["n", 4, 8, 8])],
+                      {"w": weights, "two": np.array(2.0, np.float32)})
+
+
+def test_a_residual_in_another_layout_is_converted_rather_than_the_conv_run_on_the_host():
+    from rtxrt.aot.options import AotOptions
+
+    for precision in ("fp32", "fp16"):
+        compiled = compile_onnx(logical_residual_model().SerializeToString(), AotOptions(precision=precision))
+        assert [n.op_type for n in compiled.graph.nodes] == ["Mul", "FusedConv"]  # the Add fused as the residual
+        assert plan_coverage(compiled, {"x": (2, 4, 8, 8)}, "sm_86").host_nodes == []

@@ -15,6 +15,18 @@ from ..plan.forms import TensorForm
 from ..plan.program import Launch, NodeProgram, Ref
 
 T = TypeVar("T")
+
+
+class WrongForm(CodegenError):
+    """A lowering that could take the node if some inputs came in other forms (a residual
+    channels-last like the output, say): ``wanted`` maps input index -> form. The builder
+    converts those inputs and lowers again."""
+
+    def __init__(self, message: str, wanted: Mapping[int, TensorForm]):
+        super().__init__(message)
+        self.wanted = dict(wanted)
+
+
 NODE_IDENTITY = "node"  # in LowerContext.reads: the lowering made a constant of this node's own
 Unsupported = CodegenError  # a lowering that cannot take these forms raises it; the builder tries others
 

@@ -9,7 +9,7 @@ from .conv_source import ConvPlan, conv_gemm_tactics, conv_plan
 from ..codegen.epilogue import epilogue_kernel
 from ..plan.forms import NHWC, TensorForm, numpy_dtype
 from ..plan.program import Gemm, Launch, NodeProgram, Ref
-from .context import LowerContext, Unsupported, kernel_args, launch_of
+from .context import LowerContext, Unsupported, WrongForm, kernel_args, launch_of
 from .matmul import cublas_compute
 from .lowering import LOWERINGS
 
@@ -27,7 +27,8 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
     if ctx.has(3):
         z = ctx.input(3)
         if z.dtype != x.dtype or not (z.layout == NHWC or z.same_bytes(TensorForm(z.dtype, z.shape, NHWC))):
-            raise Unsupported(f"{node.label}: the residual must be stored like the output ({out.describe()})")
+            raise WrongForm(f"{node.label}: the residual must be stored like the output ({out.describe()})",
+                            {3: TensorForm(x.dtype, z.shape, NHWC)})
     attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS or node.op_type == "FusedConv"}
     layout = "NHWC" if x.layout == NHWC else "NCHW"
     base = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None)

@@ -38,7 +38,7 @@ from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
 from ..codegen.dynamic import dim, dim_bindings, is_dynamic
 from ..ops import LowerContext, Unsupported, lower
-from ..ops.context import kernel_args, launch_of
+from ..ops.context import WrongForm, kernel_args, launch_of
 from ..ops.data_movement import conversion
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
 from .dim_ranges import DimRanges
@@ -213,6 +213,13 @@ class _Builder:
             try:
                 with dim_bindings(bindings):
                     programs = self._programs(ctx)
+            except WrongForm as exc:  # lowered again below, with those inputs converted
+                problems.append(str(exc))
+                wanted_inputs = [replace(exc.wanted[i], shape=tuple(int(d) for d in exc.wanted[i].shape))
+                                 if i in exc.wanted and f is not None else f for i, f in enumerate(inputs)]
+                if (wanted_inputs, outputs) not in seen:
+                    attempts.append((wanted_inputs, outputs))
+                continue
             except Unsupported as exc:
                 problems.append(str(exc))
                 continue
