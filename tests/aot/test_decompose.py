@@ -455,3 +455,23 @@ def test_dropout_in_training_mode_is_left_alone():
                        [("x", F, ["N", 4]), ("training", TensorProto.BOOL, [])], [("y", F, None)], {}, 18)
     _, model, changes = run_passes(proto, decompose)
     assert ops(model) == ["Dropout"] and not changes.changed
+
+
+@pytest.mark.parametrize("like", [TensorProto.FLOAT16, TensorProto.INT32, TensorProto.DOUBLE])
+def test_castlike_becomes_a_cast_to_the_type_of_its_second_input(like):
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("CastLike", ["x", "target"], ["y"], name="cast_like")], "castlike",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("target", like, [1])],
+        [helper.make_tensor_value_info("y", like, ["n", 3])]), opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    compiled = compile_onnx(model.SerializeToString())
+    assert [(n.op_type, n.attrs.get("to")) for n in compiled.graph.nodes] == [("Cast", like)]
+    x = np.array([[1.5, -2.25, 3.0], [0.0, 7.75, -1.0]], np.float32)
+    target = np.zeros(1, helper.tensor_dtype_to_np_dtype(like))
+    got = ReferenceExecutor(compiled).run({"x": x, "target": target})["y"]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, "target": target})[0]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert build_plan(compiled, {"x": (2, 3), "target": (1,)}, arch="sm_86", sm_count=46).host_steps == []

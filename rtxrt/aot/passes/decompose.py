@@ -15,6 +15,7 @@ semantics, so that a model runs on the GPU without host round trips.
   float16/bfloat16 statistics are computed in float32, as the reference backend does.
 - Dropout in inference mode that noop_removal could not bypass (its output is a graph output
   that cannot take over its input's name, or its mask is read) → Identity (mask: all true).
+- CastLike → Cast to its second input's type.
 
 Everything is shape-free: dims are never baked into constants, so symbolic dims stay symbolic.
 Reshapes copy dims with 0 and compute one with -1; where more dims vary than that allows,
@@ -409,6 +410,15 @@ def _dropout(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "Dropout→Identity"
 
 
+def _cast_like(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    like = e.graph.types.get(node.inputs[1])
+    if like is None:
+        return None
+    attrs = {"to": int(like.dtype)} | ({"saturate": node.attrs["saturate"]} if "saturate" in node.attrs else {})
+    e.op("Cast", [node.inputs[0]], attrs, output=node.outputs[0])
+    return "CastLike→Cast"
+
+
 _Rule = Callable[[_Emitter, GraphIndex, Node], "str | None"]
 _RULES: dict[str, _Rule] = {
     "BatchNormalization": _batch_norm,
@@ -421,6 +431,7 @@ _RULES: dict[str, _Rule] = {
     "MeanVarianceNormalization": _mean_variance,
     "LpNormalization": _lp_norm,
     "Dropout": _dropout,
+    "CastLike": _cast_like,
 }
 
 
