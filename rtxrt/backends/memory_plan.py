@@ -156,9 +156,10 @@ def _infer_with_shape_values(model: Model) -> None:
     new is learned. The graph itself is left as it was."""
     graph = model.graph
     lent: set[str] = set()
+    memo: dict = {}  # a node whose inputs the lent values left as they were is not inferred again
     try:
         while True:
-            infer_types(model)
+            infer_types(model, memo=memo)
             known = _shape_values(model)
             if not known:
                 break

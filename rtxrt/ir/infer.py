@@ -11,19 +11,22 @@ from .graph import MAX_DIM, Dim, Graph, Model, Node, TensorType
 from .ops import InferenceContext, get_schema
 
 
-def infer_types(model: Model, hints: Mapping[str, TensorType] | None = None) -> Model:
+def infer_types(model: Model, hints: Mapping[str, TensorType] | None = None, memo: dict | None = None) -> Model:
     """Fill ``types`` for every value of every graph in place; return the model.
 
     Types already present (declared by the model) are merged with the inferred ones: a
     known dim wins over a symbol, a symbol over unknown; a conflict is a GraphError.
     ``hints`` (another tool's guesses, e.g. ONNX's inference) only fill what the rules
-    leave unknown and are ignored where they disagree.
+    leave unknown and are ignored where they disagree. ``memo``: kept by a caller that infers
+    the same graph again with a few more constants known; a node whose input types and
+    constants are those of a pass before is not inferred again.
     """
-    _infer_graph(model.graph, model.opset, outer={}, hints=hints or {})
+    _infer_graph(model.graph, model.opset, outer={}, hints=hints or {}, memo=memo)
     return model
 
 
-def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: Mapping[str, TensorType]) -> None:
+def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: Mapping[str, TensorType],
+                 memo: dict | None = None) -> None:
     scope = dict(outer)
     scope.update(graph.types)
     for name, array in graph.initializers.items():
@@ -33,18 +36,28 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: 
         schema = get_schema(node.op_type, node.domain)
         if schema is None:
             raise UnsupportedOpError([(node.domain, node.op_type, node.name)])
-        schema.check_node(node, opset)  # the rules index inputs and outputs and read attributes
         input_types = [scope.get(n) if n else None for n in node.inputs]
-        ctx = InferenceContext(node, opset, input_types, [constants.get(n) if n else None for n in node.inputs])
-        if schema.subgraph_inputs is not None:
-            _type_subgraph_inputs(node, schema.subgraph_inputs(ctx))
-        _infer_subgraphs(node, opset, scope, hints)
-        try:
-            inferred = schema.infer(ctx)
-        except GraphError:
-            raise
-        except Exception as exc:  # a rule tripping over odd input is still the node's fault
-            raise GraphError(f"{node.label}: type inference failed: {exc}") from exc
+        values = [constants.get(n) if n else None for n in node.inputs]
+        key = None
+        if memo is not None and schema.subgraph_inputs is None and not any(True for _ in node.subgraphs()):
+            key = (id(node), tuple(input_types), tuple(id(v) if v is not None else None for v in values))
+        inferred = memo.get(key) if key is not None else None
+        if inferred is None:
+            schema.check_node(node, opset)  # the rules index inputs and outputs and read attributes
+            ctx = InferenceContext(node, opset, input_types, values)
+            if schema.subgraph_inputs is not None:
+                _type_subgraph_inputs(node, schema.subgraph_inputs(ctx))
+            _infer_subgraphs(node, opset, scope, hints)
+            try:
+                inferred = schema.infer(ctx)
+            except GraphError:
+                raise
+            except Exception as exc:  # a rule tripping over odd input is still the node's fault
+                raise GraphError(f"{node.label}: type inference failed: {exc}") from exc
+            if key is not None:
+                memo[key] = (inferred, values)  # (the values kept alive: their ids are in the key)
+        else:
+            inferred = inferred[0]
         for name, new in zip(node.outputs, inferred):
             if not name:
                 continue

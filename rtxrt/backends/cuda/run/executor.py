@@ -131,6 +131,7 @@ class Engine:
                 self.segments.append(("device", []))
             self.segments[-1][1].extend(calls)
         self._graphs: list[Any] | None = None
+        self._launched = False
 
     def _arena(self, shared: SharedMemory) -> Any:
         import cupy
@@ -179,8 +180,12 @@ class Engine:
         return cupy.ndarray(form.shape, _cupy_dtype(form), cupy.cuda.MemoryPointer(memory, 0))
 
     def launch(self) -> None:
-        """Enqueue one run on the inputs already in the arena (see ``view``)."""
-        if self.use_graph:
+        """Enqueue one run on the inputs already in the arena (see ``view``). The first run
+        launches the kernels one by one; the second captures the CUDA graph that every later
+        run replays (a shape met once, as a generic engine meets many, pays no capture)."""
+        first = not self._launched
+        self._launched = True
+        if self.use_graph and not first:
             if self._graphs is None:
                 self._graphs = self._capture()
             for kind, item in self._graphs:
