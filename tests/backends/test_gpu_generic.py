@@ -114,3 +114,27 @@ def test_a_model_without_a_profile_gets_default_ranges(zoo_export, tmp_path):
     before = compiled_count()
     check_against_reference(session, zoo_export("bert").make_inputs(2, batch=5, seq=40), 1e-4)
     assert session.stats["engine"] == "generic" and compiled_count() == before
+
+
+def test_a_profile_keeps_a_bounded_number_of_shapes_loaded(zoo_export, tmp_path, monkeypatch):
+    """The least recently run shapes give back their own memory (constants, CUDA graph) and
+    are planned again, correctly and without compiling, when they come back."""
+    import rtxrt
+    from rtxrt.backends.cuda import generic
+    from rtxrt.backends.cuda.compile.nvrtc import compiled_count
+    from tests.models import zoo
+
+    monkeypatch.setattr(generic, "MAX_LIVE_ENGINES", 3)
+    path = build(zoo_export, tmp_path, "yolo_tiny", "fp32", dynamic_size=True)
+    make = zoo._image_inputs((1, 3, 64, 64))
+    profile = {"input": [(1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 256, 256)]}
+    session = rtxrt.Session(path, cache_dir=tmp_path / "cache", progress=False, profile=profile,
+                            specialization="none")
+    before, held = compiled_count(), []
+    sizes = [(1, 96), (2, 128), (1, 160), (2, 192), (1, 224), (1, 96), (2, 256), (2, 128)]
+    for seed, (batch, size) in enumerate(sizes):
+        check_against_reference(session, make(seed, batch=batch, size=size), 1e-4)
+        assert len(session._generic.engines) <= 3
+        held.append(session._generic.device_bytes)
+    assert compiled_count() == before
+    assert max(held[3:]) <= max(held[:3]) * 1.05  # what is held stops growing with the shapes seen

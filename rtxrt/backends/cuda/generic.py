@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from ...ir.graph import Model
@@ -23,6 +24,7 @@ from .plan.dim_ranges import DimRanges, dim_ranges, sample_shapes
 from .run.executor import Engine, SharedMemory
 
 Ranges = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
+MAX_LIVE_ENGINES = 32  # shapes whose engines (constants, CUDA graph) a profile keeps loaded
 
 
 def profile_signature(ranges: Ranges) -> str:
@@ -52,7 +54,7 @@ class GenericEngines:
         self.dims: DimRanges = dims if dims is not None else self.probe(model, self.ranges)  # (probed already)
         self.constants: dict = {}  # the builder's memo of the model's constants, shared by every plan
         self.shared = SharedMemory()
-        self.engines: dict[str, Engine] = {}
+        self.engines: OrderedDict[str, Engine] = OrderedDict()  # least recently run first
         self.stats: dict[str, JitStats] = {}
         self.tactics: dict[str, str] | None = None  # the profile's, read from the cache once built
         self.prefer: dict[str, str] = {}  # node label -> the tactic tuned at the opt shapes
@@ -104,15 +106,22 @@ class GenericEngines:
 
     def engine(self, shapes: Mapping[str, Sequence[int]], *, build: bool = True) -> tuple[Engine, JitStats]:
         """The engine of ``shapes`` (in the profile): planned and loaded now if new. Compiles
-        only kernels a generic plan could not share (``build=False``: NotSpecialized then)."""
+        only kernels a generic plan could not share (``build=False``: NotSpecialized then).
+        At most MAX_LIVE_ENGINES are kept: the least recently run gives back its own memory
+        (a shape's constants, its CUDA graph) and is planned again if it comes back."""
         signature = shape_signature(shapes)
-        if signature not in self.engines:
+        if signature in self.engines:
+            self.engines.move_to_end(signature)
+        else:
             made = self._specialize(shapes, build=build)
             started = time.perf_counter()
             self.engines[signature] = made.load(self.gpu, use_graph=self.use_graph, shared=self.shared)
             made.stats.jit_seconds += time.perf_counter() - started
             made.stats.device_bytes = self.device_bytes
             self.stats[signature] = made.stats
+            while len(self.engines) > MAX_LIVE_ENGINES:
+                _, cold = self.engines.popitem(last=False)
+                cold.release()
         return self.engines[signature], self.stats[signature]
 
     def _specialize(self, shapes: Mapping[str, Sequence[int]], *, build: bool, progress: Progress | None = None):

@@ -96,6 +96,7 @@ class Engine:
         self.stream, self.cublas = stream, cublas
         self.use_graph = use_graph
         shared = shared if shared is not None else SharedMemory()
+        self.shared, self.own_bytes = shared, 0  # own_bytes: what it allocated for itself alone
         self.arena = self._arena(shared)
         weights_key = tuple((place.offset, id(array)) for place, array in final.constants()
                             if place.allocation is Allocation.WEIGHTS)
@@ -105,11 +106,11 @@ class Engine:
             self.weights = shared.weights
         elif upload_weights:
             self.weights = cupy.cuda.alloc(max(self.layout.weights_bytes, 1))
-            shared.own_bytes += self.weights.mem.size
+            self._own(self.weights.mem.size)
         else:
             self.weights = shared.weights
         self.shape_consts = cupy.cuda.alloc(max(self.layout.shape_bytes, 1))
-        shared.own_bytes += self.shape_consts.mem.size
+        self._own(self.shape_consts.mem.size)
         self.bases = {Allocation.ARENA: self.arena.ptr, Allocation.WEIGHTS: self.weights.ptr,
                       Allocation.SHAPE: self.shape_consts.ptr}
         missing = {n: cubins[n] for n in final.kernels if n not in shared.functions}
@@ -141,8 +142,21 @@ class Engine:
             shared.arena = cupy.cuda.alloc(max(need, shared.arena_bytes))
         if shared.arena.mem.size >= need:
             return shared.arena
-        shared.own_bytes += need  # a shape needing more than the profile reserved
+        self._own(need)  # a shape needing more than the profile reserved
         return cupy.cuda.alloc(need)
+
+    def _own(self, nbytes: int) -> None:
+        self.own_bytes += nbytes
+        self.shared.own_bytes += nbytes
+
+    def release(self) -> None:
+        """Give back what this engine allocated for itself (its shape constants, an arena or
+        weights of its own) and its CUDA graphs; the memory it shares stays. It cannot run
+        again."""
+        self.shared.own_bytes -= self.own_bytes
+        self.own_bytes = 0
+        self.arena = self.weights = self.shape_consts = None
+        self._graphs, self.segments, self.step_calls = None, [], []
 
     @property
     def device_bytes(self) -> int:
