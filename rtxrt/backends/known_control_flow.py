@@ -113,7 +113,7 @@ def _liftable(body: Graph) -> bool:
     """No subgraph nested in ``body`` reads a value ``body`` defines (renaming those would
     reach into it)."""
     defined = set(body.initializers) | set(body.inputs) | {o for n in body.nodes for o in n.outputs if o}
-    return not any(_outer_reads(sub) & defined for n in body.nodes for sub in n.subgraphs())
+    return not any(sub.outer_reads() & defined for n in body.nodes for sub in n.subgraphs())
 
 
 def _lift(graph: Graph, body: Graph, prefix: str, bound: Mapping[str, str]) -> dict[str, str]:
@@ -133,15 +133,3 @@ def _lift(graph: Graph, body: Graph, prefix: str, bound: Mapping[str, str]) -> d
 def _renamed_nodes(body: Graph, rename: Mapping[str, str], prefix: str) -> list[Node]:
     return [Node(n.op_type, [rename.get(i, i) for i in n.inputs], [rename.get(o, o) for o in n.outputs],
                  dict(n.attrs), prefix + n.name if n.name else "", n.domain, n.precision) for n in body.nodes]
-
-
-def _outer_reads(graph: Graph) -> set[str]:
-    """Names a subgraph (and those nested in it) reads from the scopes around it."""
-    defined, used = set(), set()
-    for g in graph.graphs():
-        defined.update(g.inputs, g.initializers)
-        for n in g.nodes:
-            defined.update(n.outputs)
-            used.update(i for i in n.inputs if i)
-        used.update(g.outputs)
-    return used - defined

@@ -284,15 +284,7 @@ def node_reads(node: Node) -> set[str]:
     """What a node reads from its graph: its inputs and its subgraphs' outer-scope values."""
     names = {n for n in node.inputs if n}
     for sub in node.subgraphs():
-        defined = set()
-        used = set()
-        for g in sub.graphs():
-            defined.update(g.inputs, g.initializers)
-            for inner in g.nodes:
-                defined.update(inner.outputs)
-                used.update(n for n in inner.inputs if n)
-            used.update(g.outputs)
-        names |= used - defined
+        names |= sub.outer_reads()
     return names
 
 

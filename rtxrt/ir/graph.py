@@ -133,6 +133,19 @@ class Graph:
             for sub in node.subgraphs():
                 yield from sub.walk()
 
+    def outer_reads(self) -> set[str]:
+        """Names this graph (as a subgraph, with those nested in it) reads from the scopes
+        around it."""
+        defined: set[str] = set()
+        used: set[str] = set()
+        for g in self.graphs():
+            defined.update(g.inputs, g.initializers)
+            for node in g.nodes:
+                defined.update(node.outputs)
+                used.update(n for n in node.inputs if n)
+            used.update(g.outputs)
+        return used - defined
+
     def graphs(self) -> Iterator["Graph"]:
         """This graph and every graph nested in it."""
         yield self

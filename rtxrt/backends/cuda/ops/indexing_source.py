@@ -324,24 +324,7 @@ class ScatterNDProblem:
         return lines
 
     def params(self, *, data: bool = True, updates: bool = True, owner: str = "") -> tuple[list[str], list[KernelArg]]:
-        elem = C.storage_type(self.dtype) if self.reduction != "none" else bits_type(self.dtype)
-        params, args = [], []
-        if data:
-            params.append(f"const {elem}* __restrict__ in0")
-            args.append(KernelArg("in0", BufferRole.IN, 0, self.dtype, self.shape))
-        params.append(f"const {C.storage_type(self.index_dtype)}* __restrict__ idx")
-        args.append(KernelArg("idx", BufferRole.IN, 1, self.index_dtype, self.ishape))
-        if updates:
-            params.append(f"const {elem}* __restrict__ upd")
-            args.append(KernelArg("upd", BufferRole.IN, 2, self.dtype, self.ushape))
-        if owner:
-            params.append(f"{'const ' if owner == 'in' else ''}int* __restrict__ {OWNER}")
-            role = BufferRole.IN if owner == "in" else BufferRole.OUT
-            args.append(KernelArg(OWNER, role, 3 if owner == "in" else 1, DType.INT32, (self.targets,)))
-        if owner != "out":
-            params.append(f"{elem}* __restrict__ out0")
-            args.append(KernelArg("out0", BufferRole.OUT, 0, self.dtype, self.shape))
-        return params, args
+        return scatter_params(self, self.ushape, self.targets, data=data, updates=updates, owner=owner)
 
 
 def scatter_nd_columns_kernel(p: ScatterNDProblem) -> KernelSource:
@@ -442,20 +425,7 @@ class ScatterElementsProblem:
                 f"into {dims_text(self.shape)}")
 
     def params(self, *, updates: bool = True, owner: str = "") -> tuple[list[str], list[KernelArg]]:
-        elem = C.storage_type(self.dtype) if self.reduction != "none" else bits_type(self.dtype)
-        params = [f"const {C.storage_type(self.index_dtype)}* __restrict__ idx"]
-        args = [KernelArg("idx", BufferRole.IN, 1, self.index_dtype, self.ishape)]
-        if updates:
-            params.append(f"const {elem}* __restrict__ upd")
-            args.append(KernelArg("upd", BufferRole.IN, 2, self.dtype, self.ishape))
-        if owner:
-            params.append(f"{'const ' if owner == 'in' else ''}int* __restrict__ {OWNER}")
-            role = BufferRole.IN if owner == "in" else BufferRole.OUT
-            args.append(KernelArg(OWNER, role, 3 if owner == "in" else 1, DType.INT32, (self.total,)))
-        if owner != "out":
-            params.append(f"{elem}* __restrict__ out0")
-            args.append(KernelArg("out0", BufferRole.OUT, 0, self.dtype, self.shape))
-        return params, args
+        return scatter_params(self, self.ishape, self.total, data=False, updates=updates, owner=owner)
 
     def target(self, coords: list[str]) -> str:
         """The output offset of coordinates ``coords`` (the axis' one replaced by ``k``)."""
@@ -506,3 +476,28 @@ def scatter_elements_winner_kernel(p: ScatterElementsProblem) -> KernelSource:
             f"  if ({OWNER}[to] == (int)i) out0[to] = upd[i];", "}"]
     params, args = p.params(owner="in")
     return make_kernel("rtx_scatter_elements_winner_", p.describe(), params, p.updates, body, args, p.index)
+
+
+def scatter_params(p, updates_shape: tuple[int, ...], owners: int, *, data: bool, updates: bool,
+                   owner: str) -> tuple[list[str], list[KernelArg]]:
+    """A scatter kernel's parameters, in order: the data (when it copies it), the indices,
+    the updates, the owner table ("in" read, "out" written) with one slot per target
+    (``owners`` of them), and the output unless the kernel only fills the owner table."""
+    elem = C.storage_type(p.dtype) if p.reduction != "none" else bits_type(p.dtype)
+    params, args = [], []
+    if data:
+        params.append(f"const {elem}* __restrict__ in0")
+        args.append(KernelArg("in0", BufferRole.IN, 0, p.dtype, p.shape))
+    params.append(f"const {C.storage_type(p.index_dtype)}* __restrict__ idx")
+    args.append(KernelArg("idx", BufferRole.IN, 1, p.index_dtype, p.ishape))
+    if updates:
+        params.append(f"const {elem}* __restrict__ upd")
+        args.append(KernelArg("upd", BufferRole.IN, 2, p.dtype, updates_shape))
+    if owner:
+        params.append(f"{'const ' if owner == 'in' else ''}int* __restrict__ {OWNER}")
+        role = BufferRole.IN if owner == "in" else BufferRole.OUT
+        args.append(KernelArg(OWNER, role, 3 if owner == "in" else 1, DType.INT32, (owners,)))
+    if owner != "out":
+        params.append(f"{elem}* __restrict__ out0")
+        args.append(KernelArg("out0", BufferRole.OUT, 0, p.dtype, p.shape))
+    return params, args
