@@ -16,10 +16,23 @@ semantics, so that a model runs on the GPU without host round trips.
 - Dropout in inference mode that noop_removal could not bypass (its output is a graph output
   that cannot take over its input's name, or its mask is read) → Identity (mask: all true).
 - CastLike → Cast to its second input's type.
+- Einsum (decompose_einsum.py) of float operands → MatMul, Mul, ReduceSum, Transpose, Reshape,
+  Squeeze/Unsqueeze: any number of operands (contracted pairwise, left to right), explicit or
+  implicit output, ellipsis dims (also of different ranks: they broadcast from the right), and
+  static 1s broadcasting against other sizes. A pair with labels to contract is a batched
+  MatMul: batch labels (in both and kept) stay apart and lead, the kept and the contracted
+  labels of each operand are merged into one dim each ([batch..., M, K] @ [batch..., K, N]);
+  a pair with none is a broadcast Mul; labels only one operand has and the output lacks are
+  summed out first (ReduceSum, keepdims 0, over the axes where they are: the GPU's strided
+  kernels reduce any axes, and the operand is transposed next anyway, smaller by then).
+  Left as Einsum: integer operands (the GPU's MatMul takes floats), a label repeated within
+  one operand (a diagonal), a label whose sizes in two operands are not provably equal (an
+  unknown dim, or two symbols that might broadcast at run time), a static 0 dim, unknown ranks.
 
 Everything is shape-free: dims are never baked into constants, so symbolic dims stay symbolic.
 Reshapes copy dims with 0 and compute one with -1; where more dims vary than that allows,
-placeholder 1-dims (Unsqueeze before, Squeeze after) keep the varying dims at their index.
+placeholder 1-dims (Unsqueeze before, Squeeze after) keep the varying dims at their index, or
+(Einsum) the other sizes are read with Shape/Gather/ReduceProd/Concat, computed at plan time.
 The GPU reduces trailing axes only, so other axes are transposed to the end (after reducing
 the trailing ones, which shrinks the tensor first).
 """
@@ -38,6 +51,7 @@ from ...ir.ops.tensor import AXES_INPUT_SINCE
 from ...ir.rewrite import GraphIndex, NameGenerator, value_type
 from ..options import AotOptions
 from ..pass_result import PassResult
+from .decompose_einsum import einsum
 
 Shape = list[Dim]
 _NARROW = (DType.FLOAT16, DType.BFLOAT16)  # statistics of these are computed in float32
@@ -103,8 +117,8 @@ class _Emitter:
         self.squeezes.append(self.nodes[-1])
         return out
 
-    def reduce(self, op_type: str, x: str, axes: Sequence[int]) -> str:
-        return self._axes_op(op_type, x, axes, axes_input_since(op_type), {"keepdims": 1})
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: int = 1) -> str:
+        return self._axes_op(op_type, x, axes, axes_input_since(op_type), {"keepdims": keepdims})
 
     def reshape(self, x: str, spec: Sequence[int], output: str | None = None) -> str:
         return self.op("Reshape", [x, self.constant(np.array(spec, np.int64), "shape", shared=True)], output=output)
@@ -432,6 +446,7 @@ _RULES: dict[str, _Rule] = {
     "LpNormalization": _lp_norm,
     "Dropout": _dropout,
     "CastLike": _cast_like,
+    "Einsum": einsum,
 }
 
 
