@@ -33,8 +33,6 @@ Everything is shape-free: dims are never baked into constants, so symbolic dims 
 Reshapes copy dims with 0 and compute one with -1; where more dims vary than that allows,
 placeholder 1-dims (Unsqueeze before, Squeeze after) keep the varying dims at their index, or
 (Einsum) the other sizes are read with Shape/Gather/ReduceProd/Concat, computed at plan time.
-The GPU reduces trailing axes only, so other axes are transposed to the end (after reducing
-the trailing ones, which shrinks the tensor first).
 """
 from __future__ import annotations
 
@@ -194,22 +192,9 @@ def _product(dims: Sequence[Dim]) -> int | None:
 
 
 def _reduce(e: _Emitter, op_type: str, x: str, axes: Sequence[int], rank: int) -> str:
-    """``op_type`` (ReduceMean or ReduceSum, keepdims) over ``axes``, reducing trailing axes
-    only: the trailing run of ``axes`` first, then the rest moved to the end by a Transpose
-    and back. A mean of equal-sized means is the mean, a sum of sums the sum."""
-    axes = sorted(axes)
-    trailing = 0
-    while trailing < len(axes) and axes[len(axes) - 1 - trailing] == rank - 1 - trailing:
-        trailing += 1
-    rest = axes[: len(axes) - trailing]
-    if trailing:
-        x = e.reduce(op_type, x, axes[len(axes) - trailing:])
-    if rest:
-        perm = [a for a in range(rank) if a not in rest] + rest
-        x = e.op("Transpose", [x], {"perm": perm})
-        x = e.reduce(op_type, x, list(range(rank - len(rest), rank)))
-        x = e.op("Transpose", [x], {"perm": [perm.index(a) for a in range(rank)]})
-    return x
+    """``op_type`` (ReduceMean or ReduceSum, keepdims) over ``axes``: the GPU reduces any axes
+    in one kernel (a strided one where they are not trailing)."""
+    return e.reduce(op_type, x, sorted(axes))
 
 
 def _axes(axes: Sequence[int], rank: int) -> list[int] | None:
