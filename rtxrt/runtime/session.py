@@ -2,6 +2,7 @@
 through the JIT and the runtime cache, or on the CPU reference backend where allowed."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ PRECISIONS = (None, "fp32")
 SPECIALIZATIONS = ("eager", "lazy", "none")
 HOT_USES = 2  # "lazy": a shape gets its specialized engine built once it has run this many times
 DEFAULT_DIM_MAX = 2048  # a symbolic dim without a profile ranges over [1, max(its first size, this)]
+DEFAULT_MAX_ELEMENTS = 1 << 28  # ... and an input's largest default shape holds at most this many elements
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Session:
     and tuned once at the opt shapes, which run every shape of the profile on the GPU (a new
     shape costs a plan on the host and a CUDA graph capture, no compile). A model with
     symbolic dims and no profile gets one at its first run: each symbolic dim ranges over
-    [1, max(its size then, DEFAULT_DIM_MAX = 2048)], opt is that first shape, and a shape
+    [1, max(its size then, DEFAULT_DIM_MAX = 2048)] (an input's largest shape capped at
+    DEFAULT_MAX_ELEMENTS), opt is that first shape, and a shape
     outside is specialized on its own. ``specialization`` says what shape-specialized engines
     are built on top, as TensorRT-RTX does: "lazy" (default) runs a new shape on the generic
     engine at once and, once it has run HOT_USES (2) times, builds its specialized engine in a
@@ -236,8 +239,11 @@ class Session:
         shapes = self._check(arrays)
         engine = self._select(shapes)
         if isinstance(engine, SplitRun):  # cut at data-dependent nodes: GPU parts around host ones
-            with self._gpu.device:
-                values = engine.run(arrays)
+            import cupy
+
+            with self._gpu.device:  # the parts take and give CuPy arrays, whatever the caller gave
+                values = engine.run({n: cupy.asarray(a) for n, a in arrays.items()})
+                values = {n: cupy.asarray(v) for n, v in values.items() if n in wanted}
             self.last_engine = "split"
             return [_as_kind(values[n], kind, self.model.graph.types[n].dtype) for n in wanted]
         if engine is None or isinstance(engine, OnHost):  # lazy: still being built; or no static plan exists
@@ -364,14 +370,22 @@ class Session:
 
     def _default_ranges(self, shapes: Mapping[str, tuple[int, ...]],
                         limit: int = DEFAULT_DIM_MAX) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """Each symbolic dim over [1, max(its size here, ``limit``)], opt its size here."""
+        """Each symbolic dim over [1, max(its size here, ``limit``)], opt its size here; where
+        the largest shape would pass DEFAULT_MAX_ELEMENTS (batch, height and width all at their
+        limits), the largest upper bounds are halved, down to the sizes here."""
         ranges = {}
         for info in self.inputs:
             shape = shapes[info.name]
             declared = info.shape or (None,) * len(shape)
             low = tuple(d if isinstance(d, int) else 1 for d, s in zip(declared, shape))
-            high = tuple(d if isinstance(d, int) else max(s, limit) for d, s in zip(declared, shape))
-            ranges[info.name] = (low, tuple(shape), high)
+            high = [d if isinstance(d, int) else max(s, limit) for d, s in zip(declared, shape)]
+            while math.prod(high) > max(DEFAULT_MAX_ELEMENTS, math.prod(shape)):
+                axis = max((a for a, d in enumerate(declared) if not isinstance(d, int) and high[a] > shape[a]),
+                           key=lambda a: high[a], default=None)
+                if axis is None:
+                    break
+                high[axis] = max(high[axis] // 2, shape[axis])
+            ranges[info.name] = (low, tuple(shape), tuple(high))
         return ranges
 
     def _count(self, stats: JitStats) -> None:

@@ -80,3 +80,24 @@ def test_a_zoo_model_exported_by_dynamo_matches_onnxruntime_and_runs_on_the_gpu(
         feeds = exported.make_inputs(4, **size)
         check_matches_onnxruntime(exported.onnx_path, model, feeds)
         check_runs_on_the_gpu(model, feeds, frozenset())
+
+
+@pytest.mark.parametrize("name", [n for n in wild.WILD_MODELS if not wild.SPECS[n].host_ops])
+def test_a_wild_model_runs_on_the_gpu_over_the_default_ranges_too(wild_export, name):
+    """Without a profile a session plans one generic engine over default ranges (every
+    symbolic dim up to 2048, the largest shape capped in elements): that plan, whose GEMMs
+    must hold the largest shape, has every node on the GPU as well."""
+    from types import SimpleNamespace
+
+    from rtxrt.backends.cuda.plan.builder import build_plan
+    from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
+    from rtxrt.runtime.session import IOInfo, Session
+
+    model = compile_onnx(wild_export(name, False).onnx_path)
+    graph = model.graph
+    inputs = SimpleNamespace(inputs=[IOInfo(n, graph.types[n].dtype.short, graph.types[n].shape)
+                                     for n in graph.inputs if n not in graph.initializers])
+    shapes = {n: a.shape for n, a in wild_export(name, False).make_inputs(3).items()}
+    ranges = Session._default_ranges(inputs, shapes)
+    plan = build_plan(model, shapes, arch="sm_86", sm_count=46, dims=dim_ranges(model, sample_shapes(ranges)))
+    assert [(s.label, s.why_host) for s in plan.host_steps] == []
