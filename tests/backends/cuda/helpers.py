@@ -74,3 +74,16 @@ def check_close(got: np.ndarray, want: np.ndarray, tol: float, what: str, output
         raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements off, first at {where}: "
                              f"{got[where]} vs {want[where]}")
     return rel
+
+
+def load_cubins(kernels: Mapping[str, str], folder, arch: str) -> dict:
+    """``kernels`` (name -> source) compiled for ``arch`` and loaded: name -> cupy.RawModule
+    (each cubin written to ``folder`` first, as RawModule loads from a path)."""
+    import cupy
+
+    loaded = {}
+    for name, cubin in compile_many(kernels.items(), arch).items():
+        path = folder / f"{name}.cubin"
+        path.write_bytes(cubin)
+        loaded[name] = cupy.RawModule(path=str(path))
+    return loaded

@@ -22,8 +22,7 @@ import pytest
 from rtxrt.backends.reference.kernel import find_kernel
 from rtxrt.ir.dtypes import DType
 from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
-from rtxrt.backends.cuda.compile.nvrtc import compile_many
-from tests.backends.cuda.helpers import device_view
+from tests.backends.cuda.helpers import device_view, load_cubins
 from tests.backends.cuda.test_data_movement_codegen import CASES, Case
 
 pytestmark = pytest.mark.gpu
@@ -33,19 +32,11 @@ TOLERANCE = {DType.FLOAT32: 1e-6, DType.FLOAT16: 1e-3, DType.BFLOAT16: 1e-2}
 
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory):
-    import cupy
-
     from rtxrt.backends.cuda.device import probe
 
     arch = probe().arch
     kernels = {k.name: k.source for k in (case.kernel() for case in CASES)}
-    folder = tmp_path_factory.mktemp("cubins")
-    loaded = {}
-    for name, cubin in compile_many(kernels.items(), arch).items():
-        path = folder / f"{name}.cubin"
-        path.write_bytes(cubin)
-        loaded[name] = cupy.RawModule(path=str(path))
-    return loaded
+    return load_cubins(kernels, tmp_path_factory.mktemp("cubins"), arch)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -29,8 +29,8 @@ from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Graph, Model, Node, TensorType
 from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
 from rtxrt.backends.cuda.ops.elementwise_source import elementwise_kernel
-from rtxrt.backends.cuda.compile.nvrtc import compile_cubin, compile_many
-from tests.backends.cuda.helpers import device_view
+from rtxrt.backends.cuda.compile.nvrtc import compile_cubin
+from tests.backends.cuda.helpers import device_view, load_cubins
 from tests.backends.cuda.test_codegen_compile import CASES, Case
 
 pytestmark = pytest.mark.gpu
@@ -49,16 +49,8 @@ def device():
 @pytest.fixture(scope="module")
 def modules(device, tmp_path_factory):
     """Every catalogue kernel compiled for this GPU and loaded from its cubin file."""
-    import cupy
-
     kernels = {k.name: k.source for k in (case.kernel() for case in CASES)}
-    folder = tmp_path_factory.mktemp("cubins")
-    loaded = {}
-    for name, cubin in compile_many(kernels.items(), device.arch).items():
-        path = folder / f"{name}.cubin"
-        path.write_bytes(cubin)
-        loaded[name] = cupy.RawModule(path=str(path))
-    return loaded
+    return load_cubins(kernels, tmp_path_factory.mktemp("cubins"), device.arch)
 
 
 def test_probe_describes_this_gpu(device):

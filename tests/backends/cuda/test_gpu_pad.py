@@ -18,6 +18,7 @@ from rtxrt.backends.cuda.plan.builder import build_plan, finalize
 from rtxrt.backends.cuda.plan.forms import numpy_dtype
 from rtxrt.backends.cuda.plan.program import BufferRole, Launch, NodeProgram
 from rtxrt.backends.reference.executor import ReferenceExecutor
+from tests.backends.cuda.helpers import load_cubins
 from tests.backends.cuda.test_pad_codegen import (
     CASES,
     PROFILE,
@@ -39,21 +40,12 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory):
     """Every kernel of the catalogue and of the generic cases, compiled for this GPU."""
-    import cupy
-
-    from rtxrt.backends.cuda.compile.nvrtc import compile_many
     from rtxrt.backends.cuda.device import probe
 
     kernels = {}
     for program in [lowered(case) for case in CASES] + generic_programs():
         kernels.update(program.kernels)
-    folder = tmp_path_factory.mktemp("cubins")
-    loaded = {}
-    for name, cubin in compile_many(kernels.items(), probe().arch).items():
-        path = folder / f"{name}.cubin"
-        path.write_bytes(cubin)
-        loaded[name] = cupy.RawModule(path=str(path))
-    return loaded
+    return load_cubins(kernels, tmp_path_factory.mktemp("cubins"), probe().arch)
 
 
 def launch(modules, program: NodeProgram, arrays: list[np.ndarray | None], grid: int | None = None) -> np.ndarray:

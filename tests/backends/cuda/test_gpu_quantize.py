@@ -19,9 +19,8 @@ import zlib
 import numpy as np
 import pytest
 
-from rtxrt.backends.cuda.compile.nvrtc import compile_many
 from rtxrt.backends.cuda.ops.elementwise_source import elementwise_kernel
-from tests.backends.cuda.helpers import device_view
+from tests.backends.cuda.helpers import device_view, load_cubins
 from tests.backends.cuda.test_quantize_codegen import host, reference, specs
 
 pytestmark = pytest.mark.gpu
@@ -38,16 +37,8 @@ def arch() -> str:
 
 @pytest.fixture(scope="module")
 def modules(arch, tmp_path_factory):
-    import cupy
-
     kernels = {k.name: k.source for k in (elementwise_kernel(*spec) for spec in specs().values())}
-    folder = tmp_path_factory.mktemp("cubins")
-    loaded = {}
-    for name, cubin in compile_many(kernels.items(), arch).items():
-        path = folder / f"{name}.cubin"
-        path.write_bytes(cubin)
-        loaded[name] = cupy.RawModule(path=str(path))
-    return loaded
+    return load_cubins(kernels, tmp_path_factory.mktemp("cubins"), arch)
 
 
 @pytest.mark.parametrize("case", list(specs()))

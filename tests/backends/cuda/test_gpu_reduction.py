@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
-from rtxrt.backends.cuda.compile.nvrtc import compile_many
+from tests.backends.cuda.helpers import load_cubins
 from tests.backends.cuda.test_reduction_codegen import CASES, compare, poisoned, random_inputs, reference, storage
 
 pytestmark = pytest.mark.gpu
@@ -23,18 +23,10 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory):
-    import cupy
-
     from rtxrt.backends.cuda.device import probe
 
     kernels = {k.name: k.source for k in (c.kernel() for c in CASES)}
-    folder = tmp_path_factory.mktemp("cubins")
-    loaded = {}
-    for name, cubin in compile_many(kernels.items(), probe().arch).items():
-        path = folder / f"{name}.cubin"
-        path.write_bytes(cubin)
-        loaded[name] = cupy.RawModule(path=str(path))
-    return loaded
+    return load_cubins(kernels, tmp_path_factory.mktemp("cubins"), probe().arch)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
