@@ -1,7 +1,8 @@
 """Control flow decided when the plan is made becomes plain nodes: an ``If`` whose condition
 is known (a comparison of shapes, a flag in the weights) is replaced by the branch it takes,
-and a ``Loop`` whose trip count is known (and whose body never stops it early) is unrolled,
-one renamed copy of its body per iteration. Their nodes are then planned like any others (on
+a ``Loop`` whose trip count is known (and whose body never stops it early) is unrolled, one
+renamed copy of its body per iteration, and so is a ``Scan`` (its length is the scan axis of
+a static shape). Their nodes are then planned like any others (on
 the GPU, their shape arithmetic at plan time) instead of the If or Loop running on the host
 as one opaque node."""
 from __future__ import annotations
@@ -27,6 +28,8 @@ def inline_known_control_flow(model: Model, known: Mapping[str, np.ndarray]) -> 
             inlined = _inline_if(graph, node, index, known)
         elif node.op_type == "Loop" and not node.domain:
             inlined = _unroll_loop(graph, node, index, known)
+        elif node.op_type == "Scan" and not node.domain and model.opset >= 9:  # (Scan-8 batches differently)
+            inlined = _unroll_scan(graph, node, index)
         if inlined is None:
             nodes.append(node)
         else:
@@ -91,6 +94,72 @@ def _unroll_loop(graph: Graph, node: Node, index: int, known: Mapping[str, np.nd
         if out:
             nodes.append(Node("Concat", scans[j], [out], {"axis": 0}, name=f"{prefix}output {out}"))
     return nodes
+
+
+def _unroll_scan(graph: Graph, node: Node, index: int) -> list[Node] | None:
+    """The body once per step of the scan axis (static in a specialized model): each copy
+    reads one slice of every scan input (Gather) and the states the last copy made; the scan
+    outputs are stacked along their axes in their directions. None where a length is not
+    static or the copies would be too many."""
+    body = node.attrs.get("body")
+    if not isinstance(body, Graph) or not _liftable(body):
+        return None
+    scans = int(node.attrs.get("num_scan_inputs", 0))
+    states, sequences = node.inputs[:len(node.inputs) - scans], node.inputs[len(node.inputs) - scans:]
+    in_axes = _padded(node.attrs.get("scan_input_axes"), scans)
+    in_directions = _padded(node.attrs.get("scan_input_directions"), scans)
+    lengths, axes = set(), []
+    for name, axis in zip(sequences, in_axes):
+        t = graph.types.get(name)
+        if t is None or not t.is_static:
+            return None
+        axes.append(axis % len(t.shape))
+        lengths.add(t.shape[axes[-1]])
+    count = lengths.pop() if len(lengths) == 1 else 0
+    if count < 1 or count * max(len(body.nodes), 1) > MAX_UNROLLED_NODES:
+        return None
+    scanned_names = body.outputs[len(states):]
+    out_axes = []
+    for name, axis in zip(scanned_names, _padded(node.attrs.get("scan_output_axes"), len(scanned_names))):
+        t = body.types.get(name)
+        if axis < 0 and (t is None or t.shape is None):
+            return None  # a negative axis needs the rank of what the body scans out
+        out_axes.append(axis % (len(t.shape) + 1) if axis < 0 else axis)
+    prefix = f"{node.name or f'Scan_{index}'}/"
+    values, scanned = list(states), [[] for _ in scanned_names]
+    nodes: list[Node] = []
+    for t in range(count):
+        step = f"{prefix}{t}/"
+        slices = []
+        for k, (name, axis, direction) in enumerate(zip(sequences, axes, in_directions)):
+            at = f"{step}at {k}"
+            graph.initializers[at] = np.array(count - 1 - t if direction else t, np.int64)
+            slices.append(f"{step}slice {k}")
+            nodes.append(Node("Gather", [name, at], [slices[-1]], {"axis": axis}, name=f"{step}slice {k}"))
+        rename = _lift(graph, body, step, dict(zip(body.inputs, [*values, *slices])))
+        nodes += _renamed_nodes(body, rename, step)
+        values = [rename.get(v, v) for v in body.outputs[:len(states)]]
+        for j, name in enumerate(scanned_names):
+            scanned[j].append(rename.get(name, name))
+    nodes += [Node("Identity", [v], [out], name=f"{prefix}output {out}")
+              for v, out in zip(values, node.outputs[:len(states)]) if out]
+    out_directions = _padded(node.attrs.get("scan_output_directions"), len(scanned_names))
+    for j, out in enumerate(node.outputs[len(states):]):
+        if not out:
+            continue
+        axis = out_axes[j]
+        where = f"{prefix}stack axis {j}"
+        graph.initializers[where] = np.array([axis], np.int64)
+        parts = []
+        for t, value in enumerate(scanned[j][::-1] if out_directions[j] else scanned[j]):
+            parts.append(f"{prefix}{t}/stacked {j}")
+            nodes.append(Node("Unsqueeze", [value, where], [parts[-1]], name=f"{prefix}{t}/stack {j}"))
+        nodes.append(Node("Concat", parts, [out], {"axis": axis}, name=f"{prefix}output {out}"))
+    return nodes
+
+
+def _padded(values, count: int) -> list[int]:
+    return [int(v) for v in (values or [])] + [0] * (count - len(values or []))
 
 
 def _runs_every_trip(node: Node, body: Graph, known: Mapping[str, np.ndarray]) -> bool:

@@ -126,7 +126,7 @@ def specialize(model: Model, input_shapes: Mapping[str, Sequence[int]]) -> Model
             raise InputError(f"input {name!r} has no declared element type")
         result.graph.types[name] = TensorType(dtype, tuple(int(d) for d in input_shapes[name]))
     _infer_with_shape_values(result)
-    if any(n.op_type in ("If", "Loop") for n in result.graph.nodes):
+    if any(n.op_type in ("If", "Loop", "Scan") for n in result.graph.nodes):
         while inline_known_control_flow(result, dict(result.graph.initializers) | plan_time_values(result)):
             _infer_with_shape_values(result)
     return result

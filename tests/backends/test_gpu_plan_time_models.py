@@ -1,6 +1,6 @@
 """On a GPU, the models whose control flow and constants are decided at plan time run wholly
 on the GPU and match the reference backend: an anchor grid from a float Range, an If on a
-shape condition (inlined), a Loop with a trip count from a shape (unrolled), a residual in
+shape condition (inlined), a Loop with a trip count from a shape and a Scan (unrolled), a residual in
 another layout than its conv's output (converted), at several input sizes."""
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 
 from rtxrt.aot import compile_onnx
-from tests.backends.cuda.test_plan_coverage import anchor_model, logical_residual_model, loop_model, shape_if_model
+from tests.backends.cuda.test_plan_coverage import (
+    anchor_model,
+    logical_residual_model,
+    loop_model,
+    scan_model,
+    shape_if_model,
+)
 
 pytestmark = pytest.mark.gpu
 
 MODELS = {"anchors": (anchor_model, [(1, 4, 16, 16), (2, 4, 24, 40)]),
           "shape_if": (shape_if_model, [(1, 4), (3, 4), (5, 4)]),
           "loop": (loop_model, [(1, 4), (6, 4)]),
+          "scan": (scan_model, [(1, 4), (5, 4)]),
           "residual": (logical_residual_model, [(1, 4, 8, 8), (3, 4, 8, 8)])}
 
 

@@ -209,3 +209,38 @@ def test_a_residual_in_another_layout_is_converted_rather_than_the_conv_run_on_t
         compiled = compile_onnx(logical_residual_model().SerializeToString(), AotOptions(precision=precision))
         assert [n.op_type for n in compiled.graph.nodes] == ["Mul", "FusedConv"]  # the Add fused as the residual
         assert plan_coverage(compiled, {"x": (2, 4, 8, 8)}, "sm_86").host_nodes == []
+
+
+def scan_model(direction: int = 0, out_axis: int = 0):
+    """A running sum over x's rows by a Scan (its length is x's first dim, static once the
+    input shapes are): the final sum (a state) and the partial sums stacked on ``out_axis``,
+    visiting the rows in ``direction`` (1: last to first)."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "row"], ["acc_out"], name="accumulate"),
+         helper.make_node("Mul", ["acc_out", "two_b"], ["partial"], name="partial")],
+        "body",
+        [helper.make_tensor_value_info("acc_in", FLOAT, [4]), helper.make_tensor_value_info("row", FLOAT, [4])],
+        [helper.make_tensor_value_info("acc_out", FLOAT, [4]), helper.make_tensor_value_info("partial", FLOAT, [4])],
+        initializer=[helper.make_tensor("two_b", FLOAT, [], [2.0])])
+    nodes = [helper.make_node("Scan", ["start", "x"], ["total", "partials"], body=body, num_scan_inputs=1,
+                              scan_input_directions=[direction], scan_output_axes=[out_axis], name="scan_rows")]
+    out_shape = ["n", 4] if out_axis in (0, -2) else [4, "n"]
+    return make_model(nodes, [("x", FLOAT, ["n", 4])], [("total", FLOAT, [4]), ("partials", FLOAT, out_shape)],
+                      {"start": np.zeros(4, np.float32)})
+
+
+def test_a_scan_over_a_static_length_is_unrolled_onto_the_gpu():
+    from rtxrt.backends.memory_plan import specialize
+    from rtxrt.backends.reference.executor import ReferenceExecutor
+
+    for direction, out_axis in ((0, 0), (1, 0), (0, 1), (1, -1)):
+        compiled = compile_onnx(scan_model(direction, out_axis).SerializeToString())
+        for rows in (1, 4):
+            report = plan_coverage(compiled, {"x": (rows, 4)}, "sm_86")
+            assert report.host_nodes == [], (direction, out_axis)
+            unrolled = specialize(compiled, {"x": (rows, 4)})
+            assert not any(n.op_type == "Scan" for n in unrolled.graph.nodes)
+            x = np.random.default_rng(rows).standard_normal((rows, 4)).astype(np.float32)
+            got, want = ReferenceExecutor(unrolled).run({"x": x}), ReferenceExecutor(compiled).run({"x": x})
+            for name in ("total", "partials"):
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=f"{name} {direction} {out_axis}")
