@@ -19,6 +19,7 @@ from ..errors import ModelError, RtxrtError, UnsupportedOpError
 from ..ir.checker import check_model
 from ..ir.graph import Graph, Model, Node, TensorType
 from ..ir.infer import infer_types
+from .function_bodies import expand_function_ops
 from ..ir.onnx_codec import TensorFromProto, attr_from_proto, sparse_to_numpy, type_from_proto
 from ..ir.ops import get_schema
 from .external_data import tensor_reader
@@ -42,6 +43,7 @@ def load_onnx(source: OnnxSource, *, base_dir: str | os.PathLike | None = None) 
     proto = _upgrade(proto, label)
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
+    proto = expand_function_ops(proto)
     hints = onnx_inferred_types(proto)
     graph = _convert_graph(proto.graph, tensor_reader(folder), top_level=True)
     model = Model(

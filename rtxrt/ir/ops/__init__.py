@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .facts import Layout, OpFacts, Precision
 from .registry import (
-    VARIADIC, InferenceContext, OpSchema, all_schemas, elementwise_ops, facts_of, get_schema, register, view_ops,
+    VARIADIC, InferenceContext, OpSchema, all_schemas, elementwise_ops, facts_of, function_body_ops, get_schema,
+    register, view_ops,
 )
 
-__all__ = ["VARIADIC", "InferenceContext", "Layout", "OpFacts", "OpSchema", "Precision", "all_schemas", "elementwise_ops", "facts_of",
+__all__ = ["VARIADIC", "InferenceContext", "Layout", "OpFacts", "OpSchema", "Precision", "all_schemas", "elementwise_ops", "facts_of", "function_body_ops",
            "get_schema", "register", "view_ops"]

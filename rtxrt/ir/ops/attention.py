@@ -75,4 +75,4 @@ def _infer_rotary(ctx: InferenceContext) -> list[TensorType | None]:
 
 
 register("Attention", _infer_attention, inputs=(3, 7), outputs=(1, 4), facts=GEMM)
-register("RotaryEmbedding", _infer_rotary, inputs=(3, 4), facts=PLAIN)
+register("RotaryEmbedding", _infer_rotary, inputs=(3, 4), facts=PLAIN.but(function_body=True))

@@ -63,6 +63,9 @@ class OpFacts:
     # Its output is its input's bytes under another shape: memory plans alias the two, the GPU
     # copies nothing, and chains of such ops collapse.
     view: bool = False
+    # Computed as its ONNX function body: the frontend expands it when a model is imported
+    # (onnx's own definition), so every backend runs the ops of the body.
+    function_body: bool = False
 
     def but(self, **changes) -> OpFacts:
         return replace(self, **changes)

@@ -159,6 +159,11 @@ def view_ops() -> frozenset[str]:
     return _ops_with("view")
 
 
+def function_body_ops() -> frozenset[str]:
+    """The default-domain operators computed as their ONNX function bodies (expanded on import)."""
+    return _ops_with("function_body")
+
+
 def facts_of(node: Node) -> OpFacts | None:
     """The facts of ``node``'s operator; None for an operator rtxrt does not know."""
     schema = SCHEMAS.get(node.op_type, node.domain)

@@ -35,5 +35,5 @@ def _infer_loss(ctx: InferenceContext) -> list[TensorType | None]:
 register("Softmax", _infer_softmax, facts=STATS.but(layout=Layout.CHANNEL_AXIS))
 register("LogSoftmax", _infer_softmax, facts=STATS.but(layout=Layout.CHANNEL_AXIS))
 register("Hardmax", _infer_softmax, facts=STATS)
-register("NegativeLogLikelihoodLoss", _infer_loss, inputs=(2, 3), facts=WIDE)
-register("SoftmaxCrossEntropyLoss", _infer_loss, inputs=(2, 3), outputs=(1, 2), facts=WIDE)
+register("NegativeLogLikelihoodLoss", _infer_loss, inputs=(2, 3), facts=WIDE.but(function_body=True))
+register("SoftmaxCrossEntropyLoss", _infer_loss, inputs=(2, 3), outputs=(1, 2), facts=WIDE.but(function_body=True))
