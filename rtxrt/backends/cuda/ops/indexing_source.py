@@ -212,11 +212,7 @@ def gather_elements_kernel(shape: Sequence[int], indices_shape: Sequence[int], a
     coords[axis] = f"({index})k"
     body = [*lines, *load_index("k", "idx[i]", shape[axis], clamp=True),
             f"out0[i] = in0[{offset(coords, contiguous_strides(shape), suffix)}];"]
-    elem = bits_type(dtype)
-    params = [f"const {elem}* __restrict__ in0", f"const {C.storage_type(index_dtype)}* __restrict__ idx",
-              f"{elem}* __restrict__ out0"]
-    args = [KernelArg("in0", BufferRole.IN, 0, dtype, shape), KernelArg("idx", BufferRole.IN, 1, index_dtype, ishape),
-            KernelArg("out0", BufferRole.OUT, 0, dtype, ishape)]
+    params, args = gather_params(dtype, index_dtype, shape, ishape, ishape)
     return make_kernel("rtx_gather_elements_", f"{what} axis {axis} of {dims_text(shape)} by {dims_text(ishape)}",
                        params, total, body, args, (index, suffix))
 
@@ -270,11 +266,7 @@ def gather_nd_kernel(shape: Sequence[int], indices_shape: Sequence[int], batch_d
         stride = strides[b + c]
         terms.append(f"({index})k{c}" if one(stride) else f"({index})k{c} * {c_int(stride, suffix)}")
     body.append(f"out0[i] = in0[{' + '.join(terms) or f'0{suffix}'}];")
-    elem = bits_type(dtype)
-    params = [f"const {elem}* __restrict__ in0", f"const {C.storage_type(index_dtype)}* __restrict__ idx",
-              f"{elem}* __restrict__ out0"]
-    args = [KernelArg("in0", BufferRole.IN, 0, dtype, shape), KernelArg("idx", BufferRole.IN, 1, index_dtype, ishape),
-            KernelArg("out0", BufferRole.OUT, 0, dtype, out)]
+    params, args = gather_params(dtype, index_dtype, shape, ishape, out)
     return make_kernel("rtx_gather_nd_", f"{what} batch_dims {b} of {dims_text(shape)} by {dims_text(ishape)}",
                        params, total, body, args, (index, suffix))
 
@@ -500,4 +492,15 @@ def scatter_params(p, updates_shape: tuple[int, ...], owners: int, *, data: bool
     if owner != "out":
         params.append(f"{elem}* __restrict__ out0")
         args.append(KernelArg("out0", BufferRole.OUT, 0, p.dtype, p.shape))
+    return params, args
+
+
+def gather_params(dtype: DType, index_dtype: DType, shape: tuple[int, ...], ishape: tuple[int, ...],
+                  out: tuple[int, ...]) -> tuple[list[str], list[KernelArg]]:
+    """A gather kernel's parameters: the data (moved as raw bits), the indices, the output."""
+    elem = bits_type(dtype)
+    params = [f"const {elem}* __restrict__ in0", f"const {C.storage_type(index_dtype)}* __restrict__ idx",
+              f"{elem}* __restrict__ out0"]
+    args = [KernelArg("in0", BufferRole.IN, 0, dtype, shape), KernelArg("idx", BufferRole.IN, 1, index_dtype, ishape),
+            KernelArg("out0", BufferRole.OUT, 0, dtype, out)]
     return params, args
