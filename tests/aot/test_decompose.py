@@ -474,3 +474,34 @@ def test_castlike_becomes_a_cast_to_the_type_of_its_second_input(like):
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
     assert build_plan(compiled, {"x": (2, 3), "target": (1,)}, arch="sm_86", sm_count=46).host_steps == []
+
+
+@pytest.mark.parametrize("trans_a, trans_b, c_shape, alpha, beta", [
+    (1, 0, None, 1.0, 1.0),        # transA alone
+    (0, 0, ["m", 6], 1.0, 1.0),    # C a matrix
+    (0, 1, [], 0.5, 2.0),          # C a scalar, with alpha and beta
+    (0, 0, [1, 6], 1.0, 1.0),      # C a row that broadcasts
+    (0, 0, [6], 1.0, 0.25),        # a bias over N, but beta is not 1
+    (1, 1, ["m", 1], 2.0, -1.0),   # everything at once: a column C
+])
+def test_a_gemm_the_gpu_kernel_cannot_take_becomes_one_it_can(trans_a, trans_b, c_shape, alpha, beta):
+    a_shape = [5, "m"] if trans_a else ["m", 5]
+    b_shape = [6, 5] if trans_b else [5, 6]
+    inputs = [("a", TensorProto.FLOAT, a_shape), ("b", TensorProto.FLOAT, b_shape)]
+    names = ["a", "b"]
+    if c_shape is not None:
+        inputs.append(("c", TensorProto.FLOAT, c_shape))
+        names.append("c")
+    node = helper.make_node("Gemm", names, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta, name="gemm")
+    proto = make_model([node], inputs, [("y", TensorProto.FLOAT, ["m", 6])])
+    compiled = compile_onnx(proto.SerializeToString())
+    rng = np.random.default_rng(trans_a + 2 * trans_b)
+    for m in (3, 7):
+        def concrete(shape):
+            return [m if d == "m" else d for d in shape]
+
+        feeds = {name: rng.standard_normal(concrete(shape)).astype(np.float32) for name, _, shape in inputs}
+        want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        assert_close(ReferenceExecutor(compiled).run(feeds)["y"], want)
+        plan = build_plan(compiled, {k: v.shape for k, v in feeds.items()}, arch="sm_86", sm_count=46)
+        assert [(s.label, s.why_host) for s in plan.host_steps] == []

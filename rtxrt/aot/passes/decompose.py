@@ -16,6 +16,8 @@ semantics, so that a model runs on the GPU without host round trips.
 - Dropout in inference mode that noop_removal could not bypass (its output is a graph output
   that cannot take over its input's name, or its mask is read) → Identity (mask: all true).
 - CastLike → Cast to its second input's type.
+- Gemm with transA → Transpose + Gemm; Gemm whose C is not a bias over N with beta 1 →
+  Gemm without C, then Add of (beta ×) C.
 - Einsum (decompose_einsum.py) of float operands → MatMul, Mul, ReduceSum, Transpose, Reshape,
   Squeeze/Unsqueeze: any number of operands (contracted pairwise, left to right), explicit or
   implicit output, ellipsis dims (also of different ranks: they broadcast from the right), and
@@ -418,6 +420,36 @@ def _cast_like(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "CastLike→Cast"
 
 
+def _gemm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+    """The GPU GEMM takes A as it is and C as a bias over N added once: a Gemm with transA
+    transposes A first, and one whose C is anything else (a matrix, a scalar, a column, beta
+    other than 1) adds beta * C after a Gemm without it."""
+    a, b = node.inputs[0], node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    out, n = e.graph.types.get(node.outputs[0]), None
+    if out is not None and out.shape is not None and len(out.shape) == 2:
+        n = out.shape[1]
+    c_type = e.graph.types.get(c) if c else None
+    beta = float(node.attr("beta", 1.0))
+    bias_fits = not c or (beta == 1.0 and c_type is not None and c_type.shape == (n,) and n is not None)
+    transpose_a = bool(node.attr("transA", 0))
+    if bias_fits and not transpose_a:
+        return None
+    if not bias_fits and beta != 1.0 and c_type is None and out is None:
+        return None  # the type of beta * C is unknown
+    if transpose_a:
+        a = e.op("Transpose", [a], {"perm": [1, 0]})
+    attrs = {"alpha": float(node.attr("alpha", 1.0)), "transB": int(node.attr("transB", 0))}
+    if bias_fits:
+        e.op("Gemm", [a, b, c] if c else [a, b], attrs, output=node.outputs[0])
+        return "Gemm(transA)→Transpose+Gemm"
+    product = e.op("Gemm", [a, b], attrs)
+    if beta != 1.0:
+        c = e.op("Mul", [c, e.scalar(beta, c_type.dtype if c_type is not None else out.dtype)])
+    e.op("Add", [product, c], output=node.outputs[0])
+    return "Gemm(C)→Gemm+Add"
+
+
 _Rule = Callable[[_Emitter, GraphIndex, Node], "str | None"]
 _RULES: dict[str, _Rule] = {
     "BatchNormalization": _batch_norm,
@@ -432,6 +464,7 @@ _RULES: dict[str, _Rule] = {
     "Dropout": _dropout,
     "CastLike": _cast_like,
     "Einsum": einsum,
+    "Gemm": _gemm,
 }
 
 
