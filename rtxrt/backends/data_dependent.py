@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import GraphError
-from ..ir.graph import Graph, Model, Node, TensorType
+from ..ir.graph import Graph, Model, Node
 from .memory_plan import node_reads, specialize
 
 
@@ -110,15 +110,9 @@ def _part(model: Model, nodes: list[Node], read_later: Sequence[str]) -> Model |
     outputs = [o for o in made if o in wanted]
     inputs = [n for n in graph.inputs if n in read] + [n for n in read if n not in graph.inputs]
     initializers = {n: graph.initializers[n] for node in nodes for n in node_reads(node) if n in graph.initializers}
-    types = {n: _declared(graph, n) for n in [*inputs, *outputs]}
+    types = {n: graph.types.get(n) for n in [*inputs, *outputs]}  # dims that depend on data stay unknown
     types.update({n: t for n, t in graph.types.items() if n in made_set and n not in types})
     part = Graph(list(nodes), inputs, outputs, {n: t for n, t in types.items() if t is not None}, initializers,
                  name=graph.name, storage={n: s for n, s in graph.storage.items()
                                            if n in made_set or n in initializers})  # inputs come logical
     return Model(part, dict(model.opsets), model.producer, dict(model.metadata))
-
-
-def _declared(graph: Graph, name: str) -> TensorType | None:
-    """A part's input or output type: as the whole model's inference left it (dims that
-    depend on data stay unknown)."""
-    return graph.types.get(name)

@@ -23,7 +23,7 @@ from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .progress import Progress, ProgressOption
-from .split_run import SplitRun
+from .split_run import SplitRun, to_host
 
 if TYPE_CHECKING:
     from ..backends.cuda.generic import GenericEngines
@@ -233,7 +233,7 @@ class Session:
                 raise InputError(f"unknown output {name!r}; the model's outputs are {self.model.graph.outputs}")
         if self._executor is not None:
             self.last_engine = "host"
-            results = self._executor.run({k: _to_numpy(v) for k, v in feeds.items()}, wanted)
+            results = self._executor.run({k: to_host(v) for k, v in feeds.items()}, wanted)
             return [results[n] for n in wanted]
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
@@ -535,7 +535,7 @@ class Session:
 
         if self._reference is None:
             self._reference = ReferenceExecutor(self.model)
-        results = self._reference.run({k: _to_numpy(v) for k, v in arrays.items()}, wanted)
+        results = self._reference.run({k: to_host(v) for k, v in arrays.items()}, wanted)
         outputs = [results[n] for n in wanted]
         if kind == "numpy":
             return outputs
@@ -650,14 +650,6 @@ def _as_kind(array: Any, kind: Any, dtype: Any) -> Any:
 
         return array.get().view(numpy_dtype(dtype))
     return kind(array)
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        return value.get()
-    return np.asarray(value)
 
 
 def is_cached(source: str | os.PathLike | bytes, *, device: int = 0, cache_dir: str | os.PathLike | None = None,

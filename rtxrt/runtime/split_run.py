@@ -63,7 +63,7 @@ class HostCut:
         return []
 
     def run(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        host = self.executor.run({n: _to_host(v) for n, v in values.items()})
+        host = self.executor.run({n: to_host(v) for n, v in values.items()})
         return {n: self.upload(host[n]) for n in self.model.graph.outputs}
 
 
@@ -82,7 +82,7 @@ class Branches:
         return [session for _, session in self._parts.values() if session is not None]
 
     def run(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        taken = bool(_to_host(values[self.node.inputs[0]]).reshape(-1)[0])
+        taken = bool(to_host(values[self.node.inputs[0]]).reshape(-1)[0])
         if taken not in self._parts:
             part = branch_model(self.model, self.node, taken)
             self._parts[taken] = (part, self.session_for(part) if part.graph.nodes else None)
@@ -99,8 +99,13 @@ def _run(session: Any, values: Mapping[str, Any]) -> dict[str, Any]:
     return dict(zip(graph.outputs, session.run(None, feeds)))
 
 
-def _to_host(array: Any) -> np.ndarray:
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+def to_host(value: Any) -> np.ndarray:
+    """``value`` (numpy, CuPy, or anything numpy takes) as a numpy array."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        return value.get()
+    return np.asarray(value)
 
 
 def _to_cupy(array: np.ndarray) -> Any:

@@ -233,7 +233,7 @@ class _Builder:
     def _programs(self, ctx: LowerContext) -> list[NodeProgram]:
         """The node's programs, the tactic ``ctx.wanted`` first; a node like one lowered
         before in this plan gets that one's programs."""
-        programs = self.lowered.find(ctx)
+        key, programs = self.lowered.find(ctx)
         if programs is not None:
             return programs
         programs = self._concrete(lower(ctx))
@@ -243,7 +243,7 @@ class _Builder:
             every = self._concrete(lower(every_ctx))
             reads |= every_ctx.reads
             programs = sorted(every, key=lambda p: p.label != ctx.wanted)
-        self.lowered.keep(ctx, reads, programs)
+        self.lowered.keep(key, ctx, reads, programs)
         return programs
 
     def _add_node(self, node: Node, programs: list[NodeProgram], inputs: list[TensorForm | None]) -> None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ....ir.graph import Model
+from ....op_table import op_key
 from ...data_dependent import branch_model, is_runtime_if, split_model
 from ...memory_plan import specialize
 from .builder import DataDependentShape, Plan, build_plan
@@ -67,7 +68,7 @@ def _of_plan(model: Model, plan: Plan, arch: str, shapes: Mapping[str, Sequence[
             continue  # a conversion the planner inserted
         kind = "host" if step.why_host else "gpu"
         if kind == "host":
-            host.append(HostNode(step.node.label, _op(step.node), step.why_host))
+            host.append(HostNode(step.node.label, op_key(step.node.op_type, step.node.domain), step.why_host))
         else:
             gpu += 1
         if not segments or segments[-1].kind != kind:
@@ -94,7 +95,7 @@ def _split_coverage(model: Model, shapes: dict[str, tuple[int, ...]], arch: str,
                               [Segment("branch", [nodes[0].label])]))
     else:
         why = "its output's shape depends on the input values: the model is cut here, the rest planned at its shapes"
-        cut = [HostNode(n.label, _op(n), why) for n in nodes]
+        cut = [HostNode(n.label, op_key(n.op_type, n.domain), why) for n in nodes]
         parts.append(Coverage(arch, {}, len(cut), 0, 0, cut, [Segment("host", [h.node for h in cut])]))
     if split.after is not None:
         parts.append(plan_coverage(split.after, _shapes_of(split.after, types), arch, sm_count))
@@ -119,7 +120,3 @@ def _shapes_of(part: Model, types: Mapping[str, Any]) -> dict[str, tuple[int, ..
         dims = t.shape if t is not None and t.shape is not None else ()
         shapes[name] = tuple(d if isinstance(d, int) else DATA_DEPENDENT_SIZE for d in dims)
     return shapes
-
-
-def _op(node) -> str:
-    return f"{node.domain}::{node.op_type}" if node.domain else node.op_type

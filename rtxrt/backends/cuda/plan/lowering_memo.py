@@ -30,15 +30,15 @@ class LoweringMemo:
     def __init__(self) -> None:
         self._entries: dict[tuple, list[tuple[tuple, list[NodeProgram]]]] = {}
 
-    def find(self, ctx: LowerContext) -> list[NodeProgram] | None:
+    def find(self, ctx: LowerContext) -> tuple[tuple | None, list[NodeProgram] | None]:
+        """(the node's lowering key, the programs of an alike node lowered before or None)."""
         key = lowering_key(ctx)
         for reads, programs in self._entries.get(key, ()) if key is not None else ():
             if reads == read_values(ctx, [r[0] for r in reads]):
-                return programs
-        return None
+                return key, programs
+        return key, None
 
-    def keep(self, ctx: LowerContext, reads: set, programs: list[NodeProgram]) -> None:
-        key = lowering_key(ctx)
+    def keep(self, key: tuple | None, ctx: LowerContext, reads: set, programs: list[NodeProgram]) -> None:
         if key is not None:
             order = sorted(reads, key=str)
             self._entries.setdefault(key, []).append((read_values(ctx, order), programs))
