@@ -127,8 +127,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "batchnorm-runtime-stats": lambda: batch_norm(4, ["N", 6, "H", "W"], (2, 6, 5, 3), runtime=True),
     "conv1d": lambda: conv1d(pads=[1, 2], strides=[2], dilations=[2]),
     "conv1d-depthwise": lambda: conv1d(w_shape=(4, 1, 3), group=4, kernel_shape=[3], pads=[1, 1]),
-    # the GPU backend has no kernel for grouped (not depthwise) convolutions, 1-D or 2-D
-    "conv1d-grouped": lambda: conv1d(w_shape=(8, 2, 3), group=2, kernel_shape=[3], pads=[1, 1], gpu=False),
+    "conv1d-grouped": lambda: conv1d(w_shape=(8, 2, 3), group=2, kernel_shape=[3], pads=[1, 1]),
     "conv1d-same-upper": lambda: conv1d(auto_pad="SAME_UPPER", strides=[2]),
     "conv1d-valid": lambda: conv1d(auto_pad="VALID"),
     "conv1d-runtime-weights": lambda: conv1d(runtime_w=True, pads=[1, 1]),

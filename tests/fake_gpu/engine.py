@@ -422,8 +422,9 @@ def check_bindings(engine, catalog: Mapping[str, KernelSource], records: Sequenc
 # What FusedConv's kernels point at, by KernelArg (see rtxrt.backends.cuda.ops.conv): the conv
 # uploads its weights (input 1) packed as [OC, K] and its bias (input 2) as constants of its
 # own; im2col writes the patch matrix into the scratch "workspace", and the GEMM after it (its
-# A, input 0) multiplies that. ConvTranspose reads its repacked weights and its bias as its
-# constants "W" and "B".
+# A, input 0) multiplies that. A grouped conv on cuBLAS writes the product (cuBLAS's D) into
+# the scratch "product", which its epilogue kernel reads. ConvTranspose reads its repacked
+# weights and its bias as its constants "W" and "B".
 # Everything else is the node's own input or output.
 CONV_CONSTANTS = {1: "W", 2: "bias"}
 CONV_TRANSPOSE_CONSTANTS = {1: "W", 2: "B"}
@@ -439,6 +440,8 @@ def conv_buffer(arg: KernelArg, step: Step, program: NodeProgram, launch: int) -
     if arg.name == "workspace" or (arg.role is BufferRole.IN and arg.index == 0 and arg.name == "A"
                                    and "workspace" in program.scratch):
         return Buffer("scratch", "workspace")
+    if "product" in program.scratch and (arg.name == "product" or (arg.role is BufferRole.OUT and arg.name == "D")):
+        return Buffer("scratch", "product")
     if arg.role is BufferRole.IN and arg.index in CONV_CONSTANTS:
         return Buffer("const", CONV_CONSTANTS[arg.index])
     return node_buffer(arg, step, program, launch)

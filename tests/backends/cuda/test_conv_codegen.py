@@ -208,8 +208,9 @@ def test_the_tactic_picks_the_gemm_kernel():
 
 
 @pytest.mark.parametrize("args, message", [
-    (((1, 8, 9, 9), (8, 4, 3, 3), {"group": 2}), "group 1 and depthwise"),
-    (((1, 8, 9, 9), (16, 1, 3, 3), {"group": 8}), "group 1 and depthwise"),  # channel multiplier
+    # (other groups plan: tests/backends/cuda/test_grouped_conv.py; a group must divide both channel counts)
+    (((1, 8, 9, 9), (10, 2, 3, 3), {"group": 4}), "does not divide the 10 output channels"),
+    (((1, 8, 9, 9), (8, 3, 3, 3), {"group": 2}), "channels"),
     (((1, 8, 9), (8, 8, 3), {}), "2-D"),
     (((1, 8, 9, 9), (8, 8, 3, 3, 3), {}), "2-D"),
     (((1, 8, None, 9), (8, 8, 3, 3), {}), "static"),

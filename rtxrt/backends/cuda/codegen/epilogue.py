@@ -85,6 +85,8 @@ def epilogue_kernel(p: GemmProblem) -> KernelSource:
     apply."""
     if not has_epilogue(p):
         raise CodegenError(f"GEMM {p.describe()} has no epilogue to apply after the product")
+    if p.batch_bias:  # bias[col] below is one vector for every batch
+        raise CodegenError(f"GEMM {p.describe()}: the epilogue kernel takes one bias for every batch")
     out_c = C.storage_type(p.out_dtype)
     total = p.batch * p.m * p.n
     index, suffix = index_type(total)

@@ -1,10 +1,12 @@
 """2-D convolutions (rtxrt::FusedConv, Conv): implicit GEMM through an im2col kernel and a
 tensor-core (or, for float32, SIMT) GEMM with the fused epilogue, a direct depthwise kernel,
-and the same im2col followed by cuBLAS and an epilogue kernel. Writes NHWC."""
+and the same im2col followed by cuBLAS and an epilogue kernel; grouped convolutions the same
+way with a GEMM batched over the groups, or a direct kernel. Writes NHWC."""
 from __future__ import annotations
 
 import numpy as np
 
+from .conv_grouped_source import gemm_tactic, scatter_epilogue_kernel
 from .conv_source import ConvPlan, conv_gemm_tactics, conv_plan
 from ..codegen.epilogue import epilogue_kernel
 from ..plan.forms import NHWC, TensorForm, numpy_dtype
@@ -33,29 +35,43 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
     layout = "NHWC" if x.layout == NHWC else "NCHW"
     base = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None)
     dtype = numpy_dtype(x.dtype)
-    consts = {"W": ctx.model_constant(f"W {base.k_padded} {dtype}", lambda: base.pack_weights(w).astype(dtype))}
-    if bias is not None:
-        consts["bias"] = ctx.model_constant(f"bias {dtype}", lambda: np.ascontiguousarray(bias.astype(dtype)))
+
+    def consts(plan: ConvPlan) -> dict[str, np.ndarray]:
+        """W as ``plan`` packs it (every plan of a group-1 conv packs it alike), and the bias."""
+        key = f"W {plan.k_padded} {dtype}" if plan.weight_layout == "OHWI" else f"W {plan.weight_layout} {dtype}"
+        packed = {"W": ctx.model_constant(key, lambda: plan.pack_weights(w).astype(dtype))}
+        if bias is not None:
+            packed["bias"] = ctx.model_constant(f"bias {dtype}", lambda: np.ascontiguousarray(bias.astype(dtype)))
+        return packed
+
+    def cublas_base() -> ConvPlan:  # the plan whose im2col (if any) cuBLAS's GEMM follows
+        if base.tactic != "grouped_direct":
+            return base
+        return conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=gemm_tactic(base))
+
     if not ctx.tune and ctx.wanted and ctx.wanted != _label(base):  # the tactic tuned at another shape
-        if base.gemm is not None and ctx.wanted == f"{base.tactic} cublas":
-            return [_cublas_program(base, out, consts, node)]
+        if base.gemm is not None and ctx.wanted.endswith(" cublas"):
+            plan = cublas_base()
+            if ctx.wanted == f"{plan.tactic} cublas":
+                return [_cublas_program(plan, out, consts(plan), node)]
         for t in conv_gemm_tactics(base):
             if not ctx.wanted.endswith(f" {t.label}"):  # a plan's label ends with its GEMM tactic's
                 continue
             plan = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
             if _label(plan) == ctx.wanted:
-                return [_program(plan, out, consts)]
+                return [_program(plan, out, consts(plan))]
     tactics = conv_gemm_tactics(base) if ctx.tune else ()
     plans = [base] + [p for p in (conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
                                   for t in tactics) if p.steps != base.steps]
-    programs = [_program(p, out, consts) for p in plans]
+    programs = [_program(p, out, consts(p)) for p in plans]
     if base.gemm is not None:
-        programs.append(_cublas_program(base, out, consts, node))
+        plan = cublas_base()
+        programs.append(_cublas_program(plan, out, consts(plan), node))
     return programs
 
 
 _REFS = {"X": Ref.input(0), "W": Ref.const("W"), "bias": Ref.const("bias"), "Z": Ref.input(3),
-         "Y": Ref.output(0), "workspace": Ref.scratch("workspace")}
+         "Y": Ref.output(0), "workspace": Ref.scratch("workspace"), "product": Ref.scratch("product")}
 
 
 def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
@@ -66,6 +82,8 @@ def _program(plan: ConvPlan, out: TensorForm, consts: dict) -> NodeProgram:
 
 def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> NodeProgram:
     """im2col (when the plan has it), cuBLAS ``Y = patches @ Wᵀ``, then the epilogue."""
+    if plan.grouped:
+        return _grouped_cublas_program(plan, out, consts, node)
     p = plan.gemm
     steps = [_launch(s) for s in plan.steps[:-1]]
     a = Ref.scratch("workspace") if "workspace" in plan.buffers else Ref.input(0)
@@ -78,6 +96,23 @@ def _cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> Node
         kernels[kernel.name] = kernel.source
     return NodeProgram([s for s in steps if not isinstance(s, Launch) or all(s.grid)], [out], kernels,
                        _scratch(plan), dict(consts), label=f"{plan.tactic} cublas")
+
+
+def _grouped_cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node) -> NodeProgram:
+    """im2col (when the plan has it), one cuBLAS GEMM batched over the groups into the scratch
+    ``product`` [G, M, OC/G] (cuBLAS batches are dense), then the epilogue moving it into Y."""
+    p = plan.gemm
+    steps = [_launch(s) for s in plan.steps[:-1]]
+    a = Ref.scratch("workspace") if "workspace" in plan.buffers else Ref.input(0)
+    steps.append(Gemm(a, Ref.const("W"), Ref.scratch("product"), p.m, p.n, p.k, p.dtype, p.out_dtype,
+                      cublas_compute(node, p.dtype), trans_b=True, lda=p.lda, ldb=p.ldb, alpha=p.alpha,
+                      batch=p.batch, stride_a=p.stride_a, stride_b=p.stride_b))
+    epilogue = scatter_epilogue_kernel(plan)
+    steps.append(_launch(epilogue))
+    kernels = {s.kernel.name: s.kernel.source for s in (*plan.steps[:-1], epilogue)}
+    scratch = {**_scratch(plan), "product": p.batch * p.m * p.n * p.out_dtype.itemsize}
+    return NodeProgram([s for s in steps if not isinstance(s, Launch) or all(s.grid)], [out], kernels,
+                       scratch, dict(consts), label=f"{plan.tactic} cublas")
 
 
 def _launch(step) -> Launch:

@@ -18,8 +18,10 @@ Two kinds of plan, picked by the convolution's group:
   ``conv_gemm_tactics`` offers both kinds to the autotuner; the default stays im2col.
 - depthwise (group == C == OC): a direct kernel, one thread per output element, fp32
   accumulation, the same epilogue. Its weights pack the same way (``[C, KH*KW]``).
+- other groups (ResNeXt, RegNet, channel multipliers): rtxrt.backends.cuda.ops.conv_grouped_source,
+  a group-major im2col and one GEMM batched over the groups, or a direct kernel.
 
-Other groups, other ranks, dynamic shapes or storage types other than fp16/bf16/fp32 raise
+Other ranks, dynamic channel counts or storage types other than fp16/bf16/fp32 raise
 CodegenError (the runtime then runs the node elsewhere).
 
 X is stored NHWC (the AOT layout pass stores conv regions channels-last) or NCHW (the first
@@ -90,9 +92,12 @@ class ConvPlan:
     ``buffers``: name -> (shape, storage dtype) of every buffer: X (as stored, ``x_layout``),
     W (packed, see ``pack_weights``), bias [OC], Z and Y ([N, OH, OW, OC]) and the im2col
     ``workspace`` ([N*OH*OW, K], absent when there is no im2col step). A step with a zero in
-    its grid has nothing to do and is not launched."""
+    its grid has nothing to do and is not launched. ``weight_layout``: W packed "OHWI"
+    (``[OC, k_padded]``, rows in (kh, kw, c) order) or "HWIO" (its transpose ``[K, OC]``,
+    for the grouped direct kernel)."""
 
-    tactic: str  # "im2col_gemm", "implicit_gemm", "gemm" (1x1, X is the patch matrix) or "depthwise"
+    tactic: str  # "im2col_gemm", "implicit_gemm", "gemm" (1x1, X is the patch matrix), "depthwise",
+    # or for other groups "grouped_im2col_gemm", "grouped_gemm" (1x1) or "grouped_direct"
     x_layout: str
     storage_dtype: DType
     x_shape: tuple[int, int, int, int]  # logical NCHW
@@ -102,6 +107,12 @@ class ConvPlan:
     steps: tuple[ConvStep, ...]
     buffers: Mapping[str, tuple[tuple[int, ...], DType]]
     gemm: GemmProblem | None
+    weight_layout: str = "OHWI"
+
+    @property
+    def grouped(self) -> bool:
+        """A plan of conv_grouped_source (1 < group, not depthwise)."""
+        return self.tactic.startswith("grouped_")
 
     @property
     def workspace_bytes(self) -> int:
@@ -114,6 +125,8 @@ class ConvPlan:
         """The OIHW weights as this plan's W buffer (host side, once at load time)."""
         if tuple(w.shape) != self.w_shape:
             raise ValueError(f"weights of shape {tuple(w.shape)}, the plan was made for {self.w_shape}")
+        if self.weight_layout == "HWIO":  # k-major: adjacent output channels adjacent
+            return np.ascontiguousarray(pack_conv_weights(w, self.k_padded).T)
         return pack_conv_weights(w, self.k_padded)
 
 
@@ -142,8 +155,9 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
     cores; fp16 and bf16), a SimtTactic (CUDA cores; any type) or an ImplicitGemmTactic (no
     im2col: see conv_implicit; NHWC, fp16 and bf16, C % 8 == 0) (default: a heuristic among
     the GEMM tactics, always im2col or the direct 1x1 GEMM; ``conv_gemm_tactics`` lists
-    those an autotuner times). Ignored for depthwise convolutions. CodegenError for what
-    this does not cover."""
+    those an autotuner times); for a grouped convolution also GROUPED_DIRECT (see
+    conv_grouped_source). Ignored for depthwise convolutions. CodegenError for what this
+    does not cover."""
     shape = x_type.shape if isinstance(x_type, TensorType) else tuple(x_type)
     if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape):
         raise CodegenError(f"FusedConv codegen needs a static 4-D (2-D conv) input, got shape {shape}")
@@ -157,11 +171,12 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
     oc, cg, kh, kw = (int(d) for d in w_shape)
     group = int(attrs.get("group", 1) or 1)
     depthwise = group > 1 and group == c == oc and cg == 1
-    if group != 1 and not depthwise:
-        raise CodegenError(f"FusedConv codegen handles group 1 and depthwise convolutions, not group {group} "
-                           f"with {c} input and {oc} output channels")
     if c != cg * group:
         raise CodegenError(f"X has {c} channels but W {tuple(w_shape)} with group {group} expects {cg * group}")
+    if group < 1 or oc % group:
+        raise CodegenError(f"group {group} does not divide the {oc} output channels")
+    if group != 1 and not depthwise and is_dynamic(c):
+        raise CodegenError(f"grouped convolution codegen needs a fixed channel count, got {c!r}")
     if attrs.get("kernel_shape") and tuple(int(k) for k in attrs["kernel_shape"]) != (kh, kw):
         raise CodegenError(f"kernel_shape {list(attrs['kernel_shape'])} differs from the weights' {(kh, kw)}")
     try:
@@ -191,6 +206,10 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
         buffers.update(epilogue_buffers)
         return ConvPlan("depthwise", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, kh * kw,
                         (_step(kernel),), buffers, None)
+    if group != 1:
+        from .conv_grouped_source import grouped_conv_plan  # it builds on this module's plans
+
+        return grouped_conv_plan(geo, group, storage_dtype, epilogue, epilogue_buffers, tactic)
 
     direct = (kh, kw) == (1, 1) and layout == "NHWC" and window.strides == (1, 1) and not any(window.pads)
     k_real = kh * kw * c
@@ -224,9 +243,14 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
 
 def conv_gemm_tactics(plan: ConvPlan) -> tuple[ConvTactic, ...]:
     """The tactics worth timing for ``plan`` (none for a depthwise plan): the GEMM's, and the
-    implicit GEMM's where it applies and there is an im2col to save (not for a direct 1x1)."""
+    implicit GEMM's where it applies and there is an im2col to save (not for a direct 1x1);
+    for a grouped plan its batched GEMM's and the direct kernel (``grouped_tactics``)."""
     if plan.gemm is None:
         return ()
+    if plan.grouped:
+        from .conv_grouped_source import grouped_tactics
+
+        return grouped_tactics(plan)
     tactics: tuple[ConvTactic, ...] = _candidates(plan.gemm)
     if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(plan.x_layout, plan.x_shape[1],
                                                                                  plan.storage_dtype):

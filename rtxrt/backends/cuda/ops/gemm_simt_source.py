@@ -156,7 +156,7 @@ def _source(p: GemmProblem, t: SimtTactic) -> str:
         load_b_nk=C.load("B[(long long)gn * LDB + gk]", p.dtype),
         load_b_kn=C.load("B[(long long)gk * LDB + gn]", p.dtype),
         kernel=KERNEL_NAME, params=", ".join(params),
-        batch_offsets=("Z += z * SZ; " if p.has_z else "") + "D += z * SD;",
+        batch_offsets=p.batch_offsets(),
         epilogue=" ".join(epilogue_statements(p, "Z[(long long)row * LDZ + col]")),
         store=C.store("x", p.out_dtype))
     source = render(_SOURCE, dims="", dims_setup="", **fields)

@@ -44,7 +44,7 @@ from ....ir.activations import RESIDUALS, activation_params
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
 from ..codegen import ctypes_map as C
-from ..codegen.dynamic import dim_names, is_dynamic, lower, upper
+from ..codegen.dynamic import c_int, dim_names, is_dynamic, lower, upper
 from ..codegen.epilogue import activation_functions, epilogue_statements
 from ..codegen.kernel_source import KERNEL_NAME, GridLaunch, KernelArg, KernelSource
 from ..codegen.template import render
@@ -201,8 +201,10 @@ class GemmProblem:
     bias and Z (default ``dtype``; float32 too). ``trans_b``: B is stored as [N, K] (Gemm with transB, Linear
     weights), else [K, N]. Leading dimensions (elements between rows) default to the dense
     ones; batch strides (elements between matrices, 0: one matrix for the whole batch) to
-    dense batches; the bias is one vector for all. ``activation_params`` in the order of
-    rtxrt.ir.activations.ACTIVATIONS; ``residual`` one of its RESIDUALS."""
+    dense batches; the bias is one vector for all, unless ``stride_bias`` (elements between
+    the bias vectors of consecutive batches: a grouped convolution's per-group bias) says
+    otherwise. ``activation_params`` in the order of rtxrt.ir.activations.ACTIVATIONS;
+    ``residual`` one of its RESIDUALS."""
 
     m: int
     n: int
@@ -224,6 +226,7 @@ class GemmProblem:
     stride_b: int | None = None
     stride_z: int | None = None
     stride_d: int | None = None
+    stride_bias: int = 0
     params: dict[str, float] = field(init=False, repr=False, compare=False, hash=False)
     dense_strides: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -266,6 +269,9 @@ class GemmProblem:
             if getattr(self, key) is dense:
                 dense_strides.add(key)
         put("dense_strides", frozenset(dense_strides))
+        if lower(self.stride_bias) < 0:
+            raise CodegenError(f"stride_bias must not be negative, got {self.stride_bias}")
+        put("stride_bias", _int(self.stride_bias) if upper(self.batch) > 1 else 0)
 
     @property
     def has_z(self) -> bool:
@@ -278,8 +284,20 @@ class GemmProblem:
     def describe(self) -> str:
         b = f"{self.batch}x" if is_dynamic(self.batch) or self.batch != 1 else ""
         layout = "NK" if self.trans_b else "KN"
+        bias = f"{int(self.bias)}/{self.stride_bias}" if self.batch_bias else f"{int(self.bias)}"
         return (f"{b}{self.m}x{self.n}x{self.k} {self.dtype.short}->{self.out_dtype.short} B:{layout} "
-                f"alpha={self.alpha:g} bias={int(self.bias)} {self.activation} residual={self.residual}")
+                f"alpha={self.alpha:g} bias={bias} {self.activation} residual={self.residual}")
+
+    @property
+    def batch_bias(self) -> bool:
+        """Each batch has a bias vector of its own (``stride_bias``)."""
+        return self.bias and (is_dynamic(self.stride_bias) or self.stride_bias != 0)
+
+    def batch_offsets(self) -> str:
+        """C statements moving the bias (where each batch has its own), Z and D pointers to
+        batch ``z`` (the kernels' blockIdx.z); A and B move in the kernels' own code."""
+        bias = f"bias += z * {c_int(self.stride_bias, '', 'LL')}; " if self.batch_bias else ""
+        return bias + ("Z += z * SZ; " if self.has_z else "") + "D += z * SD;"
 
     # 16-byte copies need rows (and batches) that start 16-byte aligned and chunks of 8
     # elements that are wholly inside or outside the matrix. A dim that varies over the
@@ -438,7 +456,7 @@ def gemm_args(p: GemmProblem) -> tuple[KernelArg, ...]:
     args = [KernelArg("A", BufferRole.IN, 0, p.dtype, shape(p.stride_a != 0, p.m, p.k)),
             KernelArg("B", BufferRole.IN, 1, p.dtype, shape(p.stride_b != 0, *b_dims))]
     if p.bias:
-        args.append(KernelArg("bias", BufferRole.IN, 2, p.out_dtype, (p.n,)))
+        args.append(KernelArg("bias", BufferRole.IN, 2, p.out_dtype, shape(p.batch_bias, p.n)))
     if p.has_z:
         args.append(KernelArg("Z", BufferRole.IN, 3, p.out_dtype, shape(p.stride_z != 0, p.m, p.n)))
     args.append(KernelArg("D", BufferRole.OUT, 0, p.out_dtype, shape(True, p.m, p.n)))
@@ -483,7 +501,7 @@ def gemm_source(p: GemmProblem, t: GemmTactic, load_a: str | None = None, consta
         d_align=2 * p.out_dtype.itemsize,
         constants=constants, activations=activation_functions(p.activation, p.params), load_a=load_a or LOAD_A,
         params=", ".join(params), args=", ".join(call), kernel=KERNEL_NAME,
-        batch_offsets=("Z += z * SZ; " if p.has_z else "") + "D += z * SD;",
+        batch_offsets=p.batch_offsets(),
         epilogue=" ".join(epilogue_statements(p, "Z[(long long)row * LDZ + col]")),
         pair_store=pair_store, store=C.store("v", p.out_dtype),
         k_tiles="const" if is_dynamic(p.k) else "constexpr")
