@@ -1,5 +1,5 @@
 """decompose: ops the GPU backend cannot lower (standalone BatchNormalization, 1-D Conv,
-ConvTranspose and pools, DepthToSpace, SpaceToDepth, MeanVarianceNormalization,
+ConvTranspose and pools, 3-D Conv, DepthToSpace, SpaceToDepth, MeanVarianceNormalization,
 LpNormalization, leftover Dropout) become ops it can, with the same ONNX semantics.
 
 Every case is compiled by the whole pipeline and checked three ways: the op is gone, the
@@ -12,6 +12,7 @@ concrete shapes.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,10 +51,11 @@ class Case:
     nodes: list[onnx.NodeProto]
     inputs: dict[str, list]  # name -> shape, symbolic dims as strings
     feeds: dict[str, np.ndarray]
-    gone: str  # the op type; for a 1-D op, that op on a 3-D input
+    gone: str  # the op type; for a 1-D or 3-D op, that op on an input of ``rank``
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     opset: int = 18
     gpu: bool = True
+    rank: int | None = None
 
     def proto(self, elem_type: int = F) -> onnx.ModelProto:
         dtype = ml_dtypes.bfloat16 if elem_type == BF16 else helper.tensor_dtype_to_np_dtype(elem_type)
@@ -62,14 +64,11 @@ class Case:
                           self.opset)
 
 
-ONE_D = ("Conv", "ConvTranspose", "MaxPool", "AveragePool")
-
-
 def left(model: Model, case: Case) -> list[str]:
     """The nodes of the op the case must get rid of that are still there."""
     graph = model.graph
     return [n.label for n in graph.nodes
-            if n.op_type == case.gone and (case.gone not in ONE_D or graph.types[n.inputs[0]].rank == 3)]
+            if n.op_type == case.gone and (case.rank is None or graph.types[n.inputs[0]].rank == case.rank)]
 
 
 def node(op: str, inputs: list[str], **attrs) -> onnx.NodeProto:
@@ -100,11 +99,25 @@ def conv1d(op: str = "Conv", w_shape=(8, 4, 3), runtime_w: bool = False, gpu: bo
         inputs["w"], feeds["w"] = list(w_shape), rand(*w_shape)
     else:
         weights["w"] = rand(*w_shape)
-    return Case([node(op, ["x", "w", "b"], **attrs)], inputs, feeds, op, weights, gpu=gpu and not runtime_w)
+    return Case([node(op, ["x", "w", "b"], **attrs)], inputs, feeds, op, weights, gpu=gpu and not runtime_w, rank=3)
+
+
+def conv3d(w_shape=(8, 4, 3, 3, 3), x_dims=("N", 4, "D", "H", "W"), feed=(2, 4, 7, 6, 5), runtime_w: bool = False,
+           bias: bool = True, **attrs) -> Case:
+    """A 3-D convolution of x (N, C, D, H, W) (symbolic dims as ``x_dims`` names them)."""
+    inputs, feeds, weights = {"x": list(x_dims)}, {"x": rand(*feed)}, {}
+    if runtime_w:
+        inputs["w"], feeds["w"] = list(w_shape), rand(*w_shape)
+    else:
+        weights["w"] = rand(*w_shape)
+    if bias:
+        weights["b"] = rand(w_shape[0])
+    conv = node("Conv", ["x", "w", "b"] if bias else ["x", "w"], **attrs)
+    return Case([conv], inputs, feeds, "Conv", weights, gpu=not runtime_w, rank=5)
 
 
 def pool1d(op: str, **attrs) -> Case:
-    return Case([node(op, ["x"], **attrs)], {"x": ["N", 3, "L"]}, {"x": rand(2, 3, 17)}, op)
+    return Case([node(op, ["x"], **attrs)], {"x": ["N", 3, "L"]}, {"x": rand(2, 3, 17)}, op, rank=3)
 
 
 def space(op: str, shape: list, feed: tuple[int, ...], **attrs) -> Case:
@@ -134,6 +147,18 @@ CASES: dict[str, Callable[[], Case]] = {
     "convtranspose1d": lambda: conv1d("ConvTranspose", (4, 3, 3), strides=[2], pads=[1, 0], output_padding=[1]),
     "convtranspose1d-grouped": lambda: conv1d("ConvTranspose", (4, 2, 3), group=2, strides=[2], dilations=[2]),
     "convtranspose1d-output-shape": lambda: conv1d("ConvTranspose", (4, 3, 3), strides=[2], output_shape=[40]),
+    "conv3d": lambda: conv3d(pads=[1, 1, 1, 1, 1, 1]),
+    "conv3d-strided-dilated": lambda: conv3d(pads=[2, 0, 1, 1, 2, 0], strides=[2, 1, 2], dilations=[2, 1, 1]),
+    "conv3d-no-bias-valid": lambda: conv3d(w_shape=(5, 4, 2, 1, 3), bias=False, auto_pad="VALID"),
+    "conv3d-same-upper-static": lambda: conv3d(x_dims=(2, 4, 7, 6, 5), auto_pad="SAME_UPPER", strides=[2, 2, 1]),
+    "conv3d-grouped": lambda: conv3d(w_shape=(6, 2, 3, 3, 3), group=2, pads=[1] * 6),
+    "conv3d-depthwise": lambda: conv3d(w_shape=(4, 1, 3, 3, 3), group=4, pads=[0, 1, 1, 0, 1, 1], strides=[1, 2, 2]),
+    "conv3d-pointwise-depth": lambda: conv3d(w_shape=(8, 4, 1, 3, 3), pads=[0, 1, 1, 0, 1, 1]),
+    "conv3d-depth-stride-only": lambda: conv3d(w_shape=(8, 4, 1, 1, 1), strides=[2, 1, 1]),
+    "conv3d-static-batch": lambda: conv3d(x_dims=(2, 4, "D", "H", "W"), strides=[2, 1, 1]),
+    "conv3d-static-depth": lambda: conv3d(x_dims=("N", 4, 7, "H", "W")),
+    "conv3d-runtime-weights": lambda: conv3d(runtime_w=True, pads=[1] * 6),
+    "conv3d-opset-9-unit-strides": lambda: dataclasses.replace(conv3d(pads=[1] * 6), opset=9),
     "maxpool1d": lambda: pool1d("MaxPool", kernel_shape=[3], strides=[2], pads=[1, 1]),
     "maxpool1d-ceil-dilated": lambda: pool1d("MaxPool", kernel_shape=[2], strides=[2], dilations=[2], ceil_mode=1),
     "averagepool1d": lambda: pool1d("AveragePool", kernel_shape=[3], strides=[2], pads=[1, 1]),
@@ -302,6 +327,46 @@ def test_1d_attributes_map_to_2d():
     assert only(model, "Conv").attrs == {"group": 2, "kernel_shape": [1, 3], "pads": [0, 1, 0, 1]}
 
 
+def test_a_3d_conv_becomes_one_2d_conv_over_the_depth_taps():
+    """KD strided depth slices side by side as channels, batched over the output depth: the 2-D
+    Conv has KD times the channels and the weights' depth taps ordered as the slices."""
+    case = CASES["conv3d-strided-dilated"]()
+    _, model, changes = run_passes(case.proto(), decompose)
+    conv = only(model, "Conv")
+    assert conv.attrs == {"kernel_shape": [3, 3], "strides": [1, 2], "dilations": [1, 1], "pads": [0, 1, 2, 0],
+                          "group": 1}
+    w = case.weights["w"]  # (8, 4, 3, 3, 3)
+    packed = model.graph.initializers[conv.inputs[1]]
+    assert packed.shape == (8, 12, 3, 3)
+    np.testing.assert_array_equal(packed[:, 4 * 2 + 1], w[:, 1, 2])  # tap kd=2 of channel 1
+    slices = [n for n in model.graph.nodes if n.op_type == "Slice"]
+    starts = [int(model.graph.initializers[n.inputs[1]][0]) for n in slices]
+    ends = [int(model.graph.initializers[n.inputs[2]][0]) for n in slices]
+    assert starts == [0, 2, 4] and ends[:2] == [-4, -2]  # every tap OD long, the depth unknown
+    assert changes.changes == {"3-D Conv→2-D Conv over depth taps": 1}
+
+
+def test_grouped_3d_conv_keeps_each_groups_taps_in_its_group():
+    case = CASES["conv3d-grouped"]()
+    _, model, _ = run_passes(case.proto(), decompose)
+    conv = only(model, "Conv")
+    assert conv.attrs["group"] == 2
+    assert model.graph.initializers[conv.inputs[1]].shape == (6, 6, 3, 3)  # (OC, KD · C/G, KH, KW)
+    taps = [n for n in model.graph.nodes if n.op_type == "Concat" and len(n.inputs) == 3]
+    assert [n.attrs for n in taps] == [{"axis": 2}]  # along (N, G, C/G, D, H, W)'s group channels
+
+
+def test_a_depth_kernel_of_one_needs_no_slices():
+    _, model, _ = run_passes(CASES["conv3d-pointwise-depth"]().proto(), decompose)
+    assert "Slice" not in ops(model) and "Pad" not in ops(model)
+
+
+def test_3d_conv_is_left_where_the_padding_is_unknown():
+    case = conv3d(auto_pad="SAME_UPPER", strides=[2, 1, 1])  # D, H, W symbolic
+    _, model, changes = run_passes(case.proto(), decompose)
+    assert ops(model) == ["Conv"] and not changes.changes
+
+
 def test_runtime_1d_weights_are_unsqueezed():
     _, model, _ = run_passes(CASES["conv1d-runtime-weights"]().proto(), decompose)
     conv = only(model, "Conv")
@@ -378,13 +443,6 @@ def test_a_layer_norm_after_a_1d_conv_still_fuses():
     assert "LayerNormalization" in ops(model)
     feeds = {"x": rand(2, 4, 9)}
     assert_close(ReferenceExecutor(model).run(feeds)["y"], onnxruntime_run(proto, feeds))
-
-
-def test_3d_convolutions_are_left_alone():
-    proto = make_model([node("Conv", ["x", "w"])], [("x", F, ["N", 2, 4, 4, 4])], [("y", F, None)],
-                       {"w": rand(3, 2, 3, 3, 3)}, 18)
-    _, model, changes = run_passes(proto, decompose)
-    assert ops(model) == ["Conv"] and not changes.changed
 
 
 @pytest.mark.parametrize("name", ["depth-to-space-dcr", "depth-to-space-crd", "depth-to-space-batch-dynamic",

@@ -9,6 +9,8 @@ semantics, so that a model runs on the GPU without host round trips.
   spatial attributes given a leading height of 1. Between such ops the Squeeze/Unsqueeze
   pair cancels, and a Squeeze moves below the elementwise ops reading it, so a 1-D
   Conv + activation (+ residual) still fuses, and a chain of them stays 4-D.
+- 3-D Conv → one 2-D Conv over the depth taps (decompose_conv3d.py): strided depth slices
+  side by side as channels, the output depth folded into the batch.
 - DepthToSpace (DCR, CRD), SpaceToDepth → Reshape, Transpose, Reshape.
 - MeanVarianceNormalization → (x - mean) / (sqrt(mean((x - mean)^2)) + 1e-9), its ONNX
   function; LpNormalization (p 1, 2) → x / norm, 0 where the norm is 0 (as onnxruntime).
@@ -31,10 +33,9 @@ semantics, so that a model runs on the GPU without host round trips.
   one operand (a diagonal), a label whose sizes in two operands are not provably equal (an
   unknown dim, or two symbols that might broadcast at run time), a static 0 dim, unknown ranks.
 
-Everything is shape-free: dims are never baked into constants, so symbolic dims stay symbolic.
-Reshapes copy dims with 0 and compute one with -1; where more dims vary than that allows,
-placeholder 1-dims (Unsqueeze before, Squeeze after) keep the varying dims at their index, or
-(Einsum) the other sizes are read with Shape/Gather/ReduceProd/Concat, computed at plan time.
+Everything is shape-free (decompose_emitter.py): dims are never baked into constants, so
+symbolic dims stay symbolic; where Reshape's 0 and -1 cannot say a shape, the sizes are read
+with Shape/Gather/ReduceProd/Concat, computed at plan time.
 """
 from __future__ import annotations
 
@@ -44,156 +45,22 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...ir.dtypes import DType
-from ...ir.graph import Dim, Graph, Model, Node, TensorType
+from ...ir.graph import Graph, Model, Node, TensorType
 from ...ir.ops import elementwise_ops
-from ...ir.ops.reduce import axes_input_since
-from ...ir.ops.tensor import AXES_INPUT_SINCE
-from ...ir.rewrite import GraphIndex, NameGenerator, value_type
+from ...ir.rewrite import GraphIndex, value_type
 from ..options import AotOptions
 from ..pass_result import PassResult
+from .decompose_conv3d import conv_3d
 from .decompose_einsum import einsum
-
-Shape = list[Dim]
+from .decompose_emitter import Emitter, Shape, merge_dims, split_dims
 _NARROW = (DType.FLOAT16, DType.BFLOAT16)  # statistics of these are computed in float32
 _MVN_EPSILON = 1e-9  # fixed by MeanVarianceNormalization's function body
-
-
-class _Emitter:
-    """Makes the nodes of one rewrite (``nodes``, in order): fresh value and node names,
-    constants, and the ops whose operands moved from attributes to inputs with the opset.
-    Across rewrites it keeps ``squeezed``, the 3-D views Squeezes made of 4-D results (view ->
-    result), ``unsqueezed``, the 4-D views of other 3-D values, and the Squeezes it made."""
-
-    def __init__(self, graph: Graph, opset: int):
-        self.graph, self.opset = graph, opset
-        self.names = NameGenerator(graph)
-        self.nodes: list[Node] = []
-        self.prefix = ""
-        self.squeezed: dict[str, str] = {}
-        self.unsqueezed: dict[str, str] = {}
-        self.squeezes: list[Node] = []
-        self._shared: dict[tuple, str] = {}
-
-    def start(self, node: Node) -> None:
-        self.nodes, self.prefix = [], node.name or node.outputs[0]
-
-    def constant(self, array: np.ndarray, base: str = "const", shared: bool = False) -> str:
-        """A new initializer; ``shared``: one per value (axes, shapes, scalars of attributes:
-        never values computed from weights, which refit replays with other weights)."""
-        array = np.ascontiguousarray(array)
-        key = (array.dtype.str, array.shape, array.tobytes()) if shared else None
-        if key in self._shared:
-            return self._shared[key]
-        name = self.names(f"{self.prefix}/{base}")
-        self.graph.initializers[name] = array
-        if key is not None:
-            self._shared[key] = name
-        return name
-
-    def scalar(self, value: float, dtype: DType) -> str:
-        return self.constant(np.array(value, dtype.numpy), "scalar", shared=True)
-
-    def op(self, op_type: str, inputs: Sequence[str], attrs: dict | None = None, *,
-           output: str | None = None, name: str | None = None) -> str:
-        """Emit one node; its output is ``output`` or a fresh name. Returns the output."""
-        out = output or self.names(f"{self.prefix}/{op_type}_out")
-        node_name = name if name is not None else self.names(f"{self.prefix}/{op_type}")
-        self.nodes.append(Node(op_type, list(inputs), [out], dict(attrs or {}), name=node_name))
-        return out
-
-    def _axes_op(self, op_type: str, x: str, axes: Sequence[int], since: int, attrs: dict | None = None,
-                 output: str | None = None) -> str:
-        attrs = dict(attrs or {})
-        if self.opset >= since:
-            axes_input = self.constant(np.array(axes, np.int64), "axes", shared=True)
-            return self.op(op_type, [x, axes_input], attrs, output=output)
-        return self.op(op_type, [x], {**attrs, "axes": list(axes)}, output=output)
-
-    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
-        return self._axes_op("Unsqueeze", x, axes, AXES_INPUT_SINCE)
-
-    def squeeze(self, x: str, axes: Sequence[int], output: str | None = None) -> str:
-        out = self._axes_op("Squeeze", x, axes, AXES_INPUT_SINCE, output=output)
-        self.squeezes.append(self.nodes[-1])
-        return out
-
-    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: int = 1) -> str:
-        return self._axes_op(op_type, x, axes, axes_input_since(op_type), {"keepdims": keepdims})
-
-    def reshape(self, x: str, spec: Sequence[int], output: str | None = None) -> str:
-        return self.op("Reshape", [x, self.constant(np.array(spec, np.int64), "shape", shared=True)], output=output)
-
-
-# --------------------------------------------------------------------------- shape-free reshapes
-
-
-def _spec(out: Shape, sources: Sequence[int | None]) -> list[int] | None:
-    """Reshape's shape input for ``out``, where ``sources[i]`` is the input index dim i copies
-    (None: a new dim): a static dim as it is, a copy at its own index as 0, one other as -1."""
-    spec = [d if isinstance(d, int) else 0 if src == i else -1 for i, (d, src) in enumerate(zip(out, sources))]
-    return spec if spec.count(-1) <= 1 else None
-
-
-def _split(e: _Emitter, x: str, shape: Shape, splits: dict[int, list[Dim]]) -> tuple[str, Shape]:
-    """Split dims of ``x``: ``splits[axis]`` lists the parts (at most one unknown, None)."""
-    out: Shape = []
-    sources: list[int | None] = []
-    for i, d in enumerate(shape):
-        parts = splits.get(i, [d])
-        out += parts
-        sources += [i] if i not in splits else [None] * len(parts)
-    spec = _spec(out, sources)
-    if spec is not None:
-        return e.reshape(x, spec), out
-    # One axis at a time, the last first: placeholder 1s after the axis move the later dims
-    # to their final index, where 0 copies them.
-    shape = list(shape)
-    for axis in sorted(splits, reverse=True):
-        parts = splits[axis]
-        k = len(parts)
-        if k > 1:
-            x = e.unsqueeze(x, range(axis + 1, axis + k))
-            shape = shape[: axis + 1] + [1] * (k - 1) + shape[axis + 1:]
-        new = shape[:axis] + parts + shape[axis + k:]
-        x = e.reshape(x, _spec(new, [*range(axis), *[None] * k, *range(axis + k, len(new))]))
-        shape = new
-    return x, out
-
-
-def _merge(e: _Emitter, x: str, shape: Shape, groups: list[list[int]], output: str) -> None:
-    """Merge ``x``'s dims by ``groups`` (consecutive indices covering all) into ``output``."""
-    out: Shape = []
-    sources: list[int | None] = []
-    for group in groups:
-        dims = [shape[i] for i in group]
-        out.append(dims[0] if len(group) == 1 else _product(dims))
-        sources.append(group[0] if len(group) == 1 else None)
-    spec = _spec(out, sources)
-    if spec is not None:
-        e.reshape(x, spec, output)
-        return
-    # Merge in place, keeping the rank (the product at the group's first index, 1s after it)
-    # so that 0 copies every other dim, one unknown product per Reshape; then squeeze the 1s.
-    spec = [0] * len(shape)
-    for group in reversed([g for g in groups if len(g) > 1]):
-        product = _product([shape[i] for i in group])
-        if product is None and -1 in spec:
-            x, spec = e.reshape(x, spec), [0] * len(shape)
-        spec[group[0]] = -1 if product is None else product
-        for i in group[1:]:
-            spec[i] = 1
-    x = e.reshape(x, spec)
-    e.squeeze(x, [i for g in groups for i in g[1:]], output)
-
-
-def _product(dims: Sequence[Dim]) -> int | None:
-    return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
 
 
 # --------------------------------------------------------------------------- reductions
 
 
-def _reduce(e: _Emitter, op_type: str, x: str, axes: Sequence[int], rank: int) -> str:
+def _reduce(e: Emitter, op_type: str, x: str, axes: Sequence[int], rank: int) -> str:
     """``op_type`` (ReduceMean or ReduceSum, keepdims) over ``axes``: the GPU reduces any axes
     in one kernel (a strided one where they are not trailing)."""
     return e.reduce(op_type, x, sorted(axes))
@@ -207,14 +74,14 @@ def _axes(axes: Sequence[int], rank: int) -> list[int] | None:
     return result if len(result) == len(axes) else None
 
 
-def _widened(e: _Emitter, x: str, dtype: DType) -> tuple[str, DType]:
+def _widened(e: Emitter, x: str, dtype: DType) -> tuple[str, DType]:
     """``x`` in the type its statistics are computed in."""
     if dtype in _NARROW:
         return e.op("Cast", [x], {"to": int(DType.FLOAT32)}), DType.FLOAT32
     return x, dtype
 
 
-def _finish(e: _Emitter, op_type: str, inputs: list[str], dtype: DType, wide: DType, output: str) -> None:
+def _finish(e: Emitter, op_type: str, inputs: list[str], dtype: DType, wide: DType, output: str) -> None:
     """The last op of a computation done in ``wide``, writing ``output`` in ``dtype``."""
     if dtype == wide:
         e.op(op_type, inputs, output=output)
@@ -232,7 +99,7 @@ def _float_input(graph: Graph, node: Node, min_rank: int = 0) -> TensorType | No
     return t
 
 
-def _batch_norm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _batch_norm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     if int(node.attr("training_mode", 0)) or any(node.outputs[1:]) or int(node.attr("spatial", 1)) != 1:
         return None  # training, or (before opset 14) extra outputs, which also mean training
     t = _float_input(e.graph, node, 2)
@@ -263,7 +130,7 @@ def _batch_norm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "BatchNormalization→elementwise"
 
 
-def _per_channel(e: _Emitter, name: str, value: np.ndarray | None, x: TensorType) -> str:
+def _per_channel(e: Emitter, name: str, value: np.ndarray | None, x: TensorType) -> str:
     """A BN parameter (C) as x's type, shaped (C, 1, ...) to broadcast over x's axis 1."""
     ones = [1] * (x.rank - 2)
     if value is not None:
@@ -285,7 +152,7 @@ _TO_2D: dict[str, Callable[[list], list]] = {
 _ATTR_LENGTH = {"pads": 2}
 
 
-def _one_d(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _one_d(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     t = _float_input(e.graph, node)
     if t is None or t.rank != 3 or any(index.uses(o) for o in node.outputs[1:] if o):
         return None  # not 1-D, or MaxPool's Indices are read
@@ -312,7 +179,12 @@ def _one_d(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return f"1-D {node.op_type}→2-D"
 
 
-def _lifted(e: _Emitter, x: str, rank: int) -> str:
+def _rank(graph: Graph, node: Node) -> int | None:
+    t = value_type(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
+    return None if t is None else t.rank
+
+
+def _lifted(e: Emitter, x: str, rank: int) -> str:
     """A value of ``rank`` <= 3 with the height axis 1-D ops gain, (.., C, L) → (.., C, 1, L):
     the 4-D result a Squeeze came from, else one Unsqueeze per value."""
     if x in e.squeezed:
@@ -322,7 +194,7 @@ def _lifted(e: _Emitter, x: str, rank: int) -> str:
     return e.unsqueezed[x]
 
 
-def _depth_to_space(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _depth_to_space(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     found = _blocks(e.graph, node)
     if found is None:
         return None
@@ -332,17 +204,17 @@ def _depth_to_space(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     if mode not in ("DCR", "CRD") or (isinstance(c, int) and c % (b * b)):
         return None
     if mode == "DCR":  # channel = (i * b + j) * depth + d
-        x, shape = _split(e, node.inputs[0], [n, c, h, w], {1: [b, b, depth]})
+        x, shape = split_dims(e, node.inputs[0], [n, c, h, w], {1: [b, b, depth]})
         perm = [0, 3, 4, 1, 5, 2]
     else:  # channel = (d * b + i) * b + j
-        x, shape = _split(e, node.inputs[0], [n, c, h, w], {1: [depth, b, b]})
+        x, shape = split_dims(e, node.inputs[0], [n, c, h, w], {1: [depth, b, b]})
         perm = [0, 1, 4, 2, 5, 3]
     x = e.op("Transpose", [x], {"perm": perm})
-    _merge(e, x, [shape[p] for p in perm], [[0], [1], [2, 3], [4, 5]], node.outputs[0])
+    merge_dims(e, x, [shape[p] for p in perm], [[0], [1], [2, 3], [4, 5]], node.outputs[0])
     return f"DepthToSpace ({mode})→Reshape+Transpose"
 
 
-def _space_to_depth(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _space_to_depth(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     found = _blocks(e.graph, node)
     if found is None or node.attr("mode", "DCR") != "DCR":
         return None
@@ -350,10 +222,10 @@ def _space_to_depth(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     if any(isinstance(d, int) and d % b for d in (h, w)):
         return None
     parts = [[d // b if isinstance(d, int) else None, b] for d in (h, w)]
-    x, shape = _split(e, node.inputs[0], [n, c, h, w], {2: parts[0], 3: parts[1]})
+    x, shape = split_dims(e, node.inputs[0], [n, c, h, w], {2: parts[0], 3: parts[1]})
     perm = [0, 3, 5, 1, 2, 4]  # (N, C, H/b, i, W/b, j) -> (N, i, j, C, H/b, W/b)
     x = e.op("Transpose", [x], {"perm": perm})
-    _merge(e, x, [shape[p] for p in perm], [[0], [1, 2, 3], [4], [5]], node.outputs[0])
+    merge_dims(e, x, [shape[p] for p in perm], [[0], [1, 2, 3], [4], [5]], node.outputs[0])
     return "SpaceToDepth→Reshape+Transpose"
 
 
@@ -366,7 +238,7 @@ def _blocks(graph: Graph, node: Node) -> tuple[Shape, int] | None:
     return list(t.shape), b
 
 
-def _mean_variance(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _mean_variance(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     t = _float_input(e.graph, node)
     axes = None if t is None else _axes(node.attr("axes", [0, 2, 3]), t.rank)
     if not axes:
@@ -379,7 +251,7 @@ def _mean_variance(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "MeanVarianceNormalization→ReduceMean+elementwise"
 
 
-def _lp_norm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _lp_norm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     t = _float_input(e.graph, node, 1)
     p = int(node.attr("p", 2))
     axes = None if t is None else _axes([int(node.attr("axis", -1))], t.rank)
@@ -396,7 +268,7 @@ def _lp_norm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return f"LpNormalization (p={p})→ReduceSum+elementwise"
 
 
-def _dropout(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _dropout(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     training = node.inputs[2] if len(node.inputs) > 2 else ""
     value = index.constant(training) if training else np.zeros(1, bool)
     if value is None or value.size != 1 or bool(value.reshape(-1)[0]):
@@ -411,7 +283,7 @@ def _dropout(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "Dropout→Identity"
 
 
-def _cast_like(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _cast_like(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     like = e.graph.types.get(node.inputs[1])
     if like is None:
         return None
@@ -420,7 +292,7 @@ def _cast_like(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "CastLike→Cast"
 
 
-def _gemm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
+def _gemm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     """The GPU GEMM takes A as it is and C as a bias over N added once: a Gemm with transA
     transposes A first, and one whose C is anything else (a matrix, a scalar, a column, beta
     other than 1) adds beta * C after a Gemm without it."""
@@ -450,10 +322,10 @@ def _gemm(e: _Emitter, index: GraphIndex, node: Node) -> str | None:
     return "Gemm(C)→Gemm+Add"
 
 
-_Rule = Callable[[_Emitter, GraphIndex, Node], "str | None"]
+_Rule = Callable[[Emitter, GraphIndex, Node], "str | None"]
 _RULES: dict[str, _Rule] = {
     "BatchNormalization": _batch_norm,
-    "Conv": _one_d,
+    "Conv": lambda e, index, node: (conv_3d if _rank(e.graph, node) == 5 else _one_d)(e, index, node),
     "ConvTranspose": _one_d,
     "MaxPool": _one_d,
     "AveragePool": _one_d,
@@ -471,7 +343,7 @@ _RULES: dict[str, _Rule] = {
 # --------------------------------------------------------------------------- 1-D ops stay 4-D
 
 
-def _sink_squeeze(e: _Emitter, index: GraphIndex, node: Node) -> list[Node] | None:
+def _sink_squeeze(e: Emitter, index: GraphIndex, node: Node) -> list[Node] | None:
     """``node`` on the 4-D results of 1-D ops instead of their squeezed 3-D views, followed by
     its own Squeeze: an elementwise op reading at least one such view, and otherwise constants
     of rank <= 3 or tensors of the view's very shape (a residual). These gain the height axis
@@ -523,7 +395,7 @@ def _drop_unread_squeezes(graph: Graph, squeezes: list[Node]) -> None:
 def decompose(model: Model, options: AotOptions) -> PassResult:
     graph = model.graph
     index = GraphIndex(graph)
-    e = _Emitter(graph, model.opset)
+    e = Emitter(graph, model.opset)
     result = PassResult()
     nodes: list[Node] = []
     # In graph order, so that a node sees its producers' rewrites (the 4-D results it can read).

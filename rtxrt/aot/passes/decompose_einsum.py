@@ -31,7 +31,7 @@ from ...ir.graph import Dim, Node
 from ...ir.rewrite import GraphIndex, value_type
 
 if TYPE_CHECKING:
-    from .decompose import _Emitter
+    from .decompose_emitter import Emitter
 
 Slot = tuple[str, ...]  # the labels merged into one dim; () is a dim of 1
 _DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64)  # MatMul's float types
@@ -157,7 +157,7 @@ def _plan(names: list[str], inputs: list[list[str]], output: list[str], shapes: 
 class _Builder:
     """Emits one planned Einsum's nodes through the decompose emitter."""
 
-    def __init__(self, e: "_Emitter", plan: _Plan):
+    def __init__(self, e: "Emitter", plan: _Plan):
         self.e, self.plan = e, plan
         self._shapes: dict[str, str] = {}
         self.ops: set[str] = set()
@@ -314,7 +314,7 @@ def _single(labels: list[str]) -> list[Slot]:
 # --------------------------------------------------------------------------- the rule
 
 
-def einsum(e: "_Emitter", index: GraphIndex, node: Node) -> str | None:
+def einsum(e: "Emitter", index: GraphIndex, node: Node) -> str | None:
     """decompose's rule for Einsum (float operands of known ranks, no diagonals)."""
     equation = node.attr("equation")
     if not isinstance(equation, str) or not node.inputs or not all(node.inputs) or len(node.outputs) != 1:
