@@ -124,6 +124,7 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
     session = rtxrt.Session(path, cache_dir=cache, progress=False, profile=profile_of(case), specialization="none")
     row["load_seconds"] = time.perf_counter() - started
     row["load_kernels_compiled"] = session.kernels_compiled_total
+    progress(f"{name}: loaded in {row['load_seconds']:.1f} s, {session.kernels_compiled_total} kernels compiled")
     generic = session._generic
     rng = np.random.default_rng(seed)
     shapes = random_shapes(case, count, rng)
@@ -149,6 +150,7 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
             first.update(plan_ms=stats.plan_seconds * 1e3, engine_ms=stats.jit_seconds * 1e3)
         firsts.append(first)
     gc.callbacks.remove(collector)
+    progress(f"{name}: {len(firsts)} first runs done")
     row["shapes"] = firsts
     row["kernels_compiled_after_load"] = session.kernels_compiled_total - before
     ms = [f["first_run_ms"] for f in firsts]
@@ -167,6 +169,7 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
         feeds = feeds_for(case, tuple(shape), 99)
         engine, _ = generic.engine(shapes_map)
         made = specialize(session._model, session.cache_key, session.cache, session._gpu, shapes_map)
+        progress(f"{name}: specialized at {list(shape)}, {made.stats.kernels_compiled} kernels compiled")
         special = made.load(session._gpu)
         with session._gpu.device:
             g_out = engine.run(feeds)
@@ -187,6 +190,11 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
                      "generic_engines": len(generic.engines),
                      "specialized_at_max_bytes": layout.arena_bytes + layout.weights_bytes + layout.shape_bytes}
     return row
+
+
+def progress(line: str) -> None:
+    """Where a long run is, on stderr, so that a run cut short still says how far it got."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 def second_process(name: str, path: Path, cache: Path, count: int, seed: int) -> dict[str, Any]:
@@ -225,6 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             path = build_model(name, Path(folder))
+            progress(f"{name}: exported")
             cache = Path(folder) / f"cache-{name}"
             row = measure(name, path, cache, args.shapes, args.iterations, args.seed)
             child = subprocess.run([sys.executable, __file__, "--second", name, str(path), str(cache),

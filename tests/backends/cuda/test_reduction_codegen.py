@@ -15,7 +15,10 @@ tests/backends/cuda/test_reduction_axes.py runs on the fake device (its ``column
   of [3, 700, 10] (the ``split`` kernel, warps splitting each output's 700 elements), then
   several non-adjacent axes, negative axes, keepdims 0/1, noop_with_empty_axes, axes as an
   opset-13 attribute, an axis of size 1, ties (select_last_index) and NaNs for the
-  arg-reductions, in each of float32, float16 and bfloat16.
+  arg-reductions, in each of float32, float16 and bfloat16;
+- LayerNormalization with its Mean and InvStdDev outputs (``STATS_CASES``): axis -1, -2 and 1
+  of 2-D to 4-D inputs, a warp and a block per row, float32, float16 and bfloat16 (stash type
+  float32), with only Mean, only InvStdDev, and both.
 
 ``random_inputs``, ``reference`` and ``compare`` are the comparison both runners use.
 Tolerances, by the stored type:
@@ -28,7 +31,11 @@ Tolerances, by the stored type:
   value to X's type before scale and bias (as ONNX does): where the fp32 values on the two
   sides round to neighbouring narrow values, the one-ulp step is multiplied by the scale and
   rounded again, so atol there is tol * (1 + 2 * max|scale|);
-- int64 (ArgMax/ArgMin): exact.
+- int64 (ArgMax/ArgMin): exact;
+- LayerNormalization's Mean and InvStdDev: float32 on both sides, computed from the same
+  float32 values, so only the summation order differs: rtol 1e-5, atol 1e-6 (a simulation of
+  the kernels' order over these cases differs from numpy's by at most 6e-8 in the mean and
+  1.1e-7 relative in InvStdDev).
 """
 from __future__ import annotations
 
@@ -61,6 +68,7 @@ ARGS = ("ArgMax", "ArgMin", "Hardmax")
 REDUCE = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 ALONG = ("Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin")  # take one ``axis``
+NORMS = ("LayerNormalization", "RMSNormalization")
 
 
 @dataclass(frozen=True)
@@ -80,10 +88,11 @@ class Case:
 
 def case(op_type: str, dtype: DType, shape: tuple[int, ...], *, params: int = 0, opset: int = 21,
          axes: tuple[int, ...] | None = None, suffix: str = "", ranges=(), tactic: str | None = None,
-         values: str = "uniform", **attrs) -> Case:
+         values: str = "uniform", outputs: tuple[str, ...] = ("y",), **attrs) -> Case:
     names = ["x"] + [f"p{i}" for i in range(params)] + (["axes"] if axes is not None else [])
-    types = [TensorType(dtype, shape)] + [TensorType(dtype, shape[-1:])] * params
-    node = Node(op_type, names, ["y"], attrs, name=op_type.lower())
+    row = shape[int(attrs.get("axis", -1)) % len(shape):] if op_type in NORMS else shape[-1:]
+    types = [TensorType(dtype, shape)] + [TensorType(dtype, row)] * params
+    node = Node(op_type, names, list(outputs), attrs, name=op_type.lower())
     tail = f"-{tactic}" if tactic else ""
     return Case(f"{op_type}{suffix}-{dtype.short}-{'x'.join(map(str, shape))}{tail}", node, tuple(types), opset,
                 axes, tuple(ranges), tactic, values)
@@ -118,6 +127,28 @@ def op_cases(dtype: DType, shape: tuple[int, ...]) -> list[Case]:
         case("ArgMin", dtype, shape, axis=-1, keepdims=0, select_last_index=1, suffix="_last", values="ties"),
         case("Hardmax", dtype, shape, values="ties"),
     ]
+
+
+STATS = {"mean": ("y", "mean"), "invstd": ("y", "", "inv_std"), "stats": ("y", "mean", "inv_std")}
+
+
+def stats_case(dtype: DType, shape: tuple[int, ...], axis: int, outputs: str) -> Case:
+    """LayerNormalization over ``axis`` writing Y and the ``STATS[outputs]`` statistics."""
+    return case("LayerNormalization", dtype, shape, params=2, ranges=NORM_RANGES, outputs=STATS[outputs],
+                suffix=f"_{outputs}_axis{axis}", axis=axis, epsilon=1e-5)
+
+
+STATS_CASES = [
+    stats_case(F32, SHORT, -1, "stats"),  # rows of 67: a warp each
+    stats_case(F16, LONG, -1, "stats"),  # 2-D, rows of 1500: a block each
+    stats_case(BF16, (2, 3, 4, 50), -1, "mean"),
+    stats_case(F32, (2, 3, 4, 50), 1, "mean"),  # rows of 600 over three axes
+    stats_case(BF16, (6, 40, 64), 1, "stats"),  # rows of 2560 over two axes: a block each
+    stats_case(F16, SHORT, -2, "invstd"),
+    stats_case(F32, (8, 300), -2, "invstd"),  # one row: the whole 2-D input
+    stats_case(BF16, (4, 3, 5, 7), -2, "stats"),
+    stats_case(F16, (2, 3, 4, 50), -1, "invstd"),
+]
 
 
 def strided_op_cases(op: str) -> list[Case]:
@@ -174,7 +205,7 @@ def catalogue() -> list[Case]:
         case("ArgMax", F32, (4, 1, 5), suffix="_size1", axis=1),
         case("Softmax", F16, (4, 1, 5), suffix="_size1", axis=1),
     ]
-    return cases
+    return cases + STATS_CASES
 
 
 CASES: list[Case] = catalogue()
@@ -207,17 +238,22 @@ def random_inputs(case: Case) -> list[np.ndarray]:
     return arrays
 
 
-def reference(case: Case, arrays: list[np.ndarray]) -> np.ndarray:
+def reference_outputs(case: Case, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The reference backend's outputs, by the node's output positions."""
     inputs: list[np.ndarray] = list(arrays)
     if case.axes is not None:
         inputs.append(np.array(case.axes, np.int64))
     kernel = find_kernel(case.node.op_type)(case.node, case.opset, None)
     result = kernel.run(*inputs)
-    return result[0] if isinstance(result, (tuple, list)) else result
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def reference(case: Case, arrays: list[np.ndarray]) -> np.ndarray:
+    return reference_outputs(case, arrays)[0]
 
 
 TOLERANCE = {F32: (1e-5, 1e-6), F16: (1e-3, 1e-3), BF16: (1e-2, 1e-2)}
-NORMS = ("LayerNormalization", "RMSNormalization")
+STATS_TOLERANCE = (1e-5, 1e-6)
 POISON = {F32: (np.uint32, 0x7FC00000), F16: (np.uint16, 0x7E00), BF16: (np.uint16, 0x7FC0), I64: (np.int64, -1)}
 
 
@@ -242,6 +278,20 @@ def compare(got: np.ndarray, want: np.ndarray, kernel: KernelSource, case: Case,
     if case.node.op_type in NORMS and dtype != F32:
         atol = atol * (1 + 2 * float(np.abs(arrays[1].astype(np.float64)).max()))
     np.testing.assert_allclose(wide, want.astype(np.float64), rtol=rtol, atol=atol, err_msg=case.id)
+
+
+def compare_outputs(gots: list[np.ndarray], kernel: KernelSource, case: Case, arrays: list[np.ndarray]) -> None:
+    """Every output the kernel wrote (``gots``, in ``kernel.outputs`` order) against the
+    reference's: the first as ``compare`` says, LayerNormalization's Mean and InvStdDev in float32."""
+    wants = reference_outputs(case, arrays)
+    compare(gots[0], wants[0], kernel, case, arrays)
+    assert [a.index for a in kernel.outputs[1:]] == [i for i, o in enumerate(case.node.outputs) if o and i]
+    for got, arg in zip(gots[1:], kernel.outputs[1:]):
+        want, what = wants[arg.index], f"{case.id} output {arg.index}"
+        assert got.shape == want.shape and got.dtype == want.dtype == np.float32, (what, got.shape, want.shape)
+        assert not np.isnan(got).any(), f"{what}: {int(np.isnan(got).sum())} elements not written"
+        rtol, atol = STATS_TOLERANCE
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
 # ---------------------------------------------------------------- the catalogue itself
@@ -339,6 +389,42 @@ def test_kernel_describes_its_arguments_and_output_shapes():
     assert case("Hardmax", BF16, CHANNELS, axis=2).kernel().outputs[0].shape == CHANNELS
 
 
+def test_layer_norm_declares_its_mean_and_inv_std_outputs_in_float32_with_a_row_kept_as_ones():
+    both = stats_case(F16, (2, 3, 4, 50), 1, "stats").kernel()
+    assert [(a.name, a.role, a.index, a.dtype, a.shape) for a in both.args] == [
+        ("in0", BufferRole.IN, 0, F16, (2, 3, 4, 50)), ("scale", BufferRole.IN, 1, F16, (3, 4, 50)),
+        ("bias", BufferRole.IN, 2, F16, (3, 4, 50)), ("out0", BufferRole.OUT, 0, F16, (2, 3, 4, 50)),
+        ("out1", BufferRole.OUT, 1, F32, (2, 1, 1, 1)), ("out2", BufferRole.OUT, 2, F32, (2, 1, 1, 1))]
+    assert "float* __restrict__ out1, float* __restrict__ out2" in both.source
+    only_inv = stats_case(BF16, SHORT, -2, "invstd").kernel()
+    assert [(a.name, a.index, a.dtype, a.shape) for a in only_inv.outputs] == [
+        ("out0", 0, BF16, SHORT), ("out2", 2, F32, (3, 1, 1))]
+    only_mean = stats_case(F32, (8, 300), -1, "mean").kernel()
+    assert [(a.name, a.index, a.shape) for a in only_mean.outputs] == [("out0", 0, (8, 300)), ("out1", 1, (8, 1))]
+
+
+def test_the_statistics_cases_cover_each_axis_rank_type_and_output_subset():
+    kernels = [c.kernel() for c in STATS_CASES]
+    assert {c.node.attrs["axis"] for c in STATS_CASES} == {-1, -2, 1}
+    assert {len(c.inputs[0].shape) for c in STATS_CASES} == {2, 3, 4}
+    assert {c.inputs[0].dtype for c in STATS_CASES} == {F32, F16, BF16}
+    assert {tuple(a.index for a in k.outputs) for k in kernels} == {(0, 1), (0, 2), (0, 1, 2)}
+    assert {k.launch.block for k in kernels} == {128, 256}  # a warp and a block per row
+
+
+@pytest.mark.parametrize("shape, writer", [(SHORT, "(threadIdx.x & 31u) == 0u"), (LONG, "threadIdx.x == 0u")])
+def test_without_mean_and_inv_std_the_layer_norm_kernel_is_unchanged(shape, writer):
+    """The statistics cost one store a row where the node has them, and nothing where not:
+    the one-output kernel is the three-output kernel without the two pointers and the store."""
+    plain = case("LayerNormalization", F32, shape, params=2).kernel()
+    full = case("LayerNormalization", F32, shape, params=2, outputs=STATS["stats"]).kernel()
+    store = f"    if ({writer}) {{ out1[row] = mean; out2[row] = inv; }}\n"
+    assert full.source.count(store) == 1 and "out1" not in plain.source and "out2" not in plain.source
+    stripped = full.source.replace(store, "").replace(", float* __restrict__ out1, float* __restrict__ out2", "")
+    assert stripped.replace(full.name, plain.name) == plain.source
+    assert (full.launch, full.dims) == (plain.launch, plain.dims)
+
+
 def test_more_than_two_billion_elements_use_64_bit_indexes():
     k = case("ReduceSum", F16, (2**16, 2**15 + 1), axes=(-1,)).kernel()
     assert "unsigned long long row" in k.source
@@ -357,9 +443,12 @@ def test_more_than_two_billion_elements_use_64_bit_indexes():
     (Node("ArgMin", ["x"], ["y"], {"axis": 3}, name="n"), [TensorType(F32, SHORT)], {}, "axis 3 is out of range"),
     (Node("ReduceMax", ["x"], ["y"], {"axes": [0, 5]}, name="n"), [TensorType(F32, SHORT)], {"opset": 13},
      "ReduceMax node 'n': axis 5 is out of range for rank 3"),
-    (Node("LayerNormalization", ["x", "s"], ["y", "mean"]), [TensorType(F32, SHORT)] * 2, {}, "first output"),
+    (Node("LayerNormalization", ["x", "s"], ["", "mean"]), [TensorType(F32, SHORT)] * 2, {}, "first output"),
+    (Node("Softmax", ["x"], ["y", "z"]), [TensorType(F32, SHORT)], {}, "first output"),
     (Node("LayerNormalization", ["x", "s"], ["y"], {"stash_type": 11}), [TensorType(F32, SHORT)] * 2, {},
      "stash_type"),
+    (Node("LayerNormalization", ["x", "s"], ["y", "mean", "inv"], {"stash_type": 16}), [TensorType(BF16, SHORT)] * 2,
+     {}, "stash_type 16"),
     (Node("LayerNormalization", ["x", "s"], ["y"]), [TensorType(F32, SHORT), TensorType(F16, (67,))], {},
      "scale and bias"),
     (Node("LayerNormalization", ["x", "s"], ["y"]), [TensorType(F32, SHORT), TensorType(F32, (5, 1))], {},

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ....ir.dtypes import DType
 from ....ir.graph import Node, TensorType
 from ..codegen.kernel_source import KernelSource
 from ..plan.forms import NHWC, TO_NHWC, TensorForm
@@ -64,6 +65,9 @@ def lower_reduction(ctx: LowerContext) -> list[NodeProgram]:
         r, layout = channels_last(node, r)
     ctx.out_dtype(0)  # Unsupported where the output has no type
     outputs = [TensorForm(r.out_dtype, ctx.outputs[0].shape, layout)] + [None] * (len(node.outputs) - 1)
+    for i in r.stats:  # LayerNormalization's Mean and InvStdDev, in the stash type
+        ctx.out_dtype(i)
+        outputs[i] = TensorForm(DType.FLOAT32, ctx.outputs[i].shape)
     return [single_kernel(kernel_for(r, t), outputs, node.op_type.lower() if t == ROWS else t)
             for t in ctx.tactics(tactics(r), str)]
 

@@ -17,11 +17,13 @@ computed in fp32 with fp32 accumulation; softmax subtracts the row max first; Lo
 subtracts the max unless it is infinite; ArgMax/ArgMin return the first (or, with
 select_last_index, the last) index of the extreme, a NaN counting as the extreme (numpy's
 argmax/argmin); the normalizations round the normalized value to X's type before the scale
-and bias, as ONNX's function bodies do. Shapes are baked in; in a generic plan the dims that
-vary over the profile are int parameters, and the profile's longest row picks a warp or a
-block. What is not covered raises CodegenError (float64 or integer tensors, axes computed at
-run time, stash_type other than float32, the Mean/InvStdDev outputs of LayerNormalization),
-and the runtime runs the node with the reference backend.
+and bias, as ONNX's function bodies do. LayerNormalization's optional Mean and InvStdDev
+outputs (float32, X's shape with the normalized axes kept as 1s: one value a row) are written
+by the row's first thread where the node has them, and cost nothing where it has not. Shapes
+are baked in; in a generic plan the dims that vary over the profile are int parameters, and
+the profile's longest row picks a warp or a block. What is not covered raises CodegenError
+(float64 or integer tensors, axes computed at run time, stash_type other than float32), and
+the runtime runs the node with the reference backend.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ WARP_ROWS_PER_BLOCK = 4
 _ONNX = ("", "ai.onnx")
 F32 = DType.FLOAT32
 NEG_INF, POS_INF = C.literal(-math.inf, F32), C.literal(math.inf, F32)
+STAT_VALUES = {1: "mean", 2: "inv"}  # LayerNormalization's output position -> the register holding it
 LAST_INDEX = "0x7fffffffffffffffLL"  # the index an empty partial of ArgMax/ArgMin holds: it loses every tie
 
 # Sum and the NaN-propagating max/min (numpy's max/min) as functors, and the warp and block reductions.
@@ -155,6 +158,7 @@ class Reduction:
     select_last: bool = False  # ArgMax/ArgMin's select_last_index
     epsilon: float = 0.0
     has_bias: bool = False
+    stats: tuple[int, ...] = ()  # the output positions of LayerNormalization's Mean (1), InvStdDev (2) it has
 
     @property
     def trailing(self) -> bool:
@@ -192,9 +196,10 @@ def reduction_problem(node: Node, inputs: Sequence[TensorType | None], *, opset:
     dtype, shape = x.dtype, tuple(_dim(d) for d in x.shape)
     if dtype not in ROW_DTYPES:
         raise CodegenError(f"{node.label}: reduction kernels take float32, float16 or bfloat16, not {dtype.short}")
-    if sum(1 for o in node.outputs if o) != 1 or not node.outputs[0]:
-        raise CodegenError(f"{node.label}: only the first output is generated")
     rank, op = len(shape), node.op_type
+    stats = tuple(i for i, o in enumerate(node.outputs) if o and i)
+    if not node.outputs or not node.outputs[0] or (stats and op != "LayerNormalization"):
+        raise CodegenError(f"{node.label}: only the first output is generated")
     if op in REDUCE_OPS:
         reduced = _reduced_axes(node, shape, opset, axes)
         return Reduction(op, dtype, shape, reduced, _kept(shape, reduced, bool(node.attr("keepdims", 1))), dtype)
@@ -225,7 +230,7 @@ def reduction_problem(node: Node, inputs: Sequence[TensorType | None], *, opset:
                                f"{list(shape[start:])}, got {t}")
     return Reduction(op, dtype, shape, tuple(range(start, rank)), shape, dtype,
                      epsilon=float(node.attr("epsilon", 1e-5)),
-                     has_bias=params[-1] is not None and op == "LayerNormalization")
+                     has_bias=params[-1] is not None and op == "LayerNormalization", stats=stats)
 
 
 def _dim(d: int) -> int:
@@ -298,6 +303,12 @@ class RowProblem:
     has_bias: bool = False
     out_dtype: DType | None = None  # the input's where None
     select_last: bool = False
+    stats: tuple[int, ...] = ()  # as Reduction.stats
+
+    @property
+    def stats_shape(self) -> tuple[int, ...]:
+        """The shape of LayerNormalization's Mean and InvStdDev: the input's, a row kept as 1s."""
+        return (*self.shape[:len(self.shape) - self.row_rank], *(1,) * self.row_rank)
 
 
 def reduction_kernel(node: Node, inputs: Sequence[TensorType | None], *, opset: int = 21,
@@ -321,7 +332,7 @@ def rows_of(r: Reduction, label: str = "") -> RowProblem:
                            "cover those; the strided kernels the others)")
     rows = math.prod(d for i, d in enumerate(r.shape) if i not in r.axes)
     return RowProblem(r.op, r.dtype, r.shape, r.out_shape, rows, r.count, len(r.shape) - r.axes[0], r.epsilon,
-                      r.has_bias, r.out_dtype, r.select_last)
+                      r.has_bias, r.out_dtype, r.select_last, r.stats)
 
 
 def row_kernel(p: RowProblem) -> KernelSource:
@@ -333,6 +344,7 @@ def row_kernel(p: RowProblem) -> KernelSource:
         if p.has_bias:
             args.append(KernelArg("bias", BufferRole.IN, 2, p.dtype, row_shape))
     args.append(KernelArg("out0", BufferRole.OUT, 0, p.out_dtype or p.dtype, p.out_shape))
+    args += [KernelArg(f"out{i}", BufferRole.OUT, i, F32, p.stats_shape) for i in p.stats]
     cols = upper(p.cols)  # in a generic plan: the longest row of the profile decides
     if cols <= WARP_ROW_MAX:
         block, per_row = 32 * WARP_ROWS_PER_BLOCK, 32
@@ -428,8 +440,16 @@ def _norm_body(p: RowProblem, row: _Row) -> list[str]:
             "float q = 0.0f;", f"{loop} {{ const float d = {x} - mean; q += d * d; }}",
             row.reduce("q", "sum"),
             f"const float inv = 1.0f / sqrtf(q / {count} + {eps});",
+            *_stats_lines(p, row),
             (f"{loop} {{ const float rn = {C.round_to(f'(({x} - mean) * inv)', t)}; "
              f"y[c] = {C.store(affine, t)}; }}")]
+
+
+def _stats_lines(p: RowProblem, row: _Row) -> list[str]:
+    """LayerNormalization's Mean and InvStdDev, where the node has them: every thread of the
+    row holds both after the reductions, so its first thread stores them."""
+    stores = " ".join(f"out{i}[row] = {STAT_VALUES[i]};" for i in p.stats)
+    return [f"if ({row.writer}) {{ {stores} }}"] if stores else []
 
 
 def _reduce_body(p: RowProblem, row: _Row) -> list[str]:
