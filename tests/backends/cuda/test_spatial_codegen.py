@@ -8,7 +8,9 @@ with the reference; what the generators do not cover is a CodegenError naming th
 ``CASES`` is the catalogue tests/backends/cuda/test_gpu_spatial.py runs on the device: the UNet's own
 cases (InstanceNormalization on [1, 4, H*W] as torch exports GroupNorm, on [1, 16, 64, 64],
 Resize nearest x2 and linear half_pixel x2, ConvTranspose k2 s2), odd sizes (7x9 pixels,
-channel counts not a multiple of 32), both layouts and the three storage types.
+channel counts not a multiple of 32), both layouts and the three storage types; ConvTranspose
+also over 1 and 3 spatial axes (a 3-D UNet's up-step; groups, strides, dilations, pads,
+output_padding, auto_pad and output_shape at once).
 """
 from __future__ import annotations
 
@@ -189,6 +191,19 @@ CASES: list[Case] = [
     convt("output_shape_past_full", (1, 3, 4, 4), (3, 2, 3, 3), F32, "NHWC", "NHWC", strides=[2, 2],
           output_shape=[10, 11]),
     convt("group2", (1, 6, 5, 5), (6, 2, 3, 3), F16, "NCHW", "NHWC", group=2, pads=[1, 0, 0, 1]),
+    # ConvTranspose over 3 spatial axes (a 3-D UNet's up-step, then every attribute at once) and over 1
+    convt("unet3d_k2s2", (1, 16, 4, 6, 6), (16, 8, 2, 2, 2), F32, "NCHW", "NHWC", strides=[2, 2, 2]),
+    convt("3d_group3_s213_dil_pads_outpad", (2, 6, 3, 5, 4), (6, 2, 3, 2, 3), F32, "NCHW", "NHWC", group=3,
+          strides=[2, 1, 3], dilations=[1, 2, 1], pads=[1, 0, 2, 0, 1, 1], output_padding=[1, 0, 2]),
+    convt("3d_group3_s213_dil_pads_outpad", (2, 6, 3, 5, 4), (6, 2, 3, 2, 3), F16, "NCHW", "NHWC", group=3,
+          strides=[2, 1, 3], dilations=[1, 2, 1], pads=[1, 0, 2, 0, 1, 1], output_padding=[1, 0, 2]),
+    convt("3d_same_upper_s2", (1, 5, 3, 4, 5), (5, 3, 3, 3, 2), BF16, "NCHW", "NCHW", auto_pad="SAME_UPPER",
+          strides=[2, 2, 2]),
+    convt("3d_output_shape_channels_last", (1, 3, 2, 3, 3), (3, 4, 2, 3, 3), F16, "NHWC", "NHWC", bias=False,
+          strides=[2, 2, 1], output_shape=[5, 8, 6]),
+    convt("1d_s2_pads_outpad_dil", (2, 5, 9), (5, 3, 3), F32, "NCHW", "NHWC", strides=[2], pads=[1, 0],
+          output_padding=[1], dilations=[2]),
+    convt("1d_group5", (1, 5, 7), (5, 2, 4), F16, "NHWC", "NCHW", group=5, strides=[3], pads=[2, 1]),
 ]
 
 
@@ -198,6 +213,7 @@ def test_the_catalogue_covers_each_op_layout_and_storage_type():
         assert {(c.layout, c.dtype) for c in CASES if c.op == op} >= {("NCHW", F32), ("NHWC", F16)}, op
         assert {c.dtype for c in CASES if c.op == op} == {F32, F16, BF16}, op
     assert {c.weight_layout for c in CASES if c.op == "ConvTranspose"} == {"NCHW", "NHWC"}
+    assert {len(c.inputs[0].shape) - 2 for c in CASES if c.op == "ConvTranspose"} == {1, 2, 3}
     resized = [c.node for c in CASES if c.op == "Resize"]
     assert {n.attr("coordinate_transformation_mode", "half_pixel") for n in resized} == set(TRANSFORMS)
     assert {n.attr("nearest_mode", "round_prefer_floor") for n in resized if n.attr("mode", "nearest") == "nearest"} \
@@ -228,7 +244,7 @@ def test_kernel_buffers_are_the_physical_shapes_the_reference_computes(case: Cas
     assert all(a.dtype == case.dtype for a in kernel.args)
     if case.op == "ConvTranspose":
         w = case.inputs[1].shape
-        assert kernel.inputs[1].shape == (w if case.weight_layout == "NCHW" else (w[0], w[2], w[3], w[1]))
+        assert kernel.inputs[1].shape == (w if case.weight_layout == "NCHW" else (w[0], *w[2:], w[1]))
     elif case.op != "Resize":
         assert [a.shape for a in kernel.inputs[1:]] == [tuple(t.shape) for t in case.inputs[1:]]
     assert "#include" not in kernel.source and kernel.name in kernel.source
@@ -383,7 +399,8 @@ def _node(base: Node, **attrs) -> Node:
     (lambda: conv_transpose_kernel(UP, _types(X4, (8, 4, 2, 2), (4,)), F32, "NHWC", "OIHW"), "weight_layout"),
     (lambda: conv_transpose_kernel(UP, _types(("n", 8, 6, 6), (8, 4, 2, 2), (4,)), F32), "static"),
     (lambda: conv_transpose_kernel(UP, _types(X4, (8, 4, 2, 2)), F32), "static"),  # B named, no type
-    (lambda: conv_transpose_kernel(UP, _types((1, 8, 6), (8, 4, 2), (4,)), F32), "2-D"),
+    (lambda: conv_transpose_kernel(UP, _types((1, 8, 6), (8, 4, 2, 2), (4,)), F32), "same rank"),
+    (lambda: conv_transpose_kernel(UP, _types((1, 8), (8, 4), (4,)), F32), "same rank"),
     (lambda: conv_transpose_kernel(UP, _types(X4, (6, 4, 2, 2), (4,)), F32), "does not fit"),
     (lambda: conv_transpose_kernel(_node(UP, group=3), _types(X4, (8, 4, 2, 2), (12,)), F32), "does not fit"),
     (lambda: conv_transpose_kernel(_node(UP, kernel_shape=[3, 3]), _types(X4, (8, 4, 2, 2), (4,)), F32),

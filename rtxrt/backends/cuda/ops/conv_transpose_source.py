@@ -1,17 +1,18 @@
-"""Generated 2-D ConvTranspose kernels (any group, strides, pads, auto_pad, output_padding,
-output_shape, dilations, optional bias), X and Y stored NCHW or NHWC (``layout``) as fp32,
-fp16 or bf16, computed in fp32.
+"""Generated ConvTranspose kernels over any number of spatial axes (1-D, 2-D, 3-D: any
+group, strides, pads, auto_pad, output_padding, output_shape, dilations, optional bias), X and
+Y stored channels-first (``layout`` "NCHW": N, C, D1, D2, ...) or channels-last ("NHWC": N,
+D1, D2, ..., C) as fp32, fp16 or bf16, computed in fp32.
 
-A direct gather: one thread per output element (NHWC: neighbouring threads take
+A direct gather: one thread per output element (channels-last: neighbouring threads take
 neighbouring output channels). Output position ``o`` along an axis is position ``o + pad``
 of the full result, which input position ``i`` reaches through tap ``k`` when
-``o + pad = i * stride + k * dilation``; so for each tap the thread checks divisibility,
-finds ``i``, and adds the products over the group's input channels, in fp32, plus the bias,
-rounding once to the storage type. Output positions no tap reaches (output_padding, an
-output_shape longer than the full result) get the bias alone.
+``o + pad = i * stride + k * dilation``; so for each tap (one nested loop per axis) the thread
+checks divisibility, finds ``i``, and adds the products over the group's input channels, in
+fp32, plus the bias, rounding once to the storage type. Output positions no tap reaches
+(output_padding, an output_shape longer than the full result) get the bias alone.
 
-W is stored as ONNX has it, (C, OC/group, kH, kW) (``weight_layout`` "NCHW"), or packed as
-(C, kH, kW, OC/group) ("NHWC": the layout pass's NHWC ConvTranspose weight; neighbouring
+W is stored as ONNX has it, (C, OC/group, *kernel) (``weight_layout`` "NCHW"), or packed as
+(C, *kernel, OC/group) ("NHWC": the layout pass's NHWC ConvTranspose weight; neighbouring
 output channels read neighbouring weights). ``pack_conv_transpose_weights`` packs on the
 host. The geometry is the reference's (rtxrt/ir/ops/conv.py ``transposed_window``).
 """
@@ -39,14 +40,14 @@ from ..codegen.kernel_source import (
 from ..plan.program import BufferRole
 
 CONV_TRANSPOSE_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
-LAYOUTS = ("NCHW", "NHWC")
-WEIGHT_LAYOUTS = ("NCHW", "NHWC")  # (C, OC/g, kH, kW) as ONNX has it, or packed (C, kH, kW, OC/g)
+LAYOUTS = ("NCHW", "NHWC")  # channels first or last, at any spatial rank
+WEIGHT_LAYOUTS = ("NCHW", "NHWC")  # (C, OC/g, *kernel) as ONNX has it, or packed (C, *kernel, OC/g)
 _ONNX = ("", "ai.onnx")
 
 
 def pack_conv_transpose_weights(w: np.ndarray) -> np.ndarray:
-    """ONNX ConvTranspose weights (C, OC/group, kH, kW) as the packed (C, kH, kW, OC/group)."""
-    return np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1)))
+    """ONNX ConvTranspose weights (C, OC/group, *kernel) as the packed (C, *kernel, OC/group)."""
+    return np.ascontiguousarray(np.moveaxis(w, 1, -1))
 
 
 def conv_transpose_output_shape(node: Node, x_shape: Sequence[int], w_shape: Sequence[int]) -> tuple[int, ...]:
@@ -58,8 +59,8 @@ def conv_transpose_output_shape(node: Node, x_shape: Sequence[int], w_shape: Seq
 
 def conv_transpose_kernel(node: Node, inputs: Sequence[TensorType | None], dtype: DType, layout: str = "NCHW",
                           weight_layout: str = "NCHW") -> KernelSource:
-    """The kernel computing 2-D ConvTranspose ``node`` on inputs of these static logical
-    types (X (N, C, H, W), W (C, OC/group, kH, kW), optional B (OC,)), every tensor stored
+    """The kernel computing ConvTranspose ``node`` on inputs of these static logical types
+    (X (N, C, *spatial), W (C, OC/group, *kernel), optional B (OC,)), every tensor stored
     as ``dtype``, X and Y in ``layout``, W in ``weight_layout``. Kernel arguments: X, W,
     [B], Y."""
     if node.domain not in _ONNX or node.op_type != "ConvTranspose":
@@ -76,8 +77,9 @@ def conv_transpose_kernel(node: Node, inputs: Sequence[TensorType | None], dtype
         raise CodegenError(f"{node.label}: ConvTranspose kernels need static X, W (and B) shapes")
     x_shape = tuple(d if is_dynamic(d) else int(d) for d in inputs[0].shape)  # a generic plan's DimInts stay
     w_shape = tuple(int(d) for d in inputs[1].shape)
-    if len(x_shape) != 4 or len(w_shape) != 4:
-        raise CodegenError(f"{node.label}: generated ConvTranspose is 2-D, got X {list(x_shape)} and W {list(w_shape)}")
+    if len(x_shape) < 3 or len(w_shape) != len(x_shape):
+        raise CodegenError(f"{node.label}: ConvTranspose needs X (N, C, *spatial) and W of the same rank, "
+                           f"got X {_dims(x_shape)} and W {list(w_shape)}")
     group = int(node.attr("group", 1) or 1)
     if x_shape[1] != w_shape[0] or group < 1 or x_shape[1] % group:
         raise CodegenError(f"{node.label}: X {list(x_shape)} does not fit W {list(w_shape)} with group {group}")
@@ -88,7 +90,7 @@ def conv_transpose_kernel(node: Node, inputs: Sequence[TensorType | None], dtype
     out = _output_shape(node, x_shape, w_shape, window)
     if has_bias and tuple(int(d) for d in inputs[2].shape) != (out[1],):
         raise CodegenError(f"{node.label}: B must have shape [{out[1]}], got {inputs[2]}")
-    stored_w = w_shape if weight_layout == "NCHW" else (w_shape[0], *w_shape[2:], w_shape[1])
+    stored_w = w_shape if weight_layout == "NCHW" else _physical(w_shape, "NHWC")
     args = [KernelArg("in0", BufferRole.IN, 0, dtype, _physical(x_shape, layout)),
             KernelArg("weight", BufferRole.IN, 1, dtype, stored_w)]
     if has_bias:
@@ -119,71 +121,85 @@ def _dims(shape: Sequence[int]) -> str:
 
 
 def _physical(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    return shape if layout == "NCHW" else (shape[0], shape[2], shape[3], shape[1])
+    return shape if layout == "NCHW" else (shape[0], *shape[2:], shape[1])
+
+
+def _row_major(first: str, axes: Sequence[tuple[int, str]]) -> str:
+    """The offset of ``first`` then each (size, index) of ``axes``, row-major (Horner's rule)."""
+    offset = first
+    for size, term in axes:
+        offset = f"({offset}) * {size} + {term}" if "+" in offset else f"{offset} * {size} + {term}"
+    return offset
+
+
+def _tap_loops(window: Window, sizes: tuple[int, ...]) -> list[str]:
+    """The opening lines of one loop per spatial axis over its taps ``k0``, ``k1``, ...,
+    outermost first: each skips a tap through which no input position reaches the output
+    position, and finds the input position ``i0``, ``i1``, ... of the others."""
+    lines = []
+    for a, (k, s, d, size) in enumerate(zip(window.kernel, window.strides, window.dilations, sizes)):
+        indent = "  " * a
+        lines += [f"{indent}#pragma unroll",
+                  f"{indent}for (int k{a} = 0; k{a} < {k}; ++k{a}) {{",
+                  f"{indent}  const int t{a} = p{a} - k{a} * {d};",
+                  f"{indent}  if (t{a} < 0 || t{a} % {s} != 0 || t{a} / {s} >= {size}) continue;",
+                  f"{indent}  const int i{a} = t{a} / {s};"]
+    return lines
 
 
 def _source(x_shape: tuple[int, ...], w_shape: tuple[int, ...], out: tuple[int, ...], window: Window, group: int,
             has_bias: bool, dtype: DType, layout: str, weight_layout: str) -> str:
-    c, h, w = x_shape[1:]
-    oc, oh, ow = out[1:]
-    ocg, kh, kw = w_shape[1:]
-    cg = c // group
-    (sh, sw), (dh, dw) = window.strides, window.dilations
-    top, left = (int(p) for p in window.pads[:2])
+    c, sizes = x_shape[1], x_shape[2:]
+    oc, outs = out[1], out[2:]
+    ocg, kernel = w_shape[1], w_shape[2:]
+    rank, cg = len(sizes), c // group
+    begins = [int(p) for p in window.pads[:rank]]
     total = math.prod(out)
     index, suffix = index_type(max(upper(total), upper(math.prod(x_shape))))
     off = "long long" if max(upper(math.prod(x_shape)), math.prod(w_shape)) >= 2**31 else "int"
+    positions = [f"const {index} o{a} = r % {c_int(outs[a], suffix)}; r /= {c_int(outs[a], suffix)};"
+                 for a in reversed(range(rank))]
+    channel = f"const {index} oc = r % {c_int(oc, suffix)}; r /= {c_int(oc, suffix)};"
+    spatial = _row_major(f"({off})i0", [(sizes[a], f"i{a}") for a in range(1, rank)])
     if layout == "NCHW":
-        coords = [f"const {index} ox = r % {c_int(ow, suffix)}; r /= {c_int(ow, suffix)};",
-                  f"const {index} oy = r % {c_int(oh, suffix)}; r /= {c_int(oh, suffix)};",
-                  f"const {index} o = r % {c_int(oc, suffix)}; r /= {c_int(oc, suffix)};"]
-        pixel = f"(({off})r * {c} + ({off})g * {cg}) * {h * w} + (({off})iy * {w} + ix)"
-        x_step = h * w
+        coords = [*positions, channel]
+        pixel = f"(({off})r * {c} + ({off})g * {cg}) * {math.prod(sizes)} + ({spatial})"
+        x_step = math.prod(sizes)
     else:
-        coords = [f"const {index} o = r % {c_int(oc, suffix)}; r /= {c_int(oc, suffix)};",
-                  f"const {index} ox = r % {c_int(ow, suffix)}; r /= {c_int(ow, suffix)};",
-                  f"const {index} oy = r % {c_int(oh, suffix)}; r /= {c_int(oh, suffix)};"]
-        pixel = f"(({off})r * {h * w} + ({off})iy * {w} + ix) * {c} + ({off})g * {cg}"
+        coords = [channel, *positions]
+        pixel = f"(({off})r * {math.prod(sizes)} + {spatial}) * {c} + ({off})g * {cg}"
         x_step = 1
-    if weight_layout == "NCHW":  # (C, OC/g, kH, kW)
-        tap = f"((({off})g * {cg} * {ocg} + ({off})og) * {kh} + a) * {kw} + b"
-        w_step = ocg * kh * kw
-    else:  # (C, kH, kW, OC/g)
-        tap = f"((({off})g * {cg} * {kh} + a) * {kw} + b) * {ocg} + ({off})og"
-        w_step = kh * kw * ocg
+    taps = [(kernel[a], f"k{a}") for a in range(rank)]
+    if weight_layout == "NCHW":  # (C, OC/g, *kernel)
+        tap = _row_major(f"({off})g * {cg} * {ocg} + ({off})og", taps)
+    else:  # (C, *kernel, OC/g)
+        tap = _row_major(f"({off})g * {cg}", [*taps, (ocg, f"({off})og")])
+    w_step = ocg * math.prod(kernel)
     storage = C.storage_type(dtype)
-    product = f"{C.load(f'xp[k * {x_step}]', dtype)} * {C.load(f'wp[k * {w_step}]', dtype)}"
+    product = f"{C.load(f'xp[c * {x_step}]', dtype)} * {C.load(f'wp[c * {w_step}]', dtype)}"
+    full = ", ".join(f"p{a} = (int)o{a} + {begins[a]}" for a in range(rank))
     body = [
         f"{index} r = i;", *coords,  # r is now the sample
-        f"const int g = (int)(o / {ocg}{suffix}), og = (int)(o % {ocg}{suffix});",
-        f"const int py = (int)oy + {top}, px = (int)ox + {left};  // position in the full result",
+        f"const int g = (int)(oc / {ocg}{suffix}), og = (int)(oc % {ocg}{suffix});",
+        f"const int {full};  // position in the full result",
         "float acc = 0.0f;",
-        "#pragma unroll",
-        f"for (int a = 0; a < {kh}; ++a) {{",
-        f"  const int ty = py - a * {dh};",
-        f"  if (ty < 0 || ty % {sh} != 0 || ty / {sh} >= {h}) continue;",
-        f"  const int iy = ty / {sh};",
-        "  #pragma unroll",
-        f"  for (int b = 0; b < {kw}; ++b) {{",
-        f"    const int tx = px - b * {dw};",
-        f"    if (tx < 0 || tx % {sw} != 0 || tx / {sw} >= {w}) continue;",
-        f"    const int ix = tx / {sw};",
-        f"    const {storage}* xp = in0 + {pixel};",
-        f"    const {storage}* wp = weight + {tap};",
-        "    #pragma unroll 4",
-        f"    for (int k = 0; k < {cg}; ++k) acc += {product};",
-        "  }",
-        "}",
+        *_tap_loops(window, sizes),
     ]
+    indent = "  " * rank
+    body += [f"{indent}const {storage}* xp = in0 + {pixel};",
+             f"{indent}const {storage}* wp = weight + {tap};",
+             f"{indent}#pragma unroll 4",
+             f"{indent}for (int c = 0; c < {cg}; ++c) acc += {product};"]
+    body += ["  " * a + "}" for a in reversed(range(rank))]
     if has_bias:
-        body.append(f"acc += {C.load('bias[o]', dtype)};")
+        body.append(f"acc += {C.load('bias[oc]', dtype)};")
     body.append(f"out0[i] = {C.store('acc', dtype)};")
     params = [f"const {storage}* __restrict__ in0", f"const {storage}* __restrict__ weight"]
     if has_bias:
         params.append(f"const {storage}* __restrict__ bias")
     params.append(f"{storage}* __restrict__ out0")
     comment = (f"// rtxrt ConvTranspose kernel: {layout} X {_dims(x_shape)} W {list(w_shape)} ({weight_layout}) "
-               f"group {group} -> {_dims(out)} strides {[sh, sw]} dilations {[dh, dw]} "
+               f"group {group} -> {_dims(out)} strides {list(window.strides)} dilations {list(window.dilations)} "
                f"pads {[int(p) for p in window.pads]} "
                f"{dtype.short}")
     return loop_kernel([comment, C.PRELUDE.strip()], params, grid_stride_loop(index, suffix, total), body)

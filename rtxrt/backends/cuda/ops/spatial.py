@@ -1,5 +1,5 @@
-"""Spatial ops of image models: instance/group normalization, Resize and ConvTranspose, in
-either layout."""
+"""Spatial ops of image models: instance/group normalization, Resize and ConvTranspose (any
+spatial rank), in either layout."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,8 +48,11 @@ def lower_resize(ctx: LowerContext) -> list[NodeProgram]:
 
 
 def lower_conv_transpose(ctx: LowerContext) -> list[NodeProgram]:
-    """The weights are packed channels-last once, at plan time."""
+    """Constant weights are packed channels-last once, at plan time; weights computed at run
+    time are read as they are held (a channels-last 4-D W is the packed layout already)."""
     x = ctx.input(0)
+    if any(i >= len(ctx.consts) or ctx.consts[i] is None for i in (1, 2) if ctx.has(i)):
+        return [_conv_transpose_on_inputs(ctx, x)]
     w = ctx.const(1, "the weights")
     dtype = numpy_dtype(x.dtype)
     consts = {"W": ctx.model_constant(f"W {dtype}", lambda: pack_conv_transpose_weights(w).astype(dtype))}
@@ -63,6 +66,15 @@ def lower_conv_transpose(ctx: LowerContext) -> list[NodeProgram]:
     out = TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)
     return [NodeProgram([launch] if all(launch.grid) else [], [out], {kernel.name: kernel.source}, consts=consts,
                         label="conv_transpose")]
+
+
+def _conv_transpose_on_inputs(ctx: LowerContext, x: TensorForm) -> NodeProgram:
+    w = ctx.input(1)
+    if any(ctx.input(i).dtype != x.dtype for i in (1, 2) if ctx.has(i)):
+        raise Unsupported(f"{ctx.node.label}: W and B computed at run time must be stored as X ({x.dtype.short})")
+    kernel = conv_transpose_kernel(ctx.node, _logical_types(ctx), x.dtype, _layout(x), _layout(w))
+    return single_kernel(kernel, [TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)], "conv_transpose")
+
 
 LOWERINGS.register("InstanceNormalization", "GroupNormalization")(lower_normalization)
 LOWERINGS.add("Resize", lower_resize)
