@@ -2,7 +2,6 @@
 through the JIT and the runtime cache, or on the CPU reference backend where allowed."""
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from ..errors import FormatError, InputError, RtxrtError, warn
 from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
+from .default_ranges import fitting_ranges
 from .progress import Progress, ProgressOption
 from .split_run import SplitRun, to_host
 
@@ -36,8 +36,6 @@ FALLBACKS = (None, "cpu")
 PRECISIONS = (None, "fp32")
 SPECIALIZATIONS = ("eager", "lazy", "none")
 HOT_USES = 2  # "lazy": a shape gets its specialized engine built once it has run this many times
-DEFAULT_DIM_MAX = 2048  # a symbolic dim without a profile ranges over [1, max(its first size, this)]
-DEFAULT_MAX_ELEMENTS = 1 << 28  # ... and an input's largest default shape holds at most this many elements
 
 
 @dataclass(frozen=True)
@@ -95,10 +93,10 @@ class Session:
     and tuned once at the opt shapes, which run every shape of the profile on the GPU (a new
     shape costs a plan on the host and a CUDA graph capture, no compile). A model with
     symbolic dims and no profile gets one at its first run: each symbolic dim ranges over
-    [1, max(its size then, DEFAULT_DIM_MAX = 2048)] (an input's largest shape capped at
-    DEFAULT_MAX_ELEMENTS), opt is that first shape, and a shape
-    outside is specialized on its own. ``specialization`` says what shape-specialized engines
-    are built on top, as TensorRT-RTX does: "lazy" (default) runs a new shape on the generic
+    [1, max(its size then, 2048)] (an input's largest shape capped in elements; the bounds
+    narrowed where the model refuses them, as runtime/default_ranges.py says), opt is that
+    first shape, and a shape outside is specialized on its own. ``specialization`` says what
+    shape-specialized engines are built on top, as TensorRT-RTX does: "lazy" (default) runs a new shape on the generic
     engine at once and, once it has run HOT_USES (2) times, builds its specialized engine in a
     background thread and swaps it in when ready; "eager" specializes a new shape before
     running it (the first run waits for the JIT); "none" never compiles after loading: a shape
@@ -335,21 +333,15 @@ class Session:
         return self._generic if self._generic.contains(shapes) else None
 
     def _default_generic_engines(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        """Generic engines over the default ranges; where the model refuses their largest sizes
-        (a table of 512 positions, say), over ranges half as wide, down to the sizes seen."""
+        """Generic engines over default ranges the model takes (default_ranges.py); none where
+        no range around ``shapes`` works (every new shape is then specialized on its own)."""
         from ..backends.cuda.generic import GenericEngines
 
-        limit = DEFAULT_DIM_MAX
-        while True:
-            ranges = self._default_ranges(shapes, limit)
-            try:
-                dims = GenericEngines.probe(self._model, ranges)
-                break
-            except RtxrtError:
-                if limit <= max((max(s, default=1) for s in shapes.values()), default=1):
-                    return  # every new shape is specialized on its own
-                limit //= 2
-        self._generic_engines(ranges, reserve=False, dims=dims)
+        declared = {info.name: info.shape for info in self.inputs}
+        found = fitting_ranges(declared, shapes, lambda ranges: GenericEngines.probe(self._model, ranges))
+        if found is not None:
+            ranges, dims = found
+            self._generic_engines(ranges, reserve=False, dims=dims)
 
     def _generic_engines(self, ranges: Mapping[str, Any], *, reserve: bool, dims: DimRanges | None = None) -> None:
         """The generic engines of ``ranges``, built now."""
@@ -367,26 +359,6 @@ class Session:
             return
         self._generic = generic
         self._count(stats)
-
-    def _default_ranges(self, shapes: Mapping[str, tuple[int, ...]],
-                        limit: int = DEFAULT_DIM_MAX) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """Each symbolic dim over [1, max(its size here, ``limit``)], opt its size here; where
-        the largest shape would pass DEFAULT_MAX_ELEMENTS (batch, height and width all at their
-        limits), the largest upper bounds are halved, down to the sizes here."""
-        ranges = {}
-        for info in self.inputs:
-            shape = shapes[info.name]
-            declared = info.shape or (None,) * len(shape)
-            low = tuple(d if isinstance(d, int) else 1 for d, s in zip(declared, shape))
-            high = [d if isinstance(d, int) else max(s, limit) for d, s in zip(declared, shape)]
-            while math.prod(high) > max(DEFAULT_MAX_ELEMENTS, math.prod(shape)):
-                axis = max((a for a, d in enumerate(declared) if not isinstance(d, int) and high[a] > shape[a]),
-                           key=lambda a: high[a], default=None)
-                if axis is None:
-                    break
-                high[axis] = max(high[axis] // 2, shape[axis])
-            ranges[info.name] = (low, tuple(shape), tuple(high))
-        return ranges
 
     def _count(self, stats: JitStats) -> None:
         self.jit_stats = stats

@@ -1,6 +1,6 @@
 """Models nobody here tuned for, as users bring them (tests/models/wild.py: a VAD, a CRNN, a
-DBNet-style text detector, a Whisper-style encoder, a GRU seq2seq, a YOLOv8-style head with
-and without NMS), each exported with both of torch's ONNX exporters, and the main zoo exported
+DBNet-style text detector, a Whisper-style encoder, a GRU seq2seq, a 3-D video classifier and
+U-Net, a YOLOv8-style head with and without NMS), each exported with both of torch's ONNX exporters, and the main zoo exported
 with the dynamo exporter (today's default, which writes shape arithmetic its own way):
 
 - compiled by rtxrt and run on the reference backend, each matches onnxruntime on the
@@ -26,7 +26,8 @@ TOLERANCE = 1e-4
 OTHER_SIZES = {"vad": {"batch": 2, "samples": 1600}, "crnn": {"batch": 3, "width": 96},
                "dbnet": {"batch": 2, "size": 96}, "whisper_encoder": {"batch": 2, "frames": 64},
                "gru_seq2seq": {"batch": 3, "source": 11, "target": 4}, "yolov8": {"batch": 2, "size": 96},
-               "yolov8_nms": {"size": 96}}
+               "yolov8_nms": {"size": 96}, "video3d": {"batch": 2, "frames": 5, "size": 40},
+               "unet3d": {"batch": 2, "size": 24}}
 # torch.export keeps an RNN's sequence length static (it cannot decompose it over a dynamic one)
 OTHER_SIZES_DYNAMO = {"crnn": {"batch": 3}, "gru_seq2seq": {"batch": 3}}
 DYNAMO_ZOO = ["resnet18", "mobilenetv3_small", "unet", "yolo_tiny", "bert", "gpt2"]
@@ -85,19 +86,18 @@ def test_a_zoo_model_exported_by_dynamo_matches_onnxruntime_and_runs_on_the_gpu(
 @pytest.mark.parametrize("name", [n for n in wild.WILD_MODELS if not wild.SPECS[n].host_ops])
 def test_a_wild_model_runs_on_the_gpu_over_the_default_ranges_too(wild_export, name):
     """Without a profile a session plans one generic engine over default ranges (every
-    symbolic dim up to 2048, the largest shape capped in elements): that plan, whose GEMMs
-    must hold the largest shape, has every node on the GPU as well."""
-    from types import SimpleNamespace
-
+    symbolic dim up to 2048, the largest shape capped in elements, the bounds narrowed where
+    the model refuses them: a U-Net's sizes must divide by its poolings): that plan, whose
+    GEMMs must hold the largest shape, has every node on the GPU as well."""
     from rtxrt.backends.cuda.plan.builder import build_plan
     from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
-    from rtxrt.runtime.session import IOInfo, Session
+    from rtxrt.runtime.default_ranges import fitting_ranges
 
     model = compile_onnx(wild_export(name, False).onnx_path)
     graph = model.graph
-    inputs = SimpleNamespace(inputs=[IOInfo(n, graph.types[n].dtype.short, graph.types[n].shape)
-                                     for n in graph.inputs if n not in graph.initializers])
+    declared = {n: graph.types[n].shape for n in graph.inputs if n not in graph.initializers}
     shapes = {n: a.shape for n, a in wild_export(name, False).make_inputs(3).items()}
-    ranges = Session._default_ranges(inputs, shapes)
-    plan = build_plan(model, shapes, arch="sm_86", sm_count=46, dims=dim_ranges(model, sample_shapes(ranges)))
+    found = fitting_ranges(declared, shapes, lambda ranges: dim_ranges(model, sample_shapes(ranges)))
+    assert found is not None
+    plan = build_plan(model, shapes, arch="sm_86", sm_count=46, dims=found[1])
     assert [(s.label, s.why_host) for s in plan.host_steps] == []

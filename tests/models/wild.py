@@ -3,7 +3,8 @@ random weights and exported at test time: audio (a voice-activity detector with 
 conv front end and an LSTM), OCR (a CRNN recognizer with a bidirectional LSTM; a DBNet-style
 text detector with an FPN, ConvTranspose and a standalone BatchNorm), speech (a Whisper-style
 encoder: conv1d stem, sinusoidal positions computed from the input's length, transformer), a
-GRU seq2seq encoder/decoder, and a YOLOv8-style detector head (anchors from float ``arange``
+GRU seq2seq encoder/decoder, 3-D models (an R3D-style video classifier, a 3-D U-Net for
+volumes with ConvTranspose3d and InstanceNorm3d), and a YOLOv8-style detector head (anchors from float ``arange``
 over each feature map, DFL softmax over a channel axis) with or without NonMaxSuppression at
 the end. Small sizes keep the reference backend fast; the architectures are the real ones.
 
@@ -233,6 +234,62 @@ class YoloV8Head(nn.Module):
         return torch.cat((boxes, cls.sigmoid()), 1)
 
 
+# --------------------------------------------------------------------------------- 3-D: video, volumes
+
+class Video3D(nn.Module):
+    """R3D/C3D-style video classifier: Conv3d + BatchNorm3d + ReLU blocks (a temporal and a
+    spatial stride, a depthwise-in-time (3, 1, 1) conv), MaxPool3d, a residual, global average
+    pooling over (T, H, W), a linear head. Input [batch, 3, frames, height, width]."""
+
+    def __init__(self, classes: int = 10, base: int = 8):
+        super().__init__()
+
+        def block(cin, cout, k, s, p, groups=1):
+            return nn.Sequential(nn.Conv3d(cin, cout, k, s, p, groups=groups, bias=False), nn.BatchNorm3d(cout),
+                                 nn.ReLU())
+
+        self.stem = block(3, base, (3, 7, 7), (1, 2, 2), (1, 3, 3))
+        self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        self.temporal = block(base, base, (3, 1, 1), 1, (1, 0, 0), groups=base)
+        self.spatial = block(base, base, (1, 3, 3), 1, (0, 1, 1))
+        self.down = block(base, 2 * base, 3, 2, 1)
+        self.head = nn.Linear(2 * base, classes)
+
+    def forward(self, video):
+        x = self.pool(self.stem(video))
+        x = x + self.spatial(self.temporal(x))
+        x = self.down(x)
+        return self.head(F.adaptive_avg_pool3d(x, 1).flatten(1))
+
+
+class UNet3D(nn.Module):
+    """3-D U-Net for volumes (medical segmentation): Conv3d + InstanceNorm3d + LeakyReLU,
+    MaxPool3d down, ConvTranspose3d up, skip concatenation, a 1x1x1 class head."""
+
+    def __init__(self, channels: int = 1, classes: int = 3, base: int = 8):
+        super().__init__()
+
+        def double(cin, cout):
+            return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True),
+                                 nn.LeakyReLU(0.01), nn.Conv3d(cout, cout, 3, padding=1), nn.LeakyReLU(0.01))
+
+        self.enc1, self.enc2 = double(channels, base), double(base, 2 * base)
+        self.bottom = double(2 * base, 4 * base)
+        self.up2 = nn.ConvTranspose3d(4 * base, 2 * base, 2, stride=2)
+        self.dec2 = double(4 * base, 2 * base)
+        self.up1 = nn.ConvTranspose3d(2 * base, base, 2, stride=2)
+        self.dec1 = double(2 * base, base)
+        self.out = nn.Conv3d(base, classes, 1)
+
+    def forward(self, volume):
+        e1 = self.enc1(volume)
+        e2 = self.enc2(F.max_pool3d(e1, 2))
+        b = self.bottom(F.max_pool3d(e2, 2))
+        d2 = self.dec2(torch.cat([self.up2(b), e2], 1))
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
+        return self.out(d1)
+
+
 def _append_nms(path: str, classes: int) -> None:
     """NonMaxSuppression at the end of an exported YOLOv8 head, as deployment pipelines add
     it: center boxes to corners, NMS per class, and the kept boxes gathered ([K, 4] + their
@@ -315,6 +372,12 @@ SPECS: dict[str, Spec] = {
                    sizes=lambda batch=1, size=64: {"image": (batch, 3, size, size)}),
     "yolov8_nms": Spec(YoloV8Head, {"image": ("float32", (1, 3, 64, 64))}, {"image": {2: "height", 3: "width"}},
                        frozenset({"NonMaxSuppression"}), sizes=lambda batch=1, size=64: {"image": (1, 3, size, size)}),
+    "video3d": Spec(Video3D, {"video": ("float32", (1, 3, 8, 32, 32))},
+                    {"video": {0: "batch", 2: "frames", 3: "height", 4: "width"}},
+                    sizes=lambda batch=1, frames=8, size=32: {"video": (batch, 3, frames, size, size)}),
+    "unet3d": Spec(UNet3D, {"volume": ("float32", (1, 1, 16, 16, 16))},
+                   {"volume": {0: "batch", 2: "depth", 3: "height", 4: "width"}},
+                   sizes=lambda batch=1, size=16: {"volume": (batch, 1, size, size, size)}),
 }
 WILD_MODELS = list(SPECS)
 
