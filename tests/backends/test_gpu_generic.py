@@ -116,6 +116,25 @@ def test_a_model_without_a_profile_gets_default_ranges(zoo_export, tmp_path):
     assert session.stats["engine"] == "generic" and compiled_count() == before
 
 
+def test_a_unet_without_a_profile_gets_ranges_its_poolings_divide(zoo_export, tmp_path):
+    """A U-Net refuses 1-pixel images (its poolings and skip concatenations need sizes that
+    divide by 2^k): the default ranges raise their lower bounds instead of giving up the
+    generic engine, so new sizes run on it without compiling."""
+    import rtxrt
+    from rtxrt.backends.cuda.compile.nvrtc import compiled_count
+    from tests.models import zoo
+
+    path = build(zoo_export, tmp_path, "unet", "fp32", dynamic_size=True)
+    make = zoo._image_inputs((1, 3, 64, 64))
+    session = rtxrt.Session(path, cache_dir=tmp_path / "cache", progress=False, specialization="none")
+    check_against_reference(session, make(0), 1e-4)  # the one JIT
+    before = compiled_count()
+    for seed, (batch, size) in enumerate([(2, 96), (1, 32), (3, 160)]):
+        check_against_reference(session, make(seed, batch=batch, size=size), 1e-4)
+        assert session.stats["engine"] == "generic"
+    assert compiled_count() == before
+
+
 def test_a_profile_keeps_a_bounded_number_of_shapes_loaded(zoo_export, tmp_path, monkeypatch):
     """The least recently run shapes give back their own memory (constants, CUDA graph) and
     are planned again, correctly and without compiling, when they come back."""
