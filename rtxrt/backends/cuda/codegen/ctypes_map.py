@@ -4,12 +4,16 @@ stored, converted and written as a literal.
 Header-free: fp16 and bf16 are stored as ``unsigned short`` bit patterns and held as
 ``float`` (always a value the narrow type can represent); the conversions are in
 ``PRELUDE``, written with inline PTX, so no ``<cuda_fp16.h>`` is needed. bool is stored as
-one byte, as numpy stores it.
+one byte, as numpy stores it. The four float8 types of ONNX are stored as their one-byte code
+and held as ``float`` too; their conversions are ``FLOAT8_PRELUDE``'s bit arithmetic, which a
+kernel holding float8 values includes. Only kernels that opt in (``check(dtype, float8=True)``)
+take float8: Cast, QuantizeLinear, DequantizeLinear and the copies that move bytes.
 """
 from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from ....ir.dtypes import DType
@@ -43,12 +47,56 @@ __device__ __forceinline__ float rtx_round_h(float f) { return rtx_h2f(rtx_f2h(f
 __device__ __forceinline__ float rtx_round_bf(float f) { return rtx_bf2f(rtx_f2bf(f)); }
 """
 
-# Types a generated kernel handles (not strings, complex, float8 or sub-byte types).
+# float <-> float8 by integer arithmetic on the bits, the same on every arch (PTX converts
+# e4m3/e5m2 only from sm_89, and the fnuz types not at all), as ml_dtypes converts. A type has
+# M mantissa bits, exponent bias B and largest finite code LARGEST (sign aside).
+# float -> float8: round to nearest, ties to even. A finite value rounding past LARGEST becomes
+# OVERFLOW (e5m2's infinity; NaN in the types without one), as does an infinity; NaN becomes
+# NAN_CODE. The fnuz types have no -0 (their 0x80 is the NaN): a negative value rounding to zero is +0.
+# float8 -> float is exact; NaN is the quiet NaN of the code's sign (the fnuz NaN is negative).
+FLOAT8_PRELUDE = r"""
+__device__ __forceinline__ unsigned char rtx_f2f8(float f, int m, int bias, unsigned largest,
+                                                  unsigned overflow, unsigned nan_code) {
+  const unsigned u = __float_as_uint(f), a = u & 0x7fffffffu, sign = (u >> 24) & 0x80u;
+  const bool neg_zero = nan_code != 0x80u;
+  if (a > 0x7f800000u) return (unsigned char)(sign | nan_code);
+  const int e = (int)(a >> 23) - 127 + bias;  // the float8 exponent field, where the value is normal
+  const int s = e > 0 ? 23 - m : 24 - m - e;  // the bits rounded off (of the mantissa with its leading 1)
+  if (s > 24) return (unsigned char)(neg_zero ? sign : 0u);  // below half the smallest subnormal
+  const unsigned bits = e > 0 ? a - ((unsigned)(127 - bias) << 23) : (a & 0x7fffffu) | 0x800000u;
+  const unsigned code = (bits + (1u << (s - 1)) - 1u + ((bits >> s) & 1u)) >> s;  // a carry bumps the exponent
+  if (code > largest) return (unsigned char)(sign | overflow);
+  return (unsigned char)(code != 0u || neg_zero ? sign | code : 0u);
+}
+__device__ __forceinline__ float rtx_f82f(unsigned c, int m, int bias, unsigned largest,
+                                          unsigned overflow, unsigned nan_code) {
+  const unsigned sign = (c & 0x80u) << 24, em = c & 0x7fu;
+  if (em > largest || (nan_code == 0x80u && c == 0x80u))
+    return __uint_as_float(sign | (overflow != nan_code && em == overflow ? 0x7f800000u : 0x7fc00000u));
+  const unsigned e = em >> m, frac = em & ((1u << m) - 1u);
+  const float v = e ? __uint_as_float(((e + 127u - bias) << 23) | (frac << (23 - m)))
+                    : (float)frac * __uint_as_float((unsigned)(128 - bias - m) << 23);  // frac * 2^(1-B-M)
+  return sign ? -v : v;
+}
+__device__ __forceinline__ float rtx_sat(float x, float limit) {  // NaN stays NaN
+  return x > limit ? limit : (x < -limit ? -limit : x);
+}
+"""
+
+# Types a generated kernel computes on (not strings, complex, float8 or sub-byte types).
 KERNEL_DTYPES = frozenset({
     DType.BOOL, DType.INT8, DType.INT16, DType.INT32, DType.INT64, DType.UINT8, DType.UINT16,
     DType.UINT32, DType.UINT64, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64,
 })
 NARROW_FLOATS = frozenset({DType.FLOAT16, DType.BFLOAT16})
+# The float8 types: M, B, LARGEST, OVERFLOW and NAN_CODE of FLOAT8_PRELUDE.
+_FLOAT8 = {
+    DType.FLOAT8E4M3FN: (3, 7, 0x7E, 0x7F, 0x7F),
+    DType.FLOAT8E4M3FNUZ: (3, 8, 0x7F, 0x80, 0x80),
+    DType.FLOAT8E5M2: (2, 15, 0x7B, 0x7C, 0x7E),
+    DType.FLOAT8E5M2FNUZ: (2, 16, 0x7F, 0x80, 0x80),
+}
+FLOAT8 = frozenset(_FLOAT8)
 SIGNED_INTS = frozenset({DType.INT8, DType.INT16, DType.INT32, DType.INT64})
 UNSIGNED_INTS = frozenset({DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64})
 
@@ -58,12 +106,15 @@ _REGISTER = {
     DType.UINT32: "unsigned int", DType.UINT64: "unsigned long long", DType.FLOAT16: "float",
     DType.BFLOAT16: "float", DType.FLOAT32: "float", DType.FLOAT64: "double",
 }
+_REGISTER.update(dict.fromkeys(FLOAT8, "float"))
 _STORAGE = {**_REGISTER, DType.BOOL: "unsigned char", DType.FLOAT16: "unsigned short",
-            DType.BFLOAT16: "unsigned short"}
+            DType.BFLOAT16: "unsigned short", **dict.fromkeys(FLOAT8, "unsigned char")}
 
 
-def check(dtype: DType) -> DType:
-    if dtype not in KERNEL_DTYPES:
+def check(dtype: DType, *, float8: bool = False) -> DType:
+    """``dtype``, where a kernel computing on it (or with ``float8``, also converting or
+    moving float8) is generated; else a CodegenError."""
+    if dtype not in KERNEL_DTYPES and not (float8 and dtype in FLOAT8):
         from . import CodegenError
 
         raise CodegenError(f"generated kernels do not handle {dtype.short} tensors")
@@ -71,13 +122,24 @@ def check(dtype: DType) -> DType:
 
 
 def register_type(dtype: DType) -> str:
-    """The C type a value is held in while computing (float for fp16 and bf16)."""
-    return _REGISTER[check(dtype)]
+    """The C type a value is held in while computing (float for fp16, bf16 and float8)."""
+    return _REGISTER[check(dtype, float8=True)]
 
 
 def storage_type(dtype: DType) -> str:
     """The C type of one element in memory."""
-    return _STORAGE[check(dtype)]
+    return _STORAGE[check(dtype, float8=True)]
+
+
+def _float8_call(fn: str, dtype: DType, value: str) -> str:
+    """A call of FLOAT8_PRELUDE's ``fn`` ("f2f8" or "f82f") for ``dtype``'s parameters."""
+    m, bias, largest, overflow, nan = _FLOAT8[dtype]
+    return f"rtx_{fn}({value}, {m}, {bias}, 0x{largest:02x}u, 0x{overflow:02x}u, 0x{nan:02x}u)"
+
+
+def _float8_limit(dtype: DType) -> float:
+    """The largest finite value of float8 ``dtype``."""
+    return float(ml_dtypes.finfo(dtype.numpy).max)
 
 
 def unsigned_type(dtype: DType) -> str:
@@ -94,6 +156,8 @@ def load(element: str, dtype: DType) -> str:
         return f"rtx_bf2f({element})"
     if dtype == DType.BOOL:
         return f"({element} != 0)"
+    if dtype in FLOAT8:
+        return _float8_call("f82f", dtype, element)
     return element
 
 
@@ -105,16 +169,30 @@ def store(value: str, dtype: DType) -> str:
         return f"rtx_f2bf({value})"
     if dtype == DType.BOOL:
         return f"(unsigned char)({value})"
+    if dtype in FLOAT8:
+        return _float8_call("f2f8", dtype, value)
     return value
 
 
 def round_to(value: str, dtype: DType) -> str:
-    """A float register value rounded to what ``dtype`` can hold (identity above fp16/bf16)."""
+    """A float register value rounded to what ``dtype`` can hold (identity above fp16/bf16;
+    float8: without saturation, past the largest value is inf or NaN)."""
     if dtype == DType.FLOAT16:
         return f"rtx_round_h({value})"
     if dtype == DType.BFLOAT16:
         return f"rtx_round_bf({value})"
+    if dtype in FLOAT8:
+        return load(store(value, dtype), dtype)
     return value
+
+
+def to_float8(value: str, src: DType, dst: DType, saturate: bool) -> str:
+    """A register value of ``src`` as the float that float8 ``dst`` rounds, not yet rounded
+    (``round_to`` or ``store`` does that): with ``saturate`` (ONNX's Cast attribute) held
+    within dst's finite range, so that finite values and infinities saturate, NaN stays NaN.
+    Doubles and integers go through float first, as ml_dtypes converts them."""
+    value = value if src == DType.FLOAT32 or src in FLOAT8 else f"(float)({value})"
+    return f"rtx_sat({value}, {literal(_float8_limit(dst), DType.FLOAT32)})" if saturate else value
 
 
 def convert(value: str, src: DType, dst: DType) -> str:
@@ -125,10 +203,15 @@ def convert(value: str, src: DType, dst: DType) -> str:
     and to uint32/uint64 through int64, as numpy does on x86-64, so -3.0 becomes 253 as
     uint8. Out-of-range values and NaN are undefined in ONNX; the GPU saturates them.
     double -> fp16 rounds once (PTX cvt), double -> bf16 through float (as ml_dtypes does).
+    A float8 value converts as the float it is; to float8 saturates, as Cast does by default.
     """
-    check(src), check(dst)
+    check(src, float8=True), check(dst, float8=True)
     if src == dst:
         return value
+    if dst in FLOAT8:
+        return round_to(to_float8(value, src, dst, saturate=True), dst)
+    if src in FLOAT8:
+        return convert(value, DType.FLOAT32, dst)
     if dst == DType.BOOL:
         return f"({value} != 0)"
     if dst == DType.FLOAT16:
@@ -151,7 +234,7 @@ def convert(value: str, src: DType, dst: DType) -> str:
 def literal(value: float | bool | np.generic, dtype: DType) -> str:
     """``value`` (already of ``dtype``) as a C expression of its register type. Floats are
     written exactly: hex literals, and bit patterns for infinities and NaN."""
-    check(dtype)
+    check(dtype, float8=True)
     if dtype == DType.BOOL:
         return "true" if bool(value) else "false"
     if dtype.is_float:

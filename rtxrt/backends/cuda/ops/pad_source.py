@@ -81,7 +81,7 @@ def pad_kernel(shape: Sequence[int], pads: Sequence[int], dtype: DType, mode: st
         raise CodegenError(f"Pad: unknown mode {mode!r} (expected one of {', '.join(PAD_MODES)})")
     if len(pads) != 2 * rank:
         raise CodegenError(f"Pad: pads {pads} must hold a begin and an end for each of the {rank} axes")
-    C.check(dtype)
+    C.check(dtype, float8=True)  # (elements move as bits: float8 too)
     axes = _axes(shape, pads[:rank], pads[rank:], mode)
     out = tuple(_cropped(shape[d], pads[d], pads[d + rank]) + max(pads[d], 0) + max(pads[d + rank], 0)
                 for d in range(rank))

@@ -18,6 +18,10 @@ inputs and outputs keep their logical types, and nothing here computes narrower 
 - DequantizeLinear: ``x - zero point`` exactly in integers (64-bit for int32), converted to
   fp32 (round to nearest even), times the scale in fp32, rounded once to the output type (the
   scale's type, or ``output_dtype``).
+- float8 (the four types of ctypes_map.FLOAT8): QuantizeLinear adds the zero point to the
+  quotient (one rounding in fp32; the reference's float64 sum rounds to the same float) and
+  converts as Cast does, saturating unless ``saturate`` is 0; no rint. DequantizeLinear
+  subtracts in fp32 (the difference rounded once, as the reference's float64 one is).
 
 Division and multiplication are IEEE (kernels compile with --fmad=false, precise division),
 so a quotient on a rounding tie (x / scale = 2.5) rounds as numpy's does.
@@ -29,8 +33,8 @@ operands as numpy does, so a lone node's parameters are presented as views that 
 blocked along an axis of D = nb * B elements, x is read as [.., nb, B, ..] and the scale as
 [.., nb, 1, ..]. The views are reshapes of contiguous buffers: no data moves.
 
-Not supported (CodegenError naming the node; it then runs on the host): float8, int4, uint4
-and the other sub-byte types, float8e8m0 scales, a block size that does not divide its axis
+Not supported (CodegenError naming the node; it then runs on the host): int4, uint4 and the
+other sub-byte types, float8e8m0 scales, a block size that does not divide its axis
 (a partial last block), and a per-axis or blocked scale presented channels-last (the builder
 then offers the node its inputs in the logical layout).
 """
@@ -56,7 +60,8 @@ F32, F16, BF16, F64, I32 = DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.F
 RANGES = {DType.INT8: (-128, 127), DType.UINT8: (0, 255), DType.INT16: (-32768, 32767), DType.UINT16: (0, 65535)}
 SCALE_TYPES = frozenset({F32, F16, BF16})
 QUANTIZE_INPUTS = frozenset({F32, F16, BF16, I32})
-DEQUANTIZE_INPUTS = frozenset({*RANGES, I32})
+QUANTIZED = frozenset({*RANGES, *C.FLOAT8})
+DEQUANTIZE_INPUTS = frozenset({*RANGES, I32, *C.FLOAT8})
 DEQUANTIZED = frozenset({F32, F16, BF16})
 
 # rint, then the zero point, then saturation. A NaN passes the comparisons and the
@@ -89,7 +94,7 @@ def check_types(node: Node, x: DType, scale: DType, zero: DType | None) -> DType
     """The node's output type, where the GPU simulates these types; else a CodegenError
     naming the node."""
     def refuse(what: str, dtype: DType) -> CodegenError:
-        why = ("float8 and sub-byte types have no GPU kernel" if dtype not in C.KERNEL_DTYPES
+        why = ("sub-byte types and float8e8m0 have no GPU kernel" if dtype not in C.KERNEL_DTYPES | C.FLOAT8
                else "the ONNX spec does not allow it")
         return CodegenError(f"{node.label}: {node.op_type} with {what} {dtype.short} runs on the host ({why})")
 
@@ -99,7 +104,7 @@ def check_types(node: Node, x: DType, scale: DType, zero: DType | None) -> DType
         out = quantized_dtype(node, zero)
         if x not in QUANTIZE_INPUTS:
             raise refuse("an input of type", x)
-        if out not in RANGES:
+        if out not in QUANTIZED:
             raise refuse("output type", out)
         return out
     out = dequantized_dtype(node, scale)
@@ -138,6 +143,9 @@ def quantize_expr(node: Node, x: tuple[str, DType], scale: tuple[str, DType],
     wide = F64 if compute == F64 else F32
     q = f"({C.convert(x[0], x[1], wide)} / {C.convert(scale[0], scale[1], wide)})"
     q = C.round_to(q, compute)  # an fp16 or bf16 quotient, as numpy rounds it
+    if out in C.FLOAT8:  # the generator rounds it where it is read or stored
+        total = f"({q} + {C.convert(zero[0], zero[1], wide)})" if zero else q
+        return C.to_float8(total, wide, out, bool(node.attrs.get("saturate", 1))), out
     shift = C.convert(zero[0], zero[1], wide) if zero else C.literal(0.0, wide)
     lo, hi = (C.literal(float(v), wide) for v in RANGES[out])
     return f"({C.register_type(out)})(int)rtx_qsat({q}, {shift}, {lo}, {hi})", out
@@ -148,7 +156,8 @@ def dequantize_expr(node: Node, x: tuple[str, DType], scale: tuple[str, DType],
     """DequantizeLinear of register values: the C expression (in fp32; the generator rounds
     it to an fp16 or bf16 result) and its type."""
     out = check_types(node, x[1], scale[1], zero and zero[1])
-    wide = "long long" if x[1] == I32 else "int"  # x - zero point never wraps
+    # x - zero point never wraps; float8's rounds once, as the reference's float64 one does
+    wide = "long long" if x[1] == I32 else "float" if x[1] in C.FLOAT8 else "int"
     centered = f"({wide}){x[0]} - ({wide}){zero[0]}" if zero else x[0]
     return f"((float)({centered}) * {C.convert(scale[0], scale[1], F32)})", out
 
