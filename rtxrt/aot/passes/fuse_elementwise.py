@@ -29,10 +29,12 @@ from .patterns import fused_name
 
 MAX_INPUTS = 8
 QUANTIZATION = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Element types a generated kernel handles (not strings, complex or sub-byte and 8-bit floats).
+# Element types a generated kernel handles (not strings, complex or sub-byte types; float8 only
+# in the ops that take it: Cast, Q/DQ, IsNaN, IsInf).
 KERNEL_DTYPES = frozenset({
     DType.BOOL, DType.INT8, DType.INT16, DType.INT32, DType.INT64, DType.UINT8, DType.UINT16,
     DType.UINT32, DType.UINT64, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64,
+    DType.FLOAT8E4M3FN, DType.FLOAT8E4M3FNUZ, DType.FLOAT8E5M2, DType.FLOAT8E5M2FNUZ,
 })
 
 
