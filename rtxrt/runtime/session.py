@@ -22,6 +22,7 @@ from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
 from .default_ranges import fitting_ranges
+from .parameter_run import ParameterRun
 from .progress import Progress, ProgressOption
 from .split_run import SplitRun, to_host
 
@@ -135,6 +136,7 @@ class Session:
         self.specialization = specialization
         self._building: dict[str, Any] = {}  # lazy: shape signature -> Future of a Specialized
         self._splits: dict[tuple[str, ...], SplitRun] = {}  # by the labels of the nodes cut at
+        self._parameters: ParameterRun | None = None  # where the plan needs some inputs' values
         self._fallback = fallback
         self._cached_signatures: set[str] = set()  # specialized engines in the cache, as of _cached_stamp
         self._cached_stamp: tuple[int, int] | None = None
@@ -233,9 +235,13 @@ class Session:
             self.last_engine = "host"
             results = self._executor.run({k: to_host(v) for k, v in feeds.items()}, wanted)
             return [results[n] for n in wanted]
+        if self._parameters is not None:
+            return self._run_by_parameters(wanted, feeds)
         kind, arrays = _device_feeds(feeds)
         shapes = self._check(arrays)
         engine = self._select(shapes)
+        if self._needs_parameters(engine):
+            return self._run_by_parameters(wanted, feeds)
         if isinstance(engine, SplitRun):  # cut at data-dependent nodes: GPU parts around host ones
             import cupy
 
@@ -252,6 +258,28 @@ class Session:
             outputs = engine.run(arrays)
             self._gpu.stream.synchronize()
         return [_as_kind(outputs[n], kind, self.model.graph.types[n].dtype) for n in wanted]
+
+    def _needs_parameters(self, engine: Any) -> bool:
+        """Whether ``engine``'s plan left nodes on the host for want of inputs' values (axes,
+        scales given as inputs): then every run reads those inputs and runs a session of the
+        model with their values as constants (parameter_run.py)."""
+        from ..backends.parameter_inputs import parameter_inputs
+
+        if self._parameters is not None:  # found where the plan's shapes needed them
+            return True
+        needs = getattr(getattr(engine, "plan", None), "needs_values", None)
+        parameters = parameter_inputs(self._model, needs) if needs else []
+        if parameters:
+            self._parameters = ParameterRun(self._model, parameters, self._part_session)
+        return bool(parameters)
+
+    def _run_by_parameters(self, wanted: list[str], feeds: Mapping[str, Any]) -> list[Any]:
+        run = self._parameters
+        before = run.kernels_compiled
+        outputs = run.run(wanted, feeds)
+        self.kernels_compiled_total += run.kernels_compiled - before
+        self.jit_stats, self.last_engine = run.last.jit_stats, run.last.last_engine
+        return outputs
 
     def bind(self, shapes: Mapping[str, Sequence[int]]) -> IOBinding:
         """Zero-copy I/O at these input shapes: CuPy arrays over the engine's own input and
@@ -386,7 +414,12 @@ class Session:
         """No one static plan holds these shapes: the model is cut at its data-dependent nodes,
         which run on the host, and the parts around them on the GPU (one split per cut)."""
         from ..backends.data_dependent import split_model
+        from ..backends.parameter_inputs import parameter_inputs
 
+        parameters = parameter_inputs(self._model, exc.needs_values) if exc.needs_values else []
+        if parameters:  # a shape that follows from parameters given as inputs (a Slice's starts)
+            self._parameters = ParameterRun(self._model, parameters, self._part_session)
+            return OnHost(f"the plan needs the values of input(s) {', '.join(parameters)}; it is made per value")
         try:
             split = split_model(self._model, shapes)
         except RtxrtError as why:

@@ -6,8 +6,8 @@ ran on the GPU", before running anything):
 
 Each counted case (conformance's exclusions apply) is compiled as the backend compiles it and
 planned at its test inputs' shapes (rtxrt.backends.cuda.plan.coverage: plan-time values,
-inlined control flow, a model cut at data-dependent nodes); a case is "all GPU" when no node
-is left on the host. The rest are listed by op with the reason their lowering gave."""
+inlined control flow, a model cut at data-dependent nodes, parameters given as inputs planned
+per value as the runtime does); a case is "all GPU" when no node is left on the host. The rest are listed by op with the reason their lowering gave."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from rtxrt.aot import compile_onnx
 from rtxrt.backends.cuda.plan.coverage import plan_coverage
@@ -35,7 +36,9 @@ def case_coverage(case, arch: str) -> tuple[str, list[tuple[str, str]] | str]:
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            report = plan_coverage(compile_onnx(model_proto.SerializeToString()), shapes, arch)
+            values = {name: onnx.numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else np.asarray(a)
+                      for name, a in zip(names, arrays)}
+            report = plan_coverage(compile_onnx(model_proto.SerializeToString()), shapes, arch, values=values)
     except Exception as exc:  # a case the planner refuses: counted, with why
         return op, f"{type(exc).__name__}: {exc}"[:300]
     return op, [(h.op, h.why) for h in report.host_nodes]

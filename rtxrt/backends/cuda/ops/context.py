@@ -27,6 +27,16 @@ class WrongForm(CodegenError):
         self.wanted = dict(wanted)
 
 
+class NeedsValue(CodegenError):
+    """A lowering that needs the value of input ``index`` when the plan is made, which is not
+    known then (a graph input, or computed from one): the runtime plans such a model per value
+    of the graph inputs it comes from (backends/parameter_inputs.py)."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
 NODE_IDENTITY = "node"  # in LowerContext.reads: the lowering made a constant of this node's own
 Unsupported = CodegenError  # a lowering that cannot take these forms raises it; the builder tries others
 
@@ -81,7 +91,7 @@ class LowerContext:
         self.reads.add(i)
         value = self.consts[i] if i < len(self.consts) else None
         if value is None:
-            raise Unsupported(f"{self.node.label}: {what or f'input {i}'} must be known when the plan is made")
+            raise NeedsValue(f"{self.node.label}: {what or f'input {i}'} must be known when the plan is made", i)
         return value
 
     def has(self, i: int) -> bool:

@@ -38,7 +38,7 @@ from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
 from ..codegen.dynamic import dim, dim_bindings, is_dynamic
 from ..ops import LowerContext, Unsupported, lower
-from ..ops.context import WrongForm, kernel_args, launch_of
+from ..ops.context import NeedsValue, WrongForm, kernel_args, launch_of
 from ..ops.data_movement import conversion
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
 from .dim_ranges import DimRanges
@@ -49,7 +49,13 @@ HOST_LABEL = "host"
 
 
 class DataDependentShape(GraphError):
-    """A value's shape depends on input data (NonZero, Unique, ...): no static plan exists."""
+    """A value's shape depends on input data (NonZero, Unique, ...): no static plan exists.
+    ``needs_values``: the node's parameters not known when the plan was made (a Slice's
+    starts given as an input), whose values would make its shape static."""
+
+    def __init__(self, message: str, needs_values: frozenset[str] = frozenset()):
+        super().__init__(message)
+        self.needs_values = needs_values
 
 
 @dataclass
@@ -85,6 +91,9 @@ class Plan:
     host_values: dict[str, np.ndarray] = field(default_factory=dict)
     shape_consts: set[str] = field(default_factory=set)  # consts that follow from the input shapes
     dims: DimRanges | None = None  # a generic plan's: its kernels take these varying dims as arguments
+    # Values a host step's lowering needed when the plan was made but were not known then
+    # (computed from graph inputs): planning per value of those inputs puts the step on the GPU.
+    needs_values: frozenset[str] = frozenset()
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -151,6 +160,7 @@ class _Builder:
         self.host_values: dict[str, np.ndarray] = {}  # constants host steps read
         self.lowered = LoweringMemo()
         self.conversions: dict[tuple, list[NodeProgram]] = {}  # (source form, target form) -> programs
+        self.needs_values: set[str] = set()
 
     def build(self, shapes: dict[str, tuple[int, ...]]) -> Plan:
         g = self.graph
@@ -173,7 +183,7 @@ class _Builder:
             results[name] = self._present(name, _logical(g, name))
         shape_consts = {key for key in self.consts if key.split("@const:")[0] not in self.model_constants}
         return Plan(self.model, self.steps, self.forms, self.consts, feeds, results, shapes, self.host_values,
-                    shape_consts, self.dims)
+                    shape_consts, self.dims, frozenset(self.needs_values))
 
     # --- one node ----------------------------------------------------------------------------
 
@@ -185,8 +195,9 @@ class _Builder:
         for name in node.outputs:
             t = g.types.get(name) if name else None
             if name and (t is None or not t.is_static):
+                parameters = {n for n in self._parameters_of(node) if n != node.inputs[0]}  # input 0 is data
                 raise DataDependentShape(f"{node.label}: the shape of output {name!r} depends on the input values "
-                                         f"({t}); a static plan cannot hold it")
+                                         f"({t}); a static plan cannot hold it", frozenset(parameters))
         held = [self._held_form(n) if n else None for n in node.inputs]
         stored = [self._stored_input(n) if n else None for n in node.inputs]
         wanted = [stored_form(g, o) if o and o in g.types else None for o in node.outputs]
@@ -199,6 +210,7 @@ class _Builder:
             ([self._logical_input(n) if n else None for n in node.inputs], logical_out),
         ]
         problems = []
+        needed = set()  # values the lowerings needed when the plan is made
         seen = []
         for inputs, outputs in attempts:
             if (inputs, outputs) in seen:
@@ -222,13 +234,30 @@ class _Builder:
                 continue
             except Unsupported as exc:
                 problems.append(str(exc))
+                if isinstance(exc, NeedsValue) and self._parameter(node, exc.index):
+                    needed |= self._parameters_of(node)
                 continue
             self._add_node(node, programs, inputs)
             return True
         if find_kernel(node.op_type, node.domain) is None:
             return False
+        self.needs_values |= needed
         self._add_host(node, problems[-1] if problems else "no GPU lowering")
         return True
+
+    def _parameters_of(self, node: Node) -> set[str]:
+        """The node's inputs not known now that are parameters (a lowering reads them one by
+        one and stops at the first unknown: a Slice's starts, ends, axes and steps together)."""
+        return {name for i, name in enumerate(node.inputs)
+                if name and name not in self.known and self._parameter(node, i)}
+
+    def _parameter(self, node: Node, index: int) -> bool:
+        """Whether input ``index`` is a parameter (axes, pads, K, a Resize's scales), which a
+        plan per value may take: an integer operand, or a float one the op's facts call exact.
+        A weight given as an input is data: planning per value of it would plan every run."""
+        t = self.graph.types.get(node.inputs[index])
+        facts = facts_of(node)
+        return t is not None and (not t.dtype.is_float or (facts is not None and index in facts.exact_inputs))
 
     def _programs(self, ctx: LowerContext) -> list[NodeProgram]:
         """The node's programs, the tactic ``ctx.wanted`` first; a node like one lowered

@@ -5,16 +5,19 @@ on the host is one the runtime would run there, with the reason the lowering gav
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ....ir.graph import Model
 from ....op_table import op_key
 from ...data_dependent import branch_model, is_runtime_if, split_model
 from ...memory_plan import specialize
+from ...parameter_inputs import parameter_inputs, with_values
 from .builder import DataDependentShape, Plan, build_plan
 
 DEFAULT_SM_COUNT = 46  # any count plans the same nodes; this one is an RTX 3080's
+# What the reasons of host nodes that lacked parameters' values say.
+_NEEDS_VALUES = ("must be known when the plan is made", "the model is cut here")
 DATA_DEPENDENT_SIZE = 1  # what a dim that depends on values (NonZero's count) is planned at
 
 
@@ -43,20 +46,38 @@ class Coverage:
     plan_time_nodes: int  # computed once at plan time (shape arithmetic, anchor grids)
     host_nodes: list[HostNode]
     segments: list[Segment]
+    # Inputs the runtime reads on the host and plans the model per value of (axes, scales
+    # given as inputs: backends/parameter_inputs.py); planned at ``values`` where given.
+    parameter_inputs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def plan_coverage(model: Model, shapes: Mapping[str, Sequence[int]], arch: str,
-                  sm_count: int = DEFAULT_SM_COUNT) -> Coverage:
-    """Plan ``model`` at ``shapes`` for ``arch`` and say where each node runs."""
+                  sm_count: int = DEFAULT_SM_COUNT, values: Mapping[str, Any] | None = None) -> Coverage:
+    """Plan ``model`` at ``shapes`` for ``arch`` and say where each node runs. ``values``:
+    input values, of which those the plan needs as parameters are planned with (as the
+    runtime does); without them such nodes are listed on the host, with a note."""
     shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
     try:
         plan = build_plan(model, shapes, arch=arch, sm_count=sm_count, tune=False)
-    except DataDependentShape:
-        return _split_coverage(model, shapes, arch, sm_count)
-    return _of_plan(model, plan, arch, shapes)
+        needs = plan.needs_values
+    except DataDependentShape as exc:
+        plan, needs = None, exc.needs_values
+    parameters = parameter_inputs(model, needs) if needs else []
+    if parameters and values is not None and all(n in values for n in parameters):
+        frozen = with_values(model, {n: values[n] for n in parameters})
+        report = plan_coverage(frozen, {n: s for n, s in shapes.items() if n not in parameters}, arch, sm_count,
+                               {n: v for n, v in values.items() if n not in parameters})
+        return replace(report, shapes=shapes, nodes=len(model.graph.nodes), parameter_inputs=parameters)
+    report = _split_coverage(model, shapes, arch, sm_count) if plan is None else _of_plan(model, plan, arch, shapes)
+    if parameters:
+        note = f" (the runtime plans per value of input(s) {', '.join(map(repr, parameters))}: on the GPU then)"
+        report.host_nodes = [replace(h, why=h.why + note) if any(p in h.why for p in _NEEDS_VALUES) else h
+                             for h in report.host_nodes]
+        report.parameter_inputs = parameters
+    return report
 
 
 def _of_plan(model: Model, plan: Plan, arch: str, shapes: Mapping[str, Sequence[int]]) -> Coverage:

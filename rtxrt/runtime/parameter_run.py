@@ -1,0 +1,42 @@
+"""Running a model whose GPU plan needs some inputs' values (backends/parameter_inputs.py:
+axes, scales, pads given as inputs): each run reads those inputs on the host (a few numbers)
+and runs a session of the model with them as constants, one per value seen, made when first
+met (its engines then come from the runtime cache like any others)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..backends.parameter_inputs import with_values
+from ..ir.graph import Model
+from .split_run import to_host
+
+MAX_LIVE_VALUES = 16  # sessions (one per parameter value) kept; the least recently run goes first
+
+
+class ParameterRun:
+    """``parameters``: the inputs read on the host; ``session_for(model)``: a session for the
+    model with their values as constants (the caller's options)."""
+
+    def __init__(self, model: Model, parameters: Sequence[str], session_for: Callable[[Model], Any]):
+        self.model, self.parameters, self.session_for = model, list(parameters), session_for
+        self.sessions: OrderedDict[tuple, Any] = OrderedDict()
+        self.last: Any = None
+        self.kernels_compiled = 0  # by every session made (at load and since)
+
+    def run(self, wanted: Sequence[str], feeds: Mapping[str, Any]) -> list[Any]:
+        values = {n: to_host(feeds[n]) for n in self.parameters}
+        key = tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in values.items())
+        before = 0
+        if key in self.sessions:
+            self.sessions.move_to_end(key)
+            before = self.sessions[key].kernels_compiled_total
+        else:
+            self.sessions[key] = self.session_for(with_values(self.model, values))
+            while len(self.sessions) > MAX_LIVE_VALUES:
+                self.sessions.popitem(last=False)
+        self.last = session = self.sessions[key]
+        outputs = session.run(list(wanted), {n: v for n, v in feeds.items() if n not in values})
+        self.kernels_compiled += session.kernels_compiled_total - before
+        return outputs
