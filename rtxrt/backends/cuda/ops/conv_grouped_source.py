@@ -55,15 +55,15 @@ from ..codegen.kernel_source import (
 from ..codegen.template import render
 from ..plan.program import BufferRole
 from .conv_implicit_source import ConvGeometry, ImplicitGemmTactic
-from .conv_source import (
-    _GEMM_BUFFERS,
-    _IM2COL_POSITION,
+from .conv_plan_parts import (
+    GEMM_BUFFERS,
+    IM2COL_POSITION,
     ROW_ALIGN,
     ConvPlan,
     ConvStep,
-    _candidates,
-    _step,
     default_tactic,
+    gemm_candidates,
+    launch_step,
 )
 from .gemm_simt_source import SimtTactic, simt_gemm_kernel
 from .gemm_source import GemmProblem, GemmTactic, gemm_kernel
@@ -124,11 +124,11 @@ def grouped_conv_plan(geo: ConvGeometry, group: int, dtype: DType, epilogue: Map
         kernel = grouped_direct_kernel(geo, group, problem)
         buffers["W"] = ((k_g, geo.oc), dtype)
         buffers.update(epilogue_buffers)
-        return ConvPlan("grouped_direct", k_padded=k_g, steps=(_step(kernel),), buffers=buffers, gemm=problem,
+        return ConvPlan("grouped_direct", k_padded=k_g, steps=(launch_step(kernel),), buffers=buffers, gemm=problem,
                         weight_layout="HWIO", **shapes)
     tactic = tactic or _default_tiles(problem)
     gemm = simt_gemm_kernel(problem, tactic) if isinstance(tactic, SimtTactic) else gemm_kernel(problem, tactic)
-    names = {**_GEMM_BUFFERS, "A": "X" if direct_1x1 else "workspace"}
+    names = {**GEMM_BUFFERS, "A": "X" if direct_1x1 else "workspace"}
     gemm_step = ConvStep(gemm, tuple(names[a.name] for a in gemm.args), gemm.launch.grid, gemm.launch.block)
     buffers["W"] = ((geo.oc, kgp), dtype)
     if direct_1x1:
@@ -136,14 +136,14 @@ def grouped_conv_plan(geo: ConvGeometry, group: int, dtype: DType, epilogue: Map
         return ConvPlan("grouped_gemm", k_padded=kgp, steps=(gemm_step,), buffers=buffers, gemm=problem, **shapes)
     buffers["workspace"] = ((m, group * kgp), dtype)
     buffers.update(epilogue_buffers)
-    steps = (_step(grouped_im2col_kernel(geo, group, kgp, dtype)), gemm_step)
+    steps = (launch_step(grouped_im2col_kernel(geo, group, kgp, dtype)), gemm_step)
     return ConvPlan("grouped_im2col_gemm", k_padded=kgp, steps=steps, buffers=buffers, gemm=problem, **shapes)
 
 
 def grouped_tactics(plan: ConvPlan) -> tuple[GroupedTactic, ...]:
     """The tactics worth timing for the grouped ``plan``: its batched GEMM's tiles, and the
     direct kernel."""
-    return (*_candidates(plan.gemm), GROUPED_DIRECT)
+    return (*gemm_candidates(plan.gemm), GROUPED_DIRECT)
 
 
 def gemm_tactic(plan: ConvPlan) -> GemmTactic | SimtTactic:
@@ -176,10 +176,10 @@ def grouped_im2col_kernel(g: ConvGeometry, group: int, kgp: int, dtype: DType) -
     threads = m * per_row
     index = "int" if upper(threads) < 2**30 else "long long"  # i + grid stride stays below 2**31
     if vectorized:
-        position = render(_IM2COL_POSITION, tap="const int tap = col / CG, c = g * CG + col % CG;")
+        position = render(IM2COL_POSITION, tap="const int tap = col / CG, c = g * CG + col % CG;")
         body = render(_VECTOR, position=position, x_index=g.x_index())
     else:
-        body = render(_TAP, position=render(_IM2COL_POSITION, tap="const int tap = s;"), t=t, x_index=g.x_index())
+        body = render(_TAP, position=render(IM2COL_POSITION, tap="const int tap = s;"), t=t, x_index=g.x_index())
     count = f"({index}){m} * PER_ROW"
     static_threads = "" if is_dynamic(m) else f"constexpr I THREADS = {count};\n"
     local = g.dynamic_constants() + (f"  const I THREADS = {count};\n" if is_dynamic(m) else "")
@@ -333,7 +333,7 @@ def scatter_epilogue_kernel(plan: ConvPlan) -> ConvStep:
             f"Y[i] = {C.store('x', dtype)};"]
     source = loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
     kernel = KernelSource.named("rtx_gconv_epilogue_", source, LaunchPolicy(total), tuple(args))
-    return _step(kernel)
+    return launch_step(kernel)
 
 
 __all__ = ["GROUPED_DIRECT", "GroupedDirectTactic", "GroupedTactic", "gemm_tactic", "grouped_conv_plan",

@@ -34,12 +34,8 @@ differ from it by one ulp.)
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from ....ir.dtypes import DType
 from ....ir.graph import TensorType
@@ -59,90 +55,26 @@ from .conv_implicit_source import (
     why_not_implicit,
     window_out,
 )
-from .gemm_simt_source import (
-    SimtGemmKernel,
-    SimtTactic,
-    simt_candidate_tactics,
-    simt_gemm_kernel,
+from .conv_grouped_source import grouped_conv_plan
+from .conv_plan_parts import (
+    GEMM_BUFFERS,
+    IM2COL_POSITION,
+    ROW_ALIGN,
+    ConvPlan,
+    ConvStep,
+    default_tactic,
+    gemm_candidates,
+    launch_step,
+    pack_conv_weights,
 )
-from .gemm_source import GemmKernel, GemmProblem, GemmTactic, candidate_tactics, gemm_kernel
+from .gemm_simt_source import SimtGemmKernel, SimtTactic, simt_gemm_kernel
+from .gemm_source import GemmKernel, GemmProblem, GemmTactic, gemm_kernel
 from ..plan.program import BufferRole
 
 ConvTactic = GemmTactic | SimtTactic | ImplicitGemmTactic
 LAYOUTS = ("NHWC", "NCHW")
 STORAGE_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32)
-ROW_ALIGN = 16  # bytes: patch-matrix rows are padded to a multiple, for the GEMM's 16-byte copies
 
-
-@dataclass(frozen=True)
-class ConvStep:
-    """One kernel launch: ``buffers`` name, in the kernel's parameter order, the plan's
-    buffers its pointer parameters take ("X", "W", "bias", "Z", "Y", "workspace")."""
-
-    kernel: KernelSource
-    buffers: tuple[str, ...]
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class ConvPlan:
-    """The launches of one FusedConv, in order, and the buffers they use.
-
-    ``buffers``: name -> (shape, storage dtype) of every buffer: X (as stored, ``x_layout``),
-    W (packed, see ``pack_weights``), bias [OC], Z and Y ([N, OH, OW, OC]) and the im2col
-    ``workspace`` ([N*OH*OW, K], absent when there is no im2col step). A step with a zero in
-    its grid has nothing to do and is not launched. ``weight_layout``: W packed "OHWI"
-    (``[OC, k_padded]``, rows in (kh, kw, c) order) or "HWIO" (its transpose ``[K, OC]``,
-    for the grouped direct kernel)."""
-
-    tactic: str  # "im2col_gemm", "implicit_gemm", "gemm" (1x1, X is the patch matrix), "depthwise",
-    # or for other groups "grouped_im2col_gemm", "grouped_gemm" (1x1) or "grouped_direct"
-    x_layout: str
-    storage_dtype: DType
-    x_shape: tuple[int, int, int, int]  # logical NCHW
-    w_shape: tuple[int, int, int, int]  # OIHW
-    out_shape: tuple[int, int, int, int]  # NHWC
-    k_padded: int  # columns of the packed weights (and of the patch matrix)
-    steps: tuple[ConvStep, ...]
-    buffers: Mapping[str, tuple[tuple[int, ...], DType]]
-    gemm: GemmProblem | None
-    weight_layout: str = "OHWI"
-
-    @property
-    def grouped(self) -> bool:
-        """A plan of conv_grouped_source (1 < group, not depthwise)."""
-        return self.tactic.startswith("grouped_")
-
-    @property
-    def workspace_bytes(self) -> int:
-        if "workspace" not in self.buffers:
-            return 0
-        shape, dtype = self.buffers["workspace"]
-        return math.prod(shape) * dtype.itemsize
-
-    def pack_weights(self, w: np.ndarray) -> np.ndarray:
-        """The OIHW weights as this plan's W buffer (host side, once at load time)."""
-        if tuple(w.shape) != self.w_shape:
-            raise ValueError(f"weights of shape {tuple(w.shape)}, the plan was made for {self.w_shape}")
-        if self.weight_layout == "HWIO":  # k-major: adjacent output channels adjacent
-            return np.ascontiguousarray(pack_conv_weights(w, self.k_padded).T)
-        return pack_conv_weights(w, self.k_padded)
-
-
-def pack_conv_weights(w: np.ndarray, k_padded: int | None = None) -> np.ndarray:
-    """OIHW weights ``[OC, C/g, KH, KW]`` as ``[OC, KH*KW*C/g]`` in (kh, kw, c) order (OHWI,
-    flattened), zero columns appended up to ``k_padded``: the patch matrix's column order."""
-    oc = w.shape[0]
-    packed = np.ascontiguousarray(np.transpose(w, (0, 2, 3, 1))).reshape(oc, -1)
-    k = packed.shape[1]
-    if k_padded is None or k_padded == k:
-        return packed
-    if k_padded < k:
-        raise ValueError(f"k_padded={k_padded} is less than the {k} columns of the weights")
-    out = np.zeros((oc, k_padded), packed.dtype)
-    out[:, :k] = packed
-    return out
 
 
 def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs: Mapping[str, Any],
@@ -205,10 +137,8 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
         buffers["W"] = ((c, kh * kw), storage_dtype)
         buffers.update(epilogue_buffers)
         return ConvPlan("depthwise", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, kh * kw,
-                        (_step(kernel),), buffers, None)
+                        (launch_step(kernel),), buffers, None)
     if group != 1:
-        from .conv_grouped_source import grouped_conv_plan  # it builds on this module's plans
-
         return grouped_conv_plan(geo, group, storage_dtype, epilogue, epilogue_buffers, tactic)
 
     direct = (kh, kw) == (1, 1) and layout == "NHWC" and window.strides == (1, 1) and not any(window.pads)
@@ -226,7 +156,7 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
                         buffers, problem)
     tactic = tactic or default_tactic(problem)
     gemm = simt_gemm_kernel(problem, tactic) if isinstance(tactic, SimtTactic) else gemm_kernel(problem, tactic)
-    gemm_step = ConvStep(gemm, tuple(_GEMM_BUFFERS[a.name] for a in gemm.args), gemm.launch.grid, gemm.launch.block)
+    gemm_step = ConvStep(gemm, tuple(GEMM_BUFFERS[a.name] for a in gemm.args), gemm.launch.grid, gemm.launch.block)
     buffers["W"] = ((oc, k), storage_dtype)
     if direct:
         gemm_step = ConvStep(gemm, tuple("X" if b == "workspace" else b for b in gemm_step.buffers),
@@ -236,7 +166,7 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
                         buffers, problem)
     buffers["workspace"] = ((m, k), storage_dtype)
     buffers.update(epilogue_buffers)
-    steps = (_step(_im2col_kernel(geo, k, storage_dtype)), gemm_step)
+    steps = (launch_step(_im2col_kernel(geo, k, storage_dtype)), gemm_step)
     return ConvPlan("im2col_gemm", layout, storage_dtype, (n, c, h, w), (oc, cg, kh, kw), out, k, steps, buffers,
                     problem)
 
@@ -251,42 +181,13 @@ def conv_gemm_tactics(plan: ConvPlan) -> tuple[ConvTactic, ...]:
         from .conv_grouped_source import grouped_tactics
 
         return grouped_tactics(plan)
-    tactics: tuple[ConvTactic, ...] = _candidates(plan.gemm)
+    tactics: tuple[ConvTactic, ...] = gemm_candidates(plan.gemm)
     if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(plan.x_layout, plan.x_shape[1],
                                                                                  plan.storage_dtype):
         tactics += implicit_tactics(plan.gemm)
     return tactics
 
-
-def _candidates(problem: GemmProblem) -> tuple[GemmTactic, ...] | tuple[SimtTactic, ...]:
-    """Tensor-core tactics for fp16 and bf16, SIMT ones for fp32 (tensor cores take no fp32 here)."""
-    return simt_candidate_tactics(problem) if problem.dtype == DType.FLOAT32 else candidate_tactics(problem)
-
-
-def default_tactic(problem: GemmProblem, min_blocks: int = 132) -> GemmTactic | SimtTactic:
-    """The largest-tile candidate for ``problem``'s type that still gives ``min_blocks``
-    blocks (about one wave on a big GPU); else the candidate giving the most blocks. Sizes
-    that vary over a generic plan's profile count at their largest (``upper``), so that the
-    choice, and with it the node's list of candidates, is the same at every shape."""
-    tactics = _candidates(problem)
-    m, n = upper(problem.m), upper(problem.n)
-
-    def blocks(t: GemmTactic | SimtTactic) -> int:
-        return -(-m // t.bm) * -(-n // t.bn)
-
-    for t in tactics:  # largest tiles first
-        if blocks(t) >= min_blocks:
-            return t
-    return max(tactics, key=blocks)
-
-
-_GEMM_BUFFERS = {"A": "workspace", "B": "W", "bias": "bias", "Z": "Z", "D": "Y"}
-_IMPLICIT_BUFFERS = {**_GEMM_BUFFERS, "A": "X"}
-
-
-def _step(kernel: KernelSource) -> ConvStep:
-    return ConvStep(kernel, tuple(a.name for a in kernel.args), (kernel.launch.grid(), 1, 1),
-                    (kernel.launch.block, 1, 1))
+_IMPLICIT_BUFFERS = {**GEMM_BUFFERS, "A": "X"}
 
 
 def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
@@ -307,10 +208,10 @@ def _im2col_kernel(g: ConvGeometry, k: int, dtype: DType) -> KernelSource:
     threads = m * per_row
     index = "int" if upper(threads) < 2**30 else "long long"  # i + grid stride stays below 2**31
     if vectorized:
-        body = render(_IM2COL_VECTOR, position=render(_IM2COL_POSITION, tap="const int tap = col / C, c = col % C;"),
+        body = render(_IM2COL_VECTOR, position=render(IM2COL_POSITION, tap="const int tap = col / C, c = col % C;"),
                       x_index=g.x_index())
     else:
-        body = render(_IM2COL_TAP, position=render(_IM2COL_POSITION, tap="const int tap = slot;"), t=t,
+        body = render(_IM2COL_TAP, position=render(IM2COL_POSITION, tap="const int tap = slot;"), t=t,
                       x_index=g.x_index())
     # the thread count: a file-scope constant, or where it varies over the profile one computed
     # in the kernel (with the other shapes that vary), from the kernel's dim arguments
@@ -332,16 +233,6 @@ ${body}
   }
 }
 """
-
-# Where column ``col`` of patch-matrix row ``row`` reads X: its tap (``${tap}`` finds it,
-# and c for a single channel), the input pixel, and whether that pixel is inside X.
-_IM2COL_POSITION = r"""      ${tap}
-      const int kw = tap % KW, kh = tap / KW;
-      const int ow = (int)(row % OW);
-      const I rest = row / OW;
-      const int oh = (int)(rest % OH), n = (int)(rest / OH);
-      const int ih = oh * SH - PH + kh * DH, iw = ow * SW - PW + kw * DW;
-      const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;"""
 
 # One 16-byte vector (VEC channels of one tap) a thread.
 _IM2COL_VECTOR = r"""    const I row = i / PER_ROW;
