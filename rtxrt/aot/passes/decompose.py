@@ -32,6 +32,8 @@ semantics, so that a model runs on the GPU without host round trips.
   Left as Einsum: integer operands (the GPU's MatMul takes floats), a label repeated within
   one operand (a diagonal), a label whose sizes in two operands are not provably equal (an
   unknown dim, or two symbols that might broadcast at run time), a static 0 dim, unknown ranks.
+- STFT → a strided 2-D Conv with window × DFT basis weights; DFT → MatMul with the DFT basis
+  (decompose_spectral.py), for constant sizes, window and axis.
 
 Everything is shape-free (decompose_emitter.py): dims are never baked into constants, so
 symbolic dims stay symbolic; where Reshape's 0 and -1 cannot say a shape, the sizes are read
@@ -53,6 +55,7 @@ from ..pass_result import PassResult
 from .decompose_conv3d import conv_3d
 from .decompose_einsum import einsum
 from .decompose_emitter import Emitter, Shape, merge_dims, split_dims
+from .decompose_spectral import dft, stft
 _NARROW = (DType.FLOAT16, DType.BFLOAT16)  # statistics of these are computed in float32
 _MVN_EPSILON = 1e-9  # fixed by MeanVarianceNormalization's function body
 
@@ -337,6 +340,8 @@ _RULES: dict[str, _Rule] = {
     "CastLike": _cast_like,
     "Einsum": einsum,
     "Gemm": _gemm,
+    "STFT": stft,
+    "DFT": dft,
 }
 
 
