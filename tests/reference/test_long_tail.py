@@ -240,6 +240,14 @@ def test_stft_frames_the_signal_and_transforms_each_frame():
     assert y[0, :, 0, 0].tolist() == [6, 18, 30]  # DC bin = sum of each frame
 
 
+def test_stft_of_a_batch_by_length_signal_takes_it_as_real():
+    """torch's exporter writes [batch, length]; onnxruntime takes it as a real signal."""
+    signal = np.arange(10, dtype=F32)
+    flat = run("STFT", signal.reshape(1, 10), np.array(3, I64), None, np.array(4, I64), opset=17)
+    np.testing.assert_array_equal(flat, run("STFT", signal.reshape(1, 10, 1), np.array(3, I64), None,
+                                            np.array(4, I64), opset=17))
+
+
 def test_windows():
     assert run("HannWindow", np.array(4, I64), opset=17).tolist() == pytest.approx([0, 0.5, 1, 0.5], abs=1e-7)
     symmetric = run("HannWindow", np.array(5, I64), opset=17, periodic=0, output_datatype=int(DType.FLOAT64))

@@ -59,6 +59,8 @@ class DFT(OpRun):
 
 class STFT(OpRun):
     def run(self, signal, frame_step, window=None, frame_length=None):
+        if signal.ndim == 2:  # [batch, length]: real (torch's exporter writes it; onnxruntime takes it)
+            signal = signal[..., None]
         if frame_length is not None:
             length = int(frame_length)
         else:
