@@ -111,7 +111,8 @@ def relative_error(a: Any, b: Any) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def measure(name: str, path: Path, cache: Path, count: int, iterations: int, seed: int) -> dict[str, Any]:
+def measure(name: str, path: Path, cache: Path, count: int, iterations: int, seed: int,
+            compare_specialized: bool = True) -> dict[str, Any]:
     import cupy
 
     import rtxrt
@@ -161,6 +162,8 @@ def measure(name: str, path: Path, cache: Path, count: int, iterations: int, see
         if values:
             row["first_run_ms"][part + "_median"] = float(np.median(values))
     row["engines"] = sorted({f["engine"] for f in firsts})
+    if not compare_specialized:
+        return row
     # generic against specialized, at the opt shape and two others
     compare = []
     opt = case["range"][1]
@@ -221,6 +224,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="generic.json")
+    parser.add_argument("--first-runs-only", action="store_true",
+                        help="skip the specialized engines (latency and memory comparisons): first runs only")
     parser.add_argument("--second", nargs=3, metavar=("MODEL", "PATH", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.second:
@@ -235,7 +240,7 @@ def main() -> None:
             path = build_model(name, Path(folder))
             progress(f"{name}: exported")
             cache = Path(folder) / f"cache-{name}"
-            row = measure(name, path, cache, args.shapes, args.iterations, args.seed)
+            row = measure(name, path, cache, args.shapes, args.iterations, args.seed, not args.first_runs_only)
             child = subprocess.run([sys.executable, __file__, "--second", name, str(path), str(cache),
                                     "--seed", str(args.seed)], capture_output=True, text=True, check=False)
             row["second_process"] = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 \
@@ -243,9 +248,9 @@ def main() -> None:
             results["rows"].append(row)
             Path(args.out).write_text(json.dumps(results, indent=1))
             summary = {k: row[k] for k in ("load_seconds", "load_kernels_compiled", "kernels_compiled_after_load",
-                                           "first_run_ms", "engines", "memory", "second_process")}
+                                           "first_run_ms", "engines", "memory", "second_process") if k in row}
             print(name, json.dumps(summary), flush=True)
-            for c in row["generic_vs_specialized"]:
+            for c in row.get("generic_vs_specialized", []):
                 print("  ", json.dumps(c), flush=True)
 
 
