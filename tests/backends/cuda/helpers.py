@@ -87,3 +87,23 @@ def load_cubins(kernels: Mapping[str, str], folder, arch: str) -> dict:
         path.write_bytes(cubin)
         loaded[name] = cupy.RawModule(path=str(path))
     return loaded
+
+
+class KernelLoader:
+    """Generated kernels compiled for ``arch`` and loaded as they are asked for:
+    ``loader.load(kernels)`` compiles those not loaded yet in one batch, ``loader(kernel)``
+    returns the kernel's function (compiling it first if need be)."""
+
+    def __init__(self, folder, arch: str):
+        self.folder, self.arch = folder, arch
+        self.functions: dict = {}
+
+    def load(self, kernels) -> None:
+        missing = {k.name: k.source for k in kernels if k.name not in self.functions}
+        for name, module in load_cubins(missing, self.folder, self.arch).items():
+            self.functions[name] = module.get_function(name)
+
+    def __call__(self, kernel):
+        self.load([kernel])
+        return self.functions[kernel.name]
+

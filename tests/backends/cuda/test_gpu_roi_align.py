@@ -26,12 +26,11 @@ import pytest
 import rtxrt
 from rtxrt.aot.options import AotOptions
 from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
-from rtxrt.backends.cuda.compile.nvrtc import compile_many
 from rtxrt.backends.cuda.ops.roi_align_source import roi_align_kernel
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import TensorType
 
-from .helpers import device_view, storage
+from .helpers import KernelLoader, device_view, storage
 from .test_roi_align_codegen import (
     CASES,
     GENERIC,
@@ -60,28 +59,11 @@ HEADS = [c.id for c in CASES if c.id.startswith(("box_head", "adaptive_head"))]
 def function(tmp_path_factory):
     """``function(kernel)``: the loaded kernel, compiled for the probed arch (the catalogue at
     once, others as they come)."""
-    import cupy
-
     from rtxrt.backends.cuda.device import probe
 
-    arch = probe().arch
-    folder = tmp_path_factory.mktemp("roi_align_cubins")
-    loaded = {}
-
-    def load(kernels: list[KernelSource]) -> None:
-        missing = {k.name: k.source for k in kernels if k.name not in loaded}
-        for name, cubin in compile_many(missing.items(), arch).items():
-            path = folder / f"{name}.cubin"
-            path.write_bytes(cubin)
-            loaded[name] = cupy.RawModule(path=str(path)).get_function(name)
-
-    load([c.kernel() for c in CASES])
-
-    def get(kernel: KernelSource):
-        load([kernel])
-        return loaded[kernel.name]
-
-    return get
+    loader = KernelLoader(tmp_path_factory.mktemp("roi_align_cubins"), probe().arch)
+    loader.load([c.kernel() for c in CASES])
+    return loader
 
 
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.id)
