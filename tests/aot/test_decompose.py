@@ -562,3 +562,26 @@ def test_a_gemm_the_gpu_kernel_cannot_take_becomes_one_it_can(trans_a, trans_b, 
         assert_close(ReferenceExecutor(compiled).run(feeds)["y"], want)
         plan = build_plan(compiled, {k: v.shape for k, v in feeds.items()}, arch="sm_86", sm_count=46)
         assert [(s.label, s.why_host) for s in plan.host_steps] == []
+
+
+def test_bodies_of_control_flow_are_decomposed_too():
+    """A Loop's body runs on the GPU once unrolled at plan time: its nodes get the same
+    rewrites as the main graph's (here a CastLike becomes a Cast)."""
+    body = helper.make_graph(
+        [helper.make_node("CastLike", ["acc_in", "like"], ["cast"], name="body_cast_like"),
+         helper.make_node("Add", ["cast", "cast"], ["acc_out"], name="body_add"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", F, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", F, [2])])
+    loop = helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body, name="loop")
+    proto = make_model([loop], [("x", F, [2])], [("y", F, None)],
+                       {"trips": np.array(3, np.int64), "like": np.zeros(1, np.float32)}, 18)
+    _, model, changes = run_passes(proto, decompose)
+    inner = only(model, "Loop").attrs["body"]
+    assert [n.op_type for n in inner.nodes] == ["Cast", "Add", "Identity"]
+    assert changes.changes == {"CastLike→Cast": 1}
+    x = rand(2)
+    got = ReferenceExecutor(compile_onnx(proto.SerializeToString())).run({"x": x})["y"]
+    np.testing.assert_allclose(got, x * 8, rtol=1e-6)

@@ -95,8 +95,8 @@ def _finish(e: Emitter, op_type: str, inputs: list[str], dtype: DType, wide: DTy
 # --------------------------------------------------------------------------- the rewrites
 
 
-def _float_input(graph: Graph, node: Node, min_rank: int = 0) -> TensorType | None:
-    t = value_type(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
+def _float_input(e: Emitter, node: Node, min_rank: int = 0) -> TensorType | None:
+    t = e.type_of(node.inputs[0]) if node.inputs and node.inputs[0] else None
     if t is None or not t.dtype.is_float or t.rank is None or t.rank < min_rank:
         return None
     return t
@@ -105,7 +105,7 @@ def _float_input(graph: Graph, node: Node, min_rank: int = 0) -> TensorType | No
 def _batch_norm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     if int(node.attr("training_mode", 0)) or any(node.outputs[1:]) or int(node.attr("spatial", 1)) != 1:
         return None  # training, or (before opset 14) extra outputs, which also mean training
-    t = _float_input(e.graph, node, 2)
+    t = _float_input(e, node, 2)
     if t is None or len(node.inputs) != 5:
         return None
     x, dtype, channels = node.inputs[0], t.dtype, t.shape[1]
@@ -123,7 +123,7 @@ def _batch_norm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
              output=node.outputs[0])
         return "BatchNormalization→Mul+Add"
     for name, value in zip(node.inputs[1:], values):
-        p = value_type(e.graph, name)
+        p = e.type_of(name)
         if value is None and (p is None or p.rank != 1 or not p.dtype.is_float):
             return None
     scale, bias, mean, var = (_per_channel(e, name, value, t) for name, value in zip(node.inputs[1:], values))
@@ -138,7 +138,7 @@ def _per_channel(e: Emitter, name: str, value: np.ndarray | None, x: TensorType)
     ones = [1] * (x.rank - 2)
     if value is not None:
         return e.constant(value.reshape(-1, *ones).astype(x.dtype.numpy), "param")
-    if value_type(e.graph, name).dtype != x.dtype:
+    if e.type_of(name).dtype != x.dtype:
         name = e.op("Cast", [name], {"to": int(x.dtype)})
     return e.unsqueeze(name, range(1, x.rank - 1)) if ones else name
 
@@ -156,7 +156,7 @@ _ATTR_LENGTH = {"pads": 2}
 
 
 def _one_d(e: Emitter, index: GraphIndex, node: Node) -> str | None:
-    t = _float_input(e.graph, node)
+    t = _float_input(e, node)
     if t is None or t.rank != 3 or any(index.uses(o) for o in node.outputs[1:] if o):
         return None  # not 1-D, or MaxPool's Indices are read
     attrs = dict(node.attrs)
@@ -168,7 +168,7 @@ def _one_d(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     inputs = list(node.inputs)
     weights = index.constant(inputs[1]) if node.op_type in ("Conv", "ConvTranspose") else None
     if node.op_type in ("Conv", "ConvTranspose"):
-        wt = TensorType.of(weights) if weights is not None else value_type(e.graph, inputs[1])
+        wt = TensorType.of(weights) if weights is not None else e.type_of(inputs[1])
         if wt is None or wt.rank != 3:
             return None
     inputs[0] = _lifted(e, inputs[0], 3)
@@ -242,7 +242,7 @@ def _blocks(graph: Graph, node: Node) -> tuple[Shape, int] | None:
 
 
 def _mean_variance(e: Emitter, index: GraphIndex, node: Node) -> str | None:
-    t = _float_input(e.graph, node)
+    t = _float_input(e, node)
     axes = None if t is None else _axes(node.attr("axes", [0, 2, 3]), t.rank)
     if not axes:
         return None
@@ -255,7 +255,7 @@ def _mean_variance(e: Emitter, index: GraphIndex, node: Node) -> str | None:
 
 
 def _lp_norm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
-    t = _float_input(e.graph, node, 1)
+    t = _float_input(e, node, 1)
     p = int(node.attr("p", 2))
     axes = None if t is None else _axes([int(node.attr("axis", -1))], t.rank)
     if axes is None or p not in (1, 2):
@@ -287,7 +287,7 @@ def _dropout(e: Emitter, index: GraphIndex, node: Node) -> str | None:
 
 
 def _cast_like(e: Emitter, index: GraphIndex, node: Node) -> str | None:
-    like = e.graph.types.get(node.inputs[1])
+    like = e.type_of(node.inputs[1])
     if like is None:
         return None
     attrs = {"to": int(like.dtype)} | ({"saturate": node.attrs["saturate"]} if "saturate" in node.attrs else {})
@@ -301,10 +301,10 @@ def _gemm(e: Emitter, index: GraphIndex, node: Node) -> str | None:
     other than 1) adds beta * C after a Gemm without it."""
     a, b = node.inputs[0], node.inputs[1]
     c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
-    out, n = e.graph.types.get(node.outputs[0]), None
+    out, n = e.type_of(node.outputs[0]), None
     if out is not None and out.shape is not None and len(out.shape) == 2:
         n = out.shape[1]
-    c_type = e.graph.types.get(c) if c else None
+    c_type = e.type_of(c) if c else None
     beta = float(node.attr("beta", 1.0))
     bias_fits = not c or (beta == 1.0 and c_type is not None and c_type.shape == (n,) and n is not None)
     transpose_a = bool(node.attr("transA", 0))
@@ -356,14 +356,14 @@ def _sink_squeeze(e: Emitter, index: GraphIndex, node: Node) -> list[Node] | Non
     of a decomposed LayerNorm, say) stops it, leaving such patterns whole for their fusions."""
     if node.domain or node.op_type not in elementwise_ops() or len(node.outputs) != 1 or not node.outputs[0]:
         return None
-    views = [value_type(e.graph, name) for name in node.inputs if name in e.squeezed]
+    views = [e.type_of(name) for name in node.inputs if name in e.squeezed]
     if not views:
         return None
     for name in node.inputs:
         value = index.constant(name) if name and name not in e.squeezed else None
         if value is not None and value.ndim > 3:
             return None
-        if value is None and name and name not in e.squeezed and not _same_shape(value_type(e.graph, name), views):
+        if value is None and name and name not in e.squeezed and not _same_shape(e.type_of(name), views):
             return None
     inputs = []
     for name in node.inputs:
@@ -398,10 +398,16 @@ def _drop_unread_squeezes(graph: Graph, squeezes: list[Node]) -> None:
 
 
 def decompose(model: Model, options: AotOptions) -> PassResult:
-    graph = model.graph
-    index = GraphIndex(graph)
-    e = Emitter(graph, model.opset)
+    """Every graph: the model's and the bodies of its If, Loop and Scan nodes (inlined or
+    unrolled when a plan is made, their nodes then run on the GPU like any others)."""
     result = PassResult()
+    _decompose_graph(model.graph, model.opset, {}, result)
+    return result
+
+
+def _decompose_graph(graph: Graph, opset: int, outer: dict[str, TensorType], result: PassResult) -> None:
+    index = GraphIndex(graph)
+    e = Emitter(graph, opset, outer)
     nodes: list[Node] = []
     # In graph order, so that a node sees its producers' rewrites (the 4-D results it can read).
     for node in graph.nodes:
@@ -419,4 +425,7 @@ def decompose(model: Model, options: AotOptions) -> PassResult:
                 nodes.append(emitted)
     graph.nodes = nodes
     _drop_unread_squeezes(graph, e.squeezes)
-    return result
+    seen = {**outer, **graph.types, **{n: TensorType.of(a) for n, a in graph.initializers.items()}}
+    for node in graph.nodes:
+        for body in node.subgraphs():
+            _decompose_graph(body, opset, seen, result)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ...ir.graph import Dim, Node
 from ...ir.ops.conv import sliding_window
-from ...ir.rewrite import GraphIndex, value_type
+from ...ir.rewrite import GraphIndex
 from .decompose_emitter import merge_dims, split_dims
 
 if TYPE_CHECKING:
@@ -39,9 +39,9 @@ _TO_END = np.iinfo(np.int64).max
 
 
 def conv_3d(e: "Emitter", index: GraphIndex, node: Node) -> str | None:
-    t = value_type(e.graph, node.inputs[0])
+    t = e.type_of(node.inputs[0])
     weights = index.constant(node.inputs[1])
-    w_type = value_type(e.graph, node.inputs[1]) if weights is None else None
+    w_type = e.type_of(node.inputs[1]) if weights is None else None
     w_shape = weights.shape if weights is not None else (w_type.shape if w_type is not None else None)
     if t is None or not t.dtype.is_float or t.rank != 5 or w_shape is None or len(w_shape) != 5 or \
             not all(isinstance(d, int) for d in w_shape):

@@ -28,7 +28,7 @@ import numpy as np
 
 from ...ir.dtypes import DType
 from ...ir.graph import Dim, Node
-from ...ir.rewrite import GraphIndex, value_type
+from ...ir.rewrite import GraphIndex
 
 if TYPE_CHECKING:
     from .decompose_emitter import Emitter
@@ -319,7 +319,7 @@ def einsum(e: "Emitter", index: GraphIndex, node: Node) -> str | None:
     equation = node.attr("equation")
     if not isinstance(equation, str) or not node.inputs or not all(node.inputs) or len(node.outputs) != 1:
         return None
-    types = [value_type(e.graph, name) for name in node.inputs]
+    types = [e.type_of(name) for name in node.inputs]
     if any(t is None or t.shape is None or t.dtype != types[0].dtype for t in types) or types[0].dtype not in _DTYPES:
         return None  # integer MatMul has no GPU lowering; unknown ranks cannot be planned
     parsed = parse_equation(equation, [t.rank for t in types])

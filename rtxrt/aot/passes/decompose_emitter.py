@@ -5,15 +5,16 @@ compute one with -1; where more dims vary than that allows, placeholder 1-dims (
 before, Squeeze after) keep the varying dims at their index."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Sequence
 
 import numpy as np
 
 from ...ir.dtypes import DType
-from ...ir.graph import Dim, Graph, Node
+from ...ir.graph import Dim, Graph, Node, TensorType
 from ...ir.ops.tensor import AXES_INPUT_SINCE
 from ...ir.ops.reduce import axes_input_since
-from ...ir.rewrite import NameGenerator
+from ...ir.rewrite import NameGenerator, value_type
 
 Shape = list[Dim]
 
@@ -24,8 +25,9 @@ class Emitter:
     Across rewrites it keeps ``squeezed``, the 3-D views Squeezes made of 4-D results (view ->
     result), ``unsqueezed``, the 4-D views of other 3-D values, and the Squeezes it made."""
 
-    def __init__(self, graph: Graph, opset: int):
+    def __init__(self, graph: Graph, opset: int, outer: Mapping[str, TensorType] | None = None):
         self.graph, self.opset = graph, opset
+        self.outer = outer or {}  # a body's view of the values of the graphs around it
         self.names = NameGenerator(graph)
         self.nodes: list[Node] = []
         self.prefix = ""
@@ -33,6 +35,10 @@ class Emitter:
         self.unsqueezed: dict[str, str] = {}
         self.squeezes: list[Node] = []
         self._shared: dict[tuple, str] = {}
+
+    def type_of(self, name: str) -> TensorType | None:
+        """The type of value ``name``, also where it comes from a graph around this body."""
+        return value_type(self.graph, name) or self.outer.get(name)
 
     def start(self, node: Node) -> None:
         self.nodes, self.prefix = [], node.name or node.outputs[0]

@@ -36,7 +36,7 @@ import numpy as np
 
 from ...ir.dtypes import DType
 from ...ir.graph import Dim, Node, TensorType
-from ...ir.rewrite import GraphIndex, value_type
+from ...ir.rewrite import GraphIndex
 
 if TYPE_CHECKING:
     from .decompose_emitter import Emitter
@@ -69,7 +69,7 @@ def dft_basis(n: int, rows: int, cols: int, channels: int, inverse: bool = False
 
 
 def stft(e: "Emitter", index: GraphIndex, node: Node) -> str | None:
-    t = value_type(e.graph, node.inputs[0])
+    t = e.type_of(node.inputs[0])
     if t is None or t.dtype not in _TYPES or t.rank not in (2, 3):
         return None
     channels = 1 if t.rank == 2 else t.shape[2]
@@ -122,7 +122,7 @@ def _stft_sizes(index: GraphIndex, node: Node, t: TensorType) -> tuple[int, int,
 
 
 def dft(e: "Emitter", index: GraphIndex, node: Node) -> str | None:
-    t = value_type(e.graph, node.inputs[0])
+    t = e.type_of(node.inputs[0])
     if t is None or t.dtype not in _TYPES or t.rank is None or t.rank < 2 or t.shape[-1] not in (1, 2) or 0 in t.shape:
         return None  # a static 0 would read as "copy" in the Reshapes
     rank, channels = t.rank, t.shape[-1]
