@@ -33,7 +33,7 @@ def median_ms(run, iterations: int, sync=lambda: None) -> float:
     return float(np.median(times))
 
 
-def measure(name: str, folder: Path, iterations: int) -> dict[str, Any]:
+def measure(name: str, folder: Path, iterations: int, precisions: list[str]) -> dict[str, Any]:
     import cupy
     import onnxruntime as ort
 
@@ -51,7 +51,7 @@ def measure(name: str, folder: Path, iterations: int) -> dict[str, Any]:
     cpu = ort.InferenceSession(exported.onnx_path, providers=["CPUExecutionProvider"])
     row["onnxruntime_cpu_ms"] = median_ms(lambda: cpu.run(None, feeds), iterations)
     sync = cupy.cuda.Device().synchronize
-    for precision in ("fp32", "fp16"):
+    for precision in precisions:
         started = time.perf_counter()
         session = rtxrt.Session(compile_onnx(exported.onnx_path, AotOptions(precision=precision)),
                                 cache_dir=folder / "cache", progress=False)
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(wild.WILD_MODELS))
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--out", default="wild.json")
+    parser.add_argument("--precisions", default="fp32,fp16")
     args = parser.parse_args()
     import cupy
 
@@ -84,7 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             try:
-                row = measure(name, Path(folder), args.iterations)
+                row = measure(name, Path(folder), args.iterations, args.precisions.split(","))
             except Exception as exc:  # one model's failure is a row, not the end of the run
                 row = {"model": name, "error": f"{type(exc).__name__}: {exc}"[:2000]}
             results["rows"].append(row)
