@@ -6,6 +6,7 @@ This module imports nothing from the generators, so each of them can import it.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,10 +87,8 @@ class KernelSource:
         if source.count(KERNEL_NAME) != 1:
             raise ValueError(f"a {prefix} kernel's source names {KERNEL_NAME} {source.count(KERNEL_NAME)} times")
         names, values = dim_arguments(source)
-        if names:
-            source = _with_parameters(source, [f"int {n}" for n in names])
-        name = kernel_name(prefix, source)
-        return cls(name, source.replace(KERNEL_NAME, name), launch, tuple(args), dims=values, **extra)
+        name, source = _finished(prefix, source, names)
+        return cls(name, source, launch, tuple(args), dims=values, **extra)
 
     @property
     def inputs(self) -> tuple[KernelArg, ...]:
@@ -101,6 +100,16 @@ class KernelSource:
 
 
 KERNEL_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
+
+
+@lru_cache(maxsize=1024)
+def _finished(prefix: str, source: str, names: tuple[str, ...]) -> tuple[str, str]:
+    """The kernel's name and its final source, ``int`` parameters for the dim arguments
+    ``names`` added (memoized: a generic plan makes the same sources at every new shape)."""
+    if names:
+        source = _with_parameters(source, [f"int {n}" for n in names])
+    name = kernel_name(prefix, source)
+    return name, source.replace(KERNEL_NAME, name)
 
 
 def _with_parameters(source: str, params: list[str]) -> str:
