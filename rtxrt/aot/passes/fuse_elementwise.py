@@ -29,12 +29,13 @@ from .patterns import fused_name
 
 MAX_INPUTS = 8
 QUANTIZATION = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Element types a generated kernel handles (not strings, complex or sub-byte types; float8 only
-# in the ops that take it: Cast, Q/DQ, IsNaN, IsInf).
+# Element types a generated kernel handles (not strings, complex, float4 or float8e8m0; float8
+# and the sub-byte integers only in the ops that take them: Cast, Q/DQ, and IsNaN, IsInf for float8).
 KERNEL_DTYPES = frozenset({
     DType.BOOL, DType.INT8, DType.INT16, DType.INT32, DType.INT64, DType.UINT8, DType.UINT16,
     DType.UINT32, DType.UINT64, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64,
     DType.FLOAT8E4M3FN, DType.FLOAT8E4M3FNUZ, DType.FLOAT8E5M2, DType.FLOAT8E5M2FNUZ,
+    DType.INT4, DType.UINT4, DType.INT2, DType.UINT2,
 })
 
 
@@ -71,7 +72,7 @@ def _fusible(graph: Graph, index: GraphIndex, node: Node) -> bool:
 
 def _per_tensor(graph: Graph, node: Node) -> bool:
     """A QuantizeLinear/DequantizeLinear with one-element scale and zero point, all of whose
-    types (inlined constants included: an int4 zero point would be) a kernel handles."""
+    types (inlined constants included: a float4e2m1 zero point would be) a kernel handles."""
     types = [value_type(graph, name) if name else None for name in node.inputs]
     if any(name and (t is None or t.dtype not in KERNEL_DTYPES) for name, t in zip(node.inputs, types)):
         return False

@@ -281,13 +281,16 @@ def test_a_fused_body_refuses_a_per_axis_scale_it_would_broadcast_wrongly():
 
 
 @pytest.mark.parametrize("node, types, message", [
-    (*quantize((4,), DType.INT4), "QuantizeLinear node 'q': QuantizeLinear with output type int4 runs on the host"),
+    (*quantize((4,), DType.FLOAT4E2M1),
+     "QuantizeLinear node 'q': QuantizeLinear with output type float4e2m1 runs on the host"),
     (*quantize((4,), None, output_dtype=int(DType.FLOAT4E2M1)), "output type float4e2m1"),
-    (*dequantize((4,), DType.UINT4), "DequantizeLinear node 'dq': DequantizeLinear with an input of type uint4"),
+    (*dequantize((4,), DType.FLOAT4E2M1),
+     "DequantizeLinear node 'dq': DequantizeLinear with an input of type float4e2m1"),
     (*dequantize((4,), I8, DType.FLOAT8E8M0, zero=False), "a scale of type float8e8m0"),
 ])
-def test_sub_byte_types_and_float8e8m0_scales_are_clear_codegen_errors_naming_the_node(node, types, message):
-    """(The four float8 types have kernels: tests/backends/cuda/test_float8_codegen.py.)"""
+def test_float4_and_float8e8m0_scales_are_clear_codegen_errors_naming_the_node(node, types, message):
+    """(The four float8 types and the sub-byte integers have kernels:
+    tests/backends/cuda/test_float8_codegen.py, tests/backends/cuda/test_int4_codegen.py.)"""
     with pytest.raises(CodegenError, match=message):
         elementwise_kernel(node, types)
 

@@ -8,6 +8,10 @@ one byte, as numpy stores it. The four float8 types of ONNX are stored as their 
 and held as ``float`` too; their conversions are ``FLOAT8_PRELUDE``'s bit arithmetic, which a
 kernel holding float8 values includes. Only kernels that opt in (``check(dtype, float8=True)``)
 take float8: Cast, QuantizeLinear, DequantizeLinear and the copies that move bytes.
+The sub-byte integers int4, uint4, int2 and uint2 are stored one per byte in its low bits (as
+ml_dtypes stores them, so as the planner uploads them) and held as ``int``; their conversions
+are ``SUB_BYTE_PRELUDE``'s. Kernels opt in with ``check(dtype, sub_byte=True)``: Cast,
+QuantizeLinear, DequantizeLinear and the strided copies.
 """
 from __future__ import annotations
 
@@ -83,6 +87,25 @@ __device__ __forceinline__ float rtx_sat(float x, float limit) {  // NaN stays N
 }
 """
 
+# int4, uint4, int2, uint2: one per byte, in its low bits; ml_dtypes ignores the bits above when it
+# reads and writes them 0, and so do load and store. rtx_intn keeps an integer's low bits,
+# sign-extended for the signed types (ONNX's Cast wraps integers so); MASK and SIGN are the type's
+# bits and its sign bit (0 for the unsigned types). A float converts as ml_dtypes' CastToInt has
+# it: within [-2**31, 2**31 - 1] truncated toward zero, else (NaN and infinities too) 0. (float32
+# cannot hold 2**31 - 1: ml_dtypes' bound is then 2**31, which converts to -2**31 on x86-64,
+# whose low bits are 0 as well.)
+SUB_BYTE_PRELUDE = r"""
+__device__ __forceinline__ int rtx_intn(unsigned v, unsigned mask, unsigned sign) {
+  return (int)((v & mask) ^ sign) - (int)sign;
+}
+__device__ __forceinline__ int rtx_f2intn(float f, unsigned mask, unsigned sign) {
+  return rtx_intn(f >= -2147483648.0f && f < 2147483648.0f ? (unsigned)(int)f : 0u, mask, sign);
+}
+__device__ __forceinline__ int rtx_f2intn(double f, unsigned mask, unsigned sign) {
+  return rtx_intn(f >= -2147483648.0 && f <= 2147483647.0 ? (unsigned)(int)f : 0u, mask, sign);
+}
+"""
+
 # Types a generated kernel computes on (not strings, complex, float8 or sub-byte types).
 KERNEL_DTYPES = frozenset({
     DType.BOOL, DType.INT8, DType.INT16, DType.INT32, DType.INT64, DType.UINT8, DType.UINT16,
@@ -97,6 +120,9 @@ _FLOAT8 = {
     DType.FLOAT8E5M2FNUZ: (2, 16, 0x7F, 0x80, 0x80),
 }
 FLOAT8 = frozenset(_FLOAT8)
+# The sub-byte integer types: MASK and SIGN of SUB_BYTE_PRELUDE.
+_SUB_BYTE = {DType.INT4: (0xF, 0x8), DType.UINT4: (0xF, 0x0), DType.INT2: (0x3, 0x2), DType.UINT2: (0x3, 0x0)}
+SUB_BYTE_INTS = frozenset(_SUB_BYTE)
 SIGNED_INTS = frozenset({DType.INT8, DType.INT16, DType.INT32, DType.INT64})
 UNSIGNED_INTS = frozenset({DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64})
 
@@ -107,34 +133,47 @@ _REGISTER = {
     DType.BFLOAT16: "float", DType.FLOAT32: "float", DType.FLOAT64: "double",
 }
 _REGISTER.update(dict.fromkeys(FLOAT8, "float"))
+_REGISTER.update(dict.fromkeys(SUB_BYTE_INTS, "int"))
 _STORAGE = {**_REGISTER, DType.BOOL: "unsigned char", DType.FLOAT16: "unsigned short",
-            DType.BFLOAT16: "unsigned short", **dict.fromkeys(FLOAT8, "unsigned char")}
+            DType.BFLOAT16: "unsigned short", **dict.fromkeys(FLOAT8 | SUB_BYTE_INTS, "unsigned char")}
 
 
-def check(dtype: DType, *, float8: bool = False) -> DType:
-    """``dtype``, where a kernel computing on it (or with ``float8``, also converting or
-    moving float8) is generated; else a CodegenError."""
-    if dtype not in KERNEL_DTYPES and not (float8 and dtype in FLOAT8):
+def check(dtype: DType, *, float8: bool = False, sub_byte: bool = False) -> DType:
+    """``dtype``, where a kernel computing on it (or with ``float8`` / ``sub_byte``, also
+    converting or moving float8 / sub-byte integers) is generated; else a CodegenError."""
+    if dtype not in KERNEL_DTYPES and not (float8 and dtype in FLOAT8) and not (sub_byte and dtype in SUB_BYTE_INTS):
         from . import CodegenError
 
         raise CodegenError(f"generated kernels do not handle {dtype.short} tensors")
     return dtype
 
 
+def _known(dtype: DType) -> DType:
+    """``dtype``, where any generated kernel holds it."""
+    return check(dtype, float8=True, sub_byte=True)
+
+
 def register_type(dtype: DType) -> str:
-    """The C type a value is held in while computing (float for fp16, bf16 and float8)."""
-    return _REGISTER[check(dtype, float8=True)]
+    """The C type a value is held in while computing (float for fp16, bf16 and float8; int
+    for the sub-byte integers)."""
+    return _REGISTER[_known(dtype)]
 
 
 def storage_type(dtype: DType) -> str:
     """The C type of one element in memory."""
-    return _STORAGE[check(dtype, float8=True)]
+    return _STORAGE[_known(dtype)]
 
 
 def _float8_call(fn: str, dtype: DType, value: str) -> str:
     """A call of FLOAT8_PRELUDE's ``fn`` ("f2f8" or "f82f") for ``dtype``'s parameters."""
     m, bias, largest, overflow, nan = _FLOAT8[dtype]
     return f"rtx_{fn}({value}, {m}, {bias}, 0x{largest:02x}u, 0x{overflow:02x}u, 0x{nan:02x}u)"
+
+
+def _sub_byte_call(fn: str, dtype: DType, value: str) -> str:
+    """A call of SUB_BYTE_PRELUDE's ``fn`` ("intn" or "f2intn") for ``dtype``'s parameters."""
+    mask, sign = _SUB_BYTE[dtype]
+    return f"rtx_{fn}({value}, 0x{mask:x}u, 0x{sign:x}u)"
 
 
 def _float8_limit(dtype: DType) -> float:
@@ -158,6 +197,8 @@ def load(element: str, dtype: DType) -> str:
         return f"({element} != 0)"
     if dtype in FLOAT8:
         return _float8_call("f82f", dtype, element)
+    if dtype in SUB_BYTE_INTS:
+        return _sub_byte_call("intn", dtype, element)
     return element
 
 
@@ -171,6 +212,8 @@ def store(value: str, dtype: DType) -> str:
         return f"(unsigned char)({value})"
     if dtype in FLOAT8:
         return _float8_call("f2f8", dtype, value)
+    if dtype in SUB_BYTE_INTS:  # a value in range: its low bits
+        return f"(unsigned char)(({value}) & 0x{_SUB_BYTE[dtype][0]:x})"
     return value
 
 
@@ -204,14 +247,19 @@ def convert(value: str, src: DType, dst: DType) -> str:
     uint8. Out-of-range values and NaN are undefined in ONNX; the GPU saturates them.
     double -> fp16 rounds once (PTX cvt), double -> bf16 through float (as ml_dtypes does).
     A float8 value converts as the float it is; to float8 saturates, as Cast does by default.
+    To a sub-byte integer: the low bits, of a float's truncation to int32 (SUB_BYTE_PRELUDE).
     """
-    check(src, float8=True), check(dst, float8=True)
+    _known(src), _known(dst)
     if src == dst:
         return value
     if dst in FLOAT8:
         return round_to(to_float8(value, src, dst, saturate=True), dst)
     if src in FLOAT8:
         return convert(value, DType.FLOAT32, dst)
+    if dst in SUB_BYTE_INTS:
+        if src.is_float:
+            return _sub_byte_call("f2intn", dst, value)
+        return _sub_byte_call("intn", dst, f"(unsigned)({value})")
     if dst == DType.BOOL:
         return f"({value} != 0)"
     if dst == DType.FLOAT16:
@@ -234,7 +282,7 @@ def convert(value: str, src: DType, dst: DType) -> str:
 def literal(value: float | bool | np.generic, dtype: DType) -> str:
     """``value`` (already of ``dtype``) as a C expression of its register type. Floats are
     written exactly: hex literals, and bit patterns for infinities and NaN."""
-    check(dtype, float8=True)
+    _known(dtype)
     if dtype == DType.BOOL:
         return "true" if bool(value) else "false"
     if dtype.is_float:

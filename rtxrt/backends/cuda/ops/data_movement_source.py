@@ -266,7 +266,8 @@ def gather_kernel(shape: Sequence[int], indices_shape: Sequence[int], axis: int,
 
 def _strided_copy(op: str, in_shape: tuple[int, ...], out: tuple[int, ...], mults: Sequence[int], base: int,
                   src: DType, dst: DType, what: str) -> KernelSource:
-    C.check(src, float8=True), C.check(dst, float8=True)  # (a float8 copy moves bytes)
+    for dtype in (src, dst):  # (a float8 or sub-byte integer copy moves bytes)
+        C.check(dtype, float8=True, sub_byte=True)
     total, in_total = math.prod(out), math.prod(in_shape)
     dims, walk = _collapse(list(out), list(mults))
     if src == dst and (vector := _vector_width(dims, walk, base, src.itemsize)) > 1:

@@ -17,7 +17,8 @@ DequantizeLinear are simulated arithmetic (quantize_source.py): a lone one reads
 blocked scales through views that broadcast. float8 values are held as float (ctypes_map.py);
 only Cast, QuantizeLinear, DequantizeLinear, IsNaN and IsInf take or make them (as in ONNX),
 and a float8 result is rounded (with the saturation Cast and QuantizeLinear ask for) where it
-is read or stored. Ops, attributes or dtypes outside this raise CodegenError, and the runtime
+is read or stored. The sub-byte integers (int4, uint4, int2, uint2) are held as int, in range;
+only Cast, QuantizeLinear and DequantizeLinear take or make them. Ops, attributes or dtypes outside this raise CodegenError, and the runtime
 runs that node with the reference backend.
 """
 from __future__ import annotations
@@ -191,13 +192,13 @@ class _Generator:
         body = self.body
         for k, (name, t) in enumerate(zip(body.inputs, self.inputs)):
             logical = body.types[name].dtype if body.types.get(name) is not None else t.dtype
-            self.values[name] = _Value(f"a{k}", C.check(logical, float8=True), tuple(t.shape))
+            self.values[name] = _Value(f"a{k}", _check(logical), tuple(t.shape))
         for name, array in body.initializers.items():
             array = np.asarray(array)
             if array.size != 1:
                 raise CodegenError(f"{self.node.label}: body constant {name!r} has {array.size} elements; "
                                    "only one-element constants are inlined")
-            dtype = C.check(DType.from_numpy(array.dtype), float8=True)
+            dtype = _check(DType.from_numpy(array.dtype))
             self.values[name] = _Value(C.literal(array.reshape(-1)[0], dtype), dtype, array.shape)
         for inner in body.nodes:
             self._emit(inner)
@@ -214,7 +215,7 @@ class _Generator:
             raise CodegenError(f"{self.node.label}: {len(outputs)} outputs but {len(storage)} output dtypes")
         args = [KernelArg(f"in{k}", BufferRole.IN, p, t.dtype, tuple(t.shape))
                 for k, (p, t) in enumerate(zip(self.positions, self.inputs))]
-        args += [KernelArg(f"out{j}", BufferRole.OUT, j, C.check(d, float8=True), shape) for j, d in enumerate(storage)]
+        args += [KernelArg(f"out{j}", BufferRole.OUT, j, _check(d), shape) for j, d in enumerate(storage)]
         return KernelSource.named("rtx_ew_", self._source(shape, args, outputs), LaunchPolicy(math.prod(shape)), args)
 
     # ---------------------------------------------------------------- ops
@@ -234,10 +235,10 @@ class _Generator:
             raise CodegenError(f"{self.node.label}: no generated kernel for {node.op_type}")
         op = _Op(node, operands, self.node.label)
         expr = emitter(op)
-        dtype = C.check(op.result, float8=True)
-        float8 = {v.dtype for v in operands if v is not None} | {dtype}
-        if float8 & C.FLOAT8 and node.op_type not in _FLOAT8_OPS:
-            raise op.fail("on " + ", ".join(sorted(t.short for t in float8 & C.FLOAT8)) + " tensors")
+        dtype = _check(op.result)
+        narrow = ({v.dtype for v in operands if v is not None} | {dtype}) & (C.FLOAT8 | C.SUB_BYTE_INTS)
+        if narrow and node.op_type not in _NARROW_OPS:
+            raise op.fail("on " + ", ".join(sorted(t.short for t in narrow)) + " tensors")
         shape = op.shape()
         value = _Value(f"v{len(self.ops)}", dtype, shape)
         # a float8 result is its value before rounding (to round once, where it is stored)
@@ -276,9 +277,10 @@ class _Generator:
                 expr = C.round_to(expr, value.dtype)
             lines.append(f"const {C.register_type(value.dtype)} {value.var} = {expr};")
         body = [*_coordinates(dims, coords, index, suffix, strides), *loads, *lines, *stores]
-        float8 = C.FLOAT8 & ({a.dtype for a in args} | {v.dtype for v in self.values.values()})
+        dtypes = {a.dtype for a in args} | {v.dtype for v in self.values.values()}
         head = [f"// rtxrt elementwise kernel: {', '.join(ops)} over shape {dims_text(shape)}",
-                C.PRELUDE.strip(), *([C.FLOAT8_PRELUDE.strip()] if float8 else []), HELPERS.strip(),
+                C.PRELUDE.strip(), *([C.FLOAT8_PRELUDE.strip()] if dtypes & C.FLOAT8 else []),
+                *([C.SUB_BYTE_PRELUDE.strip()] if dtypes & C.SUB_BYTE_INTS else []), HELPERS.strip(),
                 *([Q.HELPERS.strip()] if Q.QUANTIZE_OPS & set(ops) else [])]
         return loop_kernel(head, params, grid_stride_loop(index, suffix, total), body)
 
@@ -292,6 +294,12 @@ class _Generator:
             raise CodegenError(f"{self.node.label}: an input of shape {dims_text(shape)} does not broadcast "
                                f"to the output shape {dims_text(space)}")
         return strides
+
+
+def _check(dtype: DType) -> DType:
+    """``dtype``, where an elementwise kernel holds it: float8 and the sub-byte integers too
+    (only the ops of _NARROW_OPS take them)."""
+    return C.check(dtype, float8=True, sub_byte=True)
 
 
 def _stored(value: _Value, storage: DType) -> str:
@@ -427,8 +435,9 @@ _OPS: dict[str, Emitter] = {}
 # rounding to fp16/bf16.
 _EXACT = frozenset({"Abs", "Neg", "Relu", "Max", "Min", "Where", "Cast", "Sign", "Floor",
                     "Ceil", "Round", "ThresholdedRelu"})
-# The ops that take or make float8 values (ONNX's others do not take float8).
-_FLOAT8_OPS = frozenset({"Cast", "IsNaN", "IsInf", *Q.QUANTIZE_OPS})
+# The ops that take or make float8 or sub-byte integer values (ONNX's others take neither;
+# IsNaN and IsInf take floats only).
+_NARROW_OPS = frozenset({"Cast", "IsNaN", "IsInf", *Q.QUANTIZE_OPS})
 
 _MATH = {  # float-only ops that are one libm call
     "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Floor": "floor", "Ceil": "ceil", "Round": "rint",
@@ -632,7 +641,7 @@ def _isinf(op: _Op) -> str:
 def _cast(op: _Op) -> str:
     to = op.attr("to", None)
     try:
-        op.result = C.check(DType(int(to)), float8=True)
+        op.result = _check(DType(int(to)))
     except (TypeError, ValueError):
         raise op.fail(f"to element type {to!r}") from None
     if op.result in C.FLOAT8:  # rounded where it is read or stored

@@ -18,6 +18,9 @@ inputs and outputs keep their logical types, and nothing here computes narrower 
 - DequantizeLinear: ``x - zero point`` exactly in integers (64-bit for int32), converted to
   fp32 (round to nearest even), times the scale in fp32, rounded once to the output type (the
   scale's type, or ``output_dtype``).
+- The sub-byte integers (int4, uint4, int2, uint2; ctypes_map.SUB_BYTE_INTS) are integers
+  like the others, with their narrow ranges: int4 weights dequantized per block are the
+  weight-only quantization of LLMs.
 - float8 (the four types of ctypes_map.FLOAT8): QuantizeLinear adds the zero point to the
   quotient (one rounding in fp32; the reference's float64 sum rounds to the same float) and
   converts as Cast does, saturating unless ``saturate`` is 0; no rint. DequantizeLinear
@@ -33,10 +36,10 @@ operands as numpy does, so a lone node's parameters are presented as views that 
 blocked along an axis of D = nb * B elements, x is read as [.., nb, B, ..] and the scale as
 [.., nb, 1, ..]. The views are reshapes of contiguous buffers: no data moves.
 
-Not supported (CodegenError naming the node; it then runs on the host): int4, uint4 and the
-other sub-byte types, float8e8m0 scales, a block size that does not divide its axis
-(a partial last block), and a per-axis or blocked scale presented channels-last (the builder
-then offers the node its inputs in the logical layout).
+Not supported (CodegenError naming the node; it then runs on the host): float4e2m1,
+float8e8m0 scales, a block size that does not divide its axis (a partial last block), and a
+per-axis or blocked scale presented channels-last (the builder then offers the node its
+inputs in the logical layout).
 """
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ QUANTIZE_OPS = frozenset({QUANTIZE, DEQUANTIZE})
 
 F32, F16, BF16, F64, I32 = DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64, DType.INT32
 # Integer types the GPU simulates, with their saturation ranges.
-RANGES = {DType.INT8: (-128, 127), DType.UINT8: (0, 255), DType.INT16: (-32768, 32767), DType.UINT16: (0, 65535)}
+RANGES = {DType.INT8: (-128, 127), DType.UINT8: (0, 255), DType.INT16: (-32768, 32767), DType.UINT16: (0, 65535),
+          DType.INT4: (-8, 7), DType.UINT4: (0, 15), DType.INT2: (-2, 1), DType.UINT2: (0, 3)}
 SCALE_TYPES = frozenset({F32, F16, BF16})
 QUANTIZE_INPUTS = frozenset({F32, F16, BF16, I32})
 QUANTIZED = frozenset({*RANGES, *C.FLOAT8})
@@ -94,8 +98,8 @@ def check_types(node: Node, x: DType, scale: DType, zero: DType | None) -> DType
     """The node's output type, where the GPU simulates these types; else a CodegenError
     naming the node."""
     def refuse(what: str, dtype: DType) -> CodegenError:
-        why = ("sub-byte types and float8e8m0 have no GPU kernel" if dtype not in C.KERNEL_DTYPES | C.FLOAT8
-               else "the ONNX spec does not allow it")
+        simulated = C.KERNEL_DTYPES | C.FLOAT8 | C.SUB_BYTE_INTS
+        why = "float4e2m1 and float8e8m0 have no GPU kernel" if dtype not in simulated else "the ONNX spec does not allow it"
         return CodegenError(f"{node.label}: {node.op_type} with {what} {dtype.short} runs on the host ({why})")
 
     if scale not in SCALE_TYPES and not (node.op_type == QUANTIZE and scale == I32 and x == I32):
