@@ -2,8 +2,11 @@
 kernels on the GPU agree with the reference backend.
 
 Runs the catalogue of tests/backends/cuda/test_spatial_codegen.py (the UNet's cases, odd sizes, both
-layouts, fp32/fp16/bf16 storage; ConvTranspose over 1, 2 and 3 spatial axes with groups,
-strides, dilations, pads, output_padding and bias): each kernel is compiled with NVRTC for
+layouts, fp32/fp16/bf16 storage; Resize cubic up and down with a = -0.75 and -0.5,
+exclude_outside, antialias, each coordinate transform, keep_aspect_ratio_policy, and
+tf_crop_and_resize with rois partly outside and extrapolation_value in each mode;
+ConvTranspose over 1, 2 and 3 spatial axes with groups, strides, dilations, pads,
+output_padding and bias): each kernel is compiled with NVRTC for
 the probed GPU's arch and launched on fresh random inputs (seeded per case, uniform, never
 zeros; X of the normalizations has a mean of 0.5, so a missing mean subtraction shows;
 ConvTranspose weights are scaled by 1/sqrt(fan-in) so that results are O(1)) into an output
@@ -23,10 +26,14 @@ channels-last convs or not) through a Session, every node on the GPU.
 Tolerances, as check_close applies them (‖Y − ref‖/‖ref‖ < tol, and per element
 |Y − ref| <= tol · (|ref| + rms(ref))):
 - Resize nearest, MaxPool's Y and Indices, GlobalMaxPool: exact (the kernel copies the
-  stored bits the reference picks, the first of equal maxima, and computes its index).
-- float32: 1e-5 (fp32 statistics and sums against float64; a few ulp).
+  stored bits the reference picks, the first of equal maxima, and computes its index;
+  tf_crop_and_resize's extrapolation values are exact in every storage type).
+- float32: 1e-5 (fp32 statistics and sums against float64; a few ulp). Resize linear and
+  cubic: float32 weights (each within 2^-24 of the reference's float64 weight, their
+  magnitudes summing to less than 2 along an axis) and fp32 sums of at most a few dozen taps.
 - float16 1e-3 and bfloat16 1e-2: one rounding to the storage type (half an ulp: 4.9e-4 and
-  3.9e-3 relative) on top of fp32 arithmetic.
+  3.9e-3 relative) on top of fp32 arithmetic (Resize cubic too: its result, overshoot
+  included, is rounded once).
 - GroupNormalization in float16 2e-3 and bfloat16 2e-2: like the reference, the kernel
   rounds the normalized value, its product with the scale, and the sum with the bias, each
   to the storage type; against float64 that is up to three half-ulps of |n·scale| <= |Y| + 1
@@ -78,6 +85,8 @@ NAN_BITS = {F32: (np.uint32, 0x7FC00000), F16: (np.uint16, 0x7E00), BF16: (np.ui
             DType.INT64: (np.int64, -2**63)}  # (an index no window gives)
 SMALL_GRID = {"InstanceNorm-unet-1x4x16384-NCHW-float32": 3, "InstanceNorm-2x37x7x9-NHWC-float32": 1,
               "GroupNorm21_g8-2x40x7x9-NHWC-bfloat16": 3, "Resize-linear_half_pixel_x2-1x32x32x32-NHWC-bfloat16": 5,
+              "Resize-cubic_half_pixel_x2-1x5x8x8-NHWC-float16": 2,
+              "Resize-crop_cubic_tf-2x5x9x8-NHWC-float16": 3,  # an extrapolated element's continue: the next one
               "ConvTranspose-odd_s2x3_pads_outpad_dil-NHWC-wNHWC-float32": 7,
               "ConvTranspose-3d_group3_s213_dil_pads_outpad-NCHW-wNHWC-float16": 2}
 POOL_SMALL_GRID = {"MaxPool-r3d_stem_col_major-2x4x5x9x9-NCHW-float32-indices": 2,

@@ -1,14 +1,19 @@
 """Generated InstanceNormalization/GroupNormalization, Resize and ConvTranspose kernels
 (rtxrt/jit/codegen/normalization.py, resize.py, conv_transpose.py) without a GPU: every kernel
 of ``CASES`` compiles with NVRTC for every supported arch and declares the buffers and output
-shape the reference backend computes; Resize's sampling tables, applied in numpy, give the
-reference's results (nearest exactly); ConvTranspose's output shape and weight packing agree
-with the reference; what the generators do not cover is a CodegenError naming the node.
+shape the reference backend computes; Resize's sampling tables (nearest and linear) and tap
+tables (cubic with either cubic_coeff_a and exclude_outside, linear and cubic antialias,
+tf_crop_and_resize in every mode with rois partly outside and extrapolation_value), applied
+in numpy, give the reference's results (nearest exactly); ConvTranspose's output shape and
+weight packing agree with the reference; what the generators do not cover is a CodegenError
+naming the node. tests/backends/cuda/test_fake_resize.py runs the Resize kernels themselves
+on the fake device.
 
 ``CASES`` is the catalogue tests/backends/cuda/test_gpu_spatial.py runs on the device: the UNet's own
 cases (InstanceNormalization on [1, 4, H*W] as torch exports GroupNorm, on [1, 16, 64, 64],
 Resize nearest x2 and linear half_pixel x2, ConvTranspose k2 s2), odd sizes (7x9 pixels,
-channel counts not a multiple of 32), both layouts and the three storage types; ConvTranspose
+channel counts not a multiple of 32), both layouts and the three storage types; Resize cubic
+and tf_crop_and_resize as the catalogue test lists them; ConvTranspose
 also over 1 and 3 spatial axes (a 3-D UNet's up-step; groups, strides, dilations, pads,
 output_padding, auto_pad and output_shape at once).
 """
@@ -25,8 +30,9 @@ from rtxrt.backends.cuda.plan.program import BufferRole
 from rtxrt.backends.reference.kernel import find_kernel
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node, TensorType
-from rtxrt.ir.ops.resize import scaled_dim
+from rtxrt.ir.ops.resize import fit_sizes, scaled_dim
 from rtxrt.backends.cuda.codegen import CodegenError
+from rtxrt.backends.cuda.codegen import ctypes_map as C
 from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
 from rtxrt.backends.cuda.ops.conv_transpose_source import (
     conv_transpose_kernel,
@@ -35,9 +41,12 @@ from rtxrt.backends.cuda.ops.conv_transpose_source import (
 )
 from rtxrt.backends.cuda.ops.normalization_source import normalization_kernel
 from rtxrt.backends.cuda.ops.resize_source import (
+    CROP,
     ROUNDING,
     TRANSFORMS,
+    AxisTaps,
     resize_axis_maps,
+    resize_axis_taps,
     resize_kernel,
 )
 
@@ -60,6 +69,7 @@ class Case:
     opset: int = 21
     scales: tuple[float, ...] | None = None  # Resize: the constant scales input
     sizes: tuple[int, ...] | None = None  # Resize: the constant sizes input
+    roi: tuple[float, ...] | None = None  # Resize: the constant roi input (tf_crop_and_resize)
     weight_layout: str = "NCHW"  # ConvTranspose
 
     @property
@@ -75,17 +85,24 @@ class Case:
             return tuple(x)
         out = list(x)
         axes = self.node.attr("axes") or range(len(x))
-        for a, value in zip(axes, self.scales or self.sizes):
+        policy = self.node.attr("keep_aspect_ratio_policy", "stretch")
+        fitted = self.sizes if self.scales else fit_sizes([x[a] for a in axes], list(self.sizes), policy)[0]
+        for a, value in zip(axes, self.scales or fitted):
             out[a] = scaled_dim(x[a], value) if self.scales else value
         return tuple(out)
 
     def kernel(self) -> KernelSource:
         if self.op == "Resize":
             return resize_kernel(self.node, self.inputs, self.output_shape(), self.dtype, self.layout,
-                                 scales=self.scales, opset=self.opset)
+                                 scales=self.scales, sizes=self.sizes, roi=self.roi, opset=self.opset)
         if self.op == "ConvTranspose":
             return conv_transpose_kernel(self.node, self.inputs, self.dtype, self.layout, self.weight_layout)
         return normalization_kernel(self.node, self.inputs, self.dtype, self.layout, opset=self.opset)
+
+    def tap_tables(self) -> tuple[AxisTaps, AxisTaps]:
+        """Resize's row and column tap tables, as a tap kernel bakes them."""
+        return resize_axis_taps(self.node, self.inputs[0].shape, self.output_shape(), scales=self.scales,
+                                sizes=self.sizes, roi=self.roi, opset=self.opset)
 
     def reference_extras(self) -> list[np.ndarray | None]:
         """Resize's inputs after X, as the reference kernel takes them."""
@@ -93,7 +110,8 @@ class Case:
             return []
         scales = None if self.scales is None else np.array(self.scales, np.float32)
         sizes = None if self.sizes is None else np.array(self.sizes, np.int64)
-        return [scales] if self.opset < 11 else [None, scales, sizes]
+        roi = None if self.roi is None else np.array(self.roi, np.float32)
+        return [scales] if self.opset < 11 else [roi, scales, sizes]
 
 
 def norm(op: str, shape: tuple[int, ...], dtype: DType, layout: str = "NCHW", *, opset: int = 21,
@@ -107,16 +125,17 @@ def norm(op: str, shape: tuple[int, ...], dtype: DType, layout: str = "NCHW", *,
 
 
 def resize(label: str, shape: tuple[int, ...], dtype: DType, layout: str = "NCHW", *, scales=None, sizes=None,
-           opset: int = 21, **attrs) -> Case:
+           roi=None, opset: int = 21, **attrs) -> Case:
     if opset < 11:
         names = ["x", "scales"]
     else:
-        names = ["x", "", "scales"] if scales is not None else ["x", "", "", "sizes"]
+        names = ["x", "roi" if roi is not None else "", *(["scales"] if scales is not None else ["", "sizes"])]
     node = Node("Resize", names, ["y"], attrs, name=label)
     given = (TensorType(F32, (len(scales),)) if scales is not None else TensorType(INT64, (len(sizes),)))
     types = (TensorType(F32, shape), given)
     return Case(f"Resize-{label}-{'x'.join(map(str, shape))}-{layout}-{dtype.short}", node, types, dtype, layout,
-                opset, None if scales is None else tuple(scales), None if sizes is None else tuple(sizes))
+                opset, None if scales is None else tuple(scales), None if sizes is None else tuple(sizes),
+                None if roi is None else tuple(roi))
 
 
 def convt(label: str, x: tuple[int, ...], w: tuple[int, ...], dtype: DType, layout: str = "NCHW",
@@ -175,6 +194,44 @@ CASES: list[Case] = [
     resize("opset10_nearest", (1, 2, 5, 5), F32, scales=(1, 1, 2, 3), opset=10),
     resize("axes_half_pixel_symmetric", (1, 4, 5, 7), F16, "NHWC", scales=(1.7, 0.6), opset=19, axes=[2, 3],
            mode="linear", coordinate_transformation_mode="half_pixel_symmetric"),
+    # Resize cubic: up and down, a = -0.75 (ONNX) and -0.5 (TF), exclude_outside, each transform
+    resize("cubic_half_pixel_x2", (1, 3, 8, 8), F32, scales=(1, 1, 2, 2), mode="cubic"),
+    resize("cubic_half_pixel_x2", (1, 5, 8, 8), F16, "NHWC", scales=(1, 1, 2, 2), mode="cubic"),
+    resize("cubic_A_n0p5_exclude_outside_down", (1, 3, 9, 7), BF16, scales=(1, 1, 0.6, 0.5), mode="cubic",
+           cubic_coeff_a=-0.5, exclude_outside=1),
+    resize("cubic_A_n0p5_exclude_outside_up", (2, 3, 5, 4), F32, "NHWC", scales=(1, 1, 2.5, 3), mode="cubic",
+           cubic_coeff_a=-0.5, exclude_outside=1),
+    resize("cubic_align_corners_sizes", (2, 3, 7, 9), F16, "NHWC", sizes=(2, 3, 12, 5), mode="cubic",
+           coordinate_transformation_mode="align_corners"),
+    resize("cubic_asymmetric_exclude_outside", (1, 3, 7, 9), F32, scales=(1, 1, 1.5, 0.75), mode="cubic",
+           coordinate_transformation_mode="asymmetric", exclude_outside=1),
+    resize("cubic_pytorch_half_pixel_to_1", (1, 3, 9, 7), F32, "NHWC", sizes=(1, 3, 4, 1), mode="cubic",
+           coordinate_transformation_mode="pytorch_half_pixel"),
+    resize("cubic_axes_half_pixel_symmetric", (1, 4, 5, 7), F16, scales=(1.7, 0.6), opset=19, axes=[2, 3],
+           mode="cubic", coordinate_transformation_mode="half_pixel_symmetric"),
+    resize("cubic_rows_only", (1, 6, 5, 6), BF16, "NHWC", scales=(1, 1, 2.5, 1), mode="cubic"),
+    # antialias (opset 18) widens the filter by 1/scale when downsampling
+    resize("cubic_antialias_down", (1, 4, 16, 12), F32, "NHWC", scales=(1, 1, 0.5, 0.3), mode="cubic", antialias=1),
+    resize("linear_antialias_down_sizes", (1, 3, 13, 11), F16, sizes=(1, 3, 5, 4), mode="linear", antialias=1),
+    # keep_aspect_ratio_policy (opset 18): the listed axes share the scale that fits the sizes
+    resize("cubic_not_smaller", (1, 3, 6, 9), F32, sizes=(12, 4), opset=18, axes=[2, 3], mode="cubic",
+           keep_aspect_ratio_policy="not_smaller"),
+    resize("nearest_not_larger", (1, 2, 6, 9), F16, "NHWC", sizes=(20, 5), opset=18, axes=[3, 2],
+           keep_aspect_ratio_policy="not_larger"),
+    # tf_crop_and_resize: rois partly outside the image, extrapolation_value, each mode
+    resize("crop_linear_extrapolate", (1, 3, 8, 10), F32, sizes=(1, 3, 6, 7), roi=(0, 0, -0.2, 0.1, 1, 1, 0.7, 1.3),
+           mode="linear", coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=10.0),
+    resize("crop_cubic_tf", (2, 5, 9, 8), F16, "NHWC", sizes=(2, 5, 7, 11), roi=(0, 0, 0.1, -0.25, 1, 1, 1.2, 0.9),
+           mode="cubic", cubic_coeff_a=-0.5, coordinate_transformation_mode="tf_crop_and_resize",
+           extrapolation_value=-0.5),
+    resize("crop_cubic_exclude_outside_scales", (1, 3, 7, 9), F32, "NHWC", scales=(1, 1, 1.5, 0.8),
+           roi=(0, 0, -0.3, 0.2, 1, 1, 0.9, 1.1), mode="cubic", exclude_outside=1,
+           coordinate_transformation_mode="tf_crop_and_resize"),
+    resize("crop_nearest_axes", (1, 3, 7, 9), BF16, sizes=(8, 5), roi=(-0.1, 0.2, 1.15, 0.6), opset=18, axes=[3, 2],
+           nearest_mode="round_prefer_ceil", coordinate_transformation_mode="tf_crop_and_resize",
+           extrapolation_value=2.5),
+    resize("crop_linear_to_1", (1, 2, 6, 6), F16, "NHWC", sizes=(1, 2, 1, 3), roi=(0, 0, 0.2, -0.5, 1, 1, 0.6, 0.5),
+           mode="linear", coordinate_transformation_mode="tf_crop_and_resize"),
     # ConvTranspose: the UNet's up-step, then strides, pads, dilations, output_padding, groups
     convt("unet_k2s2", (1, 64, 16, 16), (64, 32, 2, 2), F32, **UNET_UP),
     convt("unet_k2s2", (1, 64, 16, 16), (64, 32, 2, 2), F16, "NHWC", "NHWC", **UNET_UP),
@@ -218,6 +275,25 @@ def test_the_catalogue_covers_each_op_layout_and_storage_type():
     assert {n.attr("coordinate_transformation_mode", "half_pixel") for n in resized} == set(TRANSFORMS)
     assert {n.attr("nearest_mode", "round_prefer_floor") for n in resized if n.attr("mode", "nearest") == "nearest"} \
         == set(ROUNDING)
+
+
+def test_the_catalogue_covers_cubic_and_tf_crop_and_resize_as_the_brief_lists():
+    cubic = [c for c in CASES if c.op == "Resize" and c.node.attr("mode") == "cubic"]
+    assert {c.node.attr("coordinate_transformation_mode", "half_pixel") for c in cubic} == set(TRANSFORMS)
+    assert {(c.layout, c.dtype) for c in cubic} >= {("NCHW", F32), ("NHWC", F16)}
+    assert {c.dtype for c in cubic} == {F32, F16, BF16}
+    assert {c.node.attr("cubic_coeff_a", -0.75) for c in cubic} == {-0.75, -0.5}
+    assert {c.node.attr("exclude_outside", 0) for c in cubic} == {0, 1}
+    assert {c.node.attr("antialias", 0) for c in cubic} == {0, 1}
+    ratios = [c.output_shape()[2] / c.inputs[0].shape[2] for c in cubic]
+    assert min(ratios) < 1 < max(ratios), "cubic up and down"
+    cropped = [c for c in CASES if c.op == "Resize" and c.node.attr("coordinate_transformation_mode") == CROP]
+    assert {c.node.attr("mode", "nearest") for c in cropped} == {"nearest", "linear", "cubic"}
+    assert {c.layout for c in cropped} == {"NCHW", "NHWC"} and {c.dtype for c in cropped} == {F32, F16, BF16}
+    for c in cropped:  # every roi reaches outside the image, so extrapolation_value shows
+        rows, cols = c.tap_tables()
+        assert rows.outside.any() or cols.outside.any(), c.id
+    assert {c.node.attr("extrapolation_value", 0.0) for c in cropped} >= {0.0, 10.0, -0.5}
 
 
 def test_every_kernel_compiles_for_every_supported_arch():
@@ -279,9 +355,10 @@ def emulate(x: np.ndarray, node: Node, out: tuple[int, ...], scales, opset: int 
 
 RESIZES = [("scales", (1, 1, 2, 2)), ("scales", (1, 1, 0.5, 1.5)), ("scales", (1, 1, 2 / 3, 3)),
            ("scales", (1, 1, 1, 0.3)), ("sizes", (1, 2, 11, 4)), ("sizes", (1, 2, 1, 9))]
+POSITIONS = [t for t in TRANSFORMS if t != CROP]  # the transforms of the output position alone
 TABLE_CASES = [{"mode": "nearest", "coordinate_transformation_mode": t, "nearest_mode": r}
-               for t in TRANSFORMS for r in ROUNDING]
-TABLE_CASES += [{"mode": "linear", "coordinate_transformation_mode": t} for t in TRANSFORMS]
+               for t in POSITIONS for r in ROUNDING]
+TABLE_CASES += [{"mode": "linear", "coordinate_transformation_mode": t} for t in POSITIONS]
 
 
 @pytest.mark.parametrize("attrs", TABLE_CASES, ids=lambda a: "-".join(a.values()))
@@ -298,6 +375,89 @@ def test_resize_tables_reproduce_the_reference(attrs, given, value):
         np.testing.assert_array_equal(got, want)
     else:  # the kernel's weights are float32
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def emulate_taps(x: np.ndarray, rows: AxisTaps, cols: AxisTaps, extrapolation: float) -> np.ndarray:
+    """What the tap kernel computes, in numpy: each output sums its rows' and columns' runs
+    of taps by their float32 weights; outside the input (tf_crop_and_resize), extrapolation."""
+    ys = rows.start[:, None] + np.arange(rows.width)
+    xs = cols.start[:, None] + np.arange(cols.width)
+    taps = x.astype(np.float64)[:, :, ys][:, :, :, :, xs]  # (N, C, OH, KY, OW, KX)
+    got = np.einsum("ncykxl,yk,xl->ncyx", taps, rows.weights.astype(np.float64), cols.weights.astype(np.float64))
+    return np.where(rows.outside[:, None] | cols.outside[None, :], extrapolation, got)
+
+
+ROI = (0, 0, -0.2, 0.1, 1, 1, 0.8, 1.3)  # rows from before the image, columns past it
+FILTERS = [{}, {"cubic_coeff_a": -0.5, "exclude_outside": 1}, {"antialias": 1}]
+TAP_CASES = [{"mode": m, "coordinate_transformation_mode": t, **f} for m in ("linear", "cubic") for t in TRANSFORMS
+             for f in FILTERS]
+TAP_CASES += [{"mode": "nearest", "coordinate_transformation_mode": CROP, "nearest_mode": r} for r in ROUNDING]
+
+
+@pytest.mark.parametrize("attrs", TAP_CASES, ids=lambda a: "-".join(str(v) for v in a.values()))
+@pytest.mark.parametrize("given, value", RESIZES, ids=lambda v: str(v))
+def test_resize_tap_tables_reproduce_the_reference(attrs, given, value):
+    """Cubic, linear's antialias and exclude_outside, and tf_crop_and_resize (rois partly
+    outside, extrapolation_value) in every mode: the tap tables give the reference's values,
+    nearest exactly; the others within float32 weights (each within 2^-24 of the reference's
+    float64 weight; their magnitudes sum to less than 2 along an axis)."""
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 2, 7, 9)).astype(np.float32)
+    attrs = {**attrs, "extrapolation_value": 2.5}
+    node = Node("Resize", ["x", "roi", "scales" if given == "scales" else "", "sizes" if given == "sizes" else ""],
+                ["y"], attrs, name="r")
+    scales = np.array(value, np.float32) if given == "scales" else None
+    sizes = np.array(value, np.int64) if given == "sizes" else None
+    roi = np.array(ROI, np.float32) if attrs["coordinate_transformation_mode"] == CROP else None
+    want = find_kernel("Resize")(node, 21, None).run(x, roi, scales, sizes)
+    rows, cols = resize_axis_taps(node, x.shape, want.shape, scales=None if scales is None else list(scales),
+                                  sizes=None if sizes is None else list(sizes), roi=None if roi is None else list(roi))
+    got = emulate_taps(x, rows, cols, 2.5)
+    if attrs["mode"] == "nearest":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_tap_tables_are_one_run_of_taps_per_output_inside_the_input():
+    """Upsampling cubic reads 4 taps a row; clamping at the edges folds taps onto the edge
+    pixel, so the run never leaves the input; antialias at scale 0.3 widens the filter
+    (Keys' support 2 stretched by 1/0.3 on either side)."""
+    node = Node("Resize", ["x", "", "scales"], ["y"], {"mode": "cubic"}, name="r")
+    rows, cols = resize_axis_taps(node, (1, 1, 7, 20), (1, 1, 14, 6), scales=[1, 1, 2, 0.3])
+    assert rows.width == 4 and (rows.start >= 0).all() and (rows.start + rows.width <= 7).all()
+    np.testing.assert_allclose(rows.weights.sum(axis=1), 1, rtol=1e-6)  # Keys' kernel sums to 1
+    assert not rows.outside.any()
+    wide, _ = resize_axis_taps(_node(node, antialias=1), (1, 1, 20, 20), (1, 1, 6, 6), scales=[1, 1, 0.3, 0.3])
+    assert wide.width > 12 and (wide.start + wide.width <= 20).all()
+
+
+def test_nearest_ignores_antialias_and_exclude_outside_as_the_reference_does():
+    x = TensorType(F32, (1, 2, 7, 9))
+    plain = Node("Resize", ["x", "", "scales"], ["y"], {"mode": "nearest"}, name="r")
+    kernel = resize_kernel(plain, [x], (1, 2, 3, 4), F32, scales=[1, 1, 0.5, 0.5])
+    assert "rtx_wy" not in kernel.source
+    for attrs in ({"antialias": 1}, {"exclude_outside": 1}):
+        assert resize_kernel(_node(plain, **attrs), [x], (1, 2, 3, 4), F32, scales=[1, 1, 0.5, 0.5]).source \
+            == kernel.source
+
+
+def test_linear_without_antialias_exclude_outside_or_crop_keeps_its_two_tap_kernel():
+    """Linear keeps its kernel (and its cache key) where it needs no tap tables."""
+    node = Node("Resize", ["x", "", "scales"], ["y"], {"mode": "linear"}, name="r")
+    kernel = resize_kernel(node, [TensorType(F32, (1, 2, 7, 9))], (1, 2, 14, 18), F32, scales=[1, 1, 2, 2])
+    assert "rtx_fy" in kernel.source and "rtx_wy" not in kernel.source
+    renormalised = resize_kernel(_node(node, exclude_outside=1), [TensorType(F32, (1, 2, 7, 9))], (1, 2, 14, 18), F32,
+                                 scales=[1, 1, 2, 2])
+    assert "rtx_wy" in renormalised.source and "exclude_outside=1" in renormalised.source
+
+
+def test_extrapolation_value_is_stored_rounded_once_to_the_storage_type():
+    node = Node("Resize", ["x", "roi", "", "sizes"], ["y"], {"mode": "linear", "coordinate_transformation_mode": CROP,
+                                                             "extrapolation_value": 0.1}, name="r")
+    x = TensorType(F32, (1, 1, 4, 4))
+    for dtype, stored in ((F32, C.literal(np.float32(0.1), F32)), (F16, "0x2e66u"), (BF16, "0x3dcdu")):
+        source = resize_kernel(node, [x], (1, 1, 3, 3), dtype, roi=[0, 0, -0.5, 0, 1, 1, 1, 1]).source
+        assert f"{stored}; continue;" in source, (dtype, stored)
 
 
 def test_empty_scales_mean_the_sizes_gave_the_output_shape():
@@ -355,6 +515,8 @@ X4, C8 = (1, 8, 6, 6), (8,)
 NORM = Node("InstanceNormalization", ["x", "s", "b"], ["y"], name="bad")
 GROUP = Node("GroupNormalization", ["x", "s", "b"], ["y"], {"num_groups": 3}, name="bad")
 NEAREST = Node("Resize", ["x", "", "scales"], ["y"], name="bad")
+CROP_NODE = Node("Resize", ["x", "roi", "scales"], ["y"], {"mode": "cubic", "coordinate_transformation_mode": CROP},
+                 name="bad")
 UP = Node("ConvTranspose", ["x", "w", "b"], ["y"], {"strides": [2, 2]}, name="bad")
 
 
@@ -380,16 +542,25 @@ def _node(base: Node, **attrs) -> Node:
     (lambda: resize_kernel(NEAREST, _types(X4), X4, F32, "CHWN", scales=(1, 1, 1, 1)), "layout"),
     (lambda: resize_kernel(NEAREST, _types((1, 8, 6)), (1, 8, 12), F32, scales=(1, 1, 2)), "4-D"),
     (lambda: resize_kernel(NEAREST, _types(("n", 8, 6, 6)), X4, F32, scales=(1, 1, 1, 1)), "static"),
-    (lambda: resize_kernel(_node(NEAREST, mode="cubic"), _types(X4), (1, 8, 12, 12), F32, scales=(1, 1, 2, 2)),
-     "cubic"),
-    (lambda: resize_kernel(_node(NEAREST, antialias=1), _types(X4), (1, 8, 3, 3), F32, scales=(1, 1, .5, .5)),
-     "antialias"),
-    (lambda: resize_kernel(_node(NEAREST, exclude_outside=1), _types(X4), (1, 8, 12, 12), F32,
-                           scales=(1, 1, 2, 2)), "exclude_outside"),
+    (lambda: resize_kernel(_node(NEAREST, mode="area"), _types(X4), (1, 8, 12, 12), F32, scales=(1, 1, 2, 2)),
+     "mode 'area'"),
+    (lambda: resize_kernel(_node(NEAREST, coordinate_transformation_mode="tf_half_pixel_for_nn"), _types(X4),
+                           (1, 8, 12, 12), F32, scales=(1, 1, 2, 2)), "tf_half_pixel_for_nn"),
     (lambda: resize_kernel(_node(NEAREST, keep_aspect_ratio_policy="not_larger"), _types(X4), (1, 8, 12, 12), F32),
-     "keep_aspect_ratio_policy"),
-    (lambda: resize_kernel(_node(NEAREST, coordinate_transformation_mode="tf_crop_and_resize"), _types(X4),
-                           (1, 8, 12, 12), F32, scales=(1, 1, 2, 2)), "tf_crop_and_resize"),
+     "needs constant sizes"),
+    (lambda: resize_kernel(_node(NEAREST, keep_aspect_ratio_policy="fill"), _types(X4), (1, 8, 12, 12), F32,
+                           sizes=(1, 8, 12, 12)), "unknown keep_aspect_ratio_policy"),
+    (lambda: resize_kernel(_node(NEAREST, keep_aspect_ratio_policy="not_smaller", axes=[2, 3]), _types(X4),
+                           (1, 8, 12, 13), F32, sizes=(12, 24)), "does not follow from sizes"),
+    (lambda: resize_kernel(_node(CROP_NODE), _types(X4), (1, 8, 12, 12), F32, scales=(1, 1, 2, 2)),
+     "needs a constant roi of 8 values"),
+    (lambda: resize_kernel(_node(CROP_NODE, axes=[2, 3]), _types(X4), (1, 8, 12, 12), F32, scales=(2, 2),
+                           roi=(0, 0, 1, 1, 1, 1)), "needs a constant roi of 4 values"),
+    (lambda: resize_kernel(CROP_NODE, _types(X4), (1, 8, 12, 12), F32, scales=(1, 1, 2, 2),
+                           roi=(0, 0.5, 0, 0, 1, 1, 1, 1)), "axis 1"),  # crops the channels
+    (lambda: resize_kernel(_node(NEAREST, axes=[2, 6]), _types(X4), (1, 8, 12, 12), F32, scales=(2, 2)),
+     "do not fit a 4-D input"),
+    (lambda: resize_axis_maps(_node(NEAREST, mode="cubic"), X4, (1, 8, 12, 12), scales=(1, 1, 2, 2)), "tap tables"),
     (lambda: resize_kernel(NEAREST, _types(X4), (1, 16, 12, 12), F32, scales=(1, 2, 2, 2)), "axis 1"),
     (lambda: resize_kernel(NEAREST, _types(X4), (2, 8, 6, 6), F32), "axis 0"),
     (lambda: resize_kernel(NEAREST, _types(X4), (1, 8, 12, 11), F32, scales=(1, 1, 2, 2)), "does not follow"),

@@ -35,16 +35,25 @@ def lower_normalization(ctx: LowerContext) -> list[NodeProgram]:
 
 
 def lower_resize(ctx: LowerContext) -> list[NodeProgram]:
-    x = ctx.input(0)
-    scales = None
-    if ctx.has(2):
-        value = ctx.const(2, "scales")
-        scales = [float(s) for s in value.reshape(-1)] if value.size else None
+    """The roi (tf_crop_and_resize) and the sizes (a keep_aspect_ratio_policy other than
+    stretch) are read at plan time only where the kernel needs them, as the scales are."""
+    x, node = ctx.input(0), ctx.node
+    scales = _constant(ctx, 2, "scales")
+    roi = _constant(ctx, 1, "roi") if node.attr("coordinate_transformation_mode") == "tf_crop_and_resize" else None
+    sizes = _constant(ctx, 3, "sizes") if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch" else None
     out = TensorForm(x.dtype, ctx.outputs[0].shape, x.layout)
-    kernel = resize_kernel(ctx.node, _logical_types(ctx), out.shape, x.dtype, _layout(x), scales=scales,
-                           opset=ctx.opset)
+    kernel = resize_kernel(node, _logical_types(ctx), out.shape, x.dtype, _layout(x), scales=scales,
+                           sizes=None if sizes is None else [int(s) for s in sizes], roi=roi, opset=ctx.opset)
     program = single_kernel(kernel, [out], "resize")
     return [program]
+
+
+def _constant(ctx: LowerContext, i: int, what: str) -> list[float] | None:
+    """Input ``i``'s value, known at plan time; None where it is omitted or empty."""
+    if not ctx.has(i):
+        return None
+    value = ctx.const(i, what)
+    return [float(v) for v in value.reshape(-1)] if value.size else None
 
 
 def lower_conv_transpose(ctx: LowerContext) -> list[NodeProgram]:
