@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -253,54 +252,6 @@ def sdpa_transformers(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models whose wild.py forward creates tensors on the CPU (fine for the export, not on a GPU)
-# ---------------------------------------------------------------------------------------------
-
-
-class WhisperEncoder(wild.WhisperEncoder):
-    """wild.WhisperEncoder with its sinusoidal positions made on the input's device and in its
-    dtype (the same graph when exported)."""
-
-    def forward(self, mel):
-        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
-        length = x.shape[1]
-        position = torch.arange(length, dtype=torch.float32, device=x.device)[:, None]
-        rate = torch.exp(torch.arange(0, self.width, 2, dtype=torch.float32, device=x.device)
-                         * (-math.log(10000.0) / self.width))
-        angles = position * rate
-        x = x + torch.cat([torch.sin(angles), torch.cos(angles)], -1).to(x.dtype)
-        return self.ln(self.blocks(x))
-
-
-class YoloV8(wild.YoloV8Head):
-    """wild.YoloV8Head with its anchors and strides made on the input's device."""
-
-    def forward(self, image):
-        levels = [self.stem(image)]
-        for down in self.down:
-            levels.append(down(levels[-1]))
-        outs, anchors, strides = [], [], []
-        for i, (f, stride) in enumerate(zip(levels, self.strides)):
-            b, _, h, w = f.shape
-            outs.append(torch.cat([self.box[i](f), self.cls[i](f)], 1).view(b, 4 * self.reg_max + self.nc, -1))
-            sx = torch.arange(w, dtype=torch.float32, device=f.device) + 0.5
-            sy = torch.arange(h, dtype=torch.float32, device=f.device) + 0.5
-            gy, gx = torch.meshgrid(sy, sx, indexing="ij")
-            anchors.append(torch.stack((gx, gy), -1).view(-1, 2))
-            strides.append(torch.full((h * w, 1), float(stride), device=f.device))
-        x = torch.cat(outs, 2)
-        anchor_points = torch.cat(anchors).transpose(0, 1).to(x.dtype)
-        stride_tensor = torch.cat(strides).transpose(0, 1).to(x.dtype)
-        box, cls = x.split((4 * self.reg_max, self.nc), 1)
-        b, _, a = box.shape
-        dist = self.dfl(box.view(b, 4, self.reg_max, a).transpose(2, 1).softmax(1)).view(b, 4, a)
-        lt, rb = dist.chunk(2, 1)
-        x1y1, x2y2 = anchor_points.unsqueeze(0) - lt, anchor_points.unsqueeze(0) + rb
-        boxes = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * stride_tensor
-        return torch.cat((boxes, cls.sigmoid()), 1)
-
-
-# ---------------------------------------------------------------------------------------------
 # Builders: build(tiny) -> fp32 model on the CPU
 # ---------------------------------------------------------------------------------------------
 
@@ -320,7 +271,7 @@ def build_unet(tiny: bool) -> nn.Module:
 
 def build_yolov8(tiny: bool) -> nn.Module:
     classes, base, size = (4, 8, 64) if tiny else (80, 64, 640)
-    model = YoloV8(classes=classes, base=base)
+    model = wild.YoloV8Head(classes=classes, base=base)
     return revive(model, _calibration((1, 3, size, size), cap=256))  # three levels below 256/8
 
 
@@ -413,7 +364,7 @@ def build_whisper_encoder(tiny: bool) -> nn.Module:
     """Whisper-base's encoder dimensions: 80 mel bins, width 512, 8 heads, 6 layers (3000
     frames in, 1500 positions)."""
     dims = dict(mels=16, width=64, heads=4, layers=2) if tiny else dict(mels=80, width=512, heads=8, layers=6)
-    return revive(WhisperEncoder(**dims), None)
+    return revive(wild.WhisperEncoder(**dims), None)
 
 
 def build_vad(tiny: bool) -> nn.Module:

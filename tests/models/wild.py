@@ -156,10 +156,11 @@ class WhisperEncoder(nn.Module):
     def forward(self, mel):
         x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
         length = x.shape[1]
-        position = torch.arange(length, dtype=torch.float32)[:, None]
-        rate = torch.exp(torch.arange(0, self.width, 2, dtype=torch.float32) * (-math.log(10000.0) / self.width))
+        position = torch.arange(length, dtype=torch.float32, device=x.device)[:, None]
+        rate = torch.exp(torch.arange(0, self.width, 2, dtype=torch.float32, device=x.device)
+                         * (-math.log(10000.0) / self.width))
         angles = position * rate
-        x = x + torch.cat([torch.sin(angles), torch.cos(angles)], -1)
+        x = x + torch.cat([torch.sin(angles), torch.cos(angles)], -1).to(x.dtype)
         return self.ln(self.blocks(x))
 
 
@@ -218,13 +219,14 @@ class YoloV8Head(nn.Module):
         for i, (f, stride) in enumerate(zip(levels, self.strides)):
             b, _, h, w = f.shape
             outs.append(torch.cat([self.box[i](f), self.cls[i](f)], 1).view(b, 4 * self.reg_max + self.nc, -1))
-            sx = torch.arange(w, dtype=torch.float32) + 0.5
-            sy = torch.arange(h, dtype=torch.float32) + 0.5
+            sx = torch.arange(w, dtype=torch.float32, device=f.device) + 0.5
+            sy = torch.arange(h, dtype=torch.float32, device=f.device) + 0.5
             gy, gx = torch.meshgrid(sy, sx, indexing="ij")
             anchors.append(torch.stack((gx, gy), -1).view(-1, 2))
-            strides.append(torch.full((h * w, 1), float(stride)))
+            strides.append(torch.full((h * w, 1), float(stride), device=f.device))
         x = torch.cat(outs, 2)
-        anchor_points, stride_tensor = torch.cat(anchors).transpose(0, 1), torch.cat(strides).transpose(0, 1)
+        anchor_points = torch.cat(anchors).transpose(0, 1).to(x.dtype)
+        stride_tensor = torch.cat(strides).transpose(0, 1).to(x.dtype)
         box, cls = x.split((4 * self.reg_max, self.nc), 1)
         b, _, a = box.shape
         dist = self.dfl(box.view(b, 4, self.reg_max, a).transpose(2, 1).softmax(1)).view(b, 4, a)
