@@ -8,7 +8,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..backends.parameter_inputs import with_values
+from ..errors import InputError
 from ..ir.graph import Model
 from .split_run import to_host
 
@@ -26,7 +29,7 @@ class ParameterRun:
         self.kernels_compiled = 0  # by every session made (at load and since)
 
     def run(self, wanted: Sequence[str], feeds: Mapping[str, Any]) -> list[Any]:
-        values = {n: to_host(feeds[n]) for n in self.parameters}
+        values = {n: self._checked(n, feeds) for n in self.parameters}
         key = tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in values.items())
         before = 0
         if key in self.sessions:
@@ -40,3 +43,14 @@ class ParameterRun:
         outputs = session.run(list(wanted), {n: v for n, v in feeds.items() if n not in values})
         self.kernels_compiled += session.kernels_compiled_total - before
         return outputs
+
+    def _checked(self, name: str, feeds: Mapping[str, Any]) -> np.ndarray:
+        """Parameter ``name``'s value on the host, as the model declares it (InputError else)."""
+        if name not in feeds:
+            raise InputError(f"missing input {name!r}")
+        value = to_host(feeds[name])
+        t = self.model.graph.types[name]
+        if value.dtype != t.dtype.numpy or tuple(value.shape) != tuple(t.shape):
+            raise InputError(f"input {name!r}: expected {t.dtype.short}{list(t.shape)}, got "
+                             f"{value.dtype}{list(value.shape)}")
+        return value

@@ -97,12 +97,13 @@ class Session:
     [1, max(its size then, 2048)] (an input's largest shape capped in elements; the bounds
     narrowed where the model refuses them, as runtime/default_ranges.py says), opt is that
     first shape, and a shape outside is specialized on its own. ``specialization`` says what
-    shape-specialized engines are built on top, as TensorRT-RTX does: "lazy" (default) runs a new shape on the generic
-    engine at once and, once it has run HOT_USES (2) times, builds its specialized engine in a
-    background thread and swaps it in when ready; "eager" specializes a new shape before
-    running it (the first run waits for the JIT); "none" never compiles after loading: a shape
-    runs specialized where that engine was made at load or is in the runtime cache (``rtxrt
-    jit --shapes``), else on the generic engine. The CPU reference backend runs a model only
+    shape-specialized engines are built on top, as TensorRT-RTX does: "lazy" (default) runs a
+    new shape on the generic engine at once and, once it has run HOT_USES (2) times, builds its
+    specialized engine in a background thread and swaps it in when ready; "eager" specializes a
+    new shape before running it (the first run waits for the JIT); "none" never compiles after
+    loading: a shape runs specialized where that engine was made at load or is in the runtime
+    cache (``rtxrt jit --shapes``), else on the generic engine. The CPU reference backend runs a
+    model only
     where no GPU plan holds it (``fallback="cpu"`` without a GPU, values whose shapes depend
     on the data). ``stats["engine"]`` says which engine the last run used.
 

@@ -5,6 +5,8 @@ are the model's parameter inputs, and a plan of the model with their values as c
 has every node on the GPU. The runtime does that per value (runtime/parameter_run.py)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -142,6 +144,17 @@ def test_a_parameter_run_lets_go_of_the_least_recently_run_values(monkeypatch):
         run.run(["y"], {"x": x, "axes": np.array([axes[0]])})
     kept = [int(s.model.graph.initializers["axes"][0]) for s in run.sessions.values()]
     assert kept == [0, 2]
+
+
+@pytest.mark.parametrize("value, why", [(np.array([1], np.int32), "expected int64[1], got int32[1]"),
+                                        (np.array([1, 2]), "expected int64[1], got int64[2]")])
+def test_a_parameter_of_the_wrong_type_or_shape_is_refused_by_name(value, why):
+    from rtxrt.errors import InputError
+
+    run = ParameterRun(reduce_model(), ["axes"], Recorder)
+    with pytest.raises(InputError, match=re.escape(f"input 'axes': {why}")):
+        run.run(["y"], {"x": np.zeros((2, 3, 4), np.float32), "axes": value})
+    assert not run.sessions  # nothing was planned for it
 
 
 @pytest.mark.parametrize("op, inputs", [
