@@ -103,9 +103,8 @@ class Session:
     new shape before running it (the first run waits for the JIT); "none" never compiles after
     loading: a shape runs specialized where that engine was made at load or is in the runtime
     cache (``rtxrt jit --shapes``), else on the generic engine. The CPU reference backend runs a
-    model only
-    where no GPU plan holds it (``fallback="cpu"`` without a GPU, values whose shapes depend
-    on the data). ``stats["engine"]`` says which engine the last run used.
+    model only where no GPU plan holds it (``fallback="cpu"`` without a GPU, values whose shapes
+    depend on the data). ``stats["engine"]`` says which engine the last run used.
 
     ``embedded_kernels``: also use the cubins ``rtxrt aot --precompile`` put in the file for
     this GPU's arch (no compile on first launch). They are machine code from whoever built
