@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 from rtxrt.aot import compile_onnx
 from rtxrt.backends.cuda.codegen.dynamic import dim, dim_bindings
 from rtxrt.backends.cuda.compile.nvrtc import compile_many
-from rtxrt.backends.cuda.ops.context import LowerContext, Unsupported
+from rtxrt.backends.cuda.ops.context import LowerContext, NeedsValue, Unsupported
 from rtxrt.backends.cuda.ops.lowering import find_lowering
 from rtxrt.backends.cuda.ops.topk import lower_topk
 from rtxrt.backends.cuda.ops.topk_source import (
@@ -349,14 +349,11 @@ def refusal(c: TopKCase, **kw) -> str:
     return message
 
 
-def test_k_computed_at_run_time_is_the_outputs_size_along_the_axis_which_the_plan_knows():
-    c = TopKCase("k", (3, 37), 1, 4)
-    assert kernel_source(lowered(c, known=False)) == kernel_source(lowered(c))
-    ctx = context(c, known=False)
-    ctx.outputs = [TensorForm(F32, (3, dim(4, "rtxd_o0_1", 1, 8))), TensorForm(I64, (3, dim(4, "rtxd_o1_1", 1, 8)))]
-    with pytest.raises(Unsupported, match=f"{LABEL}: K must be known when the plan is made \\(or the outputs' size "
-                                          "along axis 1 fixed\\)"):
-        lower_topk(ctx)
+def test_k_not_known_when_the_plan_is_made_is_a_value_the_plan_needs():
+    """(the runtime then plans per value of the input K comes from: parameter_inputs.py)"""
+    with pytest.raises(NeedsValue, match=f"{LABEL}: K must be known when the plan is made") as info:
+        lower_topk(context(TopKCase("k", (3, 37), 1, 4), known=False))
+    assert info.value.index == 1
 
 
 def test_what_the_kernels_cannot_take_is_refused_with_the_reason():

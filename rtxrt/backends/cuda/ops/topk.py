@@ -2,11 +2,10 @@
 shared memory where they fit and radix-selected where longer, a global scratch where K is
 longer than shared memory holds.
 
-K is an attribute before opset 10 and input 1 from then. It shapes the kernel, so it is the
-input's value where that is known when the plan is made (a constant, or a value computed from
-shapes), else the outputs' size along the axis, which the plan knows (as OneHot's lowering
-takes its depth from its output). Either output may be omitted; the kernel then does not
-write it.
+K is an attribute before opset 10 and input 1 from then. It shapes the kernel, so it must be
+known when the plan is made (a constant, or a value computed from shapes); a K given as an
+input is a parameter the runtime plans per value (backends/parameter_inputs.py). Either
+output may be omitted; the kernel then does not write it.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import numpy as np
 
 from ....ir.dtypes import DType
 from ..codegen import CodegenError
-from ..codegen.dynamic import is_dynamic
 from ..plan.forms import TensorForm
 from ..plan.program import NodeProgram, Ref
 from .context import LowerContext, Unsupported, kernel_args, launch_of
@@ -33,7 +31,7 @@ def lower_topk(ctx: LowerContext) -> list[NodeProgram]:
         raise Unsupported(f"{node.label}: axis {axis} is out of range for rank {rank}")
     written = [i < len(node.outputs) and bool(node.outputs[i]) and i < len(ctx.outputs) and ctx.outputs[i] is not None
                for i in range(2)]
-    p = TopK(tuple(x.shape), axis % rank, _k(ctx, axis % rank), x.dtype, bool(node.attr("largest", 1)), *written)
+    p = TopK(tuple(x.shape), axis % rank, _k(ctx), x.dtype, bool(node.attr("largest", 1)), *written)
     for i, form in enumerate(ctx.outputs[:2]):
         if written[i] and [int(d) for d in form.shape] != [int(d) for d in p.out_shape]:
             raise Unsupported(f"{node.label}: K={p.k} gives shape {[int(d) for d in p.out_shape]}, the graph says "
@@ -51,7 +49,7 @@ def lower_topk(ctx: LowerContext) -> list[NodeProgram]:
     return [NodeProgram(steps, outputs, {kernel.name: kernel.source}, scratch, label=kernel.path)]
 
 
-def _k(ctx: LowerContext, axis: int) -> int:
+def _k(ctx: LowerContext) -> int:
     if ctx.opset < K_INPUT_SINCE:
         k = ctx.node.attr("k")
         if k is None:
@@ -59,12 +57,6 @@ def _k(ctx: LowerContext, axis: int) -> int:
         return int(k)
     if not ctx.has(1):
         raise Unsupported(f"{ctx.node.label}: has no K input")
-    if len(ctx.consts) < 2 or ctx.consts[1] is None:  # computed at run time: the outputs' size says it
-        sizes = [f.shape[axis] for f in ctx.outputs[:2] if f is not None]
-        if not sizes or any(is_dynamic(d) for d in sizes) or len({int(d) for d in sizes}) != 1:
-            raise Unsupported(f"{ctx.node.label}: K must be known when the plan is made (or the outputs' size "
-                              f"along axis {axis} fixed)")
-        return int(sizes[0])
     values = np.asarray(ctx.const(1, "K")).reshape(-1)
     if values.size != 1:
         raise Unsupported(f"{ctx.node.label}: K must hold one value, got {values.size}")
