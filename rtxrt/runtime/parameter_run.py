@@ -26,23 +26,29 @@ class ParameterRun:
         self.model, self.parameters, self.session_for = model, list(parameters), session_for
         self.sessions: OrderedDict[tuple, Any] = OrderedDict()
         self.last: Any = None
-        self.kernels_compiled = 0  # by every session made (at load and since)
+        self._retired_compiles = 0  # by the sessions dropped from ``sessions``
+
+    @property
+    def kernels_compiled(self) -> int:
+        """Kernels compiled by every session made (at load and since, background builds too)."""
+        return self._retired_compiles + sum(s.kernels_compiled_total for s in self.sessions.values())
+
+    def wait(self) -> None:
+        """Block until every session's background builds have finished."""
+        for session in self.sessions.values():
+            session.wait()
 
     def run(self, wanted: Sequence[str], feeds: Mapping[str, Any]) -> list[Any]:
         values = {n: self._checked(n, feeds) for n in self.parameters}
         key = tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in values.items())
-        before = 0
         if key in self.sessions:
             self.sessions.move_to_end(key)
-            before = self.sessions[key].kernels_compiled_total
         else:
             self.sessions[key] = self.session_for(with_values(self.model, values))
             while len(self.sessions) > MAX_LIVE_VALUES:
-                self.sessions.popitem(last=False)
+                self._retired_compiles += self.sessions.popitem(last=False)[1].kernels_compiled_total
         self.last = session = self.sessions[key]
-        outputs = session.run(list(wanted), {n: v for n, v in feeds.items() if n not in values})
-        self.kernels_compiled += session.kernels_compiled_total - before
-        return outputs
+        return session.run(list(wanted), {n: v for n, v in feeds.items() if n not in values})
 
     def _checked(self, name: str, feeds: Mapping[str, Any]) -> np.ndarray:
         """Parameter ``name``'s value on the host, as the model declares it (InputError else)."""

@@ -143,7 +143,7 @@ class Session:
         self._generic: GenericEngines | OnHost | None = None  # the profile's (or default ranges') engines
         self._uses: dict[str, int] = {}  # runs per shape signature on the generic engine
         self.last_engine = ""  # "specialized", "generic" or "host": what the last run used
-        self.kernels_compiled_total = 0  # by every JIT of this session (background builds included)
+        self._kernels_compiled = 0  # by this session's own JITs (background builds included)
         self._reference: ReferenceExecutor | None = None
         self._pool: Any = None
         self.precision = precision
@@ -207,6 +207,16 @@ class Session:
         ``kernels_compiled_total`` (every compile of this session)."""
         return self.jit_stats.as_dict() | {"engine": self.last_engine,
                                            "kernels_compiled_total": self.kernels_compiled_total}
+
+    @property
+    def kernels_compiled_total(self) -> int:
+        """Kernels compiled by every JIT of this session: its own (finished background builds
+        too) and those of the sessions it runs parts of the model on."""
+        parts = [s for split in self._splits.values() for s in split.sessions()]
+        built = [f.result().stats for f in self._building.values() if f.done() and f.exception() is None]
+        return (self._kernels_compiled + sum(stats.kernels_compiled for stats in built)
+                + sum(s.kernels_compiled_total for s in parts)
+                + (self._parameters.kernels_compiled if self._parameters is not None else 0))
 
     @property
     def stream(self) -> Any:
@@ -275,9 +285,7 @@ class Session:
 
     def _run_by_parameters(self, wanted: list[str], feeds: Mapping[str, Any]) -> list[Any]:
         run = self._parameters
-        before = run.kernels_compiled
         outputs = run.run(wanted, feeds)
-        self.kernels_compiled_total += run.kernels_compiled - before
         self.jit_stats, self.last_engine = run.last.jit_stats, run.last.last_engine
         return outputs
 
@@ -390,7 +398,7 @@ class Session:
 
     def _count(self, stats: JitStats) -> None:
         self.jit_stats = stats
-        self.kernels_compiled_total += stats.kernels_compiled
+        self._kernels_compiled += stats.kernels_compiled
 
     def _engine(self, shapes: dict[str, tuple[int, ...]]) -> Engine | OnHost:
         from ..backends.cuda.jit import shape_signature, specialize
@@ -531,9 +539,15 @@ class Session:
         return self._engines[signature]
 
     def wait(self) -> None:
-        """Block until every background (lazy) specialization has finished."""
+        """Block until every background (lazy) specialization has finished, those of the
+        sessions it runs parts of the model on too."""
         for future in list(self._building.values()):
             future.result()
+        for split in self._splits.values():
+            for part in split.sessions():
+                part.wait()
+        if self._parameters is not None:
+            self._parameters.wait()
 
     def _run_on_host(self, wanted: list[str], arrays: Mapping[str, Any], kind: Any) -> list[Any]:
         import cupy

@@ -28,14 +28,17 @@ class SplitRun:
             else HostCut(split.cut, upload)
         self.after = session_for(split.after) if split.after is not None else None
 
+    def sessions(self) -> list[Any]:
+        """The parts' sessions: before, after, and the branches made so far."""
+        return [part for part in (self.before, self.after, *self.cut.sessions()) if part is not None]
+
     @property
     def host_nodes(self) -> list[str]:
         """Labels of every node run on the host: the cut's (none for an If, which only reads
         its condition), then those the parts' last runs ran there."""
         labels = list(self.cut.host_nodes)
-        for part in (self.before, self.after, *self.cut.sessions()):
-            if part is not None:
-                labels += [n for n in part.stats.get("host_nodes", []) if n not in labels]
+        for part in self.sessions():
+            labels += [n for n in part.stats.get("host_nodes", []) if n not in labels]
         return labels
 
     def run(self, arrays: Mapping[str, Any]) -> dict[str, Any]:

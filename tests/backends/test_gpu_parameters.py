@@ -42,7 +42,7 @@ def test_parameters_given_as_inputs_are_planned_per_value_on_the_gpu(tmp_path, n
 
     make, values = CASES[name]
     model = make()
-    session = rtxrt.Session(model, cache_dir=tmp_path, progress=False)
+    session = rtxrt.Session(model, cache_dir=tmp_path, progress=False, specialization="eager")  # no background builds
     reference = ReferenceExecutor(model)
     x_shape = (2, 3, 8, 8) if name == "resize-scales" else (2, 6, 8)
     x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)

@@ -162,11 +162,11 @@ def test_a_model_through_a_session_matches_the_reference(tmp_path, name, precisi
     for seed in (0, 1):
         inputs = feeds(shape, seed)
         want = ReferenceExecutor(load_onnx(proto)).run(inputs)
-        for output, got in zip(names, session.run(None, inputs)):
-            got, ref = np.asarray(got, np.float64), np.asarray(want[output], np.float64)
+        for output, result in zip(names, session.run(None, inputs)):
+            got, ref = np.asarray(result, np.float64), np.asarray(want[output], np.float64)
             assert got.shape == ref.shape, (name, output, got.shape, ref.shape)
             if output == "indices":
-                check_indices(make(), inputs, np.asarray(got), SESSION_TOLERANCE[precision])
+                check_indices(make(), inputs, np.asarray(result), SESSION_TOLERANCE[precision])
             else:
                 scale = max(1.0, float(np.abs(ref).max()))
                 np.testing.assert_allclose(got, ref, rtol=SESSION_TOLERANCE[precision],

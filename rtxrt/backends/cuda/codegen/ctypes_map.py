@@ -82,8 +82,9 @@ __device__ __forceinline__ float rtx_f82f(unsigned c, int m, int bias, unsigned 
                     : (float)frac * __uint_as_float((unsigned)(128 - bias - m) << 23);  // frac * 2^(1-B-M)
   return sign ? -v : v;
 }
-__device__ __forceinline__ float rtx_sat(float x, float limit) {  // NaN stays NaN
-  return x > limit ? limit : (x < -limit ? -limit : x);
+__device__ __forceinline__ float rtx_sat(float x, float limit) {  // NaN keeps its bits, sign too
+  const unsigned a = __float_as_uint(x) & 0x7fffffffu;  // integer compares: no float op touches a NaN
+  return a > 0x7f800000u || a <= __float_as_uint(limit) ? x : copysignf(limit, x);
 }
 """
 
