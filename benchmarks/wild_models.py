@@ -2,7 +2,7 @@
 CPU: latency (median of one call plus a device synchronize, CuPy inputs for rtxrt, on the
 engine specialized to the shape once it is hot; numpy for onnxruntime), the first run's time
 (the generic engine's JIT), the nodes run on the host, and the error against the fp32
-reference backend.
+reference backend (||gpu - ref|| / ||ref||, and max |gpu - ref| / max |ref|).
 
 Run from the repository root on a GPU machine:
     python benchmarks/wild_models.py --out wild.json
@@ -64,7 +64,8 @@ def measure(name: str, folder: Path, iterations: int, precisions: list[str]) -> 
         for out_name, value in zip(exported.outputs, outputs):
             want = np.asarray(reference[out_name], np.float64)
             got = np.asarray(value.get(), np.float64)
-            errors[out_name] = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)) \
+            errors[out_name] = {"norm": float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)),
+                                "max": float(np.abs(got - want).max(initial=0) / max(np.abs(want).max(initial=0), 1e-30))} \
                 if got.shape == want.shape else "shape differs"
         for _ in range(3):  # hot: its specialized engine is built in the background, then swapped in
             session.run(None, device_feeds)
