@@ -7,7 +7,7 @@ from ..errors import GraphError, UnsupportedOpError
 from .graph import Graph, Model, TensorType
 from .infer import infer_types
 from .ops import get_schema
-from .ops.signature import NEWEST_OPSET
+from .ops.signature import newest_opset
 
 _ATTR_TYPES = (int, float, str, list, np.ndarray, Graph, TensorType)
 
@@ -23,9 +23,9 @@ def check_model(model: Model) -> None:
         raise UnsupportedOpError(unsupported)
     if model.opset < 1:
         raise GraphError("model declares no version of the default operator set")
-    if model.opset > NEWEST_OPSET:
+    if model.opset > newest_opset():
         raise GraphError(f"model uses opset {model.opset} of the default operator set, newer than the "
-                         f"{NEWEST_OPSET} this rtxrt knows")
+                         f"{newest_opset()} this rtxrt knows")
     for node in model.graph.walk():  # in every branch: inference forgives a branch it cannot type
         get_schema(node.op_type, node.domain).check_node(node, model.opset)
     check_graph(model.graph, outer=set())

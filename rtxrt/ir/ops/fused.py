@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..activations import RESIDUALS, activation_params
 from ..graph import Dim, Shape, TensorType
-from .signature import Attribute, onnx_signature
+from .signature import Attribute, LazyAttributes, onnx_signature
 from .linalg import matmul_shape
 from .facts import GEMM, Layout
 from .registry import InferenceContext, get_schema, register
@@ -82,7 +82,7 @@ def _infer_fused_matmul(ctx: InferenceContext) -> list[TensorType | None]:
 
 
 register("FusedConv", _infer_fused_conv, inputs=(2, 4), domain="rtxrt",
-         attributes={**onnx_signature("Conv", 22).attributes, **_EPILOGUE},
+         attributes=LazyAttributes(lambda: {**onnx_signature("Conv", 22).attributes, **_EPILOGUE}),
          facts=GEMM.but(layout=Layout.ANCHOR, fused_from=("Conv",)))
 register("FusedMatMul", _infer_fused_matmul, inputs=(2, 4), domain="rtxrt",
          attributes={"alpha": Attribute("float", default=1.0), "trans_b": Attribute("int", default=0), **_EPILOGUE},

@@ -2,15 +2,21 @@
 shape inference on a one-node model built from the node and its input types."""
 from __future__ import annotations
 
-import onnx
-from onnx import helper
+from typing import TYPE_CHECKING
 
 from ..graph import Graph, TensorType
-from ..onnx_codec import attr_to_proto, numpy_to_tensor, type_from_proto, type_to_value_info
 from .registry import InferenceContext
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def onnx_inference(ctx: InferenceContext) -> list[TensorType | None]:
+    import onnx  # here, not at import: the registry's modules load with ``import rtxrt``
+    from onnx import helper
+
+    from ..onnx_codec import attr_to_proto, numpy_to_tensor, type_from_proto, type_to_value_info
+
     node = ctx.node
     inputs, initializers = [], []
     for i, name in enumerate(node.inputs):

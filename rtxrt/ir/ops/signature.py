@@ -9,14 +9,17 @@ with a message naming it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from ...errors import GraphError
 from ..graph import Graph, Node, TensorType
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -48,35 +51,64 @@ class Signature:
                                  f"got {_describe_value(value)}")
 
 
-_A = onnx.defs.OpSchema.AttrType
-_ONNX_KINDS = {
-    _A.INT: "int", _A.FLOAT: "float", _A.STRING: "string", _A.TENSOR: "tensor", _A.SPARSE_TENSOR: "tensor",
-    _A.GRAPH: "graph", _A.TYPE_PROTO: "type", _A.INTS: "ints", _A.FLOATS: "floats", _A.STRINGS: "strings",
-    _A.TENSORS: "tensors", _A.SPARSE_TENSORS: "tensors", _A.GRAPHS: "graphs", _A.TYPE_PROTOS: "types",
+_ONNX_KINDS = {  # by the name of onnx.defs.OpSchema.AttrType
+    "INT": "int", "FLOAT": "float", "STRING": "string", "TENSOR": "tensor", "SPARSE_TENSOR": "tensor",
+    "GRAPH": "graph", "TYPE_PROTO": "type", "INTS": "ints", "FLOATS": "floats", "STRINGS": "strings",
+    "TENSORS": "tensors", "SPARSE_TENSORS": "tensors", "GRAPHS": "graphs", "TYPE_PROTOS": "types",
 }
 
 
-_SINGLE = onnx.defs.OpSchema.FormalParameterOption.Single
-NEWEST_OPSET = onnx.defs.onnx_opset_version()  # of the default domain, as the installed onnx knows it
+class LazyAttributes(Mapping[str, Attribute]):
+    """Attributes made when first read: ``import rtxrt`` must not import onnx, whose schemas
+    give some of them."""
+
+    def __init__(self, make: Callable[[], Mapping[str, Attribute]]):
+        self._make = make
+
+    @functools.cached_property
+    def _attributes(self) -> Mapping[str, Attribute]:
+        return self._make()
+
+    def __getitem__(self, name: str) -> Attribute:
+        return self._attributes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+
+@functools.cache
+def newest_opset() -> int:
+    """The newest version of the default domain, as the installed onnx knows it."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
 
 
 @functools.cache
 def onnx_signature(op_type: str, opset: int, domain: str = "") -> Signature | None:
     """The signature of ONNX's schema of an operator at ``opset``, or of its newest version for
     an operator newer than that (AOT passes write ONNX's Attention into older models)."""
-    for version in (opset, NEWEST_OPSET):
+    import onnx  # here, not at import: importing onnx is a third of ``import rtxrt``'s time
+
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for version in (opset, newest_opset()):
         try:
             schema = onnx.defs.get_schema(op_type, version, domain)
         except onnx.defs.SchemaError:
             continue
-        return Signature({name: Attribute(_ONNX_KINDS[a.type], a.required, _onnx_default(a))
+        return Signature({name: Attribute(_ONNX_KINDS[a.type.name], a.required, _onnx_default(a))
                           for name, a in schema.attributes.items()},
-                         tuple((i, p.name) for i, p in enumerate(schema.inputs) if p.option == _SINGLE))
+                         tuple((i, p.name) for i, p in enumerate(schema.inputs) if p.option == single))
     return None
 
 
 def _onnx_default(attribute: onnx.defs.OpSchema.Attribute) -> Any:
     """The default ONNX's schema gives an attribute, as the IR holds attribute values."""
+    import onnx
+
     proto = attribute.default_value
     if proto.type == onnx.AttributeProto.UNDEFINED:
         return None
