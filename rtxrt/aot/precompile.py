@@ -2,8 +2,9 @@
 
 For each arch the model is planned at the given input shapes as the runtime plans it
 (``build_plan`` keeps every candidate tactic: the autotuner on the user's GPU times them all)
-and the plan's kernels are compiled with NVRTC. The cubins go into the .rtxir's CUBINS
-section, where the runtime looks a kernel up before compiling it. No GPU is needed.
+and the plan's kernels are compiled with NVRTC, except those an earlier build left in the
+runtime cache (cache/kernel_store.py). The cubins go into the .rtxir's CUBINS section, where
+the runtime looks a kernel up before compiling it. No GPU is needed.
 """
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ class ArchReport:
     kernels: int
     nbytes: int
     seconds: float
+    compiled: int  # the others came from the kernel cache
 
     def summary(self) -> str:
-        return f"{self.arch}: {self.kernels} kernels, {format_bytes(self.nbytes)} in {self.seconds:.2f} s"
+        cached = self.kernels - self.compiled
+        return (f"{self.arch}: {self.kernels} kernels, {format_bytes(self.nbytes)} in {self.seconds:.2f} s"
+                + (f" ({cached} from the kernel cache)" if cached else ""))
 
 
 def check_archs(archs: Iterable[str]) -> tuple[str, ...]:
@@ -92,20 +96,22 @@ def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[A
     """Compile every kernel ``model`` needs at ``options.shapes`` for each arch. ``model``
     should be read back from the .rtxir bytes, so that it is exactly what the runtime plans."""
     from ..backends.cuda.plan.builder import build_plan
-    from ..backends.cuda.cache.runtime_cache import kernel_blob_name
-    from ..backends.cuda.compile.nvrtc import compile_many
+    from ..backends.cuda.cache.kernel_store import compile_cached
+    from ..backends.cuda.cache.runtime_cache import RuntimeCache, kernel_blob_name
 
     archs = check_archs(options.archs)
     shapes = planning_shapes(model, options.shapes)
     blobs: dict[str, dict[str, bytes]] = {}
     reports = []
+    cache = RuntimeCache()
     for arch in archs:
         started = time.perf_counter()
         # Kernels do not depend on the SM count (only launch grids do), so any count will do.
         plan = build_plan(_as_run_on(model, arch), shapes, arch=arch, sm_count=1)
-        cubins = compile_many(plan.kernels.items(), arch)
+        cubins, compiled = compile_cached(plan.kernels, arch, cache)
         blobs[arch] = {kernel_blob_name(name, arch): cubin for name, cubin in cubins.items()}
-        reports.append(ArchReport(arch, len(cubins), sum(map(len, cubins.values())), time.perf_counter() - started))
+        reports.append(ArchReport(arch, len(cubins), sum(map(len, cubins.values())), time.perf_counter() - started,
+                                  compiled))
     return Cubins(blobs, [shapes]), reports
 
 

@@ -51,6 +51,14 @@ def conv_model(batch: int | str = "batch") -> onnx.ModelProto:
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """Builds keep their kernels in a cache of this module's own, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RTXRT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The ONNX model, its plain .rtxir and its .rtxir precompiled for ARCHS at SHAPES."""

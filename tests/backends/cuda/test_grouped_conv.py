@@ -174,11 +174,12 @@ def test_the_direct_kernel_is_the_default_for_narrow_groups_and_reads_k_major_we
                                                          F16).tactic == "grouped_im2col_gemm"
 
 
-def test_the_autotuner_is_offered_every_gemm_tile_and_the_direct_kernel():
+def test_the_autotuner_is_offered_the_gemm_tiles_that_can_win_and_the_direct_kernel():
     for case, kind in ((CASES[1], GemmTactic), (CASES[5], SimtTactic)):  # fp16, fp32
         plan = case.plan()
         tactics = conv_gemm_tactics(plan)
-        assert tactics == grouped_tactics(plan) and tactics[-1] == GROUPED_DIRECT and len(tactics) >= 3
+        assert tactics == grouped_tactics(plan) and tactics[-1] == GROUPED_DIRECT and len(tactics) >= 2
+        assert gemm_tactic(plan) in tactics  # the default plan's tiles, whatever the cost model says
         assert all(isinstance(t, kind) for t in tactics[:-1])
         assert not any(isinstance(t, ImplicitGemmTactic) for t in tactics)  # the implicit GEMM is group 1's
         assert all(case.plan(t).steps[-1].kernel.tactic == t for t in tactics[:-1])

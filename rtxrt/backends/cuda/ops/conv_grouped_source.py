@@ -67,6 +67,7 @@ from .conv_plan_parts import (
 )
 from .gemm_simt_source import SimtTactic, simt_gemm_kernel
 from .gemm_source import GemmProblem, GemmTactic, gemm_kernel
+from .tile_cost import worth_timing
 
 DIRECT_MAX_OCG = 8  # output channels a group at most, for the direct kernel to be the default
 DIRECT_MAX_K = 32  # or products per output at most (channel multipliers, few input channels)
@@ -141,9 +142,9 @@ def grouped_conv_plan(geo: ConvGeometry, group: int, dtype: DType, epilogue: Map
 
 
 def grouped_tactics(plan: ConvPlan) -> tuple[GroupedTactic, ...]:
-    """The tactics worth timing for the grouped ``plan``: its batched GEMM's tiles, and the
-    direct kernel."""
-    return (*gemm_candidates(plan.gemm), GROUPED_DIRECT)
+    """The tactics worth timing for the grouped ``plan``: its batched GEMM's tiles (less those
+    the cost model says cannot win, tile_cost.py), and the direct kernel."""
+    return (*worth_timing(plan.gemm, gemm_candidates(plan.gemm), (_default_tiles(plan.gemm),)), GROUPED_DIRECT)
 
 
 def gemm_tactic(plan: ConvPlan) -> GemmTactic | SimtTactic:

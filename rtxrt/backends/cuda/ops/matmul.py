@@ -17,6 +17,7 @@ from .gemm_simt_source import simt_candidate_tactics, simt_gemm_kernel
 from ..plan.forms import TensorForm
 from ..plan.program import Gemm, NodeProgram, Ref
 from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
+from .tile_cost import worth_timing
 from .lowering import LOWERINGS
 
 TENSOR_CORE = (DType.FLOAT16, DType.BFLOAT16)
@@ -47,13 +48,16 @@ def lower_matmul(ctx: LowerContext) -> list[NodeProgram]:
     if not ctx.tune and ctx.wanted == "cublas" and offers_cublas:
         return [cublas_program(problem, compute, Ref.input(0), Ref.input(1), [out])]
     if a.dtype in TENSOR_CORE:
-        for t in ctx.tactics(candidate_tactics(problem), lambda t: f"mma {t.label}"):
+        tiles = candidate_tactics(problem)  # the first is the untuned plan's: always offered
+        tiles = worth_timing(problem, tiles, tiles[:1]) if ctx.tune else tiles
+        for t in ctx.tactics(tiles, lambda t: f"mma {t.label}"):
             try:
                 programs.append(single_kernel(gemm_kernel(problem, t, ctx.arch), [out], f"mma {t.label}"))
             except CodegenError:
                 continue
     if a.dtype not in TENSOR_CORE or not programs:
-        tactics = simt_candidate_tactics(problem) if ctx.tune or not programs else []
+        simt = simt_candidate_tactics(problem)
+        tactics = worth_timing(problem, simt, simt[:1]) if ctx.tune else simt if not programs else []
         wanted = [t for t in tactics if f"simt {t.label}" == ctx.wanted]
         for t in wanted if wanted and not ctx.tune else tactics:
             programs.append(single_kernel(simt_gemm_kernel(problem, t), [out], f"simt {t.label}"))
