@@ -58,6 +58,6 @@ def with_values(model: Model, values: Mapping[str, np.ndarray]) -> Model:
     graph = model.graph
     initializers = dict(graph.initializers)
     for name, value in values.items():
-        initializers[name] = np.ascontiguousarray(value, dtype=graph.types[name].dtype.numpy)
+        initializers[name] = np.require(value, graph.types[name].dtype.numpy, "C")  # (ascontiguousarray makes a scalar 1-D)
     inputs = [n for n in graph.inputs if n not in values]
     return replace(model, graph=replace(graph, inputs=inputs, initializers=initializers, types=dict(graph.types)))

@@ -172,3 +172,14 @@ def test_every_parameter_of_a_node_is_found_at_once(op, inputs):
     model = compile_onnx(proto.SerializeToString())
     found = needed(model, {"x": (2, 4), **{n: (len(v),) for n, v in inputs.items()}})
     assert sorted(parameter_inputs(model, found)) == sorted(inputs)
+
+
+def test_a_scalar_parameter_becomes_a_scalar_constant():
+    """(np.ascontiguousarray would make it 1-D, and shape inference then contradicts the
+    declared scalar: ONNX's expanded window functions take their size so.)"""
+    model = compile_onnx(make_model([helper.make_node("Range", ["start", "limit", "delta"], ["y"])],
+                                    [("start", F, []), ("limit", F, []), ("delta", F, [])], [("y", F, None)], {}, 18)
+                         .SerializeToString())
+    made = with_values(model, {"start": np.array(1.0, np.float32), "limit": np.float32(4)})
+    assert made.graph.initializers["start"].shape == () and made.graph.initializers["limit"].shape == ()
+    assert made.graph.inputs == ["delta"]

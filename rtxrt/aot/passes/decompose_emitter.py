@@ -46,7 +46,7 @@ class Emitter:
     def constant(self, array: np.ndarray, base: str = "const", shared: bool = False) -> str:
         """A new initializer; ``shared``: one per value (axes, shapes, scalars of attributes:
         never values computed from weights, which refit replays with other weights)."""
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # a scalar stays 0-D
         key = (array.dtype.str, array.shape, array.tobytes()) if shared else None
         if key in self._shared:
             return self._shared[key]

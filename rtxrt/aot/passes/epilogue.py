@@ -168,7 +168,7 @@ def bias_input(
         return parts[0][0]
     total = sum(vector.astype(np.float64) for _, vector in parts)
     name = fresh(f"{base}_bias")
-    graph.initializers[name] = np.ascontiguousarray(total, dtype=out.dtype.numpy)
+    graph.initializers[name] = np.require(total, out.dtype.numpy, "C")
     return name
 
 

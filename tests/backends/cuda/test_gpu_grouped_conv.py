@@ -108,16 +108,17 @@ def test_generic_resnext_blocks_run_every_shape_of_their_profile(tmp_path, resne
 # ---------------------------------------------------------------- every tactic, through the Engine
 
 def run_tactic(gpu, final, cubins: dict, feeds: dict) -> dict[str, np.ndarray]:
-    """``final`` on the GPU through the real Engine, its arena filled with NaN bytes first."""
+    """``final`` on the GPU through the real Engine, its arena filled with NaN bytes first.
+    Everything is ordered on the engine's stream (a non-blocking one): the fill before the
+    kernels, the outputs' copies to the host after them."""
     import cupy
 
     from rtxrt.backends.cuda.run.executor import Engine
 
-    with gpu.device:
+    with gpu.device, gpu.stream:
         engine = Engine(final, {k: cubins[k] for k in final.kernels}, stream=gpu.stream, cublas=gpu.cublas,
                         use_graph=False)
-        gpu.stream.synchronize()
-        cupy.cuda.runtime.memset(engine.arena.ptr, 0xFF, engine.arena.mem.size)
+        cupy.cuda.runtime.memsetAsync(engine.arena.ptr, 0xFF, engine.arena.mem.size, gpu.stream.ptr)
         outputs = run_engine(engine, feeds)
         gpu.stream.synchronize()
         return outputs
