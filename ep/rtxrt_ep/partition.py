@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,14 +47,17 @@ def supported_nodes(model: onnx.ModelProto, options: ProviderOptions | None = No
             for node in model.graph.node]
 
 
-def partition(model: onnx.ModelProto, options: ProviderOptions | None = None) -> list[Partition]:
-    """The model's partitions in the order they run."""
+def partition(model: onnx.ModelProto, options: ProviderOptions | None = None,
+              unsupported: Collection[int] = ()) -> list[Partition]:
+    """The model's partitions in the order they run; the nodes at indices ``unsupported`` are
+    left to onnxruntime whatever their op."""
     options = options or ProviderOptions()
     graph = model.graph
     names = node_names(graph)
     reads = [_reads(node) for node in graph.node]
     live = _live(graph, reads)
-    rtxrt = [ok and alive for ok, alive in zip(supported_nodes(model, options), live)]
+    rtxrt = [ok and alive and i not in unsupported
+             for i, (ok, alive) in enumerate(zip(supported_nodes(model, options), live))]
     while True:
         groups = _groups([i for i in range(len(graph.node)) if live[i]], reads, graph, rtxrt)
         small = [g for kind, g in groups if kind == RTXRT and len(g) < options.min_subgraph_size]

@@ -357,10 +357,11 @@ class _OrtRunner:
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if _on_device(value):
-                value = feeds[name] = cupy.ascontiguousarray(value)  # kept alive by feeds until the run ends
+                if not value.flags.c_contiguous:  # (ascontiguousarray would make a scalar 1-D)
+                    value = feeds[name] = cupy.ascontiguousarray(value)  # kept alive by feeds until the run ends
                 binding.bind_input(name, "cuda", self.device_id, value.dtype, value.shape, value.data.ptr)
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                binding.bind_cpu_input(name, np.require(value, requirements="C"))  # a scalar stays 0-D
         for name in self.part.outputs:
             binding.bind_output(name, "cuda", self.device_id)
         self.session.run_with_iobinding(binding)

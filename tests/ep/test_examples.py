@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnxruntime
 import pytest
-from rtxrt_ep.register import unregister
+from rtxrt_ep import unregister
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ def test_ort_app_runs_on_rtxrt_and_matches_onnxruntime():
     done = subprocess.run([sys.executable, str(APP)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("available providers: ['RtxrtExecutionProvider',")
+    assert lines[0].startswith("available providers: [") and "'RtxrtExecutionProvider'" in lines[0]
     assert lines[1] == "session providers:   ['RtxrtExecutionProvider', 'CPUExecutionProvider']"
     assert "probs: float32[3, 4] matches onnxruntime CPU" in lines
     assert "top_labels: int64[3, 2] matches onnxruntime CPU" in lines
@@ -54,7 +54,7 @@ def test_ort_app_exits_nonzero_on_a_mismatch(app, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "probs: float32[3, 4] DIFFERS FROM onnxruntime CPU" in out
     assert out.splitlines()[-1] == "MISMATCH"
-    assert onnxruntime.get_available_providers()[0] == "RtxrtExecutionProvider"
+    assert "RtxrtExecutionProvider" in onnxruntime.get_available_providers()
 
 
 @pytest.mark.gpu

@@ -145,3 +145,16 @@ def test_names_provider_reads_both_spellings():
     assert not names_provider([CPU])
     assert not names_provider(None)
     assert not names_provider(PROVIDER)  # a bare string is not a providers list
+
+
+def test_package_register_keeps_the_hook_where_onnxruntime_selects_no_plugin_providers(monkeypatch):
+    import rtxrt_ep
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.24.4")  # before 1.25 `providers=[name]` finds no plugin
+    rtxrt_ep.register()
+    try:
+        assert is_registered() and onnxruntime.InferenceSession is not ORIGINAL_SESSION
+        check_runs(onnxruntime.InferenceSession(model_bytes(), providers=[PROVIDER, CPU]))
+    finally:
+        rtxrt_ep.unregister()
+    assert onnxruntime.InferenceSession is ORIGINAL_SESSION and not rtxrt_ep.is_registered()
