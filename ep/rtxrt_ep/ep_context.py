@@ -70,13 +70,10 @@ def compile_ep_context(model: str | os.PathLike | onnx.ModelProto, output: str |
         if embed:
             context: bytes | str = rtxir
         else:
-            context = f"{output.stem}_{name}.rtxir"
+            context = sidecar_name(output, name)
             (output.parent / context).write_bytes(rtxir)
-        attributes = {"main_context": 1, "embed_mode": int(embed), "ep_cache_context": context, "source": PROVIDER,
-                      "ep_sdk_version": _sdk_version(), "partition_name": name, "notes": NOTES}
-        if source_name:
-            attributes["onnx_model_filename"] = source_name
-        nodes.append(helper.make_node(OP_TYPE, part.inputs, part.outputs, name=name, domain=DOMAIN, **attributes))
+        nodes.append(helper.make_node(OP_TYPE, part.inputs, part.outputs, name=name, domain=DOMAIN,
+                                      **context_attributes(name, context, source_name)))
     graph_inputs = {vi.name for vi in graph.input}
     initializers.update({t.name: t for t in graph.initializer if t.name in graph_inputs})  # overridable ones
     # Types of the values between nodes, so a loader can type each partition's inputs.
@@ -94,9 +91,25 @@ def compile_ep_context(model: str | os.PathLike | onnx.ModelProto, output: str |
     return result
 
 
+def context_attributes(name: str, context: bytes | str, source_name: str = "") -> dict[str, int | bytes | str]:
+    """The attributes of rtxrt's EPContext node ``name``: ``context`` is the .rtxir (embed_mode 1)
+    or the sidecar's path relative to the ONNX file (embed_mode 0); ``source_name`` the source
+    ONNX file's name, where known. The plugin provider's EPContext nodes carry the same."""
+    attributes = {"main_context": 1, "embed_mode": int(isinstance(context, bytes)), "ep_cache_context": context,
+                  "source": PROVIDER, "ep_sdk_version": _sdk_version(), "partition_name": name, "notes": NOTES}
+    if source_name:
+        attributes["onnx_model_filename"] = source_name
+    return attributes
+
+
+def sidecar_name(output: Path, name: str) -> str:
+    """Where the .rtxir of EPContext node ``name`` goes with embed_mode 0, relative to ``output``'s folder."""
+    return f"{output.stem}_{name}.rtxir"
+
+
 def has_ep_context(model: onnx.ModelProto) -> bool:
     """Whether the model holds EPContext nodes (then it must be loaded with load_ep_context_partitions)."""
-    return any(_is_context(node) for node in model.graph.node)
+    return any(is_context(node) for node in model.graph.node)
 
 
 def load_ep_context_partitions(model: onnx.ModelProto, base_dir: str | os.PathLike | None = None) -> list[Partition]:
@@ -109,7 +122,7 @@ def load_ep_context_partitions(model: onnx.ModelProto, base_dir: str | os.PathLi
     names = node_names(graph)
     runs: list[list[int]] = []
     for i, node in enumerate(graph.node):
-        if _is_context(node) or not runs or _is_context(graph.node[runs[-1][-1]]):
+        if is_context(node) or not runs or is_context(graph.node[runs[-1][-1]]):
             runs.append([])
         runs[-1].append(i)
     reads = [_reads(node) for node in graph.node]
@@ -124,7 +137,7 @@ def load_ep_context_partitions(model: onnx.ModelProto, base_dir: str | os.PathLi
         outputs = [o for o in produced if o in later or o in graph_outputs]
         used_initializers = [initializers[n] for i in run for n in dict.fromkeys(reads[i]) if n in initializers]
         nodes = [graph.node[i] for i in run]
-        kind = RTXRT if _is_context(nodes[0]) else ONNXRUNTIME
+        kind = RTXRT if is_context(nodes[0]) else ONNXRUNTIME
         if kind == RTXRT:
             nodes = [_embedded(nodes[0], names[run[0]], base_dir)]
             used_initializers = []
@@ -153,7 +166,7 @@ def rtxrt_source(part: Partition) -> bytes:
     """What rtxrt.Session loads for an rtxrt partition: the .rtxir of an EPContext partition
     (no AOT), else the partition's ONNX model (compiled on the fly)."""
     nodes = part.model.graph.node
-    if len(nodes) == 1 and _is_context(nodes[0]):
+    if len(nodes) == 1 and is_context(nodes[0]):
         return next(a.s for a in nodes[0].attribute if a.name == "ep_cache_context")
     return part.model.SerializeToString()
 
@@ -170,8 +183,15 @@ def _refuse_external_data(model: onnx.ModelProto) -> None:
                          f"pass the model's path, or load it with onnx.load(path) (which reads that data)")
 
 
-def _is_context(node: onnx.NodeProto) -> bool:
+def is_context(node: onnx.NodeProto) -> bool:
     return node.op_type == OP_TYPE and node.domain == DOMAIN
+
+
+def checked_context(node: onnx.NodeProto, name: str, base_dir: str | os.PathLike | None) -> bytes:
+    """The .rtxir of EPContext node ``node`` (named ``name`` in errors), read from its sidecar
+    where embed_mode is 0 and checked; rtxrt.ModelError or rtxrt.FormatError as
+    load_ep_context_partitions raises them."""
+    return next(a.s for a in _embedded(node, name, base_dir).attribute if a.name == "ep_cache_context")
 
 
 def _sdk_version() -> str:

@@ -13,6 +13,12 @@ def make_model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSETS, ir_version=10)  # onnxruntime 1.31 reads IR <= 13
 
 
+def saved(model: onnx.ModelProto, tmp_path) -> str:
+    path = str(tmp_path / "model.onnx")
+    onnx.save(model, path)
+    return path
+
+
 def tensor(name, shape, elem=TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem, shape)
 

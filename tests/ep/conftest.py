@@ -25,3 +25,36 @@ def partitions_on_gpu(monkeypatch) -> list[bool]:
 
     monkeypatch.setattr(rtxrt.Session, "run", recording_run)
     return on_gpu
+
+
+@pytest.fixture
+def plugin_library():
+    """rtxrt's plugin provider library registered with onnxruntime for one test (test modules
+    that use it skip where ``rtxrt_ep.registration.plugin_problem()`` says it cannot be used)."""
+    import warnings
+
+    import rtxrt_ep
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rtxrt's "no GPU: CPU reference backend"
+        rtxrt_ep.register()
+        yield
+        rtxrt_ep.unregister()
+
+
+@pytest.fixture
+def forbid_aot(monkeypatch):
+    """Call it after compiling: from then on any AOT compile fails, which proves a session
+    read its .rtxir instead."""
+    import rtxrt.aot
+    import rtxrt.aot.compile
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("AOT ran while loading an EP-context model")
+
+    def forbid() -> None:
+        for module in (rtxrt.aot, rtxrt.aot.compile):
+            monkeypatch.setattr(module, "compile_onnx", refuse)
+            monkeypatch.setattr(module, "aot_compile", refuse)
+
+    return forbid

@@ -19,8 +19,7 @@ from rtxrt_ep.ep_context import (
 from rtxrt_ep.partition import partition
 from rtxrt_ep.session import InferenceSession
 
-import rtxrt.aot
-import rtxrt.aot.compile
+import rtxrt
 from rtxrt.errors import FormatError, ModelError
 from rtxrt.format.layout import MAGIC
 
@@ -75,21 +74,6 @@ def context_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 def attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-@pytest.fixture
-def forbid_aot(monkeypatch):
-    """Call it after compiling: from then on any AOT compile fails, which proves a session
-    read its .rtxir instead."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("AOT ran while loading an EP-context model")
-
-    def forbid() -> None:
-        for module in (rtxrt.aot, rtxrt.aot.compile):
-            monkeypatch.setattr(module, "compile_onnx", refuse)
-            monkeypatch.setattr(module, "aot_compile", refuse)
-
-    return forbid
 
 
 def test_each_rtxrt_partition_becomes_one_epcontext_node_and_the_rest_stays(tmp_path):

@@ -3,41 +3,27 @@ application gets onnxruntime's own sessions, with rtxrt running the nodes it cla
 its CPU reference backend: $RTXRT_EP_CPU_DEVICE=1, see conftest.py)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-import warnings
+from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
 import rtxrt_ep
 from onnxruntime.capi import onnxruntime_inference_collection as collection
 from rtxrt_ep.registration import plugin_problem
 
-from . import all_supported, cut_chain
+from . import all_supported, cut_chain, saved
 
 PROBLEM = plugin_problem()
-pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"no plugin provider here: {PROBLEM}")
+pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=f"no plugin provider here: {PROBLEM}"),
+              pytest.mark.usefixtures("plugin_library")]
 
 PROVIDER = "RtxrtExecutionProvider"
 CPU = "CPUExecutionProvider"
 ORT_SESSION = collection.InferenceSession  # onnxruntime's own class
-
-
-@pytest.fixture(autouse=True)
-def registered():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rtxrt's "no GPU: CPU reference backend"
-        rtxrt_ep.register()
-        yield
-        rtxrt_ep.unregister()
-
-
-def saved(model: onnx.ModelProto, tmp_path) -> str:
-    path = str(tmp_path / "model.onnx")
-    onnx.save(model, path)
-    return path
 
 
 def feeds(rows: int = 3, cols: int = 8) -> dict[str, np.ndarray]:
@@ -88,6 +74,19 @@ def test_run_with_ort_values_and_model_metadata(tmp_path, partitions_on_gpu):
     assert session.get_modelmeta().producer_name == "rtxrt-test"
     assert session.get_modelmeta().description == "a tiny classifier"
     assert partitions_on_gpu == [False]
+
+
+def test_profiling_writes_a_file_that_shows_rtxrts_fused_nodes(tmp_path, partitions_on_gpu):
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    session = onnxruntime.InferenceSession(saved(cut_chain(), tmp_path), options, providers=[PROVIDER, CPU])
+    session.run(None, feeds())
+    path = Path(session.end_profiling())
+    assert path.is_file() and path.parent == tmp_path
+    nodes = [e["args"] for e in json.loads(path.read_text()) if e.get("cat") == "Node"]
+    assert {n["provider"] for n in nodes} == {PROVIDER, CPU}  # rtxrt's two fused nodes, onnxruntime's Gelu
+    assert len({n["op_name"] for n in nodes if n["provider"] == PROVIDER}) == len(partitions_on_gpu) == 2
 
 
 def test_device_selection_by_ep_device(tmp_path, partitions_on_gpu):

@@ -1,5 +1,5 @@
 """Where the plugin library comes from: built by ``pip install`` (setuptools compiles
-``trampoline.c`` as the extension ``rtxrt_ep.plugin._trampoline``), or, in a source checkout or
+``trampoline.c`` and ``tensors.c`` as the extension ``rtxrt_ep.plugin._trampoline``), or, in a source checkout or
 an editable install, compiled at first use with the platform's C compiler ($CC, else ``cc``)
 into rtxrt's user cache directory. Either way it is a build output, never a file in git."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("trampoline.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("trampoline.c", "tensors.c")]  # as pyproject.toml lists them
 
 
 class BuildError(RuntimeError):
@@ -24,7 +24,7 @@ def library_path() -> Path:
     """The plugin library: the installed one, else one compiled into the cache (BuildError
     when there is no C compiler)."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        installed = SOURCE.with_name(f"_trampoline{suffix}")
+        installed = SOURCES[0].with_name(f"_trampoline{suffix}")
         if installed.is_file():
             return installed
     return _cached_build()
@@ -36,10 +36,10 @@ def _cached_build() -> Path:
 
     if sys.platform == "win32":
         raise BuildError("the rtxrt plugin library is built by 'pip install' on Windows; no library is installed")
-    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES)).hexdigest()
     folder = Path(platformdirs.user_cache_dir("rtxrt")) / "ep"
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
-    target = folder / f"librtxrt_ep-{hashlib.sha256(source).hexdigest()[:16]}{suffix}"
+    target = folder / f"librtxrt_ep-{digest[:16]}{suffix}"
     if target.is_file():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
@@ -51,7 +51,7 @@ def _cached_build() -> Path:
             return target
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             built = Path(scratch) / target.name
-            result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), str(SOURCE)],
+            result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), *map(str, SOURCES)],
                                     capture_output=True, text=True)
             if result.returncode:
                 raise BuildError(f"{compiler} could not build the rtxrt plugin library:\n{result.stderr.strip()}")

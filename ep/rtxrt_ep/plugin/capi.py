@@ -6,13 +6,15 @@ lists ``OrtApi``'s functions in slot order, one string per version as
 ``onnxruntime/core/session/onnxruntime_c_api.cc`` lays them out, and ``_check`` holds it to
 the slot numbers onnxruntime itself asserts there (the last function of each version).
 Functions are bound with the signatures of ``onnxruntime_c_api.h`` / ``onnxruntime_ep_c_api.h``.
-``Api.load`` asks onnxruntime for API version ``API_VERSION`` and refuses an older runtime."""
+``Api.load`` asks onnxruntime for API version ``API_VERSION`` and refuses an older runtime; the
+structs the provider fills say ``STRUCT_VERSION``, the version whose members they hold."""
 from __future__ import annotations
 
 import ctypes as C
 from typing import Any
 
-API_VERSION = 23  # onnxruntime 1.23: the graph (Graph_*/Node_*/ValueInfo_*) and compile-EP APIs
+API_VERSION = 24  # onnxruntime 1.24: TensorTypeAndShape_HasShape tells an unknown shape from a scalar's
+STRUCT_VERSION = 23  # onnxruntime 1.23: the graph (Graph_*/Node_*/ValueInfo_*) and compile-EP APIs
 
 _ORT_API = {
     1: """CreateStatus GetErrorCode GetErrorMessage CreateEnv CreateEnvWithCustomLogger EnableTelemetryEvents
@@ -116,12 +118,17 @@ _ORT_API = {
        GetSessionOptionsConfigEntries SessionGetMemoryInfoForInputs SessionGetMemoryInfoForOutputs
        SessionGetEpDeviceForInputs CreateSyncStreamForEpDevice SyncStream_GetHandle ReleaseSyncStream CopyTensors
        Graph_GetModelMetadata GetModelCompatibilityForEpDevices CreateExternalInitializerInfo""",
+    24: "TensorTypeAndShape_HasShape",  # version 24's first function; the rest are not used
 }
-# The slot onnxruntime asserts for each version's last function (onnxruntime_c_api.cc).
+# The slot onnxruntime asserts for each version's last function (onnxruntime_c_api.cc); for
+# version 24, the slot of the one function listed (offset 3120 in the 1.24 header's OrtApi).
 _LAST_SLOT = {1: 101, 2: 118, 3: 124, 4: 126, 5: 149, 6: 157, 7: 161, 8: 169, 9: 191, 10: 203, 11: 209, 12: 218,
-              13: 224, 14: 238, 15: 254, 16: 265, 17: 275, 18: 279, 20: 284, 22: 317, 23: 389}
+              13: 224, 14: 238, 15: 254, 16: 265, 17: 275, 18: 279, 20: 284, 22: 317, 23: 389, 24: 390}
 # OrtEpApi slots (onnxruntime/core/session/plugin_ep/ep_api.cc): version 22 then 23.
 _EP_API = "CreateEpDevice ReleaseEpDevice EpGraphSupportInfo_AddNodesToFuse EpGraphSupportInfo_AddSingleNode"
+# OrtModelEditorApi's first slots (struct OrtModelEditorApi in onnxruntime_c_api.h, version 22).
+_MODEL_EDITOR_API = """CreateTensorTypeInfo CreateSparseTensorTypeInfo CreateMapTypeInfo CreateSequenceTypeInfo
+                       CreateOptionalTypeInfo CreateValueInfo CreateNode"""
 
 
 def _slots() -> dict[str, int]:
@@ -140,6 +147,7 @@ def _slots() -> dict[str, int]:
 
 SLOTS = _slots()
 EP_SLOTS = {name: i for i, name in enumerate(_EP_API.split())}
+MODEL_EDITOR_SLOTS = {name: i for i, name in enumerate(_MODEL_EDITOR_API.split())}
 
 P, SIZE, I64 = C.c_void_p, C.c_size_t, C.c_int64
 PP, PSIZE, PI64, PSTR = C.POINTER(C.c_void_p), C.POINTER(C.c_size_t), C.POINTER(C.c_int64), C.POINTER(C.c_char_p)
@@ -154,6 +162,7 @@ _SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "GetTensorTypeAndShape": (STATUS, (P, PP)),
     "GetTensorElementType": (STATUS, (P, C.POINTER(C.c_int))),
     "GetDimensionsCount": (STATUS, (P, PSIZE)),
+    "TensorTypeAndShape_HasShape": (C.c_bool, (P,)),
     "GetDimensions": (STATUS, (P, PI64, SIZE)),
     "GetSymbolicDimensions": (STATUS, (P, PSTR, SIZE)),
     "ReleaseTensorTypeAndShapeInfo": (None, (P,)),
@@ -206,10 +215,17 @@ _SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "Node_GetNumSubgraphs": (STATUS, (P, PSIZE)),
     "GetTensorData": (STATUS, (P, PP)),
     "GetSessionOptionsConfigEntries": (STATUS, (P, PP)),
+    "CreateOpAttr": (STATUS, (C.c_char_p, P, C.c_int, C.c_int, PP)),
+    "ReleaseOpAttr": (None, (P,)),
+    "GetModelEditorApi": (P, ()),
+    "Graph_GetModelPath": (STATUS, (P, PSTR)),  # ORTCHAR_T is char except on Windows
 }
 _EP_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "CreateEpDevice": (STATUS, (P, P, P, P, PP)),
     "EpGraphSupportInfo_AddNodesToFuse": (STATUS, (P, PP, SIZE, P)),
+}
+_MODEL_EDITOR_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "CreateNode": (STATUS, (C.c_char_p, C.c_char_p, C.c_char_p, PSTR, SIZE, PSTR, SIZE, PP, SIZE, PP)),
 }
 
 ORT_FAIL = 1
@@ -225,15 +241,21 @@ class OrtError(RuntimeError):
 
 
 class Api:
-    """onnxruntime's OrtApi and OrtEpApi, bound by name: ``api.Graph_GetName(graph, byref(name))``
-    returns what C returns; ``api.check(status)`` raises OrtError for a failed status."""
+    """onnxruntime's OrtApi, OrtEpApi and OrtModelEditorApi, bound by name:
+    ``api.Graph_GetName(graph, byref(name))`` returns what C returns; ``api.check(status)``
+    raises OrtError for a failed status."""
 
     def __init__(self, ort_api: int, ep_api: int):
+        self.ort_api = ort_api
         self._functions: dict[str, Any] = {}
-        for table, slots, signatures in ((ort_api, SLOTS, _SIGNATURES), (ep_api, EP_SLOTS, _EP_SIGNATURES)):
-            pointers = C.cast(table, C.POINTER(C.c_void_p))
-            for name, (restype, argtypes) in signatures.items():
-                self._functions[name] = C.CFUNCTYPE(restype, *argtypes)(pointers[slots[name]])
+        self._bind(ort_api, SLOTS, _SIGNATURES)
+        self._bind(ep_api, EP_SLOTS, _EP_SIGNATURES)
+        self._bind(self.GetModelEditorApi(), MODEL_EDITOR_SLOTS, _MODEL_EDITOR_SIGNATURES)
+
+    def _bind(self, table: int, slots: dict[str, int], signatures: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
+        pointers = C.cast(table, C.POINTER(C.c_void_p))
+        for name, (restype, argtypes) in signatures.items():
+            self._functions[name] = C.CFUNCTYPE(restype, *argtypes)(pointers[slots[name]])
 
     @classmethod
     def load(cls, api_base: int) -> Api:
@@ -247,6 +269,10 @@ class Api:
             raise OrtError(f"RtxrtExecutionProvider needs onnxruntime >= 1.{API_VERSION}; this is {version}")
         ep_api = C.CFUNCTYPE(C.c_void_p)(C.cast(ort_api, C.POINTER(C.c_void_p))[SLOTS["GetEpApi"]])()
         return cls(ort_api, ep_api)
+
+    def addresses(self, names: list[str]) -> list[int]:
+        """The OrtApi entries ``names`` as raw function addresses (for the C side)."""
+        return [C.cast(self.ort_api, C.POINTER(C.c_void_p))[SLOTS[name]] for name in names]
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -305,7 +331,7 @@ class Api:
 
 # --- the structs the provider implements (onnxruntime_ep_c_api.h) --------------------------------------
 # Each begins with uint32_t ort_version_supported; the function pointers follow, 8-byte aligned.
-# Slots after a struct's API_VERSION members are left out: onnxruntime reads only the members
+# Slots after a struct's STRUCT_VERSION members are left out: onnxruntime reads only the members
 # of the version a struct says it supports.
 
 FACTORY_FIELDS = ("GetName", "GetVendor", "GetSupportedDevices", "CreateEp", "ReleaseEp", "GetVendorId", "GetVersion",

@@ -16,13 +16,14 @@ from rtxrt.version import __version__
 
 from ..options import PROVIDER, parse_provider_options
 from . import callbacks, provider
-from .capi import API_VERSION, HARDWARE_CPU, HARDWARE_GPU, NVIDIA_VENDOR_ID, Api, OrtEpFactory
+from .compute import bind_tensors
+from .context import ContextOutput
+from .capi import HARDWARE_CPU, HARDWARE_GPU, NVIDIA_VENDOR_ID, STRUCT_VERSION, Api, OrtEpFactory
 
 P, SIZE = C.c_void_p, C.c_size_t
 CPU_DEVICE_ENV = "RTXRT_EP_CPU_DEVICE"
 VENDOR = C.create_string_buffer(b"rtxrt")
 EP_OPTION_PREFIX = f"ep.{PROVIDER.lower()}."  # how onnxruntime files provider options in session config
-CONTEXT_ENABLE = "ep.context_enable"
 
 _state: dict[str, Any] = {}  # "api": the Api of the onnxruntime that loaded the library, "library"
 
@@ -37,7 +38,7 @@ class Factory:
         self.library = library
         self.version = C.create_string_buffer(__version__.encode())
         self.struct = OrtEpFactory(
-            ort_version_supported=API_VERSION, GetName=_GET_NAME, GetVendor=_GET_VENDOR,
+            ort_version_supported=STRUCT_VERSION, GetName=_GET_NAME, GetVendor=_GET_VENDOR,
             GetSupportedDevices=_GET_SUPPORTED_DEVICES, CreateEp=_CREATE_EP,
             ReleaseEp=C.cast(library.rtxrt_ep_release_ep, P).value, GetVendorId=_GET_VENDOR_ID,
             GetVersion=_GET_VERSION, ValidateCompiledModelCompatibilityInfo=_VALIDATE_COMPATIBILITY,
@@ -68,12 +69,10 @@ class Factory:
 
     def create_ep(self, devices: Any, metadata: Any, count: int, session_options: int, logger: int, out: Any) -> None:
         entries = self.api.config_entries(session_options)
-        if entries.get(CONTEXT_ENABLE) == "1":
-            raise NotImplementedError("EPContext models are not made through the plugin yet: use "
-                                      "rtxrt_ep.compile_ep_context")
         options = {k[len(EP_OPTION_PREFIX):]: v for k, v in entries.items() if k.lower().startswith(EP_OPTION_PREFIX)}
         instance = provider.Provider(self.api, parse_provider_options(options),
-                                     os.environ.get(CPU_DEVICE_ENV) == "1", self.library)
+                                     os.environ.get(CPU_DEVICE_ENV) == "1", self.library,
+                                     ContextOutput.from_config(entries))
         out[0] = instance.address
 
 
@@ -96,6 +95,7 @@ def create_factories(name: bytes, api_base: int, logger: int, factories: Any, ca
     count[0] = 0
     try:
         api = _state["api"] = Api.load(api_base)
+        bind_tensors(_state["library"], api)
         factory = _state.setdefault("factory", Factory(api, _state["library"]))
         factories[0] = factory.address
         count[0] = 1

@@ -111,9 +111,12 @@ class Reader:
         return info
 
     def tensor_type(self, tensor_info: int) -> tuple[int, list[int | str] | None]:
+        """Element type and shape (None where onnxruntime knows no shape: not a scalar's [])."""
         api = self.api
         elem, rank = C.c_int(), C.c_size_t()
         api.check(api.GetTensorElementType(tensor_info, C.byref(elem)))
+        if not api.TensorTypeAndShape_HasShape(tensor_info):
+            return elem.value, None
         api.check(api.GetDimensionsCount(tensor_info, C.byref(rank)))
         dims = (C.c_int64 * rank.value)()
         symbols = (C.c_char_p * rank.value)()
@@ -144,7 +147,7 @@ class Reader:
             ATTR_INTS: lambda: [int(v) for v in np.frombuffer(raw, np.int64)],
             ATTR_FLOAT: lambda: float(np.frombuffer(raw, np.float32)[0]),
             ATTR_FLOATS: lambda: [float(v) for v in np.frombuffer(raw, np.float32)],
-            ATTR_STRING: lambda: raw.rstrip(b"\0"),
+            ATTR_STRING: lambda: raw,  # the size is the string's own: binary (an embedded .rtxir) stays whole
             ATTR_STRINGS: lambda: raw.split(b"\0")[:-1],
         }
         if kind not in values:
