@@ -124,6 +124,8 @@ def _refine(ours: TensorType | None, hint: TensorType | None) -> TensorType | No
 def merge_types(old: TensorType | None, new: TensorType | None, what: str) -> TensorType | None:
     if old is None or new is None:
         return old or new
+    if old == new:  # (inferring again, most types are as they were)
+        return old
     if old.dtype != new.dtype:
         raise GraphError(f"{what}: declared as {old} but computes {new}")
     if old.shape is None or new.shape is None:

@@ -30,6 +30,24 @@ INT_MAX = 2**31 - 1
 DIM_NAME = re.compile(r"\brtxd_[io]\d+_\d+\b")
 
 _bindings: ContextVar[Mapping[str, int] | None] = ContextVar("rtxrt_dim_bindings", default=None)
+_memos: list[Any] = []
+
+
+def plan_memo(maxsize: int) -> Any:
+    """``lru_cache`` for a pure function that planning a generic engine's new shape calls
+    again with the same arguments; ``clear_plan_memos`` empties every one of them (a test
+    compares plans made with them warm to plans made cold)."""
+    def wrap(function: Any) -> Any:
+        cached = lru_cache(maxsize=maxsize)(function)
+        _memos.append(cached)
+        return cached
+
+    return wrap
+
+
+def clear_plan_memos() -> None:
+    for memo in _memos:
+        memo.cache_clear()
 
 
 class DimInt(int):
@@ -40,8 +58,8 @@ class DimInt(int):
     hi: int
     negated: DimInt | None  # this is -negated (so that ceil division -(-a // b) stays exact)
 
-    def __new__(cls, value: int, expr: str | None, lo: int, hi: int, negated: DimInt | None = None) -> DimInt:
-        self = super().__new__(cls, value)
+    def __new__(cls, value: int, expr: str | _Parts | None, lo: int, hi: int, negated: DimInt | None = None) -> DimInt:
+        self = int.__new__(cls, value)
         self._expr, self.lo, self.hi, self.negated = expr, lo, hi, negated
         return self
 
@@ -49,6 +67,8 @@ class DimInt(int):
     def expr(self) -> str:
         if self._expr is None:  # C's division truncates where Python's floors
             raise ValueError(f"{int(self)}: a dim expression dividing a value that may be negative has no C form")
+        if type(self._expr) is tuple:
+            _write(self)
         return self._expr
 
     def __format__(self, spec: str) -> str:
@@ -63,13 +83,39 @@ class DimInt(int):
     def __neg__(self) -> Any:
         if self.negated is not None:
             return self.negated
-        return DimInt(-int(self), f"(0-{self._expr})" if self._expr is not None else None, -self.hi, -self.lo, self)
+        return DimInt(-int(self), (0, "-", self, False) if self._expr is not None else None, -self.hi, -self.lo, self)
 
     def __pos__(self) -> DimInt:
         return self
 
     def __reduce__(self) -> Any:  # pickles (and deep-copies) as its value
         return int, (int(self),)
+
+
+# Most DimInts a lowering computes (grids, sizes, bounds checks) are never formatted: a result
+# of arithmetic keeps its operands, (left, op, right, whether left is cast to 64 bits), and
+# writes its C text when first asked.
+_Parts = tuple[int, str, int, bool]
+
+
+def _write(root: DimInt) -> None:
+    """Writes the C text of ``root`` and of every unwritten expression under it (without
+    recursion: a long sum nests deeply)."""
+    stack = [root]
+    while stack:
+        value = stack[-1]
+        if type(value._expr) is not tuple:  # written already (an operand met twice: d * d)
+            stack.pop()
+            continue
+        left, op, right, wide = value._expr
+        pending = [d for d in (left, right) if type(d) is DimInt and type(d._expr) is tuple]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        left = left._expr if type(left) is DimInt else str(left)
+        right = right._expr if type(right) is DimInt else str(right)
+        value._expr = f"({'(long long)' if wide else ''}{left}{op}{right})"
 
 
 def _operator(op: str, reflected: bool) -> Any:
@@ -111,7 +157,9 @@ def c_int(value: int, suffix: str = "", static_suffix: str | None = None) -> str
 def dim_key(value: int) -> int | tuple[int, str | None, int, int]:
     """A hashable identity of a dim: a plain int, or a DimInt's value with its expression and
     range (a DimInt equals any int of its value, so it cannot stand for itself in a key)."""
-    return (int(value), value._expr, value.lo, value.hi) if isinstance(value, DimInt) else int(value)
+    if not isinstance(value, DimInt):
+        return int(value)
+    return int(value), None if value._expr is None else value.expr, value.lo, value.hi
 
 
 def dim(value: int, name: str, lo: int, hi: int) -> int:
@@ -148,13 +196,13 @@ def _evaluate(value: int, env: dict[str, int]) -> int | None:
     return _evaluate_text(code, tuple(sorted(env.items())))
 
 
-@lru_cache(maxsize=8192)
+@plan_memo(maxsize=8192)
 def _evaluate_text(code: str, env: tuple[tuple[str, int], ...]) -> int:
     code = code.replace("(long long)", "").replace("/", "//")
     return eval(code, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own arithmetic on names
 
 
-@lru_cache(maxsize=1024)
+@plan_memo(maxsize=1024)
 def _sample(names: tuple[str, ...], k: int) -> dict[str, int]:
     """Fixed, unrelated test values for the dim arguments ``names`` (the k-th assignment)."""
     return {n: 1000 + int(hashlib.sha256(f"{n}:{k}".encode()).hexdigest()[:8], 16) % 100003 for n in names}
@@ -205,7 +253,7 @@ def dim_bindings(values: Mapping[str, int]) -> Iterator[None]:
         _bindings.reset(token)
 
 
-@lru_cache(maxsize=8192)
+@plan_memo(maxsize=8192)
 def dim_names(text: str) -> tuple[str, ...]:
     """The dim arguments ``text`` names, sorted (memoized: a generic plan's sources and
     expressions are the same text at every shape, and planning a new shape asks again)."""
@@ -228,40 +276,38 @@ _INT_OPS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__flo
 
 
 def _combine(a: Any, b: Any, op: str) -> Any:
-    if not isinstance(a, int) or not isinstance(b, int) or isinstance(a, bool) or isinstance(b, bool):
+    # (planning a new shape does this thousands of times: each operand's kind is found once)
+    a_dim, b_dim = type(a) is DimInt, type(b) is DimInt
+    if not (a_dim or isinstance(a, int)) or not (b_dim or isinstance(b, int)) or a is True or a is False \
+            or b is True or b is False:
         return NotImplemented
-    value = _INT_OPS[op](int(a), int(b))
-    if not isinstance(a, DimInt) and not isinstance(b, DimInt):
+    value = _INT_OPS[op](a, b)
+    if not a_dim and not b_dim:
         return value
-    if op == "*" and (_is(a, 1) or _is(b, 1)):
-        return b if _is(a, 1) else a
-    if op in "+-" and _is(b, 0):
-        return a
-    if op == "/" and _is(b, 1):
-        return a
-    lo, hi = _bounds(a, b, op)
-    if op in "/%" and lower(a) < 0:  # C truncates where Python floors
-        if op == "/" and isinstance(a, DimInt) and a.negated is not None and lower(b) > 0:
+    if not a_dim:
+        a = a_lo = a_hi = int(a)
+        if op == "*" and a == 1:
+            return b
+    else:
+        a_lo, a_hi = a.lo, a.hi
+    if not b_dim:
+        b = b_lo = b_hi = int(b)
+        if (op == "*" or op == "/") and b == 1 or (op == "+" or op == "-") and b == 0:
+            return a
+    else:
+        b_lo, b_hi = b.lo, b.hi
+    lo, hi = _bounds(a_lo, a_hi, b_lo, b_hi, b, op)
+    if (op == "/" or op == "%") and a_lo < 0:  # C truncates where Python floors
+        if op == "/" and a_dim and a.negated is not None and b_lo > 0:
             return -_combine(_combine(a.negated, b, "+") - 1, b, "/")  # -(-x // b) is ceil(x / b)
         return DimInt(value, None, lo, hi)
-    if (isinstance(a, DimInt) and a._expr is None) or (isinstance(b, DimInt) and b._expr is None):
+    if (a_dim and a._expr is None) or (b_dim and b._expr is None):
         return DimInt(value, None, lo, hi)
-    left, right = _operand(a), _operand(b)
-    if max(abs(lo), abs(hi), abs(lower(a)), abs(upper(a)), abs(lower(b)), abs(upper(b))) > INT_MAX:
-        left = f"(long long){left}"
-    return DimInt(value, f"({left}{op}{right})", lo, hi)
+    wide = max(lo, hi, a_lo, a_hi, b_lo, b_hi) > INT_MAX or min(lo, hi, a_lo, a_hi, b_lo, b_hi) < -INT_MAX
+    return DimInt(value, (a, op, b, wide), lo, hi)
 
 
-def _is(value: int, literal: int) -> bool:
-    return not isinstance(value, DimInt) and int(value) == literal
-
-
-def _operand(value: int) -> str:
-    return value.expr if isinstance(value, DimInt) else str(int(value))
-
-
-def _bounds(a: int, b: int, op: str) -> tuple[int, int]:
-    a_lo, a_hi, b_lo, b_hi = lower(a), upper(a), lower(b), upper(b)
+def _bounds(a_lo: int, a_hi: int, b_lo: int, b_hi: int, b: int, op: str) -> tuple[int, int]:
     if op == "+":
         return a_lo + b_lo, a_hi + b_hi
     if op == "-":

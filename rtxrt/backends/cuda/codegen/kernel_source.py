@@ -6,14 +6,13 @@ This module imports nothing from the generators, so each of them can import it.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ....ir.dtypes import DType
 from ..plan.program import BufferRole, Ref
-from .dynamic import c_int, dim_arguments, upper
+from .dynamic import c_int, dim_arguments, plan_memo, upper
 
 BLOCK = 256
 MAX_GRID = 2**31 - 1
@@ -102,7 +101,7 @@ class KernelSource:
 KERNEL_NAME = "__RTX_KERNEL__"  # stands for the kernel's name until the source is hashed
 
 
-@lru_cache(maxsize=1024)
+@plan_memo(maxsize=1024)
 def _finished(prefix: str, source: str, names: tuple[str, ...]) -> tuple[str, str]:
     """The kernel's name and its final source, ``int`` parameters for the dim arguments
     ``names`` added (memoized: a generic plan makes the same sources at every new shape)."""

@@ -14,6 +14,7 @@ import numbers
 import re
 
 from . import CodegenError
+from .dynamic import plan_memo
 
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _STRAY = re.compile(r"\$(?!\{\w+\})")  # a $ that does not open a placeholder
@@ -29,17 +30,28 @@ def render(template: str, **values: str | int) -> str:
     in a generator, named in the message) if a placeholder has no value, a value has no
     placeholder, the template holds a ``$`` that opens no placeholder, or a value is neither
     text nor an integer, or is text holding a ``$`` (a template passed on unrendered)."""
-    stray = _STRAY.search(template)
-    if stray:
-        raise CodegenError(f"template: a '$' that opens no placeholder at {template[stray.start():][:40]!r}")
-    wanted = placeholders(template)
+    literals, names, wanted = _parts(template)
     missing, unknown = wanted - values.keys(), values.keys() - wanted
     if missing or unknown:
         raise CodegenError(f"template: placeholders without values {sorted(missing)}, "
                            f"values without placeholders {sorted(unknown)}")
     for name, value in values.items():
         _check_value(name, value)
-    return PLACEHOLDER.sub(lambda m: str(values[m[1]]), template)
+    text = [literals[0]]
+    for name, literal in zip(names, literals[1:]):
+        text += (str(values[name]), literal)
+    return "".join(text)
+
+
+@plan_memo(maxsize=512)
+def _parts(template: str) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]:
+    """``template`` split at its placeholders: the text around them, their names in order and
+    the set of names (generators render the same templates at every shape)."""
+    stray = _STRAY.search(template)
+    if stray:
+        raise CodegenError(f"template: a '$' that opens no placeholder at {template[stray.start():][:40]!r}")
+    pieces = PLACEHOLDER.split(template)
+    return tuple(pieces[0::2]), tuple(pieces[1::2]), frozenset(pieces[1::2])
 
 
 def _check_value(name: str, value: object) -> None:

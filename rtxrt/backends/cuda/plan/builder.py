@@ -227,7 +227,7 @@ class _Builder:
                     programs = self._programs(ctx)
             except WrongForm as exc:  # lowered again below, with those inputs converted
                 problems.append(str(exc))
-                wanted_inputs = [replace(exc.wanted[i], shape=tuple(int(d) for d in exc.wanted[i].shape))
+                wanted_inputs = [exc.wanted[i].with_shape(tuple(int(d) for d in exc.wanted[i].shape))
                                  if i in exc.wanted and f is not None else f for i, f in enumerate(inputs)]
                 if (wanted_inputs, outputs) not in seen:
                     attempts.append((wanted_inputs, outputs))
@@ -378,16 +378,17 @@ class _Builder:
             if name is None or form is None:
                 out.append(form)
                 continue
-            shape = []
-            for axis, size in enumerate(form.shape):
-                span = self.dims.varying(name, axis)
-                if span is None:
-                    shape.append(size)
-                    continue
-                label = f"rtxd_{side}{k}_{axis}"
-                bindings[label] = int(size)
-                shape.append(dim(int(size), label, *span))
-            out.append(replace(form, shape=tuple(shape)))
+            spans = self.dims.sizes.get(name, ())  # per axis: its size, or the range it varies over
+            if all(isinstance(span, int) for span in spans[:len(form.shape)]):
+                out.append(form)
+                continue
+            shape = list(form.shape)
+            for axis, span in enumerate(spans[:len(shape)]):
+                if not isinstance(span, int):
+                    label = f"rtxd_{side}{k}_{axis}"
+                    bindings[label] = int(shape[axis])
+                    shape[axis] = dim(int(shape[axis]), label, *span)
+            out.append(form.with_shape(tuple(shape)))
         return out
 
     # --- finalize ----------------------------------------------------------------------------
@@ -478,7 +479,7 @@ def _concrete(program: NodeProgram) -> NodeProgram:
             return replace(step, nbytes=int(step.nbytes))
         return step
 
-    outputs = [f and replace(f, shape=tuple(int(d) for d in f.shape)) for f in program.outputs]
+    outputs = [f and f.with_shape(tuple(int(d) for d in f.shape)) for f in program.outputs]
     return replace(program, steps=[ints(s) for s in program.steps], outputs=outputs,
                    scratch={k: int(v) for k, v in program.scratch.items()})
 

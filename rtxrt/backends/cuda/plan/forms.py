@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
@@ -37,10 +37,13 @@ class TensorForm:
 
     @property
     def logical(self) -> TensorForm:
-        return replace(self, layout="")
+        return TensorForm(self.dtype, self.shape)  # (not dataclasses.replace: planning calls these often)
 
     def with_dtype(self, dtype: DType) -> TensorForm:
-        return replace(self, dtype=dtype)
+        return TensorForm(dtype, self.shape, self.layout)
+
+    def with_shape(self, shape: tuple[int, ...]) -> TensorForm:
+        return TensorForm(self.dtype, shape, self.layout)
 
     @property
     def type(self) -> TensorType:

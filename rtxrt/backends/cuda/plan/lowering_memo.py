@@ -10,7 +10,6 @@ a generic engine's new shape lowers every node again, and that is most of its fi
 """
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -60,10 +59,7 @@ def lowering_key(ctx: LowerContext) -> tuple | None:
 
 def form_key(form: TensorForm | None) -> tuple | None:
     """A form with each dim as ``dim_key`` has it (a DimInt equals its value as an int)."""
-    if form is None:
-        return None
-    return tuple(tuple(map(dim_key, form.shape)) if f.name == "shape" else getattr(form, f.name)
-                 for f in fields(form))
+    return None if form is None else (form.dtype, tuple(map(dim_key, form.shape)), form.layout)
 
 
 def read_values(ctx: LowerContext, reads: list) -> tuple:
