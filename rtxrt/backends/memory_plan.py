@@ -170,14 +170,17 @@ def _infer_with_shape_values(model: Model) -> None:
             del graph.initializers[name]
 
 
-def plan_time_values(model: Model) -> dict[str, np.ndarray]:
+def plan_time_values(model: Model, largest: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     """Every value of a specialized model that follows from its static shapes and
     initializers alone (shape arithmetic, position ranges, masks of shapes): a backend
-    computes these once when it plans, not on every run."""
+    computes these once when it plans, not on every run. ``largest``: a value's most elements
+    over a shape profile, where one is planned generically; a value is then computed at plan
+    time at every shape of the profile or at none (BERT's position embeddings grow past the
+    limit at long sequences: a node planned as a kernel only there would need a compile)."""
     graph = model.graph
     found: dict[str, np.ndarray] = {}
     try:
-        while new := _shape_values(model):
+        while new := _shape_values(model, largest or {}):
             graph.initializers.update(new)
             found.update(new)
     finally:
@@ -186,7 +189,7 @@ def plan_time_values(model: Model) -> dict[str, np.ndarray]:
     return found
 
 
-def _shape_values(model: Model) -> dict[str, np.ndarray]:
+def _shape_values(model: Model, largest: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     """Values (of any type, at most _MAX_PLAN_VALUE elements each) that follow from the static
     shapes and the initializers (lent ones included), not known yet: shape arithmetic, and
     what is built from it (position ids, masks, a detector's anchor grid from ``Range`` over
@@ -194,6 +197,11 @@ def _shape_values(model: Model) -> dict[str, np.ndarray]:
     graph = model.graph
     known: dict[str, np.ndarray] = dict(graph.initializers)
     new: dict[str, np.ndarray] = {}
+    largest = largest or {}
+
+    def too_big(name: str, size: int) -> bool:
+        return max(size, largest.get(name, 0)) > _MAX_PLAN_VALUE
+
     for node in graph.nodes:
         outs = [graph.types.get(o) for o in node.outputs if o]
         if not outs or any(o in known for o in node.outputs if o) or any(True for _ in node.subgraphs()):
@@ -203,13 +211,13 @@ def _shape_values(model: Model) -> dict[str, np.ndarray]:
         if node.op_type in ("Shape", "Size") and not node.domain:
             values = _of_shape(node, graph.types.get(node.inputs[0]))
         elif (node.op_type in NONDETERMINISTIC_OPS or any(n and n not in known for n in node.inputs)
-              or any(t.is_static and math.prod(t.shape) > _MAX_PLAN_VALUE for t in outs)):
+              or any(t.is_static and too_big(o, math.prod(t.shape)) for o, t in zip(node.outputs, outs))):
             values = None
         else:
             values = _evaluate(node, model.opset, [known[n] if n else None for n in node.inputs])
         for name, value, t in zip([o for o in node.outputs if o], values or (), outs):
             value = np.asarray(value, dtype=t.dtype.numpy)
-            if value.size <= _MAX_PLAN_VALUE:
+            if not too_big(name, value.size):
                 known[name] = new[name] = value
     return new
 

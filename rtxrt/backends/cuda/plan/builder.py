@@ -149,7 +149,7 @@ class _Builder:
         self.arch, self.sm_count, self.tune, self.prefer = arch, sm_count, tune, prefer
         self.dims, self.constants = dims, constants
         self.model_constants = set(self.graph.initializers)
-        self.known = dict(self.graph.initializers) | plan_time_values(model)
+        self.known = dict(self.graph.initializers) | plan_time_values(model, dims.largest if dims else None)
         for name, value in self.known.items():  # initializers need not be typed in the graph
             self.graph.types.setdefault(name, TensorType(DType.from_numpy(value.dtype), tuple(value.shape)))
         self.steps: list[Step] = []

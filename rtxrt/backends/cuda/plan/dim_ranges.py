@@ -9,6 +9,8 @@ compile at a shape where it differs, never a wrong kernel).
 """
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +26,11 @@ class DimRanges:
     """``sizes[value]``: per axis, the fixed size (int) or the (lo, hi) range it varies over."""
 
     sizes: Mapping[str, tuple[int | Range, ...]]
+
+    @functools.cached_property
+    def largest(self) -> dict[str, int]:
+        """Each value's most elements over the profile."""
+        return {name: math.prod(d if isinstance(d, int) else d[1] for d in dims) for name, dims in self.sizes.items()}
 
     def varying(self, name: str, axis: int) -> Range | None:
         dims = self.sizes.get(name)
