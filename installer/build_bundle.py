@@ -127,7 +127,9 @@ def _check_models(models: list[Path]) -> list[Path]:
 
 
 def _build_wheel(source: Path, wheelhouse: Path, what: str) -> Path:
-    """``pip wheel --no-deps`` from a clean copy, so stale build/ folders never leak into the wheel."""
+    """``pip wheel --no-deps`` from a clean copy, so stale build/ folders never leak into the
+    wheel. rtxrt's is pure Python (RTXRT_PURE_WHEEL, setup.py): this machine's compiled plugin
+    library would not load on another platform; rtxrt_ep compiles it at first use there."""
     with tempfile.TemporaryDirectory(prefix="rtxrt-bundle-") as tmp:
         copy = Path(tmp) / source.name
         shutil.copytree(source, copy, ignore=SOURCE_IGNORE)
@@ -149,7 +151,7 @@ _PIP_MISSING = re.compile(r"(?:No matching distribution found for|satisfies the 
 
 
 def _pip(args: list[str], doing: str) -> None:
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)}
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "RTXRT_PURE_WHEEL": "1"}
     done = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--no-input"],
                           check=False, capture_output=True, text=True, env=env)
     if done.returncode == 0:

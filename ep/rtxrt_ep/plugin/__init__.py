@@ -42,10 +42,10 @@ def register_library() -> None:
         if _registered:
             return
         path = get_library_path()
-        if "library" not in factory._state:
+        if "library" not in callbacks.loaded:
             library = C.CDLL(path)
             _attach(library)
-            factory._state["library"] = library
+            callbacks.loaded["library"] = library
             atexit.register(library.rtxrt_ep_detach)  # after this, the library never calls into Python
         onnxruntime.register_execution_provider_library(PROVIDER, path)
         _registered.append(path)
@@ -78,7 +78,7 @@ def _attach(library: C.CDLL) -> None:
         callbacks.value_callback(None, factory.release_ep, None, P, P),
         callbacks.value_callback(None, provider.RELEASE_COMPUTE_INFOS, None, P, C.POINTER(P), SIZE),
         callbacks.value_callback(None, provider.RELEASE_STATE, None, P, P),
-        callbacks.status_callback(factory.current_api, provider.COMPUTE, P, P, P, SIZE),
+        callbacks.status_callback(callbacks.current_api, provider.COMPUTE, P, P, P, SIZE),
     )
 
 

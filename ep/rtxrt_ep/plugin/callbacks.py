@@ -19,6 +19,12 @@ STATUS = C.c_void_p
 
 _objects: dict[int, Any] = {}
 _keep: list[Any] = []  # the CFUNCTYPE thunks: onnxruntime may call them until the process ends
+# "api": the Api of the onnxruntime that loaded the library; "library": the library; "factory"
+loaded: dict[str, Any] = {}
+
+
+def current_api() -> Api | None:
+    return loaded.get("api")
 
 
 def register(struct: C.Structure, owner: Any) -> int:

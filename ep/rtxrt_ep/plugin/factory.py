@@ -25,13 +25,6 @@ CPU_DEVICE_ENV = "RTXRT_EP_CPU_DEVICE"
 VENDOR = C.create_string_buffer(b"rtxrt")
 EP_OPTION_PREFIX = f"ep.{PROVIDER.lower()}."  # how onnxruntime files provider options in session config
 
-_state: dict[str, Any] = {}  # "api": the Api of the onnxruntime that loaded the library, "library"
-
-
-def current_api() -> Api | None:
-    return _state.get("api")
-
-
 class Factory:
     def __init__(self, api: Api, library: Any):
         self.api = api
@@ -94,9 +87,9 @@ def create_factories(name: bytes, api_base: int, logger: int, factories: Any, ca
     """CreateEpFactories, forwarded by the trampoline."""
     count[0] = 0
     try:
-        api = _state["api"] = Api.load(api_base)
-        bind_tensors(_state["library"], api)
-        factory = _state.setdefault("factory", Factory(api, _state["library"]))
+        api = callbacks.loaded["api"] = Api.load(api_base)
+        bind_tensors(callbacks.loaded["library"], api)
+        factory = callbacks.loaded.setdefault("factory", Factory(api, callbacks.loaded["library"]))
         factories[0] = factory.address
         count[0] = 1
         return None
@@ -130,10 +123,10 @@ _GET_VERSION = callbacks.value_callback(P, lambda this: C.addressof(_factory(thi
 _IS_STREAM_AWARE = callbacks.value_callback(C.c_bool, lambda this: False, False, P)
 _RELEASE_ALLOCATOR = callbacks.value_callback(None, lambda this, allocator: None, None, P, P)
 _GET_SUPPORTED_DEVICES = callbacks.status_callback(
-    current_api, lambda this, *args: _factory(this).supported_devices(*args),
+    callbacks.current_api, lambda this, *args: _factory(this).supported_devices(*args),
     P, C.POINTER(P), SIZE, C.POINTER(P), SIZE, C.POINTER(SIZE))
 _CREATE_EP = callbacks.status_callback(
-    current_api, lambda this, *args: _factory(this).create_ep(*args),
+    callbacks.current_api, lambda this, *args: _factory(this).create_ep(*args),
     P, C.POINTER(P), C.POINTER(P), SIZE, P, P, C.POINTER(P))
 
 
@@ -145,7 +138,7 @@ def _not_applicable(this: int, devices: Any, count: int, info: bytes, out: Any) 
     out[0] = 0  # OrtCompiledModelCompatibility_EP_NOT_APPLICABLE
 
 
-_CREATE_NOTHING_1 = callbacks.status_callback(current_api, _set_null, P, C.POINTER(P))
-_CREATE_NOTHING_3 = callbacks.status_callback(current_api, _set_null, P, P, P, C.POINTER(P))
-_VALIDATE_COMPATIBILITY = callbacks.status_callback(current_api, _not_applicable, P, C.POINTER(P), SIZE, C.c_char_p,
+_CREATE_NOTHING_1 = callbacks.status_callback(callbacks.current_api, _set_null, P, C.POINTER(P))
+_CREATE_NOTHING_3 = callbacks.status_callback(callbacks.current_api, _set_null, P, P, P, C.POINTER(P))
+_VALIDATE_COMPATIBILITY = callbacks.status_callback(callbacks.current_api, _not_applicable, P, C.POINTER(P), SIZE, C.c_char_p,
                                                     C.POINTER(C.c_int))

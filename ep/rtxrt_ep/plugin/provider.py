@@ -146,10 +146,6 @@ def _provider(address: int) -> Provider:
     return callbacks.owner(address)
 
 
-def _api() -> Api | None:
-    from .factory import current_api
-
-    return current_api()
 
 
 def _get_capability(this: int, graph: int, support_info: int) -> None:
@@ -196,9 +192,9 @@ def _functions(library: Any) -> dict[str, int | None]:
 
 _GET_NAME = callbacks.value_callback(P, lambda this: C.addressof(NAME), None, P)
 _COMPATIBILITY_INFO = callbacks.value_callback(P, lambda this, graph: C.addressof(VERSION), None, P, P)
-_GET_CAPABILITY = callbacks.status_callback(_api, _get_capability, P, P, P)
-_COMPILE = callbacks.status_callback(_api, _compile, P, C.POINTER(P), C.POINTER(P), SIZE, C.POINTER(P), C.POINTER(P))
-_CREATE_STATE = callbacks.status_callback(_api, _create_state, P, P, C.POINTER(P))
+_GET_CAPABILITY = callbacks.status_callback(callbacks.current_api, _get_capability, P, P, P)
+_COMPILE = callbacks.status_callback(callbacks.current_api, _compile, P, C.POINTER(P), C.POINTER(P), SIZE, C.POINTER(P), C.POINTER(P))
+_CREATE_STATE = callbacks.status_callback(callbacks.current_api, _create_state, P, P, C.POINTER(P))
 RELEASE_COMPUTE_INFOS = _release_compute_infos  # installed in the trampoline when the library is loaded
 RELEASE_STATE = _release_state
 COMPUTE = _compute
