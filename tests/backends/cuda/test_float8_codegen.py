@@ -38,7 +38,7 @@ from rtxrt.backends.reference.ops.cast import cast_to
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node, TensorType
 from tests.backends.cuda.helpers import compile_for_every_arch
-from tests.backends.cuda.test_quantize_codegen import dequantize, fused, quantize, reference
+from tests.backends.cuda.test_quantize_codegen import dequantize, fused, fused_quantize_dequantize, quantize, reference
 from tests.fake_gpu.device import FakeDevice
 from tests.fake_gpu.engine import reference_outputs, run_model
 from tests.fake_gpu.kernels import run_kernel
@@ -317,19 +317,12 @@ def test_dequantize_subtracts_the_zero_point_in_float_then_scales():
 def test_a_fused_quantize_dequantize_chain_holds_float8_in_registers_rounded_once():
     """Q -> DQ in one body (a fake-quantization kernel, float in and out): the float8 value
     is rounded (and saturated) once, where DequantizeLinear reads it."""
-    x = TensorType(F32, (4, 300))
-    chain = fused([Node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
-                   Node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")],
-                  {"x": x}, {"s": np.array(0.25, np.float32), "z": np.array(0, ml_dtypes.float8_e4m3fn)})
-    kernel = elementwise_kernel(chain, [x])
+    values = np.random.default_rng(4).uniform(-200, 200, (4, 300)).astype(np.float32)
+    values.reshape(-1)[:len(EDGES)] = EDGES
+    kernel, got, want = fused_quantize_dequantize(np.array(0, ml_dtypes.float8_e4m3fn), values)
     assert [a.name for a in kernel.args] == ["in0", "out0"]
     assert kernel.source.count("rtx_f2f8(") == 1 + 1 and kernel.source.count("rtx_sat(") == 1 + 1
-    values = np.random.default_rng(4).uniform(-200, 200, x.shape).astype(np.float32)
-    values.reshape(-1)[:len(EDGES)] = EDGES
-    (got,) = run_kernel(FakeDevice(8 << 20), kernel, [values])
-    q, dq = chain.attrs["body"].nodes
-    constants = [chain.attrs["body"].initializers[k] for k in ("s", "z")]
-    assert_same_values(got, reference(dq, [reference(q, [values, *constants]), *constants]))
+    assert_same_values(got, want)
 
 
 def test_a_cast_to_float8_and_back_is_one_rounding_in_a_fused_body():

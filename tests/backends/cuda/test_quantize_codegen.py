@@ -18,6 +18,7 @@ from rtxrt.backends.cuda.codegen import CodegenError
 from rtxrt.backends.cuda.compile.nvrtc import compile_many
 from rtxrt.backends.cuda.ops.context import LowerContext
 from rtxrt.backends.cuda.ops.elementwise import lower_elementwise
+from rtxrt.backends.cuda.codegen.kernel_source import KernelSource
 from rtxrt.backends.cuda.ops.elementwise_source import elementwise_kernel
 from rtxrt.backends.cuda.plan.forms import NHWC, TensorForm
 from rtxrt.backends.reference.kernel import find_kernel
@@ -253,6 +254,21 @@ def test_a_per_tensor_node_runs_channels_last_and_a_per_axis_one_only_in_the_log
 def fused(nodes: list[Node], inputs: dict[str, TensorType], constants: dict[str, np.ndarray]) -> Node:
     body = Graph(nodes, list(inputs), [nodes[-1].outputs[0]], dict(inputs), constants, name="chain")
     return Node("Elementwise", list(inputs), ["out"], {"body": body}, name="chain", domain="rtxrt")
+
+
+def fused_quantize_dequantize(zero_point: np.ndarray, values: np.ndarray) -> tuple[KernelSource, np.ndarray, np.ndarray]:
+    """QuantizeLinear -> DequantizeLinear (scale 0.25, ``zero_point``'s type) fused into one
+    kernel and run on ``values``: the kernel, its output, and the reference's (the two nodes
+    one after the other)."""
+    x = TensorType(F32, values.shape)
+    chain = fused([Node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+                   Node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")],
+                  {"x": x}, {"s": np.array(0.25, np.float32), "z": zero_point})
+    kernel = elementwise_kernel(chain, [x])
+    (got,) = run_kernel(FakeDevice(8 << 20), kernel, [values])
+    q, dq = chain.attrs["body"].nodes
+    constants = [chain.attrs["body"].initializers[k] for k in ("s", "z")]
+    return kernel, got, reference(dq, [reference(q, [values, *constants]), *constants])
 
 
 def test_a_fused_relu_quantize_dequantize_chain_is_one_fake_quantization_kernel():
