@@ -50,11 +50,12 @@ from tests.backends.cuda.test_float8_codegen import (
     gpu_cast,
     host,
     reference_cast,
+    same_as_reference,
     short,
     source_values,
 )
 from tests.backends.cuda.test_float8_codegen import codes as float8_codes
-from tests.backends.cuda.test_quantize_codegen import dequantize, fused, fused_quantize_dequantize, quantize, reference
+from tests.backends.cuda.test_quantize_codegen import dequantize, fused, fused_quantize_dequantize, quantize
 from tests.fake_gpu.device import FakeDevice
 from tests.fake_gpu.engine import cublas_tactic, reference_outputs, run_model
 from tests.fake_gpu.kernels import run_kernel
@@ -175,17 +176,6 @@ def test_the_onnx_test_data_for_cast_to_int4_and_uint4():
 
 
 # ---------------------------------------------------------------- QuantizeLinear and DequantizeLinear
-
-def gpu(node: Node, types: list[TensorType], arrays: list[np.ndarray]) -> np.ndarray:
-    (out,) = run_kernel(FakeDevice(32 << 20), elementwise_kernel(node, types), arrays)
-    return out
-
-
-def same_as_reference(node: Node, types: list[TensorType], arrays: list[np.ndarray]) -> np.ndarray:
-    got = gpu(node, types, arrays)
-    assert_same_values(got, reference(node, arrays), node.label)
-    return got
-
 
 Q_EDGES = np.array([2.5, -2.5, 3.5, 0.5, -0.5, 1.5, 7.5, 8.5, -8.5, 1e9, -1e9, np.inf, -np.inf, 0.0, -0.0, np.nan],
                    np.float32)
