@@ -180,7 +180,7 @@ def plan_time_values(model: Model, largest: Mapping[str, int] | None = None) -> 
     graph = model.graph
     found: dict[str, np.ndarray] = {}
     try:
-        while new := _shape_values(model, largest or {}):
+        while new := _shape_values(model, largest):
             graph.initializers.update(new)
             found.update(new)
     finally:

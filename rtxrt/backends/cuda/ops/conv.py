@@ -54,7 +54,7 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
             plan = cublas_base()
             if ctx.wanted == f"{plan.tactic} cublas":
                 return [_cublas_program(plan, out, consts(plan), node)]
-        for t in conv_gemm_tactics(base):
+        for t in conv_gemm_tactics(base, pruned=False):
             if not ctx.wanted.endswith(f" {t.label}"):  # a plan's label ends with its GEMM tactic's
                 continue
             plan = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)

@@ -141,10 +141,13 @@ def grouped_conv_plan(geo: ConvGeometry, group: int, dtype: DType, epilogue: Map
     return ConvPlan("grouped_im2col_gemm", k_padded=kgp, steps=steps, buffers=buffers, gemm=problem, **shapes)
 
 
-def grouped_tactics(plan: ConvPlan) -> tuple[GroupedTactic, ...]:
-    """The tactics worth timing for the grouped ``plan``: its batched GEMM's tiles (less those
-    the cost model says cannot win, tile_cost.py), and the direct kernel."""
-    return (*worth_timing(plan.gemm, gemm_candidates(plan.gemm), (_default_tiles(plan.gemm),)), GROUPED_DIRECT)
+def grouped_tactics(plan: ConvPlan, pruned: bool = True) -> tuple[GroupedTactic, ...]:
+    """The tactics worth timing for the grouped ``plan``: its batched GEMM's tiles (with
+    ``pruned``, less those the cost model says cannot win, tile_cost.py), and the direct kernel."""
+    tiles = gemm_candidates(plan.gemm)
+    if pruned:
+        tiles = worth_timing(plan.gemm, tiles, (_default_tiles(plan.gemm),))
+    return (*tiles, GROUPED_DIRECT)
 
 
 def gemm_tactic(plan: ConvPlan) -> GemmTactic | SimtTactic:

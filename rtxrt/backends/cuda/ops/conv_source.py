@@ -172,23 +172,26 @@ def conv_plan(x_type: TensorType | Sequence[int], w_shape: Sequence[int], attrs:
                     problem)
 
 
-def conv_gemm_tactics(plan: ConvPlan) -> tuple[ConvTactic, ...]:
+def conv_gemm_tactics(plan: ConvPlan, pruned: bool = True) -> tuple[ConvTactic, ...]:
     """The tactics worth timing for ``plan`` (none for a depthwise plan): the GEMM's, and the
     implicit GEMM's where it applies and there is an im2col to save (not for a direct 1x1);
-    for a grouped plan its batched GEMM's and the direct kernel (``grouped_tactics``). Tiles
-    the cost model says cannot win are left out (tile_cost.py), never ``plan``'s own."""
+    for a grouped plan its batched GEMM's and the direct kernel (``grouped_tactics``). With
+    ``pruned``, tiles the cost model says cannot win are left out (tile_cost.py), never
+    ``plan``'s own; a tactic tuned at another shape is looked up among them all."""
     if plan.gemm is None:
         return ()
     if plan.grouped:
         from .conv_grouped_source import grouped_tactics
 
-        return grouped_tactics(plan)
+        return grouped_tactics(plan, pruned)
     own = getattr(plan.steps[-1].kernel, "tactic", None)
-    tiles = worth_timing(plan.gemm, gemm_candidates(plan.gemm), keep=(own,))
+    tiles = gemm_candidates(plan.gemm)
+    if pruned:
+        tiles = worth_timing(plan.gemm, tiles, keep=(own,))
     tactics: tuple[ConvTactic, ...] = tiles
     if plan.tactic in ("im2col_gemm", "implicit_gemm") and not why_not_implicit(plan.x_layout, plan.x_shape[1],
                                                                                  plan.storage_dtype):
-        tactics += tuple(t for t in implicit_tactics(plan.gemm) if t.tiles in tiles or t.tiles == own)
+        tactics += tuple(t for t in implicit_tactics(plan.gemm) if not pruned or t.tiles in tiles or t.tiles == own)
     return tactics
 
 _IMPLICIT_BUFFERS = {**GEMM_BUFFERS, "A": "X"}
