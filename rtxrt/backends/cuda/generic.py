@@ -5,7 +5,9 @@ they are compiled, and the tactics tuned, once: at the profile's opt shapes, thr
 runtime cache like any engine (the cache holds them apart from shape-specialized engines,
 under the profile's signature). A shape met later is planned again on the host (no compile,
 no tuning), shares the kernels, the weights and one arena with every other shape of the
-profile, and gets its own CUDA graph when it first runs.
+profile, and gets its own CUDA graph when it first runs. Its nodes are not lowered again
+there: each re-evaluates its lowering template's launch geometry at the new dims
+(plan/lowering_templates.py), checked at the profile's sample shapes when the engine is built.
 """
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
+from ...errors import RtxrtError
 from ...ir.graph import Model
 from ...runtime.progress import Progress
 from .cache.key import CacheKey
 from .cache.runtime_cache import RuntimeCache
 from . import jit
 from .jit import GpuContext, JitStats, shape_signature
+from .plan.builder import build_plan
 from .plan.dim_ranges import DimRanges, dim_ranges, sample_shapes
+from .plan.lowering_templates import LoweringTemplates
 from .run.executor import Engine, SharedMemory
 
 Ranges = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
@@ -53,6 +58,7 @@ class GenericEngines:
         self.use_graph, self.precompiled, self.reserve = use_graph, dict(precompiled or {}), reserve
         self.dims: DimRanges = dims if dims is not None else self.probe(model, self.ranges)  # (probed already)
         self.constants: dict = {}  # the builder's memo of the model's constants, shared by every plan
+        self.templates = LoweringTemplates()  # the nodes' lowering templates, shared by every plan
         self.shared = SharedMemory()
         self.engines: OrderedDict[str, Engine] = OrderedDict()  # least recently run first
         self.stats: dict[str, JitStats] = {}
@@ -97,12 +103,25 @@ class GenericEngines:
         if self.reserve and self.max_shapes != opt:
             at_max = self._specialize(self.max_shapes, build=True)
             self.shared.arena_bytes = at_max.final.layout.arena_bytes
+        self._check_templates()
         started = time.perf_counter()
         self.engines[signature] = made.load(self.gpu, use_graph=self.use_graph, shared=self.shared)
         made.stats.jit_seconds += time.perf_counter() - started
         made.stats.device_bytes = self.device_bytes
         self.stats[signature] = made.stats
         return made.stats
+
+    def _check_templates(self) -> None:
+        """Plan (on the host only) the profile's other sample shapes with each node's tuned
+        tactic, so the templates the opt shapes made are checked where their guards hold (a
+        shape the model refuses checks nothing)."""
+        for shapes in sample_shapes(self.ranges)[1:]:
+            try:
+                build_plan(self.model, shapes, arch=self.gpu.info.arch, sm_count=self.gpu.info.sm_count,
+                           tune=False, dims=self.dims, constants=self.constants, prefer=self.prefer,
+                           templates=self.templates)
+            except RtxrtError:
+                continue
 
     def engine(self, shapes: Mapping[str, Sequence[int]], *, build: bool = True) -> tuple[Engine, JitStats]:
         """The engine of ``shapes`` (in the profile): planned and loaded now if new. Compiles
@@ -128,4 +147,4 @@ class GenericEngines:
         return jit.specialize(self.model, self.key, self.cache, self.gpu, shapes, progress=progress,
                           precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
                           constants=self.constants, loaded=self.shared.functions, tactics=self.tactics,
-                          prefer=self.prefer)
+                          prefer=self.prefer, templates=self.templates)

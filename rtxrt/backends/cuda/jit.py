@@ -17,6 +17,7 @@ from typing import Any
 from .tune.autotune import autotune
 from .plan.builder import FinalPlan, Plan, build_plan, finalize
 from .plan.dim_ranges import DimRanges
+from .plan.lowering_templates import LoweringTemplates
 from .run.executor import Engine, SharedMemory, load_functions
 from ...errors import RtxrtError, warn
 from ...ir.graph import Model
@@ -127,7 +128,7 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
                precompiled: Mapping[str, bytes] | None = None, build: bool = True,
                dims: DimRanges | None = None, signature: str | None = None, constants: dict | None = None,
                loaded: Container[str] = (), tactics: Mapping[str, str] | None = None,
-               prefer: Mapping[str, str] | None = None) -> Specialized:
+               prefer: Mapping[str, str] | None = None, templates: LoweringTemplates | None = None) -> Specialized:
     """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
     cache, or compile and tune them (timing on ``gpu``'s stream) and store them there.
     ``build=False`` compiles nothing: NotSpecialized unless the cache (or the file's embedded
@@ -138,7 +139,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
     memo builder.build_plan keeps from plan to plan; ``loaded``: kernels the caller has loaded
     already (no cubin needed); ``tactics``: the signature's tactic labels, which the caller
     read before (the cache is then read only for cubins not loaded); ``prefer``: node label ->
-    the tactic chosen at the first shape (build_plan's ``prefer``)."""
+    the tactic chosen at the first shape (build_plan's ``prefer``); ``templates``: the
+    profile's lowering templates (build_plan's)."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
@@ -149,12 +151,12 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
         if stored is None and dims is not None and signature:
             stored = _tactics(cache.entry(key), signature)
         plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
-                          tune=stored is None, prefer=prefer)
+                          tune=stored is None, prefer=prefer, templates=templates)
         if stored is not None and len(_choices(plan, stored)) < len(stored):
             if not prefer:  # the stored tactics by node: a plan's steps are the same at every shape
                 prefer = {plan.steps[int(i)].label: label for i, label in stored.items() if int(i) < len(plan.steps)}
             plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants,
-                              tune=False, prefer=prefer)
+                              tune=False, prefer=prefer, templates=templates)
         if stored is not None and len(_choices(plan, stored)) < len(stored):
             plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
         stats.plan_seconds = time.perf_counter() - started

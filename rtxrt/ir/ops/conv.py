@@ -66,7 +66,10 @@ def _window_count(span: int, stride: int, ceil_mode: bool) -> int:
     """Windows that fit a padded input ``span`` positions longer than one window. Rounds
     towards zero like ONNX's shape inference and ONNX Runtime, so a window slightly larger
     than the input still gives one (partial) window."""
-    steps = -(-span // stride) if ceil_mode else int(span / stride)  # int() truncates
+    if ceil_mode:
+        steps = -(-span // stride)
+    else:  # rounds towards zero (in integer arithmetic: a shape-generic plan's dims stay expressions)
+        steps = span // stride if span >= 0 else -(-span // stride)
     return max(0, steps + 1)
 
 

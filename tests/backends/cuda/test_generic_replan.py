@@ -1,11 +1,13 @@
 """Planning a generic engine's new shape with what earlier plans left behind (the constants
-memo, codegen/dynamic.py's plan memos) gives exactly the plan made cold.
+memo, codegen/dynamic.py's plan memos, the profile's lowering templates) gives exactly the
+plan made cold, and most of its nodes then come from templates instead of lowerings.
 
 As GenericEngines does: each zoo model is planned at its opt shape with every tactic, one
 tactic is chosen per node (the last offered: never the default, so that ``prefer`` matters),
 and then several random shapes of the profile are planned in turn with ``tune=False`` and
-that tactic preferred, the memos kept warm. Each finalized plan must equal the plan of its
-shape made with every memo cleared and a fresh constants memo: launches (kernels, grids,
+that tactic preferred, the memos kept warm and the templates checked at the profile's sample
+shapes first. Each finalized plan must equal the plan of its shape made with every memo
+cleared, a fresh constants memo and no templates: launches (kernels, grids,
 blocks, pointers, dim arguments), cuBLAS calls and copies, kernel names and sources, scratch,
 constants, forms, and the arena (every offset and size). A memo that returned a value left
 from another shape fails here."""
@@ -24,6 +26,7 @@ from rtxrt.aot.options import AotOptions  # noqa: E402
 from rtxrt.backends.cuda.codegen.dynamic import clear_plan_memos  # noqa: E402
 from rtxrt.backends.cuda.plan.builder import FinalPlan, Plan, build_plan, finalize  # noqa: E402
 from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes  # noqa: E402
+from rtxrt.backends.cuda.plan.lowering_templates import LoweringTemplates  # noqa: E402
 from rtxrt.ir.graph import Model, Node  # noqa: E402
 from tests.models import zoo  # noqa: E402
 
@@ -111,14 +114,20 @@ def test_a_new_shape_planned_with_warm_memos_is_the_plan_made_cold(exported, nam
     prefer = {s.label: p.label for s, p in zip(opt.steps, tuned.programs) if s.node is not None}
     labels = {i: p.label for i, p in enumerate(tuned.programs)}
 
-    def plan_at(shapes: dict, constants: dict) -> FinalPlan:
+    def plan_at(shapes: dict, constants: dict, templates: LoweringTemplates | None = None) -> FinalPlan:
         plan = build_plan(model, shapes, arch=ARCH, sm_count=SMS, dims=dims, constants=constants, tune=False,
-                          prefer=prefer)
+                          prefer=prefer, templates=templates)
         return finalize(plan, choices_by_label(plan, labels))
 
+    templates = LoweringTemplates()
+    for sample in sample_shapes(ranges)[1:]:  # as GenericEngines checks them when it is built
+        plan_at(sample, memo, templates)
     shapes = random_shapes(ranges, count, step, np.random.default_rng(len(name)))
-    warm = [plan_at(s, memo) for s in shapes]  # in turn, as an engine meets them
+    replayed, lowered = templates.replayed, templates.lowered
+    warm = [plan_at(s, memo, templates) for s in shapes]  # in turn, as an engine meets them
     assert len({w.layout.arena_bytes for w in warm}) > 1, "the shapes should differ in size"
+    replayed, lowered = templates.replayed - replayed, templates.lowered - lowered
+    assert replayed > 3 * lowered, f"{replayed} nodes replayed, {lowered} lowered"
     for s, w in zip(shapes, warm):
         clear_plan_memos()
         cold = plan_at(s, {})

@@ -30,6 +30,7 @@ INT_MAX = 2**31 - 1
 DIM_NAME = re.compile(r"\brtxd_[io]\d+_\d+\b")
 
 _bindings: ContextVar[Mapping[str, int] | None] = ContextVar("rtxrt_dim_bindings", default=None)
+_guards: ContextVar[list | None] = ContextVar("rtxrt_dim_guards", default=None)
 _memos: list[Any] = []
 
 
@@ -72,7 +73,7 @@ class DimInt(int):
         return self._expr
 
     def __format__(self, spec: str) -> str:
-        return self.expr if not spec else format(int(self), spec)
+        return self.expr if not spec else format(int(self), spec)  # (int() notes the read)
 
     def __str__(self) -> str:
         return self.expr
@@ -83,7 +84,7 @@ class DimInt(int):
     def __neg__(self) -> Any:
         if self.negated is not None:
             return self.negated
-        return DimInt(-int(self), (0, "-", self, False) if self._expr is not None else None, -self.hi, -self.lo, self)
+        return DimInt(int.__neg__(self), (0, "-", self, False) if self._expr is not None else None, -self.hi, -self.lo, self)
 
     def __pos__(self) -> DimInt:
         return self
@@ -131,6 +132,61 @@ for _name, _op in (("add", "+"), ("sub", "-"), ("mul", "*"), ("floordiv", "/"), 
     setattr(DimInt, f"__r{_name}__", _operator(_op, True))
 
 
+# What a lowering decided from a dim's value. While ``recording_guards`` is on, each comparison
+# of a DimInt notes (left, op, right, outcome), and each use of its bare value (int(), a hash,
+# true division, ...) notes that the value itself was read: a lowering's programs are the same
+# function of the dim arguments at every shape where its guards come out the same
+# (plan/lowering_templates.py).
+Guard = tuple[int, str, int, bool]
+
+
+@contextmanager
+def recording_guards() -> Iterator[list[Guard]]:
+    """The guards noted while lowering one node (a fresh list; an outer recording resumes after)."""
+    token = _guards.set([])
+    try:
+        yield _guards.get()
+    finally:
+        _guards.reset(token)
+
+
+def _comparison(op: str, compare: Any) -> Any:
+    def method(self: DimInt, other: Any) -> Any:
+        outcome = compare(self, other)
+        if outcome is not NotImplemented:
+            guards = _guards.get()
+            if guards is not None:
+                guards.append((self, op, other, outcome))
+        return outcome
+
+    return method
+
+
+for _name, _op in (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="), ("ne", "!=")):
+    setattr(DimInt, f"__{_name}__", _comparison(_op, getattr(int, f"__{_name}__")))
+
+
+def _value_read(name: str) -> Any:
+    plain = getattr(int, name)
+
+    def method(self: DimInt, *args: Any) -> Any:
+        guards = _guards.get()
+        if guards is not None:
+            guards.append((self, "==", int.__int__(self), True))
+        return plain(self, *args)
+
+    return method
+
+
+_not_zero = _comparison("!=", int.__ne__)
+DimInt.__bool__ = lambda self: _not_zero(self, 0)  # type: ignore[method-assign]
+for _name in ("__hash__", "__int__", "__index__", "__float__", "__truediv__", "__rtruediv__",
+              "__pow__", "__rpow__", "__lshift__", "__rlshift__", "__rshift__", "__rrshift__", "__and__",
+              "__rand__", "__or__", "__ror__", "__xor__", "__rxor__", "__divmod__", "__rdivmod__", "__abs__",
+              "__invert__", "__round__", "__trunc__", "__floor__", "__ceil__", "bit_length", "to_bytes"):
+    setattr(DimInt, _name, _value_read(_name))
+
+
 def upper(value: int) -> int:
     """The largest value ``value`` takes over the profile (itself when it is fixed)."""
     return value.hi if isinstance(value, DimInt) else int(value)
@@ -139,6 +195,12 @@ def upper(value: int) -> int:
 def lower(value: int) -> int:
     """The smallest value ``value`` takes over the profile."""
     return value.lo if isinstance(value, DimInt) else int(value)
+
+
+def peek(value: int) -> int:
+    """``value`` as a plain int, noting no guard: only for a check the caller makes of a
+    value it has derived as an expression too (a decision made on it must use a comparison)."""
+    return int.__int__(value)
 
 
 def is_dynamic(value: int) -> bool:
@@ -221,7 +283,7 @@ def same_dim(a: int, b: int) -> bool:
         x, y = _evaluate(a, env), _evaluate(b, env)
         if x is None or x != y:
             return False
-    return int(a) == int(b)  # always, for expressions that agree
+    return int.__eq__(a, b)  # always, for expressions that agree (compared as plain ints: no guard)
 
 
 def divisible(value: int, by: int) -> bool:
@@ -253,6 +315,11 @@ def dim_bindings(values: Mapping[str, int]) -> Iterator[None]:
         _bindings.reset(token)
 
 
+def current_bindings() -> dict[str, int]:
+    """The dim arguments of the node being lowered (name -> value)."""
+    return dict(_bindings.get() or {})
+
+
 @plan_memo(maxsize=8192)
 def dim_names(text: str) -> tuple[str, ...]:
     """The dim arguments ``text`` names, sorted (memoized: a generic plan's sources and
@@ -261,7 +328,8 @@ def dim_names(text: str) -> tuple[str, ...]:
 
 
 def dim_arguments(source: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The dim arguments ``source`` uses (sorted names) and their values while lowering."""
+    """The dim arguments ``source`` uses (sorted names) and their values while lowering (each
+    a DimInt that is its own name: a launch's dim values follow the shapes like its grid)."""
     names = dim_names(source)
     if not names:
         return (), ()
@@ -269,7 +337,7 @@ def dim_arguments(source: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     missing = [n for n in names if n not in bound]
     if missing:
         raise ValueError(f"kernel source uses dim argument(s) {missing} that no node being lowered binds")
-    return names, tuple(int(bound[n]) for n in names)
+    return names, tuple(DimInt(bound[n], n, bound[n], bound[n]) for n in names)
 
 
 _INT_OPS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__, "%": int.__mod__}

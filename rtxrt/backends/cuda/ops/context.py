@@ -110,13 +110,11 @@ class LowerContext:
 
 
 def launch_of(kernel: KernelSource, args: tuple[Ref, ...]) -> Launch:
+    """The launch of ``kernel`` (in a generic plan its grid and dims are DimInts, which the
+    plan builder makes plain ints: a lowering template keeps them as expressions)."""
     if isinstance(kernel.launch, GridLaunch):
-        return Launch(kernel.name, _ints(kernel.launch.grid), _ints(kernel.launch.block), args, kernel.dims)
-    return Launch(kernel.name, (int(kernel.launch.grid()), 1, 1), (int(kernel.launch.block), 1, 1), args, kernel.dims)
-
-
-def _ints(values: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)  # plain ints, not the DimInts a generic plan computes with
+        return Launch(kernel.name, tuple(kernel.launch.grid), tuple(kernel.launch.block), args, kernel.dims)
+    return Launch(kernel.name, (kernel.launch.grid(), 1, 1), (kernel.launch.block, 1, 1), args, kernel.dims)
 
 
 def kernel_args(kernel: KernelSource, bound: Mapping[Ref, Ref] | None = None) -> tuple[Ref, ...]:

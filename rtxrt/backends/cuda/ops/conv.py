@@ -116,7 +116,7 @@ def _grouped_cublas_program(plan: ConvPlan, out: TensorForm, consts: dict, node)
 
 
 def _launch(step) -> Launch:
-    return Launch(step.kernel.name, tuple(int(g) for g in step.grid), tuple(int(b) for b in step.block),
+    return Launch(step.kernel.name, tuple(step.grid), tuple(step.block),
                   tuple(_REFS[b] for b in step.buffers), step.kernel.dims)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ....ir.dtypes import DType
 from ....ir.ops.conv import Window
 from ..codegen import CodegenError
-from ..codegen.dynamic import dim_names, is_dynamic, lower, upper
+from ..codegen.dynamic import dim_names, is_dynamic, lower, peek, upper
 from ..codegen.kernel_source import KernelArg
 from ..codegen.template import render
 from .gemm_source import (
@@ -126,16 +126,15 @@ def window_out(sizes: Sequence[int], window: Window, ceil_mode: bool = False) ->
     pads = tuple(int(p) for p in window.pads)
     out = []
     for a, size in enumerate(sizes):
-        value = int(window.out[a])
         if is_dynamic(size) and not ceil_mode:
             extent = (int(window.kernel[a]) - 1) * int(window.dilations[a]) + 1
             span = size + (pads[a] + pads[rank + a] - extent)
             if lower(span) >= 0:
                 count = span // int(window.strides[a]) + 1
-                if int(count) == value:
+                if peek(count) == peek(window.out[a]):  # (a check of the expression, not a decision)
                     out.append(count)
                     continue
-        out.append(value)
+        out.append(int(window.out[a]))  # the value at the planned shape (noted as read)
     return tuple(out)
 
 

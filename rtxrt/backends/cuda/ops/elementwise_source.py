@@ -64,9 +64,9 @@ def broadcast_shape(shapes: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
         if not big:
             out.append(1)
             continue
-        if len({int(d) for d in big}) > 1:
-            big = [d for d in big if int(d) != 1]  # a dim that is 1 at these shapes, broadcast
-            if len({int(d) for d in big}) > 1:
+        if any(d != big[0] for d in big[1:]):
+            big = [d for d in big if d != 1]  # a dim that is 1 at these shapes, broadcast
+            if any(d != big[0] for d in big[1:]):
                 return None
         fixed = [d for d in big if not is_dynamic(d)]
         out.append(int(fixed[0]) if fixed else big[0])
@@ -89,10 +89,10 @@ def broadcast_strides(shape: Sequence[int], space: Sequence[int]) -> list[int] |
         n = padded[d]
         if not is_dynamic(n) and n == 1:
             continue
-        if int(n) == int(space[d]):
+        if n == space[d]:
             strides[d] = step
             n = space[d] if is_dynamic(n) else n
-        elif int(n) != 1:
+        elif n != 1:
             return None
         step = step * n
     return strides
@@ -206,9 +206,8 @@ class _Generator:
         if missing:
             raise CodegenError(f"{self.node.label}: body outputs {missing} are never computed")
         outputs = [self.values[o] for o in body.outputs]
-        shapes = {v.shape for v in outputs}
-        if len(shapes) != 1:
-            raise CodegenError(f"{self.node.label}: outputs of different shapes {sorted(shapes)} in one kernel")
+        if any(v.shape != outputs[0].shape for v in outputs):
+            raise CodegenError(f"{self.node.label}: outputs of different shapes {[v.shape for v in outputs]} in one kernel")
         shape = outputs[0].shape
         storage = list(self.output_dtypes) if self.output_dtypes is not None else [v.dtype for v in outputs]
         if len(storage) != len(outputs):

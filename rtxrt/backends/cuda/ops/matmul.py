@@ -78,13 +78,13 @@ def cublas_program(problem: GemmProblem, compute: str, a: Ref, b: Ref, outputs: 
                    prologue: NodeProgram | None = None) -> NodeProgram:
     """cuBLAS computes ``alpha * A @ B`` into D, an epilogue kernel adds the rest. A
     ``prologue`` (an im2col step) runs first. The cuBLAS call takes the sizes at the planned
-    shapes (plain ints, also in a generic plan: it compiles nothing)."""
+    shapes (in a generic plan DimInts, which the plan builder makes plain ints: it compiles nothing)."""
     p = problem
     batched = p.batch > 1
-    gemm = Gemm(a, b, Ref.output(0), int(p.m), int(p.n), int(p.k), p.dtype, p.out_dtype, compute,
-                trans_b=p.trans_b, lda=int(p.lda), ldb=int(p.ldb), ldc=int(p.ldd), alpha=p.alpha, batch=int(p.batch),
-                stride_a=int(p.stride_a) if batched else None, stride_b=int(p.stride_b) if batched else None,
-                stride_c=int(p.stride_d) if batched else None)
+    gemm = Gemm(a, b, Ref.output(0), p.m, p.n, p.k, p.dtype, p.out_dtype, compute,
+                trans_b=p.trans_b, lda=p.lda, ldb=p.ldb, ldc=p.ldd, alpha=p.alpha, batch=p.batch,
+                stride_a=p.stride_a if batched else None, stride_b=p.stride_b if batched else None,
+                stride_c=p.stride_d if batched else None)
     program = NodeProgram(list(prologue.steps) if prologue else [], outputs,
                           dict(prologue.kernels) if prologue else {}, dict(prologue.scratch) if prologue else {},
                           label="cublas")

@@ -36,14 +36,15 @@ from ...data_dependent import is_runtime_if
 from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
-from ..codegen.dynamic import dim, dim_bindings, is_dynamic
+from ..codegen.dynamic import dim, dim_bindings
 from ..ops import LowerContext, Unsupported, lower
 from ..ops.context import NeedsValue, WrongForm, kernel_args, launch_of
 from ..ops.data_movement import conversion
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
 from .dim_ranges import DimRanges
 from .lowering_memo import LoweringMemo, form_key
-from .program import Copy, Gemm, HostRun, NodeProgram, Ref
+from .lowering_templates import LoweringTemplates, plain
+from .program import Copy, HostRun, NodeProgram, Ref
 
 HOST_LABEL = "host"
 
@@ -130,24 +131,26 @@ class FinalPlan:
 
 def build_plan(model: Model, input_shapes: Mapping[str, Sequence[int]], *, arch: str, sm_count: int,
                tune: bool = True, dims: DimRanges | None = None, constants: dict | None = None,
-               prefer: Mapping[str, str] | None = None) -> Plan:
+               prefer: Mapping[str, str] | None = None, templates: LoweringTemplates | None = None) -> Plan:
     """Lower ``model`` at ``input_shapes`` for ``arch`` (no GPU needed). ``tune``: keep every
     candidate tactic, else only each node's first. ``dims``: make a generic plan for the
     profile these ranges describe. ``constants``: a dict kept from plan to plan of the same
     model, memoizing its constants in their device forms. ``prefer``: node label -> the tactic
     to offer first (with ``tune=False``, a node whose first tactic is another is lowered with
-    every tactic, and that one put first: planning a generic engine's new shape)."""
+    every tactic, and that one put first: planning a generic engine's new shape). ``templates``:
+    a generic plan's lowering templates, kept from plan to plan of one profile."""
     spec = specialize(model, input_shapes)
-    builder = _Builder(spec, arch, sm_count, tune, dims, {} if constants is None else constants, prefer or {})
+    builder = _Builder(spec, arch, sm_count, tune, dims, {} if constants is None else constants, prefer or {},
+                       None if dims is None else templates)
     return builder.build({k: tuple(int(d) for d in v) for k, v in input_shapes.items()})
 
 
 class _Builder:
     def __init__(self, model: Model, arch: str, sm_count: int, tune: bool, dims: DimRanges | None,
-                 constants: dict, prefer: Mapping[str, str]):
+                 constants: dict, prefer: Mapping[str, str], templates: LoweringTemplates | None):
         self.model, self.graph = model, model.graph
         self.arch, self.sm_count, self.tune, self.prefer = arch, sm_count, tune, prefer
-        self.dims, self.constants = dims, constants
+        self.dims, self.constants, self.templates = dims, constants, templates
         self.model_constants = set(self.graph.initializers)
         self.known = dict(self.graph.initializers) | plan_time_values(model, dims.largest if dims else None)
         for name, value in self.known.items():  # initializers need not be typed in the graph
@@ -261,17 +264,17 @@ class _Builder:
 
     def _programs(self, ctx: LowerContext) -> list[NodeProgram]:
         """The node's programs, the tactic ``ctx.wanted`` first; a node like one lowered
-        before in this plan gets that one's programs."""
+        before in this plan gets that one's programs, and in a generic plan a node whose
+        template serves these dims gets the template's (lowering_templates.py)."""
         key, programs = self.lowered.find(ctx)
         if programs is not None:
             return programs
-        programs = self._concrete(lower(ctx))
-        reads = set(ctx.reads)
-        if ctx.wanted and programs[0].label != ctx.wanted and not self.tune:  # a lowering that ignores it
-            every_ctx = replace(ctx, tune=True)
-            every = self._concrete(lower(every_ctx))
-            reads |= every_ctx.reads
-            programs = sorted(every, key=lambda p: p.label != ctx.wanted)
+        if self.templates is not None:
+            programs, reads = self.templates.programs(ctx, _lower_wanted)
+        else:
+            programs, reads = _lower_wanted(ctx)
+            if self.dims is not None:
+                programs = plain(programs)
         self.lowered.keep(key, ctx, reads, programs)
         return programs
 
@@ -354,17 +357,12 @@ class _Builder:
                 known = (form_key(src), form_key(dst))
                 if known not in self.conversions:
                     with dim_bindings(bindings):
-                        self.conversions[known] = self._concrete([_conversion_program(src, dst)])
+                        self.conversions[known] = plain([_conversion_program(src, dst)])
                 steps = self.conversions[known]
             self.forms[target] = form
             self.steps.append(Step(f"convert {name} {have.describe()} -> {form.describe()}", steps, [current], [target]))
             self.converted[key] = target
         return self.converted[key]
-
-    def _concrete(self, programs: list[NodeProgram]) -> list[NodeProgram]:
-        """A generic plan's programs with plain ints for the DimInts its lowerings computed
-        with (a specialized plan has none)."""
-        return programs if self.dims is None else [_concrete(p) for p in programs]
 
     def _generic(self, names: Sequence[str | None], forms: Sequence[TensorForm | None], side: str,
                  bindings: dict[str, int]) -> list[TensorForm | None]:
@@ -392,6 +390,19 @@ class _Builder:
         return out
 
     # --- finalize ----------------------------------------------------------------------------
+
+
+def _lower_wanted(ctx: LowerContext) -> tuple[list[NodeProgram], set]:
+    """The node's programs and the constants the lowering read. Not tuning: its first, or
+    the one ``ctx.wanted`` names (lowered with every tactic where the first is another)."""
+    programs = lower(ctx)
+    reads = set(ctx.reads)
+    if ctx.wanted and programs[0].label != ctx.wanted and not ctx.tune:  # a lowering that ignores it
+        every_ctx = replace(ctx, tune=True)
+        every = lower(every_ctx)
+        reads |= every_ctx.reads
+        programs = [p for p in every if p.label == ctx.wanted] or every
+    return programs, reads
 
 
 def finalize(plan: Plan, choices: Mapping[int, int] | None = None) -> FinalPlan:
@@ -468,20 +479,6 @@ def _narrowed(node: Node, forms: list[TensorForm | None]) -> list[TensorForm | N
 def _logical(graph: Graph, name: str) -> TensorForm:
     t = graph.types[name]
     return TensorForm(t.dtype, tuple(int(d) for d in t.shape))
-
-
-def _concrete(program: NodeProgram) -> NodeProgram:
-    """``program`` with plain ints where a generic lowering computed DimInts (forms, sizes)."""
-    def ints(step):
-        if isinstance(step, Gemm):
-            return replace(step, **{f: int(v) for f, v in vars(step).items() if is_dynamic(v)})
-        if isinstance(step, Copy):
-            return replace(step, nbytes=int(step.nbytes))
-        return step
-
-    outputs = [f and f.with_shape(tuple(int(d) for d in f.shape)) for f in program.outputs]
-    return replace(program, steps=[ints(s) for s in program.steps], outputs=outputs,
-                   scratch={k: int(v) for k, v in program.scratch.items()})
 
 
 def _copy(nbytes: int) -> Copy:

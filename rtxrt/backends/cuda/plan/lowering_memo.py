@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ....ir.graph import Graph
-from ..codegen.dynamic import dim_key
+from ..codegen.dynamic import dim_key, is_dynamic
 from ..ops.context import NODE_IDENTITY, LowerContext
 from .forms import TensorForm
 from .program import NodeProgram
@@ -43,23 +43,33 @@ class LoweringMemo:
             self._entries.setdefault(key, []).append((read_values(ctx, order), programs))
 
 
-def lowering_key(ctx: LowerContext) -> tuple | None:
+def lowering_key(ctx: LowerContext, symbolic: bool = False) -> tuple | None:
     """Everything a lowering sees of its node except the constants it may read; None where
-    the node holds something without a key (then it is lowered every time)."""
+    the node holds something without a key (then it is lowered every time). ``symbolic``:
+    each dim that varies over a generic plan's profile as its expression and range without
+    its value, and a fused body's values by type and rank (their sizes follow the node's):
+    the nodes a lowering template may serve at other shapes (lowering_templates.py)."""
     node = ctx.node
     try:
-        attrs = _freeze(node.attrs)
+        attrs = _freeze(node.attrs, symbolic)
     except TypeError:
         return None
     same_as = tuple(node.inputs.index(n) if n else -1 for n in node.inputs)  # x*x is not x*y
+    forms = symbolic_form_key if symbolic else form_key
     return (node.op_type, node.domain, node.precision, attrs, same_as, tuple(bool(o) for o in node.outputs),
-            tuple(map(form_key, ctx.inputs)), tuple(map(form_key, ctx.outputs)),
+            tuple(map(forms, ctx.inputs)), tuple(map(forms, ctx.outputs)),
             tuple(c is not None for c in ctx.consts), ctx.opset, ctx.arch, ctx.sm_count, ctx.tune, ctx.wanted)
 
 
 def form_key(form: TensorForm | None) -> tuple | None:
     """A form with each dim as ``dim_key`` has it (a DimInt equals its value as an int)."""
     return None if form is None else (form.dtype, tuple(map(dim_key, form.shape)), form.layout)
+
+
+def symbolic_form_key(form: TensorForm | None) -> tuple | None:
+    """A form with each varying dim as its expression and range, without its value."""
+    return None if form is None else (form.dtype, tuple(dim_key(d)[1:] if is_dynamic(d) else d for d in form.shape),
+                                      form.layout)
 
 
 def read_values(ctx: LowerContext, reads: list) -> tuple:
@@ -84,23 +94,23 @@ def _array_key(value: np.ndarray) -> tuple:
     return ("array", value.dtype.str, value.shape, value.tobytes())
 
 
-def _freeze(value: Any) -> Any:
+def _freeze(value: Any, symbolic: bool = False) -> Any:
     """A hashable stand-in for an attribute value (TypeError where there is none)."""
     if isinstance(value, np.ndarray):
         return _array_key(value)
     if isinstance(value, Graph):
-        return _graph_key(value)
+        return _graph_key(value, symbolic)
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((k, _freeze(v, symbolic)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+        return tuple(_freeze(v, symbolic) for v in value)
     hash(value)
     return value
 
 
-def _graph_key(graph: Graph) -> tuple:
+def _graph_key(graph: Graph, symbolic: bool = False) -> tuple:
     """A body graph's structure, its values renamed by first appearance (the names differ
-    from node to node where the bodies are alike)."""
+    from node to node where the bodies are alike); ``symbolic``: their types without sizes."""
     names: dict[str, int] = {}
 
     def ref(name: str) -> int:
@@ -108,9 +118,15 @@ def _graph_key(graph: Graph) -> tuple:
 
     inputs = tuple(map(ref, graph.inputs))
     constants = tuple((ref(n), _array_key(a)) for n, a in graph.initializers.items())
-    nodes = tuple((n.op_type, n.domain, n.precision, _freeze(n.attrs), tuple(map(ref, n.inputs)),
+    nodes = tuple((n.op_type, n.domain, n.precision, _freeze(n.attrs, symbolic), tuple(map(ref, n.inputs)),
                    tuple(map(ref, n.outputs))) for n in graph.nodes)
     outputs = tuple(map(ref, graph.outputs))
-    typed = tuple(sorted((i, graph.types.get(n), graph.storage.get(n)) for n, i in names.items()
-                         if n in graph.types or n in graph.storage))
+    typed = tuple(sorted((i, _type_key(graph.types.get(n), symbolic), _type_key(graph.storage.get(n), symbolic))
+                         for n, i in names.items() if n in graph.types or n in graph.storage))
     return ("graph", inputs, constants, nodes, outputs, typed)
+
+
+def _type_key(t: Any, symbolic: bool) -> Any:
+    if not symbolic or t is None or getattr(t, "shape", None) is None:
+        return t
+    return (t.dtype, len(t.shape))

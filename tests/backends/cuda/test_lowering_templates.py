@@ -1,0 +1,123 @@
+"""Lowering templates (plan/lowering_templates.py): a node of a generic plan is lowered once
+per guard class and re-evaluated at other shapes, never serving a shape its lowering would
+have treated differently.
+
+Each test drives one node through LoweringTemplates.programs with a small lowering of its
+own, at several values of the node's one dim argument, and counts the lowerings it made."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtxrt.backends.cuda.codegen import CodegenError
+from rtxrt.backends.cuda.codegen.dynamic import DimInt, dim_bindings, peek, recording_guards
+from rtxrt.backends.cuda.ops.context import LowerContext
+from rtxrt.backends.cuda.plan.forms import TensorForm
+from rtxrt.backends.cuda.plan.lowering_templates import LoweringTemplates
+from rtxrt.backends.cuda.plan.program import Launch, NodeProgram, Ref
+from rtxrt.ir.dtypes import DType
+from rtxrt.ir.graph import Node
+
+NAME = "rtxd_i0_0"  # the node's one dim argument: input 0, axis 0
+LOW, HIGH = 1, 4096
+
+
+def context(n: int) -> LowerContext:
+    x = TensorForm(DType.FLOAT32, (DimInt(n, NAME, LOW, HIGH), 64))
+    return LowerContext(Node("Relu", ["x"], ["y"], name="relu"), [x], [x], [None], 17, "sm_86", 46)
+
+
+class Counted:
+    """A lowering that counts its calls."""
+
+    def __init__(self, body):
+        self.body, self.calls = body, 0
+
+    def __call__(self, ctx: LowerContext):
+        self.calls += 1
+        return self.body(ctx), set(ctx.reads)
+
+
+def program(grid: int, label: str) -> list[NodeProgram]:
+    launch = Launch("k", (grid, 1, 1), (256, 1, 1), (Ref.input(0), Ref.output(0)))
+    return [NodeProgram([launch], [None], {"k": "source"}, label=label)]
+
+
+def tiled(ctx: LowerContext) -> list[NodeProgram]:
+    """A tile choice by size, as GEMM lowerings make them: a guarded decision."""
+    n = ctx.inputs[0].shape[0]
+    tile = 128 if n >= 1000 else 32
+    return program(-(-(n * 64) // tile), f"tile{tile}")
+
+
+def plan(templates: LoweringTemplates, lowering: Counted, n: int) -> list[NodeProgram]:
+    with dim_bindings({NAME: n}):
+        programs, _ = templates.programs(context(n), lowering)
+    return programs
+
+
+def test_a_checked_template_serves_shapes_of_its_guard_class_without_lowering():
+    templates, lowering = LoweringTemplates(), Counted(tiled)
+    plan(templates, lowering, 50)  # made here
+    plan(templates, lowering, 60)  # lowered again and compared: the template is checked
+    assert lowering.calls == 2
+    for n in (70, 999, 1):
+        programs = plan(templates, lowering, n)
+        assert programs[0].steps[0].grid == (-(-n * 64 // 32), 1, 1) and programs[0].label == "tile32"
+        assert type(programs[0].steps[0].grid[0]) is int  # plain ints, as a fresh lowering gives
+    assert lowering.calls == 2 and templates.replayed == 3
+
+
+def test_a_shape_that_fails_a_guard_is_lowered_and_gets_a_template_of_its_own():
+    templates, lowering = LoweringTemplates(), Counted(tiled)
+    for n in (50, 60):
+        plan(templates, lowering, n)
+    assert plan(templates, lowering, 2000)[0].label == "tile128"  # n >= 1000 now: lowered
+    assert lowering.calls == 3
+    plan(templates, lowering, 3000)  # checks the second class's template
+    assert plan(templates, lowering, 4000)[0].steps[0].grid == (2000, 1, 1)
+    assert plan(templates, lowering, 10)[0].label == "tile32"
+    assert lowering.calls == 4
+
+
+def test_a_value_read_where_no_guard_sees_it_retires_the_template_at_its_check():
+    def sized_by_numpy(ctx: LowerContext) -> list[NodeProgram]:  # numpy reads the int itself
+        return program(int(np.int64(peek(ctx.inputs[0].shape[0])) * 2), "numpy")
+
+    templates, lowering = LoweringTemplates(), Counted(sized_by_numpy)
+    for n in (5, 6, 7, 8):
+        assert plan(templates, lowering, n)[0].steps[0].grid == (2 * n, 1, 1)
+    assert lowering.calls == 4 and templates.replayed == 0  # the check at 6 retired it
+
+
+def test_a_bare_read_of_a_dim_pins_the_template_to_that_value():
+    def by_value(ctx: LowerContext) -> list[NodeProgram]:
+        return program(int(ctx.inputs[0].shape[0]) + 1, "int")
+
+    templates, lowering = LoweringTemplates(), Counted(by_value)
+    assert [plan(templates, lowering, n)[0].steps[0].grid[0] for n in (5, 6, 5, 6)] == [6, 7, 6, 7]
+    assert lowering.calls == 4  # a template per value, never checked at another
+
+
+def test_a_refusal_is_replayed_as_the_same_error():
+    def refuses_small(ctx: LowerContext) -> list[NodeProgram]:
+        if ctx.inputs[0].shape[0] < 100:
+            raise CodegenError("relu: too small for this lowering")
+        return program(1, "big")
+
+    templates, lowering = LoweringTemplates(), Counted(refuses_small)
+    for n in (5, 6, 7):
+        with pytest.raises(CodegenError, match="too small"):
+            plan(templates, lowering, n)
+    assert lowering.calls == 2
+    assert plan(templates, lowering, 500)[0].label == "big"
+
+
+def test_comparisons_of_dims_are_noted_as_guards_and_bare_reads_as_their_value():
+    d = DimInt(7, NAME, LOW, HIGH)
+    with recording_guards() as guards:
+        assert d > 3 and not d == 8 and min(d, 100) is d
+        assert int(d) == 7 and peek(d) == 7
+    assert [(g[1], g[2], g[3]) for g in guards] == [(">", 3, True), ("==", 8, False), (">", 100, False),
+                                                     ("==", 7, True)]  # (min asks 100 < d)
+    assert d + 1 > d  # outside a recording nothing is noted, and nothing fails
