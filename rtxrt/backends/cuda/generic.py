@@ -12,6 +12,7 @@ there: each re-evaluates its lowering template's launch geometry at the new dims
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -112,10 +113,14 @@ class GenericEngines:
         return made.stats
 
     def _check_templates(self) -> None:
-        """Plan (on the host only) the profile's other sample shapes with each node's tuned
-        tactic, so the templates the opt shapes made are checked where their guards hold (a
-        shape the model refuses checks nothing)."""
-        for shapes in sample_shapes(self.ranges)[1:]:
+        """Plan (on the host only) the profile's other sample shapes and two between them with
+        each node's tuned tactic, so the templates the first ones made are checked where their
+        guards hold (a shape the model refuses checks nothing)."""
+        samples = sample_shapes(self.ranges)
+        between = [{n: tuple(_between(a, b) for a, b in zip(low[n], high[n])) for n in self.ranges}
+                   for low, high in ((self.opt_shapes, self.max_shapes), ({n: r[0] for n, r in self.ranges.items()},
+                                                                          self.opt_shapes))]
+        for shapes in samples[1:] + [s for s in between if s not in samples]:
             try:
                 build_plan(self.model, shapes, arch=self.gpu.info.arch, sm_count=self.gpu.info.sm_count,
                            tune=False, dims=self.dims, constants=self.constants, prefer=self.prefer,
@@ -148,3 +153,10 @@ class GenericEngines:
                           precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
                           constants=self.constants, loaded=self.shared.functions, tactics=self.tactics,
                           prefer=self.prefer, templates=self.templates)
+
+
+def _between(low: int, high: int) -> int:
+    """A size about halfway from ``low`` to ``high`` on their common stride (a model that takes
+    224 and 1024 may take only multiples of 32)."""
+    step = math.gcd(low, high) or 1
+    return low + (high - low) // 2 // step * step
