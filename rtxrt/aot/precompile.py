@@ -1,8 +1,10 @@
 """``rtxrt aot --precompile``: compile ahead of time the kernels a GPU's JIT would compile.
 
 For each arch the model is planned at the given input shapes as the runtime plans it
-(``build_plan`` keeps every candidate tactic: the autotuner on the user's GPU times them all)
-and the plan's kernels are compiled with NVRTC, except those an earlier build left in the
+(``build_plan`` keeps every candidate tactic: the autotuner on the user's GPU times them all):
+the engine specialized to those shapes, and where inputs have symbolic dims the generic
+engine a session builds first (over the model's profile, else over the default ranges around
+those shapes). The plans' kernels are compiled with NVRTC, except those an earlier build left in the
 runtime cache (cache/kernel_store.py). The cubins go into the .rtxir's CUBINS section, where
 the runtime looks a kernel up before compiling it. No GPU is needed.
 """
@@ -16,7 +18,9 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from ..format import Cubins
 from ..display import format_bytes
+from ..ir.default_ranges import fitting_ranges
 from ..ir.graph import Model
+from ..ir.shape_profile import stored_profile
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,6 @@ def planning_shapes(model: Model, shapes: Mapping[str, Sequence[int]]) -> dict[s
 def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[ArchReport]]:
     """Compile every kernel ``model`` needs at ``options.shapes`` for each arch. ``model``
     should be read back from the .rtxir bytes, so that it is exactly what the runtime plans."""
-    from ..backends.cuda.plan.builder import build_plan
     from ..backends.cuda.cache.kernel_store import compile_cached
     from ..backends.cuda.cache.runtime_cache import RuntimeCache, kernel_blob_name
 
@@ -106,13 +109,40 @@ def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[A
     cache = RuntimeCache()
     for arch in archs:
         started = time.perf_counter()
-        # Kernels do not depend on the SM count (only launch grids do), so any count will do.
-        plan = build_plan(_as_run_on(model, arch), shapes, arch=arch, sm_count=1)
-        cubins, compiled = compile_cached(plan.kernels, arch, cache)
+        kernels = {name: source for plan in runtime_plans(model, shapes, arch) for name, source in plan.kernels.items()}
+        cubins, compiled = compile_cached(kernels, arch, cache)
         blobs[arch] = {kernel_blob_name(name, arch): cubin for name, cubin in cubins.items()}
         reports.append(ArchReport(arch, len(cubins), sum(map(len, cubins.values())), time.perf_counter() - started,
                                   compiled))
     return Cubins(blobs, [shapes]), reports
+
+
+def runtime_plans(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: str) -> list:
+    """The plans whose kernels a session of ``model`` loads at ``shapes`` on a GPU of
+    ``arch``: the engine specialized to them (a hot shape's), and where inputs have symbolic
+    dims first the generic engine at the opt shapes of the model's profile, else of the default
+    ranges around ``shapes`` (ir/default_ranges.py), as the session makes them. Kernels do not
+    depend on the SM count (only launch grids do), so any count will do."""
+    from ..backends.cuda.plan.builder import build_plan
+    from ..backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
+
+    model = _as_run_on(model, arch)
+    plans = [build_plan(model, shapes, arch=arch, sm_count=1)]
+    profile = stored_profile(model)
+    if profile is not None:
+        ranges, dims = profile.ranges, dim_ranges(model, sample_shapes(profile.ranges))
+    else:
+        graph = model.graph
+        declared = {name: graph.types[name].shape for name in shapes if name in graph.types}
+        if all(isinstance(d, int) for shape in declared.values() for d in (shape or ())):
+            return plans
+        found = fitting_ranges(declared, shapes, lambda r: dim_ranges(model, sample_shapes(r)))
+        if found is None:
+            return plans
+        ranges, dims = found
+    if any(tuple(low) != tuple(high) for low, _, high in ranges.values()):
+        plans.append(build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=1, dims=dims))
+    return plans
 
 
 def _as_run_on(model: Model, arch: str) -> Model:

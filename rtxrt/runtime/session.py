@@ -21,7 +21,7 @@ from ..errors import FormatError, InputError, RtxrtError, warn
 from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
-from .default_ranges import fitting_ranges
+from ..ir.default_ranges import fitting_ranges
 from .parameter_run import ParameterRun
 from .progress import Progress, ProgressOption
 from .split_run import SplitRun, to_host
@@ -95,7 +95,7 @@ class Session:
     shape costs a plan on the host and a CUDA graph capture, no compile). A model with
     symbolic dims and no profile gets one at its first run: each symbolic dim ranges over
     [1, max(its size then, 2048)] (an input's largest shape capped in elements; the bounds
-    narrowed where the model refuses them, as runtime/default_ranges.py says), opt is that
+    narrowed where the model refuses them, as ir/default_ranges.py says), opt is that
     first shape, and a shape outside is specialized on its own. ``specialization`` says what
     shape-specialized engines are built on top, as TensorRT-RTX does: "lazy" (default) runs a
     new shape on the generic engine at once and, once it has run HOT_USES (2) times, builds its

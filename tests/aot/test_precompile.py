@@ -73,8 +73,28 @@ def built(tmp_path_factory):
 
 
 def runtime_plan(path, arch: str, shapes=SHAPES) -> Plan:
-    """What the runtime's JIT plans for this file on a GPU of ``arch`` (any SM count)."""
+    """What the runtime's JIT plans for this file's engine specialized to ``shapes`` on a GPU
+    of ``arch`` (any SM count)."""
     return build_plan(runtime_model(read_rtxir(path), None, compute_capability(arch)), shapes, arch=arch, sm_count=84)
+
+
+def generic_kernels(path, arch: str, shapes=SHAPES) -> dict[str, str]:
+    """The kernels of a session's first run at ``shapes``: the generic engine over the default
+    ranges around them (the model's batch is symbolic), made with the session's own
+    fitting_ranges and GenericEngines.probe."""
+    from rtxrt.backends.cuda.generic import GenericEngines
+    from rtxrt.ir.default_ranges import fitting_ranges
+
+    model = runtime_model(read_rtxir(path), None, compute_capability(arch))
+    declared = {name: model.graph.types[name].shape for name in shapes}
+    ranges, dims = fitting_ranges(declared, shapes, lambda r: GenericEngines.probe(model, r))
+    return build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=84, dims=dims).kernels
+
+
+def runtime_kernels(path, arch: str, shapes=SHAPES) -> dict[str, str]:
+    """Every kernel a session of this file loads at ``shapes``: the generic engine's, and the
+    engine's a hot shape gets specialized to."""
+    return {**generic_kernels(path, arch, shapes), **runtime_plan(path, arch, shapes).kernels}
 
 
 # ---------------------------------------------------------------- what is embedded
@@ -85,7 +105,8 @@ def test_each_arch_holds_exactly_the_planned_kernels_as_cubins(built, arch):
     cubins = read_cubins(path, arch)
     plan = runtime_plan(path, arch)
     assert any(len(step.candidates) > 1 for step in plan.steps)  # tactics for the autotuner, each embedded
-    assert set(cubins) == {kernel_blob_name(name, arch) for name in plan.kernels}
+    assert set(cubins) == {kernel_blob_name(name, arch) for name in runtime_kernels(path, arch)}
+    assert not set(runtime_kernels(path, arch)) <= set(plan.kernels)  # the generic engine's are there too
     assert all(blob.startswith(b"\x7fELF") for blob in cubins.values())
 
 
@@ -101,8 +122,7 @@ def test_the_runtime_compiles_nothing_at_the_precompiled_shapes(built):
     Every candidate's kernels are there (the autotuner times them all), so the chosen ones are too."""
     _, _, path = built
     embedded = read_cubins(path, "sm_86")
-    plan = runtime_plan(path, "sm_86")
-    assert [n for n in plan.kernels if kernel_blob_name(n, "sm_86") not in embedded] == []
+    assert [n for n in runtime_kernels(path, "sm_86") if kernel_blob_name(n, "sm_86") not in embedded] == []
     other_batch = runtime_plan(path, "sm_86", {"x": (3, 4, 8, 8)}).kernels  # other shapes still JIT
     assert any(kernel_blob_name(n, "sm_86") not in embedded for n in other_batch)
 
@@ -146,7 +166,7 @@ def test_precompiled_builds_are_byte_identical_and_report_each_arch(built, tmp_p
     assert again.read_bytes() == path.read_bytes()
     out = capsys.readouterr().out
     for arch in ARCHS:
-        assert f"precompiled {arch}: {len(runtime_plan(path, arch).kernels)} kernels, " in out and " KiB in " in out
+        assert f"precompiled {arch}: {len(runtime_kernels(path, arch))} kernels, " in out and " KiB in " in out
 
 
 def test_a_static_model_is_planned_at_its_own_shapes(tmp_path):
@@ -374,7 +394,7 @@ def test_inspect_lists_the_archs_sizes_and_shapes(built, capsys):
     assert "rtxir format 1.2" in out and "CUBINS" in out
     line = next(row for row in out.splitlines() if "precompiled kernels (GPU machine code):" in row)
     for arch in ARCHS:
-        assert f"{arch} {len(runtime_plan(path, arch).kernels)} (" in line
+        assert f"{arch} {len(runtime_kernels(path, arch))} (" in line
         assert f"    {arch}: bound to this file's graph" in out
     assert "x:2x4x8x8" in line and "they run only when asked (--trust-embedded-kernels" in out
     assert main(["inspect", str(plain)]) == 0
@@ -409,7 +429,7 @@ def test_a_session_on_a_gpu_whose_arch_was_embedded_compiles_nothing(tmp_path):
     want = ReferenceExecutor(read_rtxir(files[arch])).run(feeds)["y"]
     assert np.abs(want).max() > 0
 
-    all_kernels = len(runtime_plan(files[arch], arch).kernels)
+    all_kernels = len(generic_kernels(files[arch], arch))  # what a first run compiles without embedded ones
 
     before = compiled_count()
     session = rtxrt.Session(files[arch], cache_dir=tmp_path / "cache", progress=False, embedded_kernels=True)

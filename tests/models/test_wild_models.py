@@ -91,7 +91,7 @@ def test_a_wild_model_runs_on_the_gpu_over_the_default_ranges_too(wild_export, n
     GEMMs must hold the largest shape, has every node on the GPU as well."""
     from rtxrt.backends.cuda.plan.builder import build_plan
     from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
-    from rtxrt.runtime.default_ranges import fitting_ranges
+    from rtxrt.ir.default_ranges import fitting_ranges
 
     model = compile_onnx(wild_export(name, False).onnx_path)
     graph = model.graph

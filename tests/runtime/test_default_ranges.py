@@ -11,7 +11,7 @@ import math
 import pytest
 
 from rtxrt.errors import GraphError
-from rtxrt.runtime.default_ranges import DEFAULT_MAX_ELEMENTS, default_ranges, fitting_ranges
+from rtxrt.ir.default_ranges import DEFAULT_MAX_ELEMENTS, default_ranges, fitting_ranges
 
 ranges = default_ranges
 

@@ -113,14 +113,15 @@ class GenericEngines:
         return made.stats
 
     def _check_templates(self) -> None:
-        """Plan (on the host only) the profile's other sample shapes and two between them with
-        each node's tuned tactic, so the templates the first ones made are checked where their
-        guards hold (a shape the model refuses checks nothing)."""
-        samples = sample_shapes(self.ranges)
-        between = [{n: tuple(_between(a, b) for a, b in zip(low[n], high[n])) for n in self.ranges}
-                   for low, high in ((self.opt_shapes, self.max_shapes), ({n: r[0] for n, r in self.ranges.items()},
-                                                                          self.opt_shapes))]
-        for shapes in samples[1:] + [s for s in between if s not in samples]:
+        """Plan (on the host only) shapes between the profile's min, opt and max with each
+        node's tuned tactic, so the templates the opt (and max) shapes made are checked where
+        their guards hold (a shape the model refuses checks nothing)."""
+        low = {n: r[0] for n, r in self.ranges.items()}
+        mirror = sample_shapes(self.ranges)[3:]  # (min + max - opt, where it differs from the three)
+        between = [{n: tuple(_between(a, b) for a, b in zip(start[n], end[n])) for n in self.ranges}
+                   for start, end in ((self.opt_shapes, self.max_shapes), (low, self.opt_shapes))]
+        done = [self.opt_shapes, self.max_shapes if self.reserve else None, low]
+        for shapes in [s for s in mirror + between if s not in done]:
             try:
                 build_plan(self.model, shapes, arch=self.gpu.info.arch, sm_count=self.gpu.info.sm_count,
                            tune=False, dims=self.dims, constants=self.constants, prefer=self.prefer,

@@ -11,8 +11,9 @@ import pytest
 
 from rtxrt.backends.cuda.codegen import CodegenError
 from rtxrt.backends.cuda.codegen.dynamic import DimInt, dim_bindings, peek, recording_guards
-from rtxrt.backends.cuda.ops.context import LowerContext
+from rtxrt.backends.cuda.ops.context import LowerContext, WrongForm
 from rtxrt.backends.cuda.plan.forms import TensorForm
+from rtxrt.backends.cuda.plan.lowering_memo import lowering_key
 from rtxrt.backends.cuda.plan.lowering_templates import LoweringTemplates
 from rtxrt.backends.cuda.plan.program import Launch, NodeProgram, Ref
 from rtxrt.ir.dtypes import DType
@@ -52,7 +53,8 @@ def tiled(ctx: LowerContext) -> list[NodeProgram]:
 
 def plan(templates: LoweringTemplates, lowering: Counted, n: int) -> list[NodeProgram]:
     with dim_bindings({NAME: n}):
-        programs, _ = templates.programs(context(n), lowering)
+        ctx = context(n)
+        programs, _ = templates.programs(ctx, lowering_key(ctx, symbolic=True), lowering)
     return programs
 
 
@@ -111,6 +113,20 @@ def test_a_refusal_is_replayed_as_the_same_error():
             plan(templates, lowering, n)
     assert lowering.calls == 2
     assert plan(templates, lowering, 500)[0].label == "big"
+
+
+def test_a_wish_for_other_input_forms_is_replayed_with_those_forms_at_the_new_dims():
+    def channels_last(ctx: LowerContext) -> list[NodeProgram]:
+        x = ctx.inputs[0]
+        raise WrongForm("relu: wants its input channels-last", {0: TensorForm(x.dtype, x.shape, "NHWC")})
+
+    templates, lowering = LoweringTemplates(), Counted(channels_last)
+    for n in (5, 6, 7):
+        with pytest.raises(WrongForm) as refused:
+            plan(templates, lowering, n)
+        wanted = refused.value.wanted[0]
+        assert wanted.layout == "NHWC" and wanted.shape == (n, 64) and type(wanted.shape[0]) is int
+    assert lowering.calls == 2
 
 
 def test_comparisons_of_dims_are_noted_as_guards_and_bare_reads_as_their_value():

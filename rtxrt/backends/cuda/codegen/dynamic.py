@@ -26,6 +26,8 @@ from functools import lru_cache
 from contextvars import ContextVar
 from typing import Any
 
+from . import CodegenError
+
 INT_MAX = 2**31 - 1
 DIM_NAME = re.compile(r"\brtxd_[io]\d+_\d+\b")
 
@@ -51,6 +53,11 @@ def clear_plan_memos() -> None:
         memo.cache_clear()
 
 
+class NoCForm(CodegenError, ValueError):
+    """A dim expression that divides a value that may be negative (C's division truncates
+    where Python's floors): no kernel can compute it, so no lowering can use it."""
+
+
 class DimInt(int):
     """An int (its value at the planned shapes) that formats as a C expression; ``lo``/``hi``
     bound it over the profile."""
@@ -67,7 +74,7 @@ class DimInt(int):
     @property
     def expr(self) -> str:
         if self._expr is None:  # C's division truncates where Python's floors
-            raise ValueError(f"{int(self)}: a dim expression dividing a value that may be negative has no C form")
+            raise NoCForm(f"{int.__int__(self)}: a dim expression dividing a value that may be negative has no C form")
         if type(self._expr) is tuple:
             _write(self)
         return self._expr

@@ -36,13 +36,13 @@ from ...data_dependent import is_runtime_if
 from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
-from ..codegen.dynamic import dim, dim_bindings
+from ..codegen.dynamic import current_bindings, dim, dim_bindings
 from ..ops import LowerContext, Unsupported, lower
 from ..ops.context import NeedsValue, WrongForm, kernel_args, launch_of
 from ..ops.data_movement import conversion
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
 from .dim_ranges import DimRanges
-from .lowering_memo import LoweringMemo, form_key
+from .lowering_memo import LoweringMemo, form_key, lowering_key
 from .lowering_templates import LoweringTemplates, plain
 from .program import Copy, HostRun, NodeProgram, Ref
 
@@ -266,11 +266,16 @@ class _Builder:
         """The node's programs, the tactic ``ctx.wanted`` first; a node like one lowered
         before in this plan gets that one's programs, and in a generic plan a node whose
         template serves these dims gets the template's (lowering_templates.py)."""
-        key, programs = self.lowered.find(ctx)
+        if self.templates is not None:  # the symbolic key and the dims' values tell as much as the full key
+            symbolic = lowering_key(ctx, symbolic=True)
+            key = None if symbolic is None else (symbolic, tuple(sorted(current_bindings().items())))
+        else:
+            key = lowering_key(ctx)
+        programs = self.lowered.find(ctx, key)
         if programs is not None:
             return programs
         if self.templates is not None:
-            programs, reads = self.templates.programs(ctx, _lower_wanted)
+            programs, reads = self.templates.programs(ctx, symbolic, _lower_wanted)
         else:
             programs, reads = _lower_wanted(ctx)
             if self.dims is not None:

@@ -29,13 +29,13 @@ class LoweringMemo:
     def __init__(self) -> None:
         self._entries: dict[tuple, list[tuple[tuple, list[NodeProgram]]]] = {}
 
-    def find(self, ctx: LowerContext) -> tuple[tuple | None, list[NodeProgram] | None]:
-        """(the node's lowering key, the programs of an alike node lowered before or None)."""
-        key = lowering_key(ctx)
+    def find(self, ctx: LowerContext, key: tuple | None) -> list[NodeProgram] | None:
+        """The programs of a node lowered before whose ``key`` (lowering_key, or one as
+        telling) and reads are the same as this one's, or None."""
         for reads, programs in self._entries.get(key, ()) if key is not None else ():
             if reads == read_values(ctx, [r[0] for r in reads]):
-                return key, programs
-        return key, None
+                return programs
+        return None
 
     def keep(self, key: tuple | None, ctx: LowerContext, reads: set, programs: list[NodeProgram]) -> None:
         if key is not None:

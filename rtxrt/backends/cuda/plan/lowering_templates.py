@@ -17,7 +17,6 @@ its templates at the profile's sample shapes when it is built (generic.py).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Mapping
 from types import CodeType
@@ -28,7 +27,7 @@ import numpy as np
 from ..codegen import CodegenError
 from ..codegen.dynamic import DimInt, Guard, current_bindings, plan_memo, recording_guards
 from ..ops.context import LowerContext
-from .lowering_memo import lowering_key, read_values
+from .lowering_memo import read_values
 from .program import NodeProgram
 
 Lowering = Callable[[LowerContext], tuple[list[NodeProgram], set]]
@@ -48,11 +47,11 @@ class LoweringTemplates:
         self._retired: set[tuple] = set()
         self.replayed = self.lowered = 0  # nodes whose programs came from a template / a lowering
 
-    def programs(self, ctx: LowerContext, lower: Lowering) -> tuple[list[NodeProgram], set]:
+    def programs(self, ctx: LowerContext, key: tuple | None, lower: Lowering) -> tuple[list[NodeProgram], set]:
         """The node's programs (plain ints) and the constants its lowering read: from a
-        checked template whose guards hold at these dims, else from ``lower(ctx)``."""
+        checked template whose guards hold at these dims, else from ``lower(ctx)``. ``key``:
+        ``lowering_key(ctx, symbolic=True)``."""
         env = current_bindings()
-        key = lowering_key(ctx, symbolic=True)
         if key is None or key in self._retired:
             self.lowered += 1
             programs, reads = lower(ctx)
@@ -189,8 +188,8 @@ def _map_dims(value: Any, fn: Callable[[DimInt], Any], holders: set[int] | None 
         fields = _map_dims(vars(value), fn, holders)
         if fields is vars(value):
             return value
-        error = copy.copy(value)
-        vars(error).update(fields)
+        error = kind.__new__(kind, *value.args)  # (not __init__: a subclass's takes other arguments)
+        vars(error).update(vars(value), **fields)
         return error
     changes = {}
     for name in _fields(value):
