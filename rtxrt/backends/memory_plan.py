@@ -157,14 +157,16 @@ def _infer_with_shape_values(model: Model) -> None:
     graph = model.graph
     lent: set[str] = set()
     memo: dict = {}  # a node whose inputs the lent values left as they were is not inferred again
+    changed: set[str] | None = None  # the first pass infers every node, later ones what the lent values reach
     try:
         while True:
-            infer_types(model, memo=memo)
+            infer_types(model, memo=memo, changed=changed)
             known = _shape_values(model)
             if not known:
                 break
             graph.initializers.update(known)
             lent.update(known)
+            changed = set(known)
     finally:
         for name in lent:
             del graph.initializers[name]

@@ -11,7 +11,8 @@ from .graph import MAX_DIM, Dim, Graph, Model, Node, TensorType
 from .ops import InferenceContext, get_schema
 
 
-def infer_types(model: Model, hints: Mapping[str, TensorType] | None = None, memo: dict | None = None) -> Model:
+def infer_types(model: Model, hints: Mapping[str, TensorType] | None = None, memo: dict | None = None,
+                changed: set[str] | None = None) -> Model:
     """Fill ``types`` for every value of every graph in place; return the model.
 
     Types already present (declared by the model) are merged with the inferred ones: a
@@ -19,20 +20,27 @@ def infer_types(model: Model, hints: Mapping[str, TensorType] | None = None, mem
     ``hints`` (another tool's guesses, e.g. ONNX's inference) only fill what the rules
     leave unknown and are ignored where they disagree. ``memo``: kept by a caller that infers
     the same graph again with a few more constants known; a node whose input types and
-    constants are those of a pass before is not inferred again.
+    constants are those of a pass before is not inferred again. ``changed``: infer again after
+    only these values changed (constants lent since the last pass): a node of the main graph
+    none of whose inputs changed, or got a new type since, keeps its types (the set grows by
+    the values whose types this pass changed).
     """
-    _infer_graph(model.graph, model.opset, outer={}, hints=hints or {}, memo=memo)
+    _infer_graph(model.graph, model.opset, outer={}, hints=hints or {}, memo=memo, changed=changed)
     return model
 
 
 def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: Mapping[str, TensorType],
-                 memo: dict | None = None) -> None:
+                 memo: dict | None = None, changed: set[str] | None = None) -> None:
     scope = dict(outer)
     scope.update(graph.types)
     for name, array in graph.initializers.items():
         scope[name] = TensorType.of(array)
     constants: dict[str, np.ndarray] = dict(graph.initializers)
     for node in graph.nodes:
+        if changed is not None and not any(n in changed for n in node.inputs if n) \
+                and not any(True for _ in node.subgraphs()):
+            _propagate_constant(node, scope, constants)  # (its types are the last pass's)
+            continue
         schema = get_schema(node.op_type, node.domain)
         if schema is None:
             raise UnsupportedOpError([(node.domain, node.op_type, node.name)])
@@ -65,6 +73,8 @@ def _infer_graph(graph: Graph, opset: int, outer: dict[str, TensorType], hints: 
             new = _refine(new, hints.get(name))
             merged = merge_types(scope.get(name), new, f"{node.label} output {name!r}")
             if merged is not None:
+                if changed is not None and merged != graph.types.get(name):
+                    changed.add(name)
                 scope[name] = merged
                 graph.types[name] = merged
         _propagate_constant(node, scope, constants)

@@ -164,6 +164,7 @@ class _Builder:
         self.lowered = LoweringMemo()
         self.conversions: dict[tuple, list[NodeProgram]] = {}  # (source form, target form) -> programs
         self.needs_values: set[str] = set()
+        self.generic_forms: dict[tuple, tuple[TensorForm, dict[str, int]]] = {}  # _generic's, by value and place
 
     def build(self, shapes: dict[str, tuple[int, ...]]) -> Plan:
         g = self.graph
@@ -381,18 +382,25 @@ class _Builder:
             if name is None or form is None:
                 out.append(form)
                 continue
-            spans = self.dims.sizes.get(name, ())  # per axis: its size, or the range it varies over
-            if all(isinstance(span, int) for span in spans[:len(form.shape)]):
-                out.append(form)
-                continue
-            shape = list(form.shape)
-            for axis, span in enumerate(spans[:len(shape)]):
-                if not isinstance(span, int):
-                    label = f"rtxd_{side}{k}_{axis}"
-                    bindings[label] = int(shape[axis])
-                    shape[axis] = dim(int(shape[axis]), label, *span)
-            out.append(form.with_shape(tuple(shape)))
+            key = (name, form, side, k)
+            if key not in self.generic_forms:  # (a node's attempts present the same forms again)
+                self.generic_forms[key] = self._generic_form(name, form, f"rtxd_{side}{k}_")
+            generic, values = self.generic_forms[key]
+            bindings.update(values)
+            out.append(generic)
         return out
+
+    def _generic_form(self, name: str, form: TensorForm, prefix: str) -> tuple[TensorForm, dict[str, int]]:
+        spans = self.dims.sizes.get(name, ())  # per axis: its size, or the range it varies over
+        if all(isinstance(span, int) for span in spans[:len(form.shape)]):
+            return form, {}
+        shape, values = list(form.shape), {}
+        for axis, span in enumerate(spans[:len(shape)]):
+            if not isinstance(span, int):
+                label = f"{prefix}{axis}"
+                values[label] = int(shape[axis])
+                shape[axis] = dim(int(shape[axis]), label, *span)
+        return form.with_shape(tuple(shape)), values
 
     # --- finalize ----------------------------------------------------------------------------
 
