@@ -2,9 +2,9 @@
 
 For each arch the model is planned at the given input shapes as the runtime plans it
 (``build_plan`` keeps every candidate tactic: the autotuner on the user's GPU times them all):
-the engine specialized to those shapes, and where inputs have symbolic dims the generic
-engine a session builds first (over the model's profile, else over the default ranges around
-those shapes). The plans' kernels are compiled with NVRTC, except those an earlier build left in the
+where inputs have symbolic dims, the generic engine a session builds first (over the model's
+profile, else over the default ranges around those shapes), else the engine of those static
+shapes. The plans' kernels are compiled with NVRTC, except those an earlier build left in the
 runtime cache (cache/kernel_store.py). The cubins go into the .rtxir's CUBINS section, where
 the runtime looks a kernel up before compiling it. No GPU is needed.
 """
@@ -118,31 +118,28 @@ def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[A
 
 
 def runtime_plans(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: str) -> list:
-    """The plans whose kernels a session of ``model`` loads at ``shapes`` on a GPU of
-    ``arch``: the engine specialized to them (a hot shape's), and where inputs have symbolic
-    dims first the generic engine at the opt shapes of the model's profile, else of the default
-    ranges around ``shapes`` (ir/default_ranges.py), as the session makes them. Kernels do not
-    depend on the SM count (only launch grids do), so any count will do."""
+    """The plans whose kernels a session of ``model`` compiles on its first run at ``shapes``
+    on a GPU of ``arch``: where inputs have symbolic dims, the generic engine at the opt shapes
+    of the model's profile, else of the default ranges around ``shapes`` (ir/default_ranges.py),
+    as the session makes them; else the engine of those static shapes. (A hot shape's own
+    engine, which a lazy session builds later in the background, is left to the JIT.) Kernels
+    do not depend on the SM count (only launch grids do), so any count will do."""
     from ..backends.cuda.plan.builder import build_plan
     from ..backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
 
     model = _as_run_on(model, arch)
-    plans = [build_plan(model, shapes, arch=arch, sm_count=1)]
     profile = stored_profile(model)
+    graph = model.graph
+    declared = {name: graph.types[name].shape for name in shapes if name in graph.types}
+    found = None
     if profile is not None:
-        ranges, dims = profile.ranges, dim_ranges(model, sample_shapes(profile.ranges))
-    else:
-        graph = model.graph
-        declared = {name: graph.types[name].shape for name in shapes if name in graph.types}
-        if all(isinstance(d, int) for shape in declared.values() for d in (shape or ())):
-            return plans
+        found = profile.ranges, dim_ranges(model, sample_shapes(profile.ranges))
+    elif not all(isinstance(d, int) for shape in declared.values() for d in (shape or ())):
         found = fitting_ranges(declared, shapes, lambda r: dim_ranges(model, sample_shapes(r)))
-        if found is None:
-            return plans
-        ranges, dims = found
-    if any(tuple(low) != tuple(high) for low, _, high in ranges.values()):
-        plans.append(build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=1, dims=dims))
-    return plans
+    if found is None or all(tuple(low) == tuple(high) for low, _, high in found[0].values()):
+        return [build_plan(model, shapes, arch=arch, sm_count=1)]
+    ranges, dims = found
+    return [build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=1, dims=dims)]
 
 
 def _as_run_on(model: Model, arch: str) -> Model:
