@@ -11,7 +11,6 @@ import rtxrt.backends.memory_plan as memory_plan  # noqa: E402
 from rtxrt.aot import compile_onnx  # noqa: E402
 from rtxrt.aot.options import AotOptions  # noqa: E402
 from rtxrt.ir.infer import infer_types  # noqa: E402
-from tests.models import zoo  # noqa: E402
 
 CASES = {  # exported with dynamic dims; shapes to specialize at
     "bert": [{n: s for n in ("input_ids", "attention_mask", "token_type_ids")} for s in ((1, 5), (3, 17))],
@@ -19,19 +18,9 @@ CASES = {  # exported with dynamic dims; shapes to specialize at
 }
 
 
-@pytest.fixture(scope="module")
-def exported(zoo_dir):
-    def get(name: str) -> str:
-        if name in zoo.TEXT_MODELS:
-            pytest.importorskip("transformers")
-            return zoo.export(name, zoo_dir / f"{name}_incremental.onnx").onnx_path
-        return zoo.export(name, zoo_dir / f"{name}_incremental.onnx", dynamic_size=True).onnx_path
-    return get
-
-
 @pytest.mark.parametrize("name", list(CASES))
-def test_later_passes_infer_only_what_the_lent_values_reach_and_agree_with_full_passes(exported, name, monkeypatch):
-    model = compile_onnx(exported(name), AotOptions(precision="fp16"))
+def test_later_passes_infer_only_what_the_lent_values_reach_and_agree_with_full_passes(exported_dynamic, name, monkeypatch):
+    model = compile_onnx(exported_dynamic(name), AotOptions(precision="fp16"))
     passes: list[set | None] = []
 
     def counting(model, memo=None, changed=None):

@@ -28,7 +28,6 @@ from rtxrt.backends.cuda.plan.builder import FinalPlan, Plan, build_plan, finali
 from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes  # noqa: E402
 from rtxrt.backends.cuda.plan.lowering_templates import LoweringTemplates  # noqa: E402
 from rtxrt.ir.graph import Model, Node  # noqa: E402
-from tests.models import zoo  # noqa: E402
 
 ARCH, SMS = "sm_86", 46
 # (ranges, how many random shapes, the step image sizes must be a multiple of)
@@ -94,20 +93,10 @@ def choices_by_label(plan: Plan, labels: dict[int, str]) -> dict[int, int]:
             if label in [p.label for p in plan.steps[i].candidates]}
 
 
-@pytest.fixture(scope="module")
-def exported(zoo_dir):
-    def get(name: str) -> str:
-        if name in zoo.TEXT_MODELS:
-            pytest.importorskip("transformers")
-            return zoo.export(name, zoo_dir / f"{name}_replan.onnx").onnx_path
-        return zoo.export(name, zoo_dir / f"{name}_replan.onnx", dynamic_size=True).onnx_path
-    return get
-
-
 @pytest.mark.parametrize("name", list(CASES))
-def test_a_new_shape_planned_with_warm_memos_is_the_plan_made_cold(exported, name):
+def test_a_new_shape_planned_with_warm_memos_is_the_plan_made_cold(exported_dynamic, name):
     ranges, count, step = CASES[name]
-    model = compile_onnx(exported(name), AotOptions(precision="fp16"))
+    model = compile_onnx(exported_dynamic(name), AotOptions(precision="fp16"))
     dims, memo = dim_ranges(model, sample_shapes(ranges)), {}
     opt = build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=ARCH, sm_count=SMS, dims=dims, constants=memo)
     tuned = finalize(opt, {i: len(s.candidates) - 1 for i, s in enumerate(opt.steps)})

@@ -11,7 +11,9 @@ launch.
 
 A generator stays generic by formatting dims into the source (never ``int(d)`` or numpy on
 them) and by deciding what its source looks like from ``upper(d)`` (the largest value over the
-profile), not from ``d`` itself. A decision made on the value shows as a different source at
+profile), not from ``d`` itself. Decisions it makes on the value (a tile by size, a bounds
+check) are comparisons, which a lowering template notes as guards (``recording_guards``;
+plan/lowering_templates.py); ``int(d)`` notes that the value itself was read. A decision made on the value shows as a different source at
 another shape: a compile there, never a wrong result (tests/backends/cuda/test_generic_*.py
 plan the zoo at several shapes and hold every source to being the same).
 """
@@ -160,10 +162,12 @@ def recording_guards() -> Iterator[list[Guard]]:
 def _comparison(op: str, compare: Any) -> Any:
     def method(self: DimInt, other: Any) -> Any:
         outcome = compare(self, other)
-        if outcome is not NotImplemented:
-            guards = _guards.get()
-            if guards is not None:
+        guards = _guards.get()
+        if guards is not None:
+            if outcome is not NotImplemented:
                 guards.append((self, op, other, outcome))
+            elif isinstance(other, float):  # (the float then compares the bare value)
+                guards.append((self, "==", int.__int__(self), True))
         return outcome
 
     return method
