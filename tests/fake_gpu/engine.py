@@ -80,11 +80,12 @@ class KernelCatalog(dict):
 # ------------------------------------------------------------------------------- plans and engines
 
 def plan_model(model, shapes: Mapping[str, Sequence[int]], *, tune: bool = True, dims: Any = None,
-               constants: dict | None = None) -> Plan:
+               constants: dict | None = None, prefer: Mapping[str, str] | None = None, templates: Any = None) -> Plan:
     """The real builder's plan of ``model`` at ``shapes``; ``dims`` (plan/dim_ranges.py): a
-    generic plan of that profile, ``constants`` the builder's memo shared between its plans."""
+    generic plan of that profile, ``constants`` the builder's memo shared between its plans
+    (``prefer`` and ``templates``: build_plan's)."""
     return build_plan(model, {k: tuple(v) for k, v in shapes.items()}, arch=ARCH, sm_count=SM_COUNT, tune=tune,
-                      dims=dims, constants=constants)
+                      dims=dims, constants=constants, prefer=prefer, templates=templates)
 
 
 def choose(plan: Plan, prefer: Callable[[Step, NodeProgram], bool]) -> dict[int, int]:

@@ -18,7 +18,6 @@ opt shape (no compile for a new shape) and each node offers the same tactics. Ke
 families still being made generic are listed in NOT_YET_GENERIC (switch: empty it)."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +29,7 @@ from rtxrt.aot import compile_onnx  # noqa: E402
 from rtxrt.aot.options import AotOptions  # noqa: E402
 from rtxrt.backends.cuda.plan.builder import Plan, finalize  # noqa: E402
 from rtxrt.backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes  # noqa: E402
+from rtxrt.backends.cuda.plan.lowering_templates import LoweringTemplates  # noqa: E402
 from rtxrt.backends.cuda.run.executor import SharedMemory  # noqa: E402
 from rtxrt.frontend.onnx_import import load_onnx  # noqa: E402
 from tests.fake_gpu.cuda_c import DeviceFault  # noqa: E402
@@ -110,29 +110,21 @@ CASES = {
 }
 
 
+ALSO = {  # one more shape of each profile, like the odd one (planned from templates)
+    "resnet18": {"input": (2, 3, 27, 21)},
+    "mobilenetv3_small": {"input": (2, 3, 27, 21)},
+    "yolo_tiny": {"input": (2, 3, 64, 32)},
+    "unet": {"input": (2, 3, 28, 20)},
+    "bert": {n: (2, 9) for n in ("input_ids", "attention_mask", "token_type_ids")},
+    "gpt2": {n: (2, 9) for n in ("input_ids", "attention_mask")},
+}
+
+
 def feeds_at(name: str, shapes: dict, seed: int) -> dict[str, np.ndarray]:
     if name in zoo.TEXT_MODELS:
         batch, seq = next(iter(shapes.values()))
         return zoo.TEXT_MODELS[name].make_inputs(seed, batch=batch, seq=seq)
     return {"input": np.random.default_rng(seed).standard_normal(shapes["input"]).astype(np.float32)}
-
-
-@pytest.fixture(scope="module")
-def exported(zoo_dir) -> Callable[[str], str]:
-    """``exported(name)``: the ONNX file of zoo model ``name`` with symbolic batch and image
-    size (text models: batch and sequence), exported once."""
-    paths: dict[str, str] = {}
-
-    def get(name: str) -> str:
-        if name not in paths:
-            if name in zoo.TEXT_MODELS:
-                pytest.importorskip("transformers")
-                paths[name] = zoo.export(name, zoo_dir / f"{name}_generic.onnx").onnx_path
-            else:
-                paths[name] = zoo.export(name, zoo_dir / f"{name}_generic.onnx", dynamic_size=True).onnx_path
-        return paths[name]
-
-    return get
 
 
 # ----------------------------------------------------------------------------- the check
@@ -152,9 +144,12 @@ def tactics(plan: Plan, opt: Plan, opt_choices: dict[int, int]) -> dict[int, int
     return choices
 
 
-def run_generic(monkeypatch, name: str, path: str, precision: str):
+def run_generic(monkeypatch, name: str, path: str, precision: str, templates: LoweringTemplates | None = None):
     """Plan ``name`` generically at opt and at each shape of its case, load the engines on one
-    fake device sharing one SharedMemory, run each shape (then opt again), and check each run."""
+    fake device sharing one SharedMemory, run each shape (then opt again), and check each run.
+    ``templates``: plan the other shapes as GenericEngines does, each node's opt tactic
+    preferred and its lowering template re-evaluated where one serves (one more shape, so that
+    a template checked at one shape serves the next)."""
     case = CASES[name]
     catalog = KernelCatalog().install(monkeypatch)
     device = FakeDevice(256 << 20, opaque="raise" if case.interpretable else "skip").install(monkeypatch)
@@ -163,11 +158,15 @@ def run_generic(monkeypatch, name: str, path: str, precision: str):
     opt = plan_model(model, case.opt, dims=dims, constants=memo)
     opt_choices = choose(opt, cublas_tactic)
     plans = [(case.opt, opt, opt_choices)]
-    for shapes in case.shapes:
-        plan = plan_model(model, shapes, dims=dims, constants=memo)
+    prefer = {s.label: s.candidates[opt_choices.get(i, 0)].label for i, s in enumerate(opt.steps) if s.node}
+    for shapes in case.shapes if templates is None else (*case.shapes, ALSO[name]):
+        if templates is None:
+            plan = plan_model(model, shapes, dims=dims, constants=memo)
+        else:
+            plan = plan_model(model, shapes, dims=dims, constants=memo, tune=False, prefer=prefer, templates=templates)
         new = generic_part(plan.kernels) - set(opt.kernels)
         assert not new, f"{name} {precision} at {shapes}: kernels the opt plan lacks: {sorted(new)}"
-        plans.append((shapes, plan, tactics(plan, opt, opt_choices)))
+        plans.append((shapes, plan, tactics(plan, opt, opt_choices) if templates is None else {}))
 
     finals = [finalize(plan, choices) for _, plan, choices in plans]
     high = max(finals, key=lambda f: f.layout.arena_bytes)
@@ -197,8 +196,8 @@ def run_generic(monkeypatch, name: str, path: str, precision: str):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_a_generic_plan_matches_the_reference_at_every_shape_of_its_profile(monkeypatch, exported, name, precision):
-    runs = run_generic(monkeypatch, name, exported(name), precision)
+def test_a_generic_plan_matches_the_reference_at_every_shape_of_its_profile(monkeypatch, exported_dynamic, name, precision):
+    runs = run_generic(monkeypatch, name, exported_dynamic(name), precision)
     assert {tuple(s.values()) for s, _, _ in runs} >= {tuple(r[i] for r in CASES[name].ranges.values())
                                                        for i in range(3)}  # min, opt and max all ran
     # the kernels that take dims got each shape's own values
@@ -207,6 +206,16 @@ def test_a_generic_plan_matches_the_reference_at_every_shape_of_its_profile(monk
     shared = set.intersection(*(set(d) for d in dims_by_shape))
     assert any(len({d[k] for d in dims_by_shape}) == len(dims_by_shape) for k in shared), \
         f"{name}: no kernel launched with different dims at each shape"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case.interpretable])
+def test_shapes_planned_from_lowering_templates_match_the_reference(monkeypatch, exported_dynamic, name, precision):
+    """What a generic engine runs at a new shape, its nodes re-evaluated from templates
+    (plan/lowering_templates.py), computes what the reference does on the device."""
+    templates = LoweringTemplates()
+    run_generic(monkeypatch, name, exported_dynamic(name), precision, templates)
+    assert templates.replayed > 0, f"{name}: no node came from a template"
 
 
 # ----------------------------------------------------------------------------- the fake device
