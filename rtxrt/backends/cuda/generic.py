@@ -113,15 +113,10 @@ class GenericEngines:
         return made.stats
 
     def _check_templates(self) -> None:
-        """Plan (on the host only) shapes between the profile's min, opt and max with each
-        node's tuned tactic, so the templates the opt (and max) shapes made are checked where
-        their guards hold (a shape the model refuses checks nothing)."""
-        low = {n: r[0] for n, r in self.ranges.items()}
-        mirror = sample_shapes(self.ranges)[3:]  # (min + max - opt, where it differs from the three)
-        between = [{n: tuple(_between(a, b) for a, b in zip(start[n], end[n])) for n in self.ranges}
-                   for start, end in ((self.opt_shapes, self.max_shapes), (low, self.opt_shapes))]
-        done = [self.opt_shapes, self.max_shapes if self.reserve else None, low]
-        for shapes in [s for s in mirror + between if s not in done]:
+        """Plan (on the host only) the shapes ``check_shapes`` picks with each node's tuned
+        tactic, so the templates the opt (and max) shapes made are checked where their guards
+        hold (a shape the model refuses checks nothing)."""
+        for shapes in check_shapes(self.ranges, self.reserve):
             try:
                 build_plan(self.model, shapes, arch=self.gpu.info.arch, sm_count=self.gpu.info.sm_count,
                            tune=False, dims=self.dims, constants=self.constants, prefer=self.prefer,
@@ -154,6 +149,23 @@ class GenericEngines:
                           precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
                           constants=self.constants, loaded=self.shared.functions, tactics=self.tactics,
                           prefer=self.prefer, templates=self.templates)
+
+
+def check_shapes(ranges: Ranges, reserved: bool) -> list[dict[str, tuple[int, ...]]]:
+    """Where a profile's engine checks its lowering templates when it is built: opt's mirror
+    image in [min, max] and the shapes halfway from opt to max and from min to opt, less those
+    planned already (opt; max where the arena is ``reserved`` for it) and min (whose dims of 1
+    make guard classes of their own)."""
+    low, opt, high = ({n: tuple(r[k]) for n, r in ranges.items()} for k in range(3))
+    mirror = sample_shapes(ranges)[3:]  # (min + max - opt, where it differs from the three)
+    between = [{n: tuple(_between(a, b) for a, b in zip(start[n], end[n])) for n in ranges}
+               for start, end in ((opt, high), (low, opt))]
+    done = [opt, high if reserved else None, low]
+    shapes: list[dict[str, tuple[int, ...]]] = []
+    for s in mirror + between:
+        if s not in done and s not in shapes:
+            shapes.append(s)
+    return shapes
 
 
 def _between(low: int, high: int) -> int:

@@ -137,3 +137,14 @@ def test_comparisons_of_dims_are_noted_as_guards_and_bare_reads_as_their_value()
     assert [(g[1], g[2], g[3]) for g in guards] == [(">", 3, True), ("==", 8, False), (">", 100, False),
                                                      ("==", 7, True)]  # (min asks 100 < d)
     assert d + 1 > d  # outside a recording nothing is noted, and nothing fails
+
+
+def test_a_profile_engine_checks_its_templates_between_its_shapes_not_at_those_planned_already():
+    from rtxrt.backends.cuda.generic import check_shapes
+
+    image = {"input": ((1, 3, 224, 224), (1, 3, 224, 224), (4, 3, 1024, 1024))}
+    assert check_shapes(image, reserved=True) == [{"input": (2, 3, 608, 608)}]  # 608 = 19 x 32, as 224 and 1024
+    text = {n: ((1, 1), (4, 128), (8, 512)) for n in ("ids", "mask")}
+    checked = check_shapes(text, reserved=True)
+    assert [s["ids"] for s in checked] == [(5, 385), (4, 256), (2, 64)] and all(s["mask"] == s["ids"] for s in checked)
+    assert {"ids": (8, 512), "mask": (8, 512)} not in checked and {"ids": (1, 1), "mask": (1, 1)} not in checked
