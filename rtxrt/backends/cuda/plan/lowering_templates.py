@@ -13,7 +13,7 @@ A lowering can still read a value where no guard sees it (numpy on a dim, say). 
 serves only once it has been checked: at a second shape where its guards hold, the node is
 lowered as usual and the result compared with the template's; a mismatch retires the node's
 template for good (it is then lowered at every shape, as before). The generic engine checks
-its templates at the profile's sample shapes when it is built (generic.py).
+its templates at shapes between the profile's min, opt and max when it is built (generic.py).
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from .lowering_memo import read_values
 from .program import NodeProgram
 
 Lowering = Callable[[LowerContext], tuple[list[NodeProgram], set]]
-_PYTHON_OP = {"/": "//"}  # a dim expression's C division (of non-negative values) as Python's
 
 
 def plain(value: Any) -> Any:
@@ -163,6 +162,8 @@ def _operand(value: Any) -> str:
 
 
 def _python(expr: str) -> str:
+    """A dim expression's C text as Python (its divisions are of values that are never
+    negative, where C's and Python's agree; one that may be has no C form)."""
     return expr.replace("(long long)", "").replace("/", "//")
 
 
