@@ -14,7 +14,7 @@ from rtxrt.backends.cuda.codegen.dynamic import DimInt, dim_bindings, peek, reco
 from rtxrt.backends.cuda.ops.context import LowerContext, WrongForm
 from rtxrt.backends.cuda.plan.forms import TensorForm
 from rtxrt.backends.cuda.plan.lowering_memo import lowering_key
-from rtxrt.backends.cuda.plan.lowering_templates import LoweringTemplates
+from rtxrt.backends.cuda.plan.lowering_templates import MAX_TEMPLATES_PER_NODE, LoweringTemplates
 from rtxrt.backends.cuda.plan.program import Launch, NodeProgram, Ref
 from rtxrt.ir.dtypes import DType
 from rtxrt.ir.graph import Node
@@ -92,13 +92,16 @@ def test_a_value_read_where_no_guard_sees_it_retires_the_template_at_its_check()
     assert lowering.calls == 4 and templates.replayed == 0  # the check at 6 retired it
 
 
-def test_a_bare_read_of_a_dim_pins_the_template_to_that_value():
+def test_a_bare_read_of_a_dim_pins_the_template_to_that_value_and_few_such_are_kept():
     def by_value(ctx: LowerContext) -> list[NodeProgram]:
         return program(int(ctx.inputs[0].shape[0]) + 1, "int")
 
     templates, lowering = LoweringTemplates(), Counted(by_value)
     assert [plan(templates, lowering, n)[0].steps[0].grid[0] for n in (5, 6, 5, 6)] == [6, 7, 6, 7]
     assert lowering.calls == 4  # a template per value, never checked at another
+    for n in range(100, 100 + 3 * MAX_TEMPLATES_PER_NODE):
+        assert plan(templates, lowering, n)[0].steps[0].grid[0] == n + 1
+    assert sum(len(entries) for entries in templates._entries.values()) == MAX_TEMPLATES_PER_NODE
 
 
 def test_a_refusal_is_replayed_as_the_same_error():

@@ -31,6 +31,7 @@ from .lowering_memo import read_values
 from .program import NodeProgram
 
 Lowering = Callable[[LowerContext], tuple[list[NodeProgram], set]]
+MAX_TEMPLATES_PER_NODE = 16  # guard classes kept per node (the oldest goes first)
 
 
 def plain(value: Any) -> Any:
@@ -78,7 +79,10 @@ class LoweringTemplates:
             self._retire(key)
         else:
             order = sorted(reads, key=str)
-            self._entries.setdefault(key, []).append(_Entry(read_values(ctx, order), set(reads), template))
+            entries = self._entries.setdefault(key, [])
+            entries.append(_Entry(read_values(ctx, order), set(reads), template))
+            if len(entries) > MAX_TEMPLATES_PER_NODE:  # (a lowering that reads a value makes one per value)
+                entries.pop(0)
         return _result(outcome, reads)
 
     def _find(self, key: tuple, ctx: LowerContext, env: Mapping[str, int]) -> _Entry | None:
