@@ -109,16 +109,15 @@ def precompile(model: Model, options: PrecompileOptions) -> tuple[Cubins, list[A
     cache = RuntimeCache()
     for arch in archs:
         started = time.perf_counter()
-        kernels = {name: source for plan in runtime_plans(model, shapes, arch) for name, source in plan.kernels.items()}
-        cubins, compiled = compile_cached(kernels, arch, cache)
+        cubins, compiled = compile_cached(first_run_plan(model, shapes, arch).kernels, arch, cache)
         blobs[arch] = {kernel_blob_name(name, arch): cubin for name, cubin in cubins.items()}
         reports.append(ArchReport(arch, len(cubins), sum(map(len, cubins.values())), time.perf_counter() - started,
                                   compiled))
     return Cubins(blobs, [shapes]), reports
 
 
-def runtime_plans(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: str) -> list:
-    """The plans whose kernels a session of ``model`` compiles on its first run at ``shapes``
+def first_run_plan(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: str):
+    """The plan whose kernels a session of ``model`` compiles on its first run at ``shapes``
     on a GPU of ``arch``: where inputs have symbolic dims, the generic engine at the opt shapes
     of the model's profile, else of the default ranges around ``shapes`` (ir/default_ranges.py),
     as the session makes them; else the engine of those static shapes. (A hot shape's own
@@ -137,9 +136,9 @@ def runtime_plans(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: str
     elif not all(isinstance(d, int) for shape in declared.values() for d in (shape or ())):
         found = fitting_ranges(declared, shapes, lambda r: dim_ranges(model, sample_shapes(r)))
     if found is None or all(tuple(low) == tuple(high) for low, _, high in found[0].values()):
-        return [build_plan(model, shapes, arch=arch, sm_count=1)]
+        return build_plan(model, shapes, arch=arch, sm_count=1)
     ranges, dims = found
-    return [build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=1, dims=dims)]
+    return build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=1, dims=dims)
 
 
 def _as_run_on(model: Model, arch: str) -> Model:

@@ -205,19 +205,20 @@ def _shape_values(model: Model, largest: Mapping[str, int] | None = None) -> dic
         return max(size, largest.get(name, 0)) > _MAX_PLAN_VALUE
 
     for node in graph.nodes:
-        outs = [graph.types.get(o) for o in node.outputs if o]
-        if not outs or any(o in known for o in node.outputs if o) or any(True for _ in node.subgraphs()):
+        named = [o for o in node.outputs if o]  # (an omitted optional output has no name)
+        outs = [graph.types.get(o) for o in named]
+        if not outs or any(o in known for o in named) or any(True for _ in node.subgraphs()):
             continue
         if any(t is None or t.dtype == DType.STRING for t in outs):
             continue
         if node.op_type in ("Shape", "Size") and not node.domain:
             values = _of_shape(node, graph.types.get(node.inputs[0]))
         elif (node.op_type in NONDETERMINISTIC_OPS or any(n and n not in known for n in node.inputs)
-              or any(t.is_static and too_big(o, math.prod(t.shape)) for o, t in zip(node.outputs, outs))):
+              or any(t.is_static and too_big(o, math.prod(t.shape)) for o, t in zip(named, outs))):
             values = None
         else:
             values = _evaluate(node, model.opset, [known[n] if n else None for n in node.inputs])
-        for name, value, t in zip([o for o in node.outputs if o], values or (), outs):
+        for name, value, t in zip(named, values or (), outs):
             value = np.asarray(value, dtype=t.dtype.numpy)
             if not too_big(name, value.size):
                 known[name] = new[name] = value
