@@ -6,6 +6,8 @@ Each test drives one node through LoweringTemplates.programs with a small loweri
 own, at several values of the node's one dim argument, and counts the lowerings it made."""
 from __future__ import annotations
 
+import traceback
+
 import numpy as np
 import pytest
 
@@ -116,6 +118,25 @@ def test_a_refusal_is_replayed_as_the_same_error():
             plan(templates, lowering, n)
     assert lowering.calls == 2
     assert plan(templates, lowering, 500)[0].label == "big"
+
+
+def test_a_replayed_refusal_keeps_no_frames_alive():
+    """Each replay raises a fresh error: re-raising the kept one would chain every replay's
+    frames onto it (and with them the plans they were making) for as long as the engine lives."""
+    def refuses(ctx: LowerContext) -> list[NodeProgram]:
+        raise CodegenError("relu: refused")
+
+    templates, lowering = LoweringTemplates(), Counted(refuses)
+    depths, errors = [], []
+    for n in range(5, 25):
+        with pytest.raises(CodegenError) as refused:
+            plan(templates, lowering, n)
+        errors.append(refused.value)
+        depths.append(len(traceback.extract_tb(refused.value.__traceback__)))
+    assert lowering.calls == 2 and len(set(depths)) == 1
+    assert len({id(e) for e in errors}) == len(errors)
+    kept = [entry.template.outcome for entries in templates._entries.values() for entry in entries]
+    assert kept and all(e.__traceback__ is None and e.__context__ is None for e in kept)
 
 
 def test_a_wish_for_other_input_forms_is_replayed_with_those_forms_at_the_new_dims():

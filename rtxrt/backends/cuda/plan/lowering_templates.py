@@ -65,7 +65,7 @@ class LoweringTemplates:
             try:
                 raw, reads = lower(ctx)
             except CodegenError as exc:  # (Unsupported, WrongForm, NeedsValue: the builder tries again)
-                raw, reads = exc, set(ctx.reads)
+                raw, reads = _bare(exc), set(ctx.reads)
         outcome = plain(raw)
         if entry is not None:  # a template whose guards hold here, not checked yet
             if entry.template.made_at != env:
@@ -98,8 +98,18 @@ class LoweringTemplates:
 
 def _result(outcome: list[NodeProgram] | CodegenError, reads: set) -> tuple[list[NodeProgram], set]:
     if isinstance(outcome, CodegenError):
-        raise outcome
+        raise _bare(outcome)  # a copy: raising the kept one again would chain every replay's frames onto it
     return outcome, reads
+
+
+def _bare(error: CodegenError, fields: Mapping[str, Any] | None = None) -> CodegenError:
+    """A copy of ``error`` (its message, its fields or ``fields``) without the traceback and
+    context that would keep the lowering's frames, and the plan they saw, alive with it."""
+    kind = type(error)
+    copy = kind.__new__(kind, *error.args)  # (not __init__: a subclass's takes other arguments)
+    copy.args = error.args
+    vars(copy).update(vars(error) if fields is None else fields)
+    return copy
 
 
 @dataclasses.dataclass
@@ -191,11 +201,7 @@ def _map_dims(value: Any, fn: Callable[[DimInt], Any], holders: set[int] | None 
         return value if all(items[k] is v for k, v in value.items()) else items
     if isinstance(value, CodegenError):  # its fields (WrongForm's wanted forms), its message as it is
         fields = _map_dims(vars(value), fn, holders)
-        if fields is vars(value):
-            return value
-        error = kind.__new__(kind, *value.args)  # (not __init__: a subclass's takes other arguments)
-        vars(error).update(vars(value), **fields)
-        return error
+        return value if fields is vars(value) else _bare(value, fields)
     changes = {}
     for name in _fields(value):
         old = getattr(value, name)
