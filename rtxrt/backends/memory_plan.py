@@ -205,6 +205,8 @@ def _shape_values(model: Model, largest: Mapping[str, int] | None = None) -> dic
         return max(size, largest.get(name, 0)) > _MAX_PLAN_VALUE
 
     for node in graph.nodes:
+        if not (node.op_type in ("Shape", "Size") or all(n in known for n in node.inputs if n)):
+            continue  # (most nodes read a graph input: the cheapest test first)
         named = [o for o in node.outputs if o]  # (an omitted optional output has no name)
         outs = [graph.types.get(o) for o in named]
         if not outs or any(o in known for o in named) or any(True for _ in node.subgraphs()):
