@@ -3,7 +3,7 @@ behind at every SM count go, never a plan's own tiles nor the 64x64 ones, and ne
 dim varies over a profile."""
 from __future__ import annotations
 
-from rtxrt.backends.cuda.codegen.dynamic import dim
+from rtxrt.backends.cuda.codegen.dynamic import DimInt, dim
 from rtxrt.backends.cuda.ops.conv_source import conv_gemm_tactics, conv_plan
 from rtxrt.backends.cuda.ops.gemm_source import CANDIDATE_TACTICS, GemmProblem, GemmTactic, candidate_tactics
 from rtxrt.backends.cuda.ops.tile_cost import worth_timing
@@ -37,10 +37,21 @@ def test_a_dim_that_varies_over_a_profile_keeps_every_tile():
     assert worth_timing(problem, CANDIDATE_TACTICS) == CANDIDATE_TACTICS
 
 
-def test_a_convolution_offers_its_default_plan_and_drops_both_families_hopeless_tiles():
+def test_a_fixed_size_given_as_a_dim_argument_is_pruned_like_that_size():
+    rows = DimInt(196, "rows", 196, 196)  # a shape-agnostic kernel's argument (ops/lowering.py)
+    assert worth_timing(GemmProblem(rows, 256, 2304), CANDIDATE_TACTICS) == \
+        worth_timing(GemmProblem(196, 256, 2304), CANDIDATE_TACTICS) != CANDIDATE_TACTICS
+
+
+def test_a_convolution_offers_its_default_plan_and_the_implicit_gemms_that_can_win():
     plan = conv_plan((1, 256, 14, 14), (256, 256, 3, 3), {"pads": [1, 1, 1, 1]}, DType.FLOAT16, "NHWC", bias=True)
     tactics = conv_gemm_tactics(plan)
     labels = [t.label for t in tactics]
-    assert plan.steps[-1].kernel.tactic in tactics
-    assert BIG.label not in labels and f"implicit_{BIG.label}" not in labels
-    assert "64x64x32_w2x2_s2" in labels and "implicit_64x64x32_w2x2_s2" in labels
+    assert [t for t in tactics if not t.label.startswith("implicit_")] == [plan.steps[-1].kernel.tactic]
+    assert f"implicit_{BIG.label}" not in labels and "implicit_64x64x32_w2x2_s2" in labels
+
+
+def test_without_the_implicit_gemm_a_convolution_keeps_its_im2col_tiles():
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    plan = conv_plan((32, 3, 224, 224), (64, 3, 3, 3), attrs, DType.FLOAT16, "NHWC")  # C = 3: no implicit GEMM
+    assert len(conv_gemm_tactics(plan)) > 1

@@ -218,6 +218,13 @@ def is_dynamic(value: int) -> bool:
     return isinstance(value, DimInt)
 
 
+def fixed_as_ints(dims: Sequence[int]) -> tuple[int, ...]:
+    """``dims`` with a plain int for each DimInt of a fixed size (a shape-agnostic node's:
+    ops/lowering.py), for a generator that keeps such sizes in its source; those that vary
+    over a profile stay DimInts."""
+    return tuple(int.__int__(d) if isinstance(d, DimInt) and d.lo == d.hi else d for d in dims)
+
+
 def c_int(value: int, suffix: str = "", static_suffix: str | None = None) -> str:
     """``value`` as a C operand of the unsigned type a literal ``suffix`` ("u", "ull") gives
     (a plain int takes ``static_suffix`` instead where one is given)."""

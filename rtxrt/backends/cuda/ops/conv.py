@@ -8,12 +8,13 @@ import numpy as np
 
 from .conv_grouped_source import gemm_tactic, scatter_epilogue_kernel
 from .conv_source import ConvPlan, conv_gemm_tactics, conv_plan
+from ..codegen.dynamic import fixed_as_ints
 from ..codegen.epilogue import epilogue_kernel
 from ..plan.forms import NHWC, TensorForm, numpy_dtype
 from ..plan.program import Gemm, Launch, NodeProgram, Ref
 from .context import LowerContext, Unsupported, WrongForm, kernel_args, launch_of
 from .matmul import cublas_compute
-from .lowering import LOWERINGS
+from .lowering import LOWERINGS, SHAPE_AGNOSTIC
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -33,7 +34,10 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
                             {3: TensorForm(x.dtype, z.shape, NHWC)})
     attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS or node.op_type == "FusedConv"}
     layout = "NHWC" if x.layout == NHWC else "NCHW"
-    base = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None)
+    x_shape, w_shape = x.shape, (ctx.outputs[0].shape[1], *w.shape[1:])  # (a pointwise conv's sizes are DimInts)
+    if layout != "NHWC":  # only the direct GEMM takes its sizes as arguments; an im2col keeps them in its source
+        x_shape, w_shape = fixed_as_ints(x_shape), fixed_as_ints(w_shape)
+    base = conv_plan(x_shape, w_shape, attrs, x.dtype, layout, bias=bias is not None)
     dtype = numpy_dtype(x.dtype)
 
     def consts(plan: ConvPlan) -> dict[str, np.ndarray]:
@@ -47,7 +51,7 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
     def cublas_base() -> ConvPlan:  # the plan whose im2col (if any) cuBLAS's GEMM follows
         if base.tactic != "grouped_direct":
             return base
-        return conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=gemm_tactic(base))
+        return conv_plan(x_shape, w_shape, attrs, x.dtype, layout, bias=bias is not None, tactic=gemm_tactic(base))
 
     if not ctx.tune and ctx.wanted and ctx.wanted != _label(base):  # the tactic tuned at another shape
         if base.gemm is not None and ctx.wanted.endswith(" cublas"):
@@ -57,11 +61,11 @@ def lower_conv(ctx: LowerContext) -> list[NodeProgram]:
         for t in conv_gemm_tactics(base, pruned=False):
             if not ctx.wanted.endswith(f" {t.label}"):  # a plan's label ends with its GEMM tactic's
                 continue
-            plan = conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
+            plan = conv_plan(x_shape, w_shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
             if _label(plan) == ctx.wanted:
                 return [_program(plan, out, consts(plan))]
     tactics = conv_gemm_tactics(base) if ctx.tune else ()
-    plans = [base] + [p for p in (conv_plan(x.shape, w.shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
+    plans = [base] + [p for p in (conv_plan(x_shape, w_shape, attrs, x.dtype, layout, bias=bias is not None, tactic=t)
                                   for t in tactics) if p.steps != base.steps]
     programs = [_program(p, out, consts(p)) for p in plans]
     if base.gemm is not None:
@@ -133,5 +137,15 @@ def _tactic_label(plan: ConvPlan) -> str:
     tactic = getattr(kernel, "tactic", None)
     return getattr(tactic, "label", "") if tactic is not None else "direct"
 
+def _pointwise(node) -> bool:
+    """A 1x1 convolution of stride 1 without padding or groups: a GEMM over the pixels, whose
+    kernels take their sizes as arguments (ops/lowering.py: SHAPE_AGNOSTIC)."""
+    attrs = node.attrs
+    return (tuple(attrs.get("kernel_shape") or ()) == (1, 1) and all(s == 1 for s in attrs.get("strides") or ())
+            and int(attrs.get("group", 1) or 1) == 1 and not any(attrs.get("pads") or ())
+            and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
+
+
 LOWERINGS.add("FusedConv", lower_conv, domain="rtxrt")
+SHAPE_AGNOSTIC.add("FusedConv", _pointwise, domain="rtxrt")
 LOWERINGS.add("Conv", lower_conv)

@@ -351,8 +351,8 @@ def _flag(multiples: tuple[tuple[int, int], ...]) -> str:
     of the values that vary over the profile."""
     tests = []
     for value, quantum in multiples:
-        if not is_dynamic(value):
-            if value % quantum:
+        if lower(value) == upper(value):  # (a fixed size, a DimInt of a shape-agnostic kernel too: decided here)
+            if value % quantum != 0:
                 return "false"
         elif f"({value.expr}) % {quantum} == 0" not in tests:
             tests.append(f"({value.expr}) % {quantum} == 0")

@@ -18,7 +18,7 @@ from ..plan.forms import TensorForm
 from ..plan.program import Gemm, NodeProgram, Ref
 from .context import LowerContext, Unsupported, kernel_args, launch_of, single_kernel
 from .tile_cost import worth_timing
-from .lowering import LOWERINGS
+from .lowering import LOWERINGS, SHAPE_AGNOSTIC
 
 TENSOR_CORE = (DType.FLOAT16, DType.BFLOAT16)
 
@@ -115,3 +115,5 @@ def _epilogue(ctx: LowerContext) -> dict:
 
 LOWERINGS.add("FusedMatMul", lower_matmul, domain="rtxrt")
 LOWERINGS.register("MatMul", "Gemm")(lower_matmul)
+SHAPE_AGNOSTIC.add("FusedMatMul", lambda node: True, domain="rtxrt")
+SHAPE_AGNOSTIC.register("MatMul", "Gemm")(lambda node: True)

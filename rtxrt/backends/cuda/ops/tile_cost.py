@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TypeVar
 
-from ..codegen.dynamic import is_dynamic
+from ..codegen.dynamic import lower, upper
 from .gemm_simt_source import SimtTactic
 from .gemm_source import GemmProblem, GemmTactic
 
@@ -38,7 +38,7 @@ def worth_timing(problem: GemmProblem, tiles: Sequence[T], keep: Sequence[T] = (
     as the candidate lists keep them) always stay. A problem whose sizes vary over a
     profile keeps every tile: the list must be the same at every shape of the profile."""
     dims = (problem.m, problem.n, problem.k, problem.batch)
-    if len(tiles) < 2 or any(is_dynamic(d) for d in dims):
+    if len(tiles) < 2 or any(lower(d) != upper(d) for d in dims):  # (a DimInt of a fixed size is that size)
         return tuple(tiles)
     shapes = tuple((t.bm, t.bn, t.bk, _throughput(t)) for t in tiles)
     slow = _slow(*(int(d) for d in dims), shapes)

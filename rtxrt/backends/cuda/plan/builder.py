@@ -36,10 +36,11 @@ from ...data_dependent import is_runtime_if
 from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
-from ..codegen.dynamic import current_bindings, dim, dim_bindings
+from ..codegen.dynamic import DimInt, current_bindings, dim, dim_bindings
 from ..ops import LowerContext, Unsupported, lower
 from ..ops.context import NeedsValue, WrongForm, kernel_args, launch_of
 from ..ops.data_movement import conversion
+from ..ops.lowering import shape_agnostic
 from .arena import Allocation, ArenaLayout, Place, StepLayout, aligned, pack
 from .dim_ranges import DimRanges
 from .lowering_memo import LoweringMemo, form_key, lowering_key
@@ -216,19 +217,20 @@ class _Builder:
         problems = []
         needed = set()  # values the lowerings needed when the plan is made
         seen = []
+        agnostic = shape_agnostic(node)
         for inputs, outputs in attempts:
             if (inputs, outputs) in seen:
                 continue
             seen.append((inputs, outputs))
             bindings: dict[str, int] = {}
-            ctx = LowerContext(node, self._generic(node.inputs, inputs, "i", bindings),
-                               self._generic(node.outputs, outputs, "o", bindings),
+            ctx = LowerContext(node, self._generic(node.inputs, inputs, "i", bindings, agnostic),
+                               self._generic(node.outputs, outputs, "o", bindings, agnostic),
                                [self.known.get(n) if n else None for n in node.inputs],
                                self.model.opset, self.arch, self.sm_count, self.tune, self.constants,
                                self.prefer.get(node.label))
             try:
                 with dim_bindings(bindings):
-                    programs = self._programs(ctx)
+                    programs = self._programs(ctx, bool(bindings))
             except WrongForm as exc:  # lowered again below, with those inputs converted
                 problems.append(str(exc))
                 wanted_inputs = [exc.wanted[i].with_shape(tuple(int(d) for d in exc.wanted[i].shape))
@@ -263,10 +265,11 @@ class _Builder:
         facts = facts_of(node)
         return t is not None and (not t.dtype.is_float or (facts is not None and index in facts.exact_inputs))
 
-    def _programs(self, ctx: LowerContext) -> list[NodeProgram]:
+    def _programs(self, ctx: LowerContext, dims: bool) -> list[NodeProgram]:
         """The node's programs, the tactic ``ctx.wanted`` first; a node like one lowered
         before in this plan gets that one's programs, and in a generic plan a node whose
-        template serves these dims gets the template's (lowering_templates.py)."""
+        template serves these dims gets the template's (lowering_templates.py). ``dims``:
+        the node's forms hold DimInts (made plain ints in its programs)."""
         if self.templates is not None:  # the symbolic key and the dims' values tell as much as the full key
             symbolic = lowering_key(ctx, symbolic=True)
             key = None if symbolic is None else (symbolic, tuple(sorted(current_bindings().items())))
@@ -279,7 +282,7 @@ class _Builder:
             programs, reads = self.templates.programs(ctx, symbolic, _lower_wanted)
         else:
             programs, reads = _lower_wanted(ctx)
-            if self.dims is not None:
+            if dims:
                 programs = plain(programs)
         self.lowered.keep(key, ctx, reads, programs)
         return programs
@@ -371,35 +374,41 @@ class _Builder:
         return self.converted[key]
 
     def _generic(self, names: Sequence[str | None], forms: Sequence[TensorForm | None], side: str,
-                 bindings: dict[str, int]) -> list[TensorForm | None]:
+                 bindings: dict[str, int], every: bool = False) -> list[TensorForm | None]:
         """``forms`` of the values ``names`` as a lowering of a generic plan sees them: each axis
         that varies over the profile a DimInt named for its place (``rtxd_i0_1``: input 0, axis
-        1), whose value ``bindings`` gets. Unchanged in a specialized plan."""
-        if self.dims is None:
+        1), whose value ``bindings`` gets; ``every``: each fixed axis too (a shape-agnostic
+        node: ops/lowering.py). Unchanged in a specialized plan, but for ``every``."""
+        if self.dims is None and not every:
             return list(forms)
         out: list[TensorForm | None] = []
         for k, (name, form) in enumerate(zip(names, forms)):
             if name is None or form is None:
                 out.append(form)
                 continue
-            key = (name, form, side, k)
+            key = (name, form, side, k, every)
             if key not in self.generic_forms:  # (a node's attempts present the same forms again)
-                self.generic_forms[key] = self._generic_form(name, form, f"rtxd_{side}{k}_")
+                self.generic_forms[key] = self._generic_form(name, form, f"rtxd_{side}{k}_", every)
             generic, values = self.generic_forms[key]
             bindings.update(values)
             out.append(generic)
         return out
 
-    def _generic_form(self, name: str, form: TensorForm, prefix: str) -> tuple[TensorForm, dict[str, int]]:
-        spans = self.dims.sizes.get(name, ())  # per axis: its size, or the range it varies over
-        if all(isinstance(span, int) for span in spans[:len(form.shape)]):
+    def _generic_form(self, name: str, form: TensorForm, prefix: str,
+                      every: bool) -> tuple[TensorForm, dict[str, int]]:
+        spans = self.dims.sizes.get(name, ()) if self.dims is not None else ()  # per axis: its size or range
+        spans = tuple(spans[:len(form.shape)]) + tuple(form.shape[len(spans):])
+        if not every and all(isinstance(span, int) for span in spans):
             return form, {}
         shape, values = list(form.shape), {}
-        for axis, span in enumerate(spans[:len(shape)]):
+        for axis, span in enumerate(spans):
+            size = int(shape[axis])
             if not isinstance(span, int):
                 label = f"{prefix}{axis}"
-                values[label] = int(shape[axis])
-                shape[axis] = dim(int(shape[axis]), label, *span)
+                values[label], shape[axis] = size, dim(size, label, *span)
+            elif every:  # a fixed size as an argument: its range is that size
+                label = f"{prefix}{axis}"
+                values[label], shape[axis] = size, DimInt(size, label, size, size)
         return form.with_shape(tuple(shape)), values
 
     # --- finalize ----------------------------------------------------------------------------
