@@ -376,12 +376,7 @@ def plan_lifetimes(values: Sequence[Lifetime], *, alignment: int = ALIGNMENT, ch
     spans = {v.value: (v.first, v.last) for v in values}
     sizes = {v.value: int(v.size) for v in values}
     aliases = _view_roots(values)
-    buffers: dict[str, _Buffer] = {}
-    for v in values:
-        root = aliases.get(v.value, v.value)
-        buf = buffers.setdefault(root, _Buffer(root, v.size, v.first, v.last))
-        buf.size, buf.first, buf.last = max(buf.size, v.size), min(buf.first, v.first), max(buf.last, v.last)
-
+    buffers = _buffers(values, aliases)
     placed: list[_Buffer] = []
     for buf in sorted(buffers.values(), key=lambda b: (-b.size, b.first, b.first - b.last, b.root)):
         if buf.size:
@@ -401,6 +396,42 @@ def plan_lifetimes(values: Sequence[Lifetime], *, alignment: int = ALIGNMENT, ch
     if check:
         check_lifetimes(plan, values)
     return plan
+
+
+def fit_in(reference: MemoryPlan, values: Sequence[Lifetime]) -> MemoryPlan | None:
+    """``values`` placed where ``reference`` placed its values, matched in order (a plan's
+    values are listed in step order; their names may spell their shapes), where each has the
+    same lifetime and view as its match and is no larger: values alive at once got disjoint
+    bytes there, and a smaller one stays inside its place. A generic engine plans each new
+    shape so, in the plan of its profile's largest shapes, instead of planning the arena
+    again. None where they differ (other steps, or a value larger than its match)."""
+    names = list(reference.lifetimes)  # (plan_lifetimes keeps the order of its values)
+    if len(values) != len(names):
+        return None
+    for v, name in zip(values, names):
+        if v.size > reference.sizes[name] or reference.lifetimes[name] != (v.first, v.last):
+            return None
+    renamed = {name: v.value for v, name in zip(values, names)}
+    aliases = _view_roots(values)
+    if aliases != {renamed[view]: renamed[root] for view, root in reference.aliases.items()}:
+        return None
+    sizes = {v.value: int(v.size) for v in values}
+    return MemoryPlan(offsets={v.value: reference.offsets[name] for v, name in zip(values, names)}, sizes=sizes,
+                      lifetimes={v.value: (v.first, v.last) for v in values}, arena_bytes=reference.arena_bytes,
+                      naive_bytes=sum(_align(n, reference.alignment) for n in sizes.values()),
+                      lower_bound_bytes=_live_peak(list(_buffers(values, aliases).values()), reference.alignment),
+                      aliases=aliases, alignment=reference.alignment)
+
+
+def _buffers(values: Sequence[Lifetime], aliases: Mapping[str, str]) -> dict[str, _Buffer]:
+    """Root value -> its buffer: the largest of the values sharing it, alive from the first's
+    first step to the last's last."""
+    buffers: dict[str, _Buffer] = {}
+    for v in values:
+        root = aliases.get(v.value, v.value)
+        buf = buffers.setdefault(root, _Buffer(root, v.size, v.first, v.last))
+        buf.size, buf.first, buf.last = max(buf.size, v.size), min(buf.first, v.first), max(buf.last, v.last)
+    return buffers
 
 
 def _view_roots(values: Sequence[Lifetime]) -> dict[str, str]:

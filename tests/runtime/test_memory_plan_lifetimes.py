@@ -12,6 +12,7 @@ from rtxrt.backends.memory_plan import (
     MemoryPlan,
     PlanError,
     check_lifetimes,
+    fit_in,
     plan_lifetimes,
     plan_memory,
 )
@@ -73,6 +74,49 @@ def test_random_lifetimes_plan_safely(seed):
             if a is not b and a.first <= b.last and b.first <= a.last and a.size and b.size:
                 assert not overlap(plan, a.value, b.value), (a, b)
     assert plan.lower_bound_bytes <= plan.arena_bytes <= plan.naive_bytes
+
+
+def random_values(rng, count: int = 60, view_every: int = 7) -> list[Lifetime]:
+    """Random lifetimes; every ``view_every``-th value a view of the one before, written where
+    that one is last read (as the plan builder makes views)."""
+    values: list[Lifetime] = []
+    for i in range(count):
+        if i % view_every == 0 and i:
+            source = values[-1]
+            values.append(Lifetime(f"v{i}", source.size, source.last, source.last + 3, source.value))
+            continue
+        first = int(rng.integers(0, 40))
+        values.append(Lifetime(f"v{i}", int(rng.integers(1, 64 * KB)), first, first + int(rng.integers(0, 10))))
+    return values
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_smaller_values_of_the_same_lifetimes_fit_in_the_larger_ones_plan(seed):
+    """A generic engine's new shape: the same values and steps, none larger than at the
+    profile's largest shape, take the places planned there."""
+    rng = np.random.default_rng(seed)
+    large = random_values(rng)
+    reference = plan_lifetimes(large, check=True)
+    small: list[Lifetime] = []
+    for v in large:  # renamed, as values whose names spell their shapes are
+        size = small[-1].size if v.view_of else int(rng.integers(0, v.size + 1))  # (a view: its source's size)
+        small.append(Lifetime(f"{v.value}@small", size, v.first, v.last, v.view_of and f"{v.view_of}@small"))
+    plan = fit_in(reference, small)
+    assert plan is not None and plan.arena_bytes == reference.arena_bytes
+    assert plan.offsets == {f"{name}@small": offset for name, offset in reference.offsets.items()}
+    check_lifetimes(plan, small)  # (raises where two live values share a byte)
+    assert plan.sizes == {v.value: v.size for v in small} and plan.lower_bound_bytes <= reference.lower_bound_bytes
+
+
+def test_values_that_do_not_fit_the_reference_are_planned_anew():
+    large = random_values(np.random.default_rng(0))
+    reference = plan_lifetimes(large, check=True)
+    grown = [Lifetime(v.value, v.size + (i == 5), v.first, v.last, v.view_of) for i, v in enumerate(large)]
+    moved = [Lifetime(v.value, v.size, v.first, v.last + (i == 5), v.view_of) for i, v in enumerate(large)]
+    fewer = large[:-1]
+    unviewed = [Lifetime(v.value, v.size, v.first, v.last) for v in large]
+    assert fit_in(reference, large) is not None
+    assert all(fit_in(reference, values) is None for values in (grown, moved, fewer, unviewed))
 
 
 def test_the_checker_catches_live_values_sharing_bytes():

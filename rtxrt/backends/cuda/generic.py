@@ -18,7 +18,9 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from ...errors import RtxrtError
+from ...ir.default_ranges import fitting_ranges
 from ...ir.graph import Model
+from ..memory_plan import MemoryPlan
 from ...runtime.progress import Progress
 from .cache.key import CacheKey
 from .cache.runtime_cache import RuntimeCache
@@ -44,6 +46,15 @@ def varies(ranges: Ranges) -> bool:
     return any(tuple(low) != tuple(high) for low, _, high in ranges.values())
 
 
+def default_generic_ranges(model: Model, declared: Mapping[str, Sequence[int | str] | None],
+                           shapes: Mapping[str, Sequence[int]]) -> tuple[Ranges, DimRanges] | None:
+    """The ranges of the generic engine a session of ``model`` without a profile builds when it
+    first runs at ``shapes`` (inputs ``declared`` with symbolic dims), and their dims: the
+    default ranges around ``shapes`` that the model takes (ir/default_ranges.py); None where
+    none does (every new shape is then specialized on its own)."""
+    return fitting_ranges(declared, shapes, lambda ranges: GenericEngines.probe(model, ranges))
+
+
 class GenericEngines:
     """The engines of one profile on one GPU: ``engine(shapes)`` plans a new shape on the host
     and loads it beside the others; ``reserve``: size the shared arena for the max shapes up
@@ -65,6 +76,7 @@ class GenericEngines:
         self.stats: dict[str, JitStats] = {}
         self.tactics: dict[str, str] | None = None  # the profile's, read from the cache once built
         self.prefer: dict[str, str] = {}  # node label -> the tactic tuned at the opt shapes
+        self.memory: MemoryPlan | None = None  # the memory plan other shapes fit in where they can
 
     @staticmethod
     def probe(model: Model, ranges: Ranges) -> DimRanges:
@@ -101,9 +113,11 @@ class GenericEngines:
         self.tactics = jit.stored_tactics(self.cache, self.key, self.signature)
         self.prefer = {step.label: program.label for step, program in zip(made.final.plan.steps, made.final.programs)
                        if step.node is not None}
+        largest = made
         if self.reserve and self.max_shapes != opt:
-            at_max = self._specialize(self.max_shapes, build=True)
-            self.shared.arena_bytes = at_max.final.layout.arena_bytes
+            largest = self._specialize(self.max_shapes, build=True)
+            self.shared.arena_bytes = largest.final.layout.arena_bytes
+        self.memory = largest.final.memory  # (where a shape's values fit it: the arena reserved or the first)
         self._check_templates()
         started = time.perf_counter()
         self.engines[signature] = made.load(self.gpu, use_graph=self.use_graph, shared=self.shared)
@@ -148,7 +162,7 @@ class GenericEngines:
         return jit.specialize(self.model, self.key, self.cache, self.gpu, shapes, progress=progress,
                           precompiled=self.precompiled, build=build, dims=self.dims, signature=self.signature,
                           constants=self.constants, loaded=self.shared.functions, tactics=self.tactics,
-                          prefer=self.prefer, templates=self.templates)
+                          prefer=self.prefer, templates=self.templates, memory=self.memory)
 
 
 def check_shapes(ranges: Ranges, reserved: bool) -> list[dict[str, tuple[int, ...]]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .tune.autotune import autotune
 from .plan.builder import FinalPlan, Plan, build_plan, finalize
+from ..memory_plan import MemoryPlan
 from .plan.dim_ranges import DimRanges
 from .plan.lowering_templates import LoweringTemplates
 from .run.executor import Engine, SharedMemory, load_functions
@@ -128,7 +129,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
                precompiled: Mapping[str, bytes] | None = None, build: bool = True,
                dims: DimRanges | None = None, signature: str | None = None, constants: dict | None = None,
                loaded: Container[str] = (), tactics: Mapping[str, str] | None = None,
-               prefer: Mapping[str, str] | None = None, templates: LoweringTemplates | None = None) -> Specialized:
+               prefer: Mapping[str, str] | None = None, templates: LoweringTemplates | None = None,
+               memory: MemoryPlan | None = None) -> Specialized:
     """Plan ``model`` at ``shapes`` for ``gpu`` and get its cubins and tactic choices from the
     cache, or compile and tune them (timing on ``gpu``'s stream) and store them there.
     ``build=False`` compiles nothing: NotSpecialized unless the cache (or the file's embedded
@@ -140,7 +142,8 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
     already (no cubin needed); ``tactics``: the signature's tactic labels, which the caller
     read before (the cache is then read only for cubins not loaded); ``prefer``: node label ->
     the tactic chosen at the first shape (build_plan's ``prefer``); ``templates``: the
-    profile's lowering templates (build_plan's)."""
+    profile's lowering templates (build_plan's); ``memory``: the memory plan of the profile's
+    largest shapes (finalize's ``reference``)."""
     stats = JitStats()
     started = time.perf_counter()
     arch = gpu.info.arch
@@ -180,7 +183,7 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
                         builder(entry)
                         entry.complete()
             labels = labels or builder.labels  # what the builder chose, whether or not it is still on disk
-        final = finalize(plan, _choices(plan, labels))
+        final = finalize(plan, _choices(plan, labels), reference=memory)
         cubins = {}
         missing = {}
         for name, source in final.kernels.items():

@@ -149,7 +149,8 @@ def run_generic(monkeypatch, name: str, path: str, precision: str, templates: Lo
     fake device sharing one SharedMemory, run each shape (then opt again), and check each run.
     ``templates``: plan the other shapes as GenericEngines does, each node's opt tactic
     preferred and its lowering template re-evaluated where one serves (one more shape, so that
-    a template checked at one shape serves the next)."""
+    a template checked at one shape serves the next), and placed in the memory plan of the
+    largest shape where its values fit it."""
     case = CASES[name]
     catalog = KernelCatalog().install(monkeypatch)
     device = FakeDevice(256 << 20, opaque="raise" if case.interpretable else "skip").install(monkeypatch)
@@ -170,6 +171,11 @@ def run_generic(monkeypatch, name: str, path: str, precision: str, templates: Lo
 
     finals = [finalize(plan, choices) for _, plan, choices in plans]
     high = max(finals, key=lambda f: f.layout.arena_bytes)
+    if templates is not None:  # as GenericEngines: each shape placed in the largest one's memory plan where it fits
+        finals = [finalize(plan, choices, reference=high.memory) for _, plan, choices in plans]
+        places = list(high.memory.offsets.values())
+        reused = [f for f in finals if f is not high and list(f.memory.offsets.values()) == places]
+        assert reused, f"{name}: no smaller shape took the largest one's places"
     shared = SharedMemory(arena_bytes=high.layout.arena_bytes)  # reserved for the largest, as GenericEngines
     stream = device.cupy.cuda.Stream(non_blocking=True)
     engines = [load_engine(device, final, shared=shared, stream=stream) for final in finals]

@@ -33,7 +33,7 @@ from ....ir.dtypes import DType
 from ....ir.graph import Graph, Model, Node, TensorType
 from ....ir.ops import facts_of
 from ...data_dependent import is_runtime_if
-from ...memory_plan import Lifetime, MemoryPlan, node_reads, plan_lifetimes, plan_time_values, specialize
+from ...memory_plan import Lifetime, MemoryPlan, fit_in, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
 from ..codegen.dynamic import DimInt, current_bindings, dim, dim_bindings
@@ -427,15 +427,20 @@ def _lower_wanted(ctx: LowerContext) -> tuple[list[NodeProgram], set]:
     return programs, reads
 
 
-def finalize(plan: Plan, choices: Mapping[int, int] | None = None) -> FinalPlan:
+def finalize(plan: Plan, choices: Mapping[int, int] | None = None, *,
+             reference: MemoryPlan | None = None) -> FinalPlan:
     """One program per step (``choices[step index]``, default the first candidate), the
     memory plan of the device values and scratch buffers, and the layout of every buffer.
     The weights hold the model's constants in plan order (the same places at every shape, so
-    the engines of one profile share them); constants of the input shapes go apart."""
+    the engines of one profile share them); constants of the input shapes go apart.
+    ``reference``: a generic plan's memory plan at its profile's largest shapes, whose places
+    serve this plan where its values fit them (memory_plan.fit_in), else it is planned anew."""
     choices = choices or {}
     programs = [s.candidates[choices.get(i, 0)] for i, s in enumerate(plan.steps)]
     scratch_bytes = [sum(aligned(n) for n in p.scratch.values()) for p in programs]
-    memory = plan_lifetimes(_lifetimes(plan, programs, scratch_bytes), check=True)
+    lifetimes = _lifetimes(plan, programs, scratch_bytes)
+    memory = (fit_in(reference, lifetimes) if reference is not None else None) or \
+        plan_lifetimes(lifetimes, check=True)
     values = {name: Place(Allocation.ARENA, offset) for name, offset in memory.offsets.items()}
     consts, weights = pack(((name, a.nbytes) for name, a in plan.consts.items() if name not in plan.shape_consts),
                            Allocation.WEIGHTS)
