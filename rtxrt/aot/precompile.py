@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from ..format import Cubins
 from ..display import format_bytes
-from ..ir.default_ranges import fitting_ranges
 from ..ir.graph import Model
 from ..ir.shape_profile import stored_profile
 
@@ -123,8 +122,8 @@ def first_run_plan(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: st
     as the session makes them; else the engine of those static shapes. (A hot shape's own
     engine, which a lazy session builds later in the background, is left to the JIT.) Kernels
     do not depend on the SM count (only launch grids do), so any count will do."""
+    from ..backends.cuda.generic import GenericEngines, default_generic_ranges, varies
     from ..backends.cuda.plan.builder import build_plan
-    from ..backends.cuda.plan.dim_ranges import dim_ranges, sample_shapes
 
     model = _as_run_on(model, arch)
     profile = stored_profile(model)
@@ -132,10 +131,10 @@ def first_run_plan(model: Model, shapes: Mapping[str, tuple[int, ...]], arch: st
     declared = {name: graph.types[name].shape for name in shapes if name in graph.types}
     found = None
     if profile is not None:
-        found = profile.ranges, dim_ranges(model, sample_shapes(profile.ranges))
+        found = profile.ranges, GenericEngines.probe(model, profile.ranges)
     elif not all(isinstance(d, int) for shape in declared.values() for d in (shape or ())):
-        found = fitting_ranges(declared, shapes, lambda r: dim_ranges(model, sample_shapes(r)))
-    if found is None or all(tuple(low) == tuple(high) for low, _, high in found[0].values()):
+        found = default_generic_ranges(model, declared, shapes)
+    if found is None or not varies(found[0]):
         return build_plan(model, shapes, arch=arch, sm_count=1)
     ranges, dims = found
     return build_plan(model, {n: r[1] for n, r in ranges.items()}, arch=arch, sm_count=1, dims=dims)

@@ -21,7 +21,6 @@ from ..errors import FormatError, InputError, RtxrtError, warn
 from ..ir.checker import check_and_type
 from ..ir.graph import Dim, Model
 from ..ir.shape_profile import make_profile, stored_profile
-from ..ir.default_ranges import fitting_ranges
 from .parameter_run import ParameterRun
 from .progress import Progress, ProgressOption
 from .split_run import SplitRun, to_host
@@ -371,10 +370,9 @@ class Session:
     def _default_generic_engines(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Generic engines over default ranges the model takes (default_ranges.py); none where
         no range around ``shapes`` works (every new shape is then specialized on its own)."""
-        from ..backends.cuda.generic import GenericEngines
+        from ..backends.cuda.generic import default_generic_ranges
 
-        declared = {info.name: info.shape for info in self.inputs}
-        found = fitting_ranges(declared, shapes, lambda ranges: GenericEngines.probe(self._model, ranges))
+        found = default_generic_ranges(self._model, {info.name: info.shape for info in self.inputs}, shapes)
         if found is not None:
             ranges, dims = found
             self._generic_engines(ranges, reserve=False, dims=dims)
