@@ -93,6 +93,45 @@ def test_the_device_runs_steps_in_plan_order_and_replays_the_captured_graph(devi
         [r.kernel for _, _, r in matched if isinstance(r, LaunchRecord)]
 
 
+def test_steps_alike_in_all_their_timing_sees_are_timed_once(monkeypatch):
+    """Three MatMul + bias + Relu layers, the first two of one size (their weights differ):
+    the second takes the first's choice without being timed, the third is timed."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rtxrt.backends.cuda.run.executor import load_functions
+    from rtxrt.backends.cuda.tune import autotune as tuner
+    from tests.fake_gpu.cublas import FakeCublas
+    from tests.fake_gpu.engine import plan_model
+
+    rng = np.random.default_rng(0)
+    widths, nodes, weights, value = [32, 32, 32, 16], [], [], "x"
+    for i, (k, n) in enumerate(zip(widths, widths[1:])):
+        weights += [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), f"w{i}"),
+                    numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [value, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"h{i}"])]
+        value = f"h{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 32])],
+                              [helper.make_tensor_value_info(value, TensorProto.FLOAT, None)], weights)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    device = FakeDevice(opaque="skip").install(monkeypatch)
+    plan = plan_model(compiled(proto, "fp16"), {"x": (8, 32)})
+    layers = [i for i, s in enumerate(plan.steps) if s.node is not None and s.node.op_type == "FusedMatMul"]
+    assert len(layers) == 3 and all(len(plan.steps[i].candidates) > 1 for i in layers)
+    timed = []
+    fastest = tuner._fastest
+    monkeypatch.setattr(tuner, "_fastest",
+                        lambda plan, step, *rest: timed.append(step.label) or fastest(plan, step, *rest))
+    stream = device.cupy.cuda.Stream(non_blocking=True)
+    functions = load_functions({name: source.encode() for name, source in plan.kernels.items()})
+    choices = tuner.autotune(plan, functions, FakeCublas(device, stream), stream)
+    first, second, third = (plan.steps[i] for i in layers)
+    assert first.label in timed and third.label in timed and second.label not in timed
+    assert choices[layers[1]] == choices[layers[0]] and set(choices) >= set(layers)
+
+
 def test_the_autotuner_and_the_profiler_run_on_the_fake_device(monkeypatch):
     """Tactic timing goes through the same plumbing (scratch and constants of each candidate,
     step_calls, capture and replay, events); the fake's clock counts operations, so the

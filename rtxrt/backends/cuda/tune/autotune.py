@@ -1,6 +1,7 @@
 """Tactic selection: each step with several candidate programs runs every candidate on fresh
 random data of its own shapes on the device, timed as CUDA graph replays (timing.py); the
-fastest wins."""
+fastest wins. Steps alike in all that their timing sees (``timing_key``: a transformer's
+layers, a ResNet stage's blocks) are timed once and take the same choice."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -20,13 +21,27 @@ from .timing import gpu_milliseconds
 def autotune(plan: Plan, functions: Mapping[str, Any], cublas: Any, stream: Any,
              progress: Callable[[int, int], None] | None = None) -> dict[int, int]:
     """Step index -> index of its fastest candidate, for every step that has a choice."""
-    choices = {}
+    choices: dict[int, int] = {}
+    timed: dict[tuple, int] = {}  # timing_key -> the choice made for it
     tuned = [i for i, s in enumerate(plan.steps) if len(s.candidates) > 1]
     for done, i in enumerate(tuned):
-        choices[i] = _fastest(plan, plan.steps[i], functions, cublas, stream)
+        key = timing_key(plan, plan.steps[i])
+        if key not in timed:
+            timed[key] = _fastest(plan, plan.steps[i], functions, cublas, stream)
+        choices[i] = timed[key]
         if progress:
             progress(done + 1, len(tuned))
     return choices
+
+
+def timing_key(plan: Plan, step: Step) -> tuple:
+    """What timing ``step``'s candidates sees: the forms of its inputs and outputs and each
+    candidate's launches (kernels, grids, dim arguments), cuBLAS calls, copies, scratch and
+    constants by shape and type (their values do not change a kernel's time)."""
+    forms = tuple(plan.forms[v] if v else None for v in (*step.inputs, *step.outputs))
+    return forms, tuple((p.label, tuple(p.steps), tuple(sorted(p.scratch.items())),
+                         tuple(sorted((name, a.shape, a.dtype.str) for name, a in p.consts.items())))
+                        for p in step.candidates)
 
 
 def _fastest(plan: Plan, step: Step, functions: Mapping[str, Any], cublas: Any, stream: Any) -> int:
