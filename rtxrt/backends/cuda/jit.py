@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .tune.autotune import autotune
+from .tune.timing_cache import TimingCache
 from .plan.builder import FinalPlan, Plan, build_plan, finalize
 from ..memory_plan import MemoryPlan
 from .plan.dim_ranges import DimRanges
@@ -164,7 +165,7 @@ def specialize(model: Model, key: CacheKey, cache: RuntimeCache, gpu: GpuContext
             plan = build_plan(model, shapes, arch=arch, sm_count=gpu.info.sm_count, dims=dims, constants=constants)
         stats.plan_seconds = time.perf_counter() - started
         signature = signature or shape_signature(shapes)
-        builder = _Build(plan, signature, gpu, stats, progress, precompiled or {})
+        builder = _Build(plan, signature, gpu, stats, progress, precompiled or {}, TimingCache(cache, gpu.info))
         entry = None
         if tactics is not None:
             labels = dict(tactics)
@@ -212,9 +213,9 @@ class _Build:
     """Compiles a plan's kernels and tunes its tactics into a cache entry."""
 
     def __init__(self, plan: Plan, signature: str, gpu: GpuContext, stats: JitStats, progress: Progress | None,
-                 precompiled: Mapping[str, bytes]):
+                 precompiled: Mapping[str, bytes], timings: TimingCache):
         self.plan, self.signature, self.gpu, self.stats = plan, signature, gpu, stats
-        self.progress, self.precompiled = progress, precompiled
+        self.progress, self.precompiled, self.timings = progress, precompiled, timings
         self.cubins: dict[str, bytes] = {}
         self.labels: dict[str, str] = {}  # step index -> chosen tactic, once built
 
@@ -237,8 +238,11 @@ class _Build:
         started = time.perf_counter()
         tuned = {n for s in self.plan.steps if len(s.candidates) > 1 for p in s.candidates for n in p.kernels}
         functions = load_functions({n: self.cubins[n] for n in tuned})
+        kept = self.timings.read()
+        timings = dict(kept)
         choices = autotune(self.plan, functions, self.gpu.cublas, self.gpu.stream,
-                           self.progress.stage("tune") if self.progress else None)
+                           self.progress.stage("tune") if self.progress else None, timings)
+        self.timings.add({digest: label for digest, label in timings.items() if digest not in kept})
         self.stats.tune_seconds = time.perf_counter() - started
         self.labels = {str(i): self.plan.steps[i].candidates[c].label for i, c in choices.items()}
         tactics = entry.get_json(TACTICS_BLOB) or {}

@@ -93,19 +93,13 @@ def test_the_device_runs_steps_in_plan_order_and_replays_the_captured_graph(devi
         [r.kernel for _, _, r in matched if isinstance(r, LaunchRecord)]
 
 
-def test_steps_alike_in_all_their_timing_sees_are_timed_once(monkeypatch):
-    """Three MatMul + bias + Relu layers, the first two of one size (their weights differ):
-    the second takes the first's choice without being timed, the third is timed."""
+def mlp(widths: list[int], seed: int = 0):
+    """MatMul + bias + Relu per width after the first (weights from ``seed``), compiled fp16."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from rtxrt.backends.cuda.run.executor import load_functions
-    from rtxrt.backends.cuda.tune import autotune as tuner
-    from tests.fake_gpu.cublas import FakeCublas
-    from tests.fake_gpu.engine import plan_model
-
-    rng = np.random.default_rng(0)
-    widths, nodes, weights, value = [32, 32, 32, 16], [], [], "x"
+    rng = np.random.default_rng(seed)
+    nodes, weights, value = [], [], "x"
     for i, (k, n) in enumerate(zip(widths, widths[1:])):
         weights += [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), f"w{i}"),
                     numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"b{i}")]
@@ -113,23 +107,54 @@ def test_steps_alike_in_all_their_timing_sees_are_timed_once(monkeypatch):
                   helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
                   helper.make_node("Relu", [f"a{i}"], [f"h{i}"])]
         value = f"h{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 32])],
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, widths[0]])],
                               [helper.make_tensor_value_info(value, TensorProto.FLOAT, None)], weights)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    device = FakeDevice(opaque="skip").install(monkeypatch)
-    plan = plan_model(compiled(proto, "fp16"), {"x": (8, 32)})
+    return compiled(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "fp16")
+
+
+def tune_counting(monkeypatch, device, model, timings=None):
+    """Plan ``model`` at batch 8 and autotune it on ``device``; returns the plan, the choices,
+    the FusedMatMul step indexes and the labels of the steps that were timed."""
+    from rtxrt.backends.cuda.run.executor import load_functions
+    from rtxrt.backends.cuda.tune import autotune as tuner
+    from tests.fake_gpu.cublas import FakeCublas
+    from tests.fake_gpu.engine import plan_model
+
+    plan = plan_model(model, {"x": (8, model.graph.types["x"].shape[1])})
     layers = [i for i, s in enumerate(plan.steps) if s.node is not None and s.node.op_type == "FusedMatMul"]
-    assert len(layers) == 3 and all(len(plan.steps[i].candidates) > 1 for i in layers)
+    assert layers and all(len(plan.steps[i].candidates) > 1 for i in layers)
     timed = []
     fastest = tuner._fastest
     monkeypatch.setattr(tuner, "_fastest",
                         lambda plan, step, *rest: timed.append(step.label) or fastest(plan, step, *rest))
     stream = device.cupy.cuda.Stream(non_blocking=True)
     functions = load_functions({name: source.encode() for name, source in plan.kernels.items()})
-    choices = tuner.autotune(plan, functions, FakeCublas(device, stream), stream)
+    choices = tuner.autotune(plan, functions, FakeCublas(device, stream), stream, timings=timings)
+    monkeypatch.setattr(tuner, "_fastest", fastest)
+    return plan, choices, layers, timed
+
+
+def test_steps_alike_in_all_their_timing_sees_are_timed_once(monkeypatch):
+    """Three layers, the first two of one size (their weights differ): the second takes the
+    first's choice without being timed, the third is timed."""
+    device = FakeDevice(opaque="skip").install(monkeypatch)
+    plan, choices, layers, timed = tune_counting(monkeypatch, device, mlp([32, 32, 32, 16]))
     first, second, third = (plan.steps[i] for i in layers)
     assert first.label in timed and third.label in timed and second.label not in timed
     assert choices[layers[1]] == choices[layers[0]] and set(choices) >= set(layers)
+
+
+def test_a_problem_timed_for_one_model_is_not_timed_again_for_another(monkeypatch):
+    """Two models sharing a layer's problem (32 -> 32 at batch 8), their other layers apart."""
+    device = FakeDevice(opaque="skip").install(monkeypatch)
+    timings: dict[str, str] = {}
+    plan_a, choices_a, layers_a, timed_a = tune_counting(monkeypatch, device, mlp([32, 32, 64], seed=1), timings)
+    assert len(timed_a) == 2 and len(timings) == 2
+    plan_b, choices_b, layers_b, timed_b = tune_counting(monkeypatch, device, mlp([32, 32, 48], seed=2), timings)
+    assert timed_b == [plan_b.steps[layers_b[1]].label]  # the 32 -> 48 layer only
+    assert len(timings) == 3
+    shared_a, shared_b = plan_a.steps[layers_a[0]], plan_b.steps[layers_b[0]]
+    assert shared_b.candidates[choices_b[layers_b[0]]].label == shared_a.candidates[choices_a[layers_a[0]]].label
 
 
 def test_the_autotuner_and_the_profiler_run_on_the_fake_device(monkeypatch):

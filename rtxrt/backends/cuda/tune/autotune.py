@@ -1,7 +1,8 @@
 """Tactic selection: each step with several candidate programs runs every candidate on fresh
 random data of its own shapes on the device, timed as CUDA graph replays (timing.py); the
 fastest wins. Steps alike in all that their timing sees (``timing_key``: a transformer's
-layers, a ResNet stage's blocks) are timed once and take the same choice."""
+layers, a ResNet stage's blocks) are timed once and take the same choice, and a problem timed
+for another model on this GPU is not timed again (timing_cache.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -16,18 +17,28 @@ from ..run.executor import H2D, step_calls
 from ..plan.forms import TensorForm, numpy_dtype
 from ..plan.program import NodeProgram
 from .timing import gpu_milliseconds
+from .timing_cache import problem_digest
 
 
 def autotune(plan: Plan, functions: Mapping[str, Any], cublas: Any, stream: Any,
-             progress: Callable[[int, int], None] | None = None) -> dict[int, int]:
-    """Step index -> index of its fastest candidate, for every step that has a choice."""
+             progress: Callable[[int, int], None] | None = None,
+             timings: dict[str, str] | None = None) -> dict[int, int]:
+    """Step index -> index of its fastest candidate, for every step that has a choice.
+    ``timings``: problem digest -> the label that won there before (timing_cache.py), looked
+    up before timing a step; the problems timed here are added to it."""
     choices: dict[int, int] = {}
     timed: dict[tuple, int] = {}  # timing_key -> the choice made for it
     tuned = [i for i, s in enumerate(plan.steps) if len(s.candidates) > 1]
     for done, i in enumerate(tuned):
-        key = timing_key(plan, plan.steps[i])
+        step = plan.steps[i]
+        key = timing_key(plan, step)
         if key not in timed:
-            timed[key] = _fastest(plan, plan.steps[i], functions, cublas, stream)
+            labels = [p.label for p in step.candidates]
+            digest = problem_digest(key) if timings is not None else ""
+            known = timings.get(digest) if timings is not None else None
+            timed[key] = labels.index(known) if known in labels else _fastest(plan, step, functions, cublas, stream)
+            if timings is not None:
+                timings[digest] = labels[timed[key]]
         choices[i] = timed[key]
         if progress:
             progress(done + 1, len(tuned))
