@@ -4,9 +4,10 @@ Most of a shape's first run on a generic engine is planning it on the host. For 
 generic_shapes.py (zoo, seeded random weights, fp16, the same profiles), this plans as
 GenericEngines does for a GPU of ``--arch``: the opt shapes with every tactic (the first
 taken as the tuned one), the max shapes and the template check shapes with that tactic
-preferred, then N random in-range shapes in turn, each planned and finalized with the
-profile's lowering templates (plan/lowering_templates.py) and again without them (every node
-lowered). It reports the median and max milliseconds of both and how many nodes came from a
+preferred, then N random in-range shapes in turn, each planned and finalized as GenericEngines
+does (the profile's lowering templates, plan/lowering_templates.py, and the memory plan of the
+max shapes where its values fit it) and again without them (every node lowered, the arena
+planned anew). It reports the median and max milliseconds of both and how many nodes came from a
 template.
 
     python benchmarks/plan_time.py --models bert,cnn,yolo --shapes 30
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,14 +52,16 @@ def measure(name: str, path: Path, arch: str, sm_count: int, count: int, seed: i
     opt = build_plan(model, at(case["range"][1]), **kw)
     prefer = {s.label: s.candidates[0].label for s in opt.steps if s.node is not None}
     started = time.perf_counter()
-    for shapes in [at(case["range"][2]), *check_shapes(ranges, True)]:  # as GenericEngines.build
+    largest = finalize(build_plan(model, at(case["range"][2]), **kw, tune=False, prefer=prefer, templates=templates))
+    for shapes in check_shapes(ranges, True):  # as GenericEngines.build
         build_plan(model, shapes, **kw, tune=False, prefer=prefer, templates=templates)
     build_ms = (time.perf_counter() - started) * 1e3
     rows = []
     for shape in random_shapes(case, count, np.random.default_rng(seed)):
         replayed, lowered = templates.replayed, templates.lowered
         started = time.perf_counter()
-        finalize(build_plan(model, at(shape), **kw, tune=False, prefer=prefer, templates=templates))
+        finalize(build_plan(model, at(shape), **kw, tune=False, prefer=prefer, templates=templates),
+                 reference=largest.memory)
         templated = (time.perf_counter() - started) * 1e3
         started = time.perf_counter()
         finalize(build_plan(model, at(shape), **kw, tune=False, prefer=prefer))
@@ -83,11 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sm-count", type=int, default=46)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write every shape's numbers as JSON here")
+    parser.add_argument("--build", metavar="FOLDER", type=Path, help=argparse.SUPPRESS)  # (the child's job)
     args = parser.parse_args(argv)
+    if args.build:
+        for name in args.models.split(","):
+            build_model(name, args.build)
+        return 0
     results = []
     with tempfile.TemporaryDirectory() as folder:
+        # Exported in a child process: torch's objects would make this one's garbage collections
+        # slower than an app's that runs rtxrt alone.
+        subprocess.run([sys.executable, __file__, "--models", args.models, "--build", folder], check=True)
         for name in args.models.split(","):
-            result = measure(name, build_model(name, Path(folder)), args.arch, args.sm_count, args.shapes, args.seed)
+            result = measure(name, Path(folder) / f"{name}.rtxir", args.arch, args.sm_count, args.shapes, args.seed)
             results.append(result)
             print(f"{name}: new shape planned in {result['templated_ms']['median']:.1f} ms median, "
                   f"{result['templated_ms']['max']:.1f} max with templates ({result['nodes_replayed']} nodes "
