@@ -239,7 +239,12 @@ def dim_key(value: int) -> int | tuple[int, str | None, int, int]:
     range (a DimInt equals any int of its value, so it cannot stand for itself in a key)."""
     if not isinstance(value, DimInt):
         return int(value)
-    return int(value), None if value._expr is None else value.expr, value.lo, value.hi
+    return (int(value), *symbol_key(value))
+
+
+def symbol_key(value: DimInt) -> tuple[str | None, int, int]:
+    """A DimInt's expression and range without its value (reading nothing a guard would note)."""
+    return None if value._expr is None else value.expr, value.lo, value.hi
 
 
 def dim(value: int, name: str, lo: int, hi: int) -> int:

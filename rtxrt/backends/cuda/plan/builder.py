@@ -36,7 +36,7 @@ from ...data_dependent import is_runtime_if
 from ...memory_plan import Lifetime, MemoryPlan, fit_in, node_reads, plan_lifetimes, plan_time_values, specialize
 from ...reference.kernel import find_kernel
 from .forms import TensorForm, stored_form, to_form
-from ..codegen.dynamic import DimInt, current_bindings, dim, dim_bindings
+from ..codegen.dynamic import DimInt, current_bindings, dim_bindings
 from ..ops import LowerContext, Unsupported, lower
 from ..ops.context import NeedsValue, WrongForm, kernel_args, launch_of
 from ..ops.data_movement import conversion
@@ -203,22 +203,25 @@ class _Builder:
                 parameters = {n for n in self._parameters_of(node) if n != node.inputs[0]}  # input 0 is data
                 raise DataDependentShape(f"{node.label}: the shape of output {name!r} depends on the input values "
                                          f"({t}); a static plan cannot hold it", frozenset(parameters))
-        held = [self._held_form(n) if n else None for n in node.inputs]
         stored = [self._stored_input(n) if n else None for n in node.inputs]
         wanted = [stored_form(g, o) if o and o in g.types else None for o in node.outputs]
-        logical_out = [_logical(g, o) if o and o in g.types else None for o in node.outputs]
-        attempts = [  # the annotated forms first: they are the plan the AOT precision pass made
-            (_narrowed(node, stored), wanted),
-            (stored, wanted),
-            (held, wanted),
-            ([f and f.logical for f in stored], [f and f.logical for f in wanted]),
-            ([self._logical_input(n) if n else None for n in node.inputs], logical_out),
-        ]
+        wished: list[tuple[list, list]] = []  # inputs converted as a WrongForm wished, tried last
+
+        def attempts() -> Iterator[tuple[list, list]]:  # made as needed: the first usually serves
+            yield _narrowed(node, stored), wanted  # the annotated forms first: the AOT precision pass's plan
+            yield stored, wanted
+            yield [self._held_form(n) if n else None for n in node.inputs], wanted
+            yield [f and f.logical for f in stored], [f and f.logical for f in wanted]
+            yield ([self._logical_input(n) if n else None for n in node.inputs],
+                   [_logical(g, o) if o and o in g.types else None for o in node.outputs])
+            while wished:
+                yield wished.pop(0)
+
         problems = []
         needed = set()  # values the lowerings needed when the plan is made
         seen = []
         agnostic = shape_agnostic(node)
-        for inputs, outputs in attempts:
+        for inputs, outputs in attempts():
             if (inputs, outputs) in seen:
                 continue
             seen.append((inputs, outputs))
@@ -236,7 +239,7 @@ class _Builder:
                 wanted_inputs = [exc.wanted[i].with_shape(tuple(int(d) for d in exc.wanted[i].shape))
                                  if i in exc.wanted and f is not None else f for i, f in enumerate(inputs)]
                 if (wanted_inputs, outputs) not in seen:
-                    attempts.append((wanted_inputs, outputs))
+                    wished.append((wanted_inputs, outputs))
                 continue
             except Unsupported as exc:
                 problems.append(str(exc))
@@ -397,19 +400,17 @@ class _Builder:
     def _generic_form(self, name: str, form: TensorForm, prefix: str,
                       every: bool) -> tuple[TensorForm, dict[str, int]]:
         spans = self.dims.sizes.get(name, ()) if self.dims is not None else ()  # per axis: its size or range
-        spans = tuple(spans[:len(form.shape)]) + tuple(form.shape[len(spans):])
-        if not every and all(isinstance(span, int) for span in spans):
+        shape = form.shape
+        if not every and all(type(span) is int for span in spans[:len(shape)]):
             return form, {}
-        shape, values = list(form.shape), {}
-        for axis, span in enumerate(spans):
-            size = int(shape[axis])
-            if not isinstance(span, int):
-                label = f"{prefix}{axis}"
-                values[label], shape[axis] = size, dim(size, label, *span)
-            elif every:  # a fixed size as an argument: its range is that size
-                label = f"{prefix}{axis}"
-                values[label], shape[axis] = size, DimInt(size, label, size, size)
-        return form.with_shape(tuple(shape)), values
+        generic, values = list(shape), {}
+        for axis, size in enumerate(shape):
+            span = spans[axis] if axis < len(spans) else size
+            if type(span) is not int or every:
+                label, size = f"{prefix}{axis}", int(size)
+                lo, hi = (size, size) if type(span) is int else span  # (a fixed size as an argument: just that)
+                values[label], generic[axis] = size, DimInt(size, label, lo, hi) if every or lo < hi else size
+        return form.with_shape(tuple(generic)), values
 
     # --- finalize ----------------------------------------------------------------------------
 

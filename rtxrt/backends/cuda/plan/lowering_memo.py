@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ....ir.graph import Graph
-from ..codegen.dynamic import dim_key, is_dynamic
+from ..codegen.dynamic import DimInt, dim_key, symbol_key
 from ..ops.context import NODE_IDENTITY, LowerContext
 from .forms import TensorForm
 from .program import NodeProgram
@@ -68,7 +68,7 @@ def form_key(form: TensorForm | None) -> tuple | None:
 
 def symbolic_form_key(form: TensorForm | None) -> tuple | None:
     """A form with each varying dim as its expression and range, without its value."""
-    return None if form is None else (form.dtype, tuple(dim_key(d)[1:] if is_dynamic(d) else d for d in form.shape),
+    return None if form is None else (form.dtype, tuple(symbol_key(d) if type(d) is DimInt else d for d in form.shape),
                                       form.layout)
 
 
