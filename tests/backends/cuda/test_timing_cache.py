@@ -3,6 +3,7 @@ per GPU, read by the next process, merged with what another process kept, and ig
 then times everything) where what is kept cannot be read."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from rtxrt.backends.cuda.cache.runtime_cache import RuntimeCache
@@ -46,3 +47,12 @@ def test_a_problem_digest_names_the_problem():
     key = (("float16", (8, 32)), (("mma", 8, 32),))
     assert problem_digest(key) == problem_digest(tuple(key)) != problem_digest((("float16", (8, 33)), key[1]))
     assert len(problem_digest(key)) == 32
+
+
+def test_a_timing_cache_locked_elsewhere_is_left_alone(tmp_path):
+    cache = RuntimeCache(tmp_path, lock_timeout=0.1)
+    timings = TimingCache(cache, GPU)
+    with cache.lock(timings.key):  # (another process, holding it past the timeout)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(timings.add, {"a" * 32: "cublas"}).result()
+    assert timings.read() == {}

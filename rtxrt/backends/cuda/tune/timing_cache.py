@@ -43,11 +43,15 @@ class TimingCache:
         return {str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else {}
 
     def add(self, choices: Mapping[str, str]) -> None:
-        """Keep ``choices`` beside what other processes kept meanwhile."""
+        """Keep ``choices`` beside what other processes kept meanwhile (not where the entry
+        stays locked past the cache's timeout: a JIT never fails for its timing cache)."""
         if not choices:
             return
-        with self.cache.lock(self.key):
-            merged = self.read() | dict(choices)
-            entry = self.cache.entry(self.key)
-            entry.put_json(BLOB, merged)
-            entry.complete()
+        try:
+            with self.cache.lock(self.key):
+                merged = self.read() | dict(choices)
+                entry = self.cache.entry(self.key)
+                entry.put_json(BLOB, merged)
+                entry.complete()
+        except CacheError:
+            return
