@@ -137,6 +137,7 @@ def _tactic_label(plan: ConvPlan) -> str:
     tactic = getattr(kernel, "tactic", None)
     return getattr(tactic, "label", "") if tactic is not None else "direct"
 
+
 def _pointwise(node) -> bool:
     """A 1x1 convolution of stride 1 without padding or groups: a GEMM over the pixels, whose
     kernels take their sizes as arguments (ops/lowering.py: SHAPE_AGNOSTIC)."""
