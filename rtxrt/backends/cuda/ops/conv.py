@@ -150,3 +150,4 @@ def _pointwise(node) -> bool:
 LOWERINGS.add("FusedConv", lower_conv, domain="rtxrt")
 SHAPE_AGNOSTIC.add("FusedConv", _pointwise, domain="rtxrt")
 LOWERINGS.add("Conv", lower_conv)
+SHAPE_AGNOSTIC.add("Conv", _pointwise)
