@@ -205,8 +205,8 @@ def _shape_values(model: Model, largest: Mapping[str, int] | None = None) -> dic
         return max(size, largest.get(name, 0)) > _MAX_PLAN_VALUE
 
     for node in graph.nodes:
-        if not (node.op_type in ("Shape", "Size") or all(n in known for n in node.inputs if n)):
-            continue  # (most nodes read a graph input: the cheapest test first)
+        if not ((node.op_type in ("Shape", "Size") and not node.domain) or all(n in known for n in node.inputs if n)):
+            continue  # (most nodes read a graph input: the cheapest test first, and the only one of inputs)
         named = [o for o in node.outputs if o]  # (an omitted optional output has no name)
         outs = [graph.types.get(o) for o in named]
         if not outs or any(o in known for o in named) or any(True for _ in node.subgraphs()):
@@ -215,8 +215,8 @@ def _shape_values(model: Model, largest: Mapping[str, int] | None = None) -> dic
             continue
         if node.op_type in ("Shape", "Size") and not node.domain:
             values = _of_shape(node, graph.types.get(node.inputs[0]))
-        elif (node.op_type in NONDETERMINISTIC_OPS or any(n and n not in known for n in node.inputs)
-              or any(t.is_static and too_big(o, math.prod(t.shape)) for o, t in zip(named, outs))):
+        elif node.op_type in NONDETERMINISTIC_OPS or any(t.is_static and too_big(o, math.prod(t.shape))
+                                                         for o, t in zip(named, outs)):
             values = None
         else:
             values = _evaluate(node, model.opset, [known[n] if n else None for n in node.inputs])

@@ -26,6 +26,7 @@ def autotune(plan: Plan, functions: Mapping[str, Any], cublas: Any, stream: Any,
     """Step index -> index of its fastest candidate, for every step that has a choice.
     ``timings``: problem digest -> the label that won there before (timing_cache.py), looked
     up before timing a step; the problems timed here are added to it."""
+    timings = {} if timings is None else timings
     choices: dict[int, int] = {}
     timed: dict[tuple, int] = {}  # timing_key -> the choice made for it
     tuned = [i for i, s in enumerate(plan.steps) if len(s.candidates) > 1]
@@ -33,12 +34,10 @@ def autotune(plan: Plan, functions: Mapping[str, Any], cublas: Any, stream: Any,
         step = plan.steps[i]
         key = timing_key(plan, step)
         if key not in timed:
-            labels = [p.label for p in step.candidates]
-            digest = problem_digest(key) if timings is not None else ""
-            known = timings.get(digest) if timings is not None else None
+            labels, digest = [p.label for p in step.candidates], problem_digest(key)
+            known = timings.get(digest)
             timed[key] = labels.index(known) if known in labels else _fastest(plan, step, functions, cublas, stream)
-            if timings is not None:
-                timings[digest] = labels[timed[key]]
+            timings[digest] = labels[timed[key]]
         choices[i] = timed[key]
         if progress:
             progress(done + 1, len(tuned))
